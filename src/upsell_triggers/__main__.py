@@ -1,0 +1,3 @@
+from upsell_triggers.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The rule-file format growth PMs edit (contract §4). These models are the JSON Schema's source.
+
+One format for every file in rules/: a file may hold any of `metrics`, `plans`, `policy`, `groups`;
+the directory is merged (plans and policy may each be declared once).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from upsell_triggers.engine.timeutil import parse_duration
+
+_QTY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB|PiB|k|M|B)?\s*$")
+_QTY_UNITS = {None: 1, "k": 1_000, "M": 1_000_000, "B": 1_000_000_000,
+              "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+PLACEMENTS = ("banner", "modal", "toast", "inline")
+
+
+def _quantity(v: Any) -> float | None:
+    """12, 2.5, '2GiB', '1.5M', 'unlimited' (-> None)."""
+    if v is None or v == "unlimited":
+        return None
+    if isinstance(v, bool):
+        raise ValueError("expected a number, a size like '2GiB', or 'unlimited'")
+    if isinstance(v, int | float):
+        if v < 0 or v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number ≥ 0")
+        return float(v)
+    if isinstance(v, str):
+        m = _QTY.match(v)
+        if m:
+            return float(m.group(1)) * _QTY_UNITS[m.group(2)]
+    raise ValueError(f"{str(v)[:40]!r} is not a quantity: use a number, a size like '2GiB', or 'unlimited'")
+
+
+def _duration(v: Any) -> int:
+    return parse_duration(v)
+
+
+Quantity = Annotated[float | None, BeforeValidator(_quantity),
+                     Field(json_schema_extra={"anyOf": [{"type": "number", "minimum": 0},
+                                                        {"type": "string"}, {"type": "null"}]})]
+Duration = Annotated[int, BeforeValidator(_duration),
+                     Field(json_schema_extra={"type": ["string", "number"],
+                                              "examples": ["7d", "24h", "30m"]})]
+RuleId = Annotated[str, Field(pattern=ID_PATTERN)]
+Text = Annotated[str, Field(max_length=2000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricDef(_Strict):
+    """A metric events may carry. gauge: latest reading wins; period_counter: deltas summed per billing
+    period; rolling_counter: deltas summed over a rolling event-time window of `bucket`-sized buckets."""
+
+    kind: Literal["gauge", "period_counter", "rolling_counter"]
+    unit: Literal["count", "bytes"] = "count"
+    window: Duration | None = Field(default=None, description="rolling_counter: longest window rules may ask for")
+    bucket: Duration | None = Field(default=None, description="rolling_counter: bucket size (default 1h)")
+    description: Text = ""
+
+
+class PlanDef(_Strict):
+    id: RuleId
+    name: Text | None = Field(default=None, description="display name used in prompt copy")
+    limits: dict[str, Quantity] = Field(default_factory=dict,
+                                        description="metric -> limit; 'unlimited' or absent = no limit")
+    features: list[RuleId] = Field(default_factory=list, description="premium features this plan includes")
+
+
+class FrequencyCap(_Strict):
+    max_prompts: int = Field(default=1, ge=0, le=1000)
+    per: Duration = Field(default=parse_duration("24h"))
+
+
+class Holdout(_Strict):
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    salt: Annotated[str, Field(max_length=128)] = "upsell-holdout-v1"
+
+
+class PolicyDef(_Strict):
+    default_plan: RuleId | None = Field(default=None, description="plan of accounts never seen in plan_changed "
+                                        "(default: the first plan)")
+    frequency_cap: FrequencyCap = FrequencyCap()
+    holdout: Holdout = Holdout()
+    attribution_window: Duration = Field(default=parse_duration("14d"))
+    prompt_expiry: Duration = Field(default=parse_duration("7d"))
+
+
+class Condition(_Strict):
+    """One of: `metric` with `ratio` (of the plan limit) or `at_least` (absolute, over `window` for rolling
+    counters, per `feature` for paywall_hits); or `all:` a list of conditions, the first being primary."""
+
+    metric: RuleId | None = None
+    ratio: float | None = Field(default=None, gt=0, le=100)
+    at_least: Quantity = None
+    window: Duration | None = None
+    feature: RuleId | Literal["*"] | None = Field(default=None, description="paywall_hits: a feature or '*'")
+    all: list[Condition] | None = Field(default=None, min_length=1, max_length=8)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Condition:
+        if self.all is not None:
+            if any(v is not None for v in (self.metric, self.ratio, self.at_least, self.window, self.feature)):
+                raise ValueError("'all' cannot be combined with metric/ratio/at_least/window/feature")
+            if any(c.all is not None for c in self.all):
+                raise ValueError("'all' cannot be nested")
+            return self
+        if self.metric is None:
+            raise ValueError("a condition needs 'metric' (or 'all')")
+        if (self.ratio is None) == (self.at_least is None):
+            raise ValueError("a condition needs exactly one of 'ratio' (of the plan limit) or 'at_least'")
+        return self
+
+
+class Cta(_Strict):
+    label: Text
+    url: Text
+
+
+class PromptCopy(_Strict):
+    title: Text
+    body: Text = ""
+    cta: Cta
+
+
+class _RuleFields(_Strict):
+    rearm: Quantity = Field(default=None, description="re-arm level: ratio for ratio rules, count otherwise "
+                            "(default: the threshold)")
+    cooldown: Duration | None = None
+    audience: list[RuleId] | None = Field(default=None, description="plans the rule applies to (default: all)")
+    priority: int | None = Field(default=None, ge=0, le=1000)
+    placement: Literal["banner", "modal", "toast", "inline"] | None = None
+    bypass_cap: bool | None = None
+    target_plan: RuleId | None = Field(default=None, description="'next' or a plan id")
+    signal: RuleId | None = Field(default=None, description="default: usage_limit, paywall or usage_threshold")
+    prompt: PromptCopy | None = None
+    enabled: bool | None = None
+
+
+class RuleDef(_RuleFields):
+    id: RuleId
+    when: Condition
+    description: Text = ""
+
+
+class GroupDef(_Strict):
+    id: RuleId
+    description: Text = ""
+    defaults: _RuleFields = _RuleFields()
+    rules: list[RuleDef] = Field(min_length=1, max_length=500)
+
+
+class RulesFile(_Strict):
+    """A file in rules/. Every section is optional; the directory is merged."""
+
+    version: Literal[1] = 1
+    metrics: dict[RuleId, MetricDef] | None = None
+    plans: list[PlanDef] | None = Field(default=None, min_length=1, max_length=50,
+                                        description="tiers in upgrade order, cheapest first")
+    policy: PolicyDef | None = None
+    groups: list[GroupDef] | None = None
+
+
+def rules_json_schema() -> dict[str, Any]:
+    schema = RulesFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://upsell-triggers.dev/schema/rules.schema.json"
+    return schema

@@ -1,0 +1,78 @@
+"""Event-time arithmetic in integer epoch milliseconds, which keeps state compact and comparisons cheap."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import UTC, datetime
+
+MS = 1
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": MS, "s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
+
+
+def parse_duration(text: str | int | float) -> int:
+    """'7d', '24h', '30m', '500ms' or a number of seconds -> milliseconds."""
+    if isinstance(text, bool):
+        raise ValueError("a duration is a string like '7d' or '24h', not a boolean")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return int(text * SECOND)
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. '7d'")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def format_duration(ms: int) -> str:
+    for unit, size in (("w", 7 * DAY), ("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def to_iso(ms: int) -> str:
+    """RFC 3339 UTC with a 'Z', second precision unless milliseconds are present."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if ms % 1000:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def datetime_to_ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        raise ValueError("timestamp needs a UTC offset (RFC 3339), e.g. 2026-11-22T10:00:00Z")
+    return int(dt.timestamp() * 1000)
+
+
+def _add_months(anchor: datetime, months: int) -> datetime:
+    total = anchor.month - 1 + months
+    year, month = anchor.year + total // 12, total % 12 + 1
+    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    return anchor.replace(year=year, month=month, day=day)
+
+
+def billing_period(ts_ms: int, anchor_ms: int | None) -> tuple[int, int]:
+    """The monthly billing period [start, end) holding ts_ms.
+
+    Anchored at anchor_ms (the day of month is kept, clamped to short months: an anchor on the 31st
+    renews on Feb 28/29); calendar month UTC when there is no anchor.
+    """
+    ts = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    if anchor_ms is None:
+        anchor = datetime(1970, 1, 1, tzinfo=UTC)
+    else:
+        anchor = datetime.fromtimestamp(anchor_ms / 1000, tz=UTC)
+    months = (ts.year - anchor.year) * 12 + (ts.month - anchor.month)
+    start = _add_months(anchor, months)
+    if start > ts:
+        months -= 1
+        start = _add_months(anchor, months)
+    end = _add_months(anchor, months + 1)
+    return datetime_to_ms(start), datetime_to_ms(end)

@@ -1,0 +1,105 @@
+"""Bytes in, prompts and dead letters out: the engine with a bounded account store and metrics.
+
+Kafka-free; the embedded runner, `replay` and the Faust runtime all drive it, so they decide alike.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from upsell_triggers.engine.engine import Decision, Engine, Outcome
+from upsell_triggers.engine.events import InvalidEvent, decode_event
+from upsell_triggers.engine.ruleset import RuleSet
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.timeutil import DAY
+from upsell_triggers.metrics import Metrics
+
+
+class MemoryStore:
+    """Account states in memory, bounded: at most max_accounts (least recently used evicted first), and an
+    account idle for ttl_ms of event time is dropped by expire()."""
+
+    def __init__(self, max_accounts: int = 2_000_000, ttl_ms: int = 90 * DAY) -> None:
+        self.max_accounts = max_accounts
+        self.ttl_ms = ttl_ms
+        self.states: OrderedDict[str, AccountState] = OrderedDict()
+        self.evicted = 0
+
+    def get(self, account_id: str) -> AccountState:
+        st = self.states.get(account_id)
+        if st is None:
+            st = self.states[account_id] = AccountState()
+            if len(self.states) > self.max_accounts:
+                self.states.popitem(last=False)
+                self.evicted += 1
+        else:
+            self.states.move_to_end(account_id)
+        return st
+
+    def expire(self, watermark_ms: int) -> int:
+        cutoff = watermark_ms - self.ttl_ms
+        old = [a for a, s in self.states.items() if s.last_seen < cutoff]
+        for a in old:
+            del self.states[a]
+        return len(old)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def items(self) -> Iterator[tuple[str, AccountState]]:
+        return iter(self.states.items())
+
+
+@dataclass(slots=True)
+class Result:
+    outcome: Outcome | None
+    invalid: InvalidEvent | None = None
+    account_id: str | None = None
+    decisions: list[Decision] = field(default_factory=list)
+
+
+class Processor:
+    def __init__(self, rules: RuleSet, metrics: Metrics | None = None, store: MemoryStore | None = None,
+                 get_state: Callable[[str], AccountState] | None = None) -> None:
+        self.engine = Engine(rules)
+        self.metrics = metrics or Metrics()
+        self.store = store if store is not None else MemoryStore()
+        self._get = get_state or self.store.get
+        self.metrics.rules_loaded.set(len(rules.rules))
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.engine.rules
+
+    def swap_rules(self, rules: RuleSet) -> None:
+        self.engine.swap_rules(rules)
+        self.metrics.rules_loaded.set(len(rules.rules))
+
+    def handle(self, raw: bytes, key: bytes | None = None, now_ms: int | None = None) -> Result:
+        ev = decode_event(raw, key)
+        if isinstance(ev, InvalidEvent):
+            self.metrics.record_invalid(ev.reason)
+            return Result(None, ev, ev.account_id)
+        out = self.engine.process(ev, self._get(ev.account_id), now_ms)
+        if out.invalid is not None:
+            self.metrics.record_invalid(out.invalid.reason)
+            return Result(out, out.invalid, ev.account_id)
+        self.metrics.record(ev.type, out)
+        return Result(out, None, ev.account_id, out.decisions)
+
+
+def dlq_record(raw: bytes, invalid: InvalidEvent, source: dict[str, Any]) -> dict[str, Any]:
+    """The dead-letter envelope for outputs that are not Kafka (files, stdout)."""
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    out: dict[str, Any] = {"reason": invalid.reason, "error": invalid.message, **source}
+    if text is not None:
+        out["original"] = text
+    else:
+        out["original_b64"] = __import__("base64").b64encode(raw).decode()
+    return out

@@ -1,0 +1,150 @@
+"""`rules test`: rule unit tests in YAML, like `promtool test rules`.
+
+    rules: ..                      # rule directory, relative to this file (default: its parent's parent)
+    tests:
+      - name: seats-80 fires at 4 of 5 seats
+        start: 2026-11-22T10:00:00Z   # optional
+        account: acme                 # optional
+        events:                       # `at` is an offset from start; event_id defaults to e<index>
+          - {at: 0s, type: usage, metric: seats, value: 4}
+        expect_prompts:               # exactly these prompts, in order; listed fields must match
+          - {rule_id: seats-80, title: "You're using 4 of 5 seats"}
+        expect_absent: [seats-100]    # rules that must not emit
+        expect_decisions:             # decisions that must be among those made (subset)
+          - {rule_id: seats-100, outcome: cooldown}
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from upsell_triggers.engine.engine import Decision, Engine
+from upsell_triggers.engine.events import InvalidEvent, validate_event
+from upsell_triggers.engine.ruleset import RulesError, RuleSet, load_ruleset
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.timeutil import datetime_to_ms, parse_duration
+from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
+
+
+class TestCase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    start: str = "2026-01-05T09:00:00Z"
+    account: str = "acme"
+    events: list[dict[str, Any]] = Field(min_length=1)
+    expect_prompts: list[dict[str, Any]] | None = None
+    expect_absent: list[str] = Field(default_factory=list)
+    expect_decisions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TestFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: str | None = None
+    tests: list[TestCase] = Field(min_length=1)
+
+
+def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    out = []
+    for k, v in expected.items():
+        a = actual.get(k)
+        if isinstance(v, dict) and isinstance(a, dict):
+            out += [f"{k}.{m}" for m in _matches(a, v)]
+        elif a != v:
+            out.append(f"{k}: expected {v!r}, got {a!r}")
+    return out
+
+
+def run_case(rules: RuleSet, case: TestCase) -> list[str]:
+    engine = Engine(rules)
+    state = AccountState()
+    start = datetime_to_ms(datetime.fromisoformat(case.start))
+    prompts: list[dict[str, Any]] = []
+    decisions: list[Decision] = []
+    failures: list[str] = []
+    for i, raw in enumerate(case.events):
+        ev_dict = dict(raw)
+        at = ev_dict.pop("at", 0)
+        ev_dict.setdefault("event_id", f"e{i}")
+        ev_dict.setdefault("account_id", case.account)
+        ev_dict.setdefault("ts", start + parse_duration(at))
+        ev = validate_event(ev_dict)
+        if isinstance(ev, InvalidEvent):
+            failures.append(f"events[{i}] is invalid: {ev.message}")
+            continue
+        out = engine.process(ev, state)
+        if out.invalid is not None:
+            failures.append(f"events[{i}] is invalid: {out.invalid.message}")
+        decisions += out.decisions
+        prompts += out.prompts
+    if case.expect_prompts is not None:
+        if len(prompts) != len(case.expect_prompts):
+            got = [p["rule_id"] for p in prompts]
+            failures.append(f"expected {len(case.expect_prompts)} prompt(s), got {len(prompts)}: {got}")
+        for j, (p, e) in enumerate(zip(prompts, case.expect_prompts, strict=False)):
+            exp = dict(e)
+            if "at" in exp:
+                exp["created_at"] = _iso(start + parse_duration(exp.pop("at")))
+            for m in _matches(p, exp):
+                failures.append(f"prompt {j} ({p['rule_id']}): {m}")
+    for rid in case.expect_absent:
+        if any(p["rule_id"] == rid for p in prompts):
+            failures.append(f"rule {rid} emitted a prompt but is expected absent")
+    for e in case.expect_decisions:
+        if not any(not _matches(d.explain() | {"group": d.group}, e) for d in decisions):
+            failures.append(f"no decision matching {orjson.dumps(e).decode()}; got "
+                            + ", ".join(f"{d.rule_id}:{d.outcome}" for d in decisions))
+    return failures
+
+
+def _iso(ms: int) -> str:
+    from upsell_triggers.engine.timeutil import to_iso
+
+    return to_iso(ms)
+
+
+def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:
+    failed = passed = 0
+    cache: dict[str, RuleSet] = {}
+    for f in files:
+        path = Path(f)
+        try:
+            data, lines = load_yaml(path.read_text(encoding="utf-8"))
+            tf = TestFile.model_validate(data)
+        except YamlError as err:
+            out.write(f"{f}:{err.line}: error: {err.message}\n")
+            failed += 1
+            continue
+        except ValidationError as verr:
+            for e in verr.errors(include_url=False):
+                out.write(f"{f}:{line_for(lines, tuple(e['loc']))}: error: "
+                          f"{'.'.join(map(str, e['loc']))}: {e['msg']}\n")
+            failed += 1
+            continue
+        except OSError as err:
+            out.write(f"{f}: error: {err}\n")
+            failed += 1
+            continue
+        rdir = rules_dir or str((path.parent / (tf.rules or "..")).resolve())
+        if rdir not in cache:
+            try:
+                cache[rdir] = load_ruleset(rdir)
+            except RulesError as rerr:
+                out.write(f"{f}: error: rules in {rdir} do not load:\n{rerr}\n")
+                failed += len(tf.tests)
+                continue
+        for i, case in enumerate(tf.tests):
+            fails = run_case(cache[rdir], case)
+            where = f"{f}:{line_for(lines, ('tests', i))}"
+            if fails:
+                failed += 1
+                out.write(f"FAIL {where} {case.name}\n" + "".join(f"     {m}\n" for m in fails))
+            else:
+                passed += 1
+                out.write(f"ok   {where} {case.name}\n")
+    out.write(f"{passed} passed, {failed} failed\n")
+    return 1 if failed else 0

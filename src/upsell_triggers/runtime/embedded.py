@@ -1,0 +1,110 @@
+"""The embedded runtime: the engine in-process, no Kafka. Events from a file, stdin or the simulator;
+prompts as JSON lines to stdout or a file; dead letters as JSON lines to stderr or a file; the same
+metrics, health endpoints and rule hot reload as the Kafka worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import IO
+
+import orjson
+
+from upsell_triggers.engine.ruleset import load_ruleset
+from upsell_triggers.metrics import Metrics
+from upsell_triggers.processor import Processor, dlq_record
+from upsell_triggers.runtime.http import make_app, serve
+from upsell_triggers.runtime.reload import try_reload, watch_rules
+from upsell_triggers.settings import Settings
+from upsell_triggers.simulate import Simulator
+
+log = logging.getLogger("upsell_triggers.embedded")
+
+
+async def _lines(path: str) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    f = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        while True:
+            line = await loop.run_in_executor(None, f.readline)
+            if not line:
+                return
+            yield line
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+async def _simulated(accounts: int, rate: float, limit: int | None) -> AsyncIterator[bytes]:
+    sim = Simulator(accounts=accounts)
+    batch = max(1, int(rate / 20))
+    t0 = time.monotonic()
+    for n, ev in enumerate(sim.events(limit), 1):
+        yield orjson.dumps(ev)
+        if n % batch == 0:
+            await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
+
+
+async def run_embedded(settings: Settings, source: str | None, output: str | None, dlq: str | None,
+                       accounts: int = 300, rate: float = 500.0, limit: int | None = None) -> int:
+    rules = load_ruleset(settings.rules_dir)
+    metrics = Metrics()
+    proc = Processor(rules, metrics)
+    proc.engine.max_future_ms = settings.max_future_skew_s * 1000
+    out: IO[bytes] = open(output, "ab") if output else sys.stdout.buffer  # noqa: SIM115
+    dlq_out: IO[bytes] = open(dlq, "ab") if dlq else sys.stderr.buffer  # noqa: SIM115
+    ready = True
+    runner = await serve(make_app(metrics.registry, lambda: ready), settings.http_host, settings.http_port)
+    metrics.ready.set(1)
+    log.info("embedded runtime up", extra={"fields": {
+        "metrics": f"http://{settings.http_host}:{settings.http_port}/metrics", "rules": len(rules.rules),
+        "source": source or f"simulator ({accounts} accounts, {rate:g} events/s)"}})
+    watcher = asyncio.create_task(watch_rules(settings.rules_dir, lambda: proc.rules, proc.swap_rules, metrics,
+                                              settings.reload_debounce_ms))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: try_reload(settings.rules_dir, proc.rules, proc.swap_rules,
+                                                             metrics))
+    events = _lines(source) if source else _simulated(accounts, rate, limit)
+    n = 0
+    try:
+        async for raw in events:
+            if stop.is_set():
+                break
+            n += 1
+            t0 = time.perf_counter()
+            res = proc.handle(raw.strip(), now_ms=int(time.time() * 1000) if source else None)
+            if res.invalid is not None:
+                dlq_out.write(orjson.dumps(dlq_record(raw, res.invalid, {"source": source or "simulator",
+                                                                         "line": n})) + b"\n")
+                dlq_out.flush()
+                continue
+            for d in res.decisions:
+                if d.prompt is not None:
+                    out.write(orjson.dumps(d.prompt) + b"\n")
+                    metrics.latency.observe(time.perf_counter() - t0)
+            if res.decisions:
+                out.flush()
+            if n % 10_000 == 0:
+                metrics.accounts.set(len(proc.store))
+        metrics.accounts.set(len(proc.store))
+        if source is not None and not stop.is_set():
+            log.info("input finished; serving metrics until interrupted", extra={"fields": {"events": n}})
+            await stop.wait()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await runner.cleanup()
+        if output:
+            out.close()
+        if dlq:
+            dlq_out.close()
+    return 0

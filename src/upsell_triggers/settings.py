@@ -1,0 +1,44 @@
+"""Service configuration: environment variables (UPSELL_*) and/or a .env file, validated by pydantic.
+
+KAFKA_BOOTSTRAP_SERVERS is also read without the prefix, as most Kafka tooling does. With no bootstrap
+servers, `run` uses the embedded runtime (no Kafka).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UPSELL_", env_file=".env", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias=AliasChoices("UPSELL_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"))
+    app_id: str = "upsell-triggers"
+    topic_events: str = "usage-events"
+    topic_feedback: str = "prompt-feedback"
+    topic_prompts: str = "upgrade-prompts"
+    topic_dlq: str = "usage-events.dlq"
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    rules_dir: str = "rules"
+    store: str = Field(default="memory://", description="memory:// (tests) or rocksdb:// (production)")
+    data_dir: str = "/tmp/upsell-triggers"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    max_future_skew_s: int = Field(default=3600, ge=0)
+    reload_debounce_ms: int = Field(default=500, ge=0)
+
+    # Kafka security (aiokafka semantics)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None

@@ -1,0 +1,74 @@
+"""A built-in workload: accounts on different plans growing seats, storage and API calls, hitting paywalls.
+
+Deterministic for a seed. Simulated event time advances `step_ms` per round, so a few seconds of wall
+time cover weeks of account life and prompts fire quickly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from upsell_triggers.engine.timeutil import HOUR
+
+PLANS = (("free", 5, 2 * 2**30, 10_000), ("team", 25, 100 * 2**30, 1_000_000),
+         ("business", 200, 2**40, 10_000_000))
+FEATURES = ("sso", "audit_log", "scim")
+START_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z
+
+
+class Simulator:
+    def __init__(self, accounts: int = 300, seed: int = 7, step_ms: int = HOUR, start_ms: int = START_MS) -> None:
+        self.rng = random.Random(seed)
+        self.step_ms = step_ms
+        self.now = start_ms
+        self.seq = 0
+        self.accounts: list[dict[str, Any]] = []
+        for i in range(accounts):
+            tier = self.rng.choices(range(3), weights=(6, 3, 1))[0]
+            _, seats, storage, api = PLANS[tier]
+            self.accounts.append({
+                "id": f"acct-{i:05d}", "tier": tier, "seats": max(1, int(seats * self.rng.uniform(0.2, 0.7))),
+                "storage": storage * self.rng.uniform(0.1, 0.6), "growth": self.rng.uniform(0.002, 0.02),
+                "api_rate": api * self.rng.uniform(0.0005, 0.004), "paywall": self.rng.random() < 0.3,
+                "new": True,
+            })
+
+    def _ev(self, acct: dict[str, Any], etype: str, **fields: Any) -> dict[str, Any]:
+        self.seq += 1
+        return {"event_id": f"sim-{self.seq}", "account_id": acct["id"], "type": etype,
+                "ts": self.now + self.rng.randrange(self.step_ms), "user_id": f"u-{self.rng.randrange(50)}",
+                **fields}
+
+    def round(self) -> Iterator[dict[str, Any]]:
+        """One step of simulated time: a few events per account."""
+        self.now += self.step_ms
+        for a in self.accounts:
+            if a["new"]:
+                a["new"] = False
+                yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+            r = self.rng.random()
+            if r < 0.15:
+                cap = PLANS[a["tier"]][1]
+                a["seats"] = max(1, min(int(cap * 1.1), a["seats"] + self.rng.choice((-1, 1, 1, 1))))
+                yield self._ev(a, "usage", metric="seats", value=a["seats"])
+            elif r < 0.30:
+                a["storage"] *= 1 + a["growth"]
+                yield self._ev(a, "usage", metric="storage_bytes", value=int(a["storage"]))
+            elif r < 0.85:
+                yield self._ev(a, "usage", metric="api_calls", delta=int(a["api_rate"] * self.rng.uniform(0.5, 1.5)))
+            elif a["paywall"] and r < 0.95:
+                yield self._ev(a, "paywall_hit", feature=self.rng.choice(FEATURES))
+            elif r > 0.999 and a["tier"] < 2:
+                a["tier"] += 1
+                yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+
+    def events(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        n = 0
+        while limit is None or n < limit:
+            for ev in self.round():
+                yield ev
+                n += 1
+                if limit is not None and n >= limit:
+                    return
