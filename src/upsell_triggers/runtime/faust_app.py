@@ -106,7 +106,7 @@ def create_app(s: Settings) -> faust.App:
     source = app.topic(s.topic_events, s.topic_feedback, key_serializer="raw", value_serializer="raw")
     prompts_topic = app.topic(s.topic_prompts, key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="raw")
-    table = app.Table("account-state", default=None, key_serializer="raw", value_serializer="raw",
+    table = app.Table("account-state", default=None, key_type=bytes, value_type=bytes,
                       partitions=s.topic_partitions)
     current: dict[str, AccountState] = {}
 
@@ -176,7 +176,6 @@ def run_worker(s: Settings) -> int:
     app = create_app(s)
     worker = faust.Worker(app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
     setup_logging(s.log_level, s.log_format)  # after Worker: its spinner would otherwise set DEBUG on root
-    loop = asyncio.get_event_loop_policy().get_event_loop()
-    loop.add_signal_handler(signal.SIGHUP, app.upsell_reload)  # type: ignore[attr-defined]
+    worker.loop.add_signal_handler(signal.SIGHUP, app.upsell_reload)  # type: ignore[attr-defined]
     worker.execute_from_commandline()
     return 0

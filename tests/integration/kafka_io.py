@@ -1,0 +1,50 @@
+"""Small aiokafka helpers for tests: produce events, collect records from topics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await p.start()
+    try:
+        for key, value in records:
+            await p.send(topic, value, key=key)
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+async def collect(bootstrap: str, topics: list[str], want: int, timeout: float = 30.0,
+                  settle: float = 0.0) -> list[Any]:
+    """Reads records from the start of topics until `want` arrived (then `settle` more seconds) or timeout."""
+    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                         enable_auto_commit=False, group_id=None)
+    await c.start()
+    got: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await c.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                got.extend(msgs)
+            if len(got) >= want:
+                if settle:
+                    await asyncio.sleep(settle)
+                    batch = await c.getmany(timeout_ms=500)
+                    for msgs in batch.values():
+                        got.extend(msgs)
+                break
+    finally:
+        await c.stop()
+    return got
+
+
+def event(account: str, eid: str, ts_ms: int, **fields: Any) -> tuple[bytes, bytes]:
+    return account.encode(), orjson.dumps({"event_id": eid, "account_id": account, "ts": ts_ms, **fields})

@@ -1,0 +1,99 @@
+"""The service (Faust worker subprocess) against the real local Kafka broker."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from .kafka_io import collect, event, produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+
+CONTRACT_FIELDS = {
+    "schema_version", "prompt_id", "account_id", "user_id", "rule_id", "signal", "metric", "feature", "value",
+    "limit", "ratio", "plan", "target_plan", "placement", "priority", "title", "body", "cta",
+    "trigger_event_id", "created_at", "expires_at",
+}
+
+
+async def test_seats_event_becomes_prompt_on_topic(worker_factory, kafka_bootstrap):
+    w = worker_factory().start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+    await produce(kafka_bootstrap, w.topics["events"], [
+        event("acme", "e-1", now - 2000, type="plan_changed", plan="free"),
+        event("acme", "e-2", now - 1000, type="usage", metric="seats", value=3),
+        event("acme", "e-3", now, type="usage", metric="seats", value=4, user_id="u-9"),
+    ])
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=1.0)
+    assert len(recs) == 1, [r.value for r in recs]
+    rec = recs[0]
+    assert rec.key == b"acme"
+    p = orjson.loads(rec.value)
+    assert set(p) == CONTRACT_FIELDS
+    assert p["schema_version"] == 1 and p["rule_id"] == "seats-80" and p["signal"] == "usage_limit"
+    assert (p["value"], p["limit"], p["ratio"]) == (4, 5, 0.8)
+    assert (p["plan"], p["target_plan"], p["placement"]) == ("free", "team", "banner")
+    assert p["title"] == "You're using 4 of 5 seats"
+    assert p["cta"] == {"label": "Upgrade to Team", "url": "/billing/upgrade?plan=team"}
+    assert p["trigger_event_id"] == "e-3" and p["user_id"] == "u-9"
+    assert p["prompt_id"].startswith("pr_")
+    status, body = w.get("/metrics")
+    assert status == 200
+    assert 'upsell_decisions_total{outcome="emitted",rule="seats-80"} 1.0' in body
+
+
+async def test_malformed_bytes_go_to_dlq_with_reason(worker_factory, kafka_bootstrap):
+    w = worker_factory().start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+    bad = [(b"acme", b"\xff\xfe not json"),
+           (b"acme", orjson.dumps({"event_id": "x", "account_id": "acme", "type": "usage", "ts": now,
+                                   "metric": "seats", "value": "four"})),
+           (b"other", orjson.dumps({"event_id": "y", "account_id": "acme", "type": "paywall_hit", "ts": now,
+                                    "feature": "sso"})),
+           (b"acme", orjson.dumps({"event_id": "z", "account_id": "acme", "type": "usage", "ts": now,
+                                   "metric": "bogus", "value": 1}))]
+    await produce(kafka_bootstrap, w.topics["events"], bad)
+    recs = await collect(kafka_bootstrap, [w.topics["dlq"]], want=4, settle=0.5)
+    assert len(recs) == 4
+    by_value = {r.value: dict(r.headers) for r in recs}
+    assert set(by_value) == {v for _, v in bad}  # original bytes, unchanged
+    reasons = {v: h["reason"].decode() for v, h in by_value.items()}
+    assert reasons[bad[0][1]] == "not_json"
+    assert reasons[bad[1][1]] == "invalid_field"
+    assert reasons[bad[2][1]] == "key_mismatch"
+    assert reasons[bad[3][1]] == "unknown_metric"
+    for h in by_value.values():
+        assert h["source_topic"].decode() == w.topics["events"]
+        assert int(h["source_partition"]) >= 0 and int(h["source_offset"]) >= 0
+        assert h["error"]
+    assert b"'value'" in by_value[bad[1][1]]["error"]
+    assert w.proc is not None and w.proc.poll() is None  # still running
+    _, body = w.get("/metrics")
+    assert 'upsell_invalid_events_total{reason="not_json"} 1.0' in body
+
+
+async def test_restart_keeps_state_and_dedups(worker_factory, kafka_bootstrap):
+    """State survives a SIGKILL (changelog recovery): a crossing after restart is not re-fired, and
+    a re-sent event changes nothing."""
+    w = worker_factory().start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+    await produce(kafka_bootstrap, w.topics["events"], [
+        event("acme", "e-1", now - 5000, type="usage", metric="seats", value=4)])
+    assert len(await collect(kafka_bootstrap, [w.topics["prompts"]], want=1)) == 1
+    time.sleep(1.5)  # let the commit interval pass (offsets + changelog)
+    w.stop(kill=True)
+    w2 = worker_factory(name=w.name).start()
+    w2.wait_ready(90)
+    await produce(kafka_bootstrap, w.topics["events"], [
+        event("acme", "e-1", now - 5000, type="usage", metric="seats", value=4),  # duplicate
+        event("acme", "e-2", now - 4000, type="usage", metric="seats", value=4),  # still disarmed
+        event("acme", "e-3", now - 3000, type="usage", metric="seats", value=5),  # seats-100
+    ])
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
+    rules = [orjson.loads(r.value)["rule_id"] for r in recs]
+    assert rules == ["seats-80", "seats-100"], rules
