@@ -14,7 +14,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from upsell_triggers.settings import Settings
 
     overrides = {k: v for k, v in (("rules_dir", a.rules), ("http_port", a.port), ("http_host", a.host)) if v}
-    s = Settings(**overrides)  # type: ignore[arg-type]
+    s = Settings(**overrides)
     if s.kafka_bootstrap_servers and not a.embedded:
         from upsell_triggers.runtime.faust_app import run_worker
 
@@ -37,8 +37,10 @@ def _cmd_check(a: argparse.Namespace) -> int:
         return 1
     for w in rs.warnings:
         print(w, file=sys.stderr)
-    print(f"ok: {len(rs.rules)} rules, {len(rs.plans)} plans, {len(rs.metrics)} metrics "
-          f"(version {rs.version}){f', {len(rs.warnings)} warning(s)' if rs.warnings else ''}")
+    print(
+        f"ok: {len(rs.rules)} rules, {len(rs.plans)} plans, {len(rs.metrics)} metrics "
+        f"(version {rs.version}){f', {len(rs.warnings)} warning(s)' if rs.warnings else ''}"
+    )
     return 0
 
 
@@ -84,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="HTTP bind address for /metrics, /healthz, /readyz")
     run.add_argument("--port", type=int, help="HTTP port (default 8080)")
     run.add_argument("--embedded", action="store_true", help="ignore any broker setting; run in-process")
-    run.add_argument("--input", help="embedded: read events (JSON lines) from FILE or - (stdin) "
-                     "instead of the simulator")
+    run.add_argument(
+        "--input", help="embedded: read events (JSON lines) from FILE or - (stdin) instead of the simulator"
+    )
     run.add_argument("--output", help="embedded: append prompts to FILE (default stdout)")
     run.add_argument("--dlq", help="embedded: append rejected events to FILE (default stderr)")
     run.add_argument("--accounts", type=int, default=300, help="simulator: accounts (default 300)")
@@ -100,13 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(fn=_cmd_check)
     tst = rsub.add_parser("test", help="run rule unit tests (YAML)")
     tst.add_argument("files", nargs="+", help="test files or directories")
-    tst.add_argument("--rules", help="rules directory (default: the test file's `rules:` or its parent's parent)")
+    tst.add_argument(
+        "--rules", help="rules directory (default: the test file's `rules:` or its parent's parent)"
+    )
     tst.set_defaults(fn=_cmd_test)
     sch = rsub.add_parser("schema", help="print the JSON Schema of rule files")
     sch.add_argument("-o", "--output")
     sch.set_defaults(fn=_cmd_schema)
 
-    rep = sub.add_parser("replay", help="backtest: prompts as JSON lines on stdout, per-rule summary on stderr")
+    rep = sub.add_parser(
+        "replay", help="backtest: prompts as JSON lines on stdout, per-rule summary on stderr"
+    )
     rep.add_argument("events", help="events file (JSON lines) or - for stdin")
     rep.add_argument("--rules", default="rules")
     rep.add_argument("--explain", action="store_true", help="every decision with its reason, on stderr")

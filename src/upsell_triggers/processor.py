@@ -62,8 +62,13 @@ class Result:
 
 
 class Processor:
-    def __init__(self, rules: RuleSet, metrics: Metrics | None = None, store: MemoryStore | None = None,
-                 get_state: Callable[[str], AccountState] | None = None) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        metrics: Metrics | None = None,
+        store: MemoryStore | None = None,
+        get_state: Callable[[str], AccountState] | None = None,
+    ) -> None:
         self.engine = Engine(rules)
         self.metrics = metrics or Metrics()
         self.store = store if store is not None else MemoryStore()

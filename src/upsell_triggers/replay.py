@@ -16,7 +16,7 @@ from upsell_triggers.processor import MemoryStore, Processor
 class Summary:
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.events = self.invalid = self.duplicates = 0
+        self.events = self.invalid = self.duplicates = self.accounts = 0
 
     def add(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -31,15 +31,27 @@ class Summary:
             per_k = c[EMITTED] * 1000 / accounts if accounts else 0.0
             rows.append([rule, *(str(c[k]) for k in cols), str(c["conversion"]), f"{per_k:.1f}"])
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
-                 for r in rows]
-        lines.append(f"events: {self.events}  invalid: {self.invalid}  duplicates: {self.duplicates}  "
-                     f"accounts: {accounts}")
+        lines = [
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in rows
+        ]
+        lines.append(
+            f"events: {self.events}  invalid: {self.invalid}  duplicates: {self.duplicates}  "
+            f"accounts: {accounts}"
+        )
         return "\n".join(lines)
 
 
-def replay(rules: RuleSet, src: IO[bytes], out: IO[bytes], err: IO[str], explain: bool = False,
-           total_bytes: int | None = None) -> Summary:
+def replay(
+    rules: RuleSet,
+    src: IO[bytes],
+    out: IO[bytes],
+    err: IO[str],
+    explain: bool = False,
+    total_bytes: int | None = None,
+) -> Summary:
     proc = Processor(rules, store=MemoryStore(max_accounts=10_000_000))
     summary = Summary()
     progress = total_bytes is not None and err.isatty()
@@ -69,7 +81,7 @@ def replay(rules: RuleSet, src: IO[bytes], out: IO[bytes], err: IO[str], explain
             err.flush()
     if progress:
         err.write("\r" + " " * 40 + "\r")
-    summary.accounts = len(proc.store)  # type: ignore[attr-defined]
+    summary.accounts = len(proc.store)
     return summary
 
 
@@ -88,5 +100,5 @@ def run_replay(rules: RuleSet, path: str, explain: bool) -> int:
         if src is not sys.stdin.buffer:
             src.close()
     sys.stdout.flush()
-    sys.stderr.write(s.table(s.accounts) + "\n")  # type: ignore[attr-defined]
+    sys.stderr.write(s.table(s.accounts) + "\n")
     return 0

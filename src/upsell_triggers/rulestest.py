@@ -1,17 +1,17 @@
 """`rules test`: rule unit tests in YAML, like `promtool test rules`.
 
-    rules: ..                      # rule directory, relative to this file (default: its parent's parent)
-    tests:
-      - name: seats-80 fires at 4 of 5 seats
-        start: 2026-11-22T10:00:00Z   # optional
-        account: acme                 # optional
-        events:                       # `at` is an offset from start; event_id defaults to e<index>
-          - {at: 0s, type: usage, metric: seats, value: 4}
-        expect_prompts:               # exactly these prompts, in order; listed fields must match
-          - {rule_id: seats-80, title: "You're using 4 of 5 seats"}
-        expect_absent: [seats-100]    # rules that must not emit
-        expect_decisions:             # decisions that must be among those made (subset)
-          - {rule_id: seats-100, outcome: cooldown}
+rules: ..                      # rule directory, relative to this file (default: its parent's parent)
+tests:
+  - name: seats-80 fires at 4 of 5 seats
+    start: 2026-11-22T10:00:00Z   # optional
+    account: acme                 # optional
+    events:                       # `at` is an offset from start; event_id defaults to e<index>
+      - {at: 0s, type: usage, metric: seats, value: 4}
+    expect_prompts:               # exactly these prompts, in order; listed fields must match
+      - {rule_id: seats-80, title: "You're using 4 of 5 seats"}
+    expect_absent: [seats-100]    # rules that must not emit
+    expect_decisions:             # decisions that must be among those made (subset)
+      - {rule_id: seats-100, outcome: cooldown}
 """
 
 from __future__ import annotations
@@ -96,8 +96,10 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
             failures.append(f"rule {rid} emitted a prompt but is expected absent")
     for e in case.expect_decisions:
         if not any(not _matches(d.explain() | {"group": d.group}, e) for d in decisions):
-            failures.append(f"no decision matching {orjson.dumps(e).decode()}; got "
-                            + ", ".join(f"{d.rule_id}:{d.outcome}" for d in decisions))
+            failures.append(
+                f"no decision matching {orjson.dumps(e).decode()}; got "
+                + ", ".join(f"{d.rule_id}:{d.outcome}" for d in decisions)
+            )
     return failures
 
 
@@ -121,8 +123,10 @@ def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:
             continue
         except ValidationError as verr:
             for e in verr.errors(include_url=False):
-                out.write(f"{f}:{line_for(lines, tuple(e['loc']))}: error: "
-                          f"{'.'.join(map(str, e['loc']))}: {e['msg']}\n")
+                out.write(
+                    f"{f}:{line_for(lines, tuple(e['loc']))}: error: "
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}\n"
+                )
             failed += 1
             continue
         except OSError as err:

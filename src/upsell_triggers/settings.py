@@ -16,7 +16,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UPSELL_", env_file=".env", extra="ignore")
 
     kafka_bootstrap_servers: str | None = Field(
-        default=None, validation_alias=AliasChoices("UPSELL_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"))
+        default=None,
+        validation_alias=AliasChoices("UPSELL_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
     app_id: str = "upsell-triggers"
     topic_events: str = "usage-events"
     topic_feedback: str = "prompt-feedback"

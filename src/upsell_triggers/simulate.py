@@ -12,14 +12,19 @@ from typing import Any
 
 from upsell_triggers.engine.timeutil import HOUR
 
-PLANS = (("free", 5, 2 * 2**30, 10_000), ("team", 25, 100 * 2**30, 1_000_000),
-         ("business", 200, 2**40, 10_000_000))
+PLANS = (
+    ("free", 5, 2 * 2**30, 10_000),
+    ("team", 25, 100 * 2**30, 1_000_000),
+    ("business", 200, 2**40, 10_000_000),
+)
 FEATURES = ("sso", "audit_log", "scim")
 START_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z
 
 
 class Simulator:
-    def __init__(self, accounts: int = 300, seed: int = 7, step_ms: int = HOUR, start_ms: int = START_MS) -> None:
+    def __init__(
+        self, accounts: int = 300, seed: int = 7, step_ms: int = HOUR, start_ms: int = START_MS
+    ) -> None:
         self.rng = random.Random(seed)
         self.step_ms = step_ms
         self.now = start_ms
@@ -28,18 +33,29 @@ class Simulator:
         for i in range(accounts):
             tier = self.rng.choices(range(3), weights=(6, 3, 1))[0]
             _, seats, storage, api = PLANS[tier]
-            self.accounts.append({
-                "id": f"acct-{i:05d}", "tier": tier, "seats": max(1, int(seats * self.rng.uniform(0.2, 0.7))),
-                "storage": storage * self.rng.uniform(0.1, 0.6), "growth": self.rng.uniform(0.002, 0.02),
-                "api_rate": api * self.rng.uniform(0.0005, 0.004), "paywall": self.rng.random() < 0.3,
-                "new": True,
-            })
+            self.accounts.append(
+                {
+                    "id": f"acct-{i:05d}",
+                    "tier": tier,
+                    "seats": max(1, int(seats * self.rng.uniform(0.2, 0.7))),
+                    "storage": storage * self.rng.uniform(0.1, 0.6),
+                    "growth": self.rng.uniform(0.002, 0.02),
+                    "api_rate": api * self.rng.uniform(0.0005, 0.004),
+                    "paywall": self.rng.random() < 0.3,
+                    "new": True,
+                }
+            )
 
     def _ev(self, acct: dict[str, Any], etype: str, **fields: Any) -> dict[str, Any]:
         self.seq += 1
-        return {"event_id": f"sim-{self.seq}", "account_id": acct["id"], "type": etype,
-                "ts": self.now + self.rng.randrange(self.step_ms), "user_id": f"u-{self.rng.randrange(50)}",
-                **fields}
+        return {
+            "event_id": f"sim-{self.seq}",
+            "account_id": acct["id"],
+            "type": etype,
+            "ts": self.now + self.rng.randrange(self.step_ms),
+            "user_id": f"u-{self.rng.randrange(50)}",
+            **fields,
+        }
 
     def round(self) -> Iterator[dict[str, Any]]:
         """One step of simulated time: a few events per account."""
@@ -57,7 +73,9 @@ class Simulator:
                 a["storage"] *= 1 + a["growth"]
                 yield self._ev(a, "usage", metric="storage_bytes", value=int(a["storage"]))
             elif r < 0.85:
-                yield self._ev(a, "usage", metric="api_calls", delta=int(a["api_rate"] * self.rng.uniform(0.5, 1.5)))
+                yield self._ev(
+                    a, "usage", metric="api_calls", delta=int(a["api_rate"] * self.rng.uniform(0.5, 1.5))
+                )
             elif a["paywall"] and r < 0.95:
                 yield self._ev(a, "paywall_hit", feature=self.rng.choice(FEATURES))
             elif r > 0.999 and a["tier"] < 2:

@@ -33,7 +33,9 @@ def kafka_bootstrap() -> str:
         if os.environ.get("CI") == "true":
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
-    sys.stderr.write(f"\n[kafka] {proc.stderr.strip()}\n[kafka] broker ready in {time.monotonic() - t0:.1f}s\n")
+    sys.stderr.write(
+        f"\n[kafka] {proc.stderr.strip()}\n[kafka] broker ready in {time.monotonic() - t0:.1f}s\n"
+    )
     bs = lines[-1].split("=", 1)[1]
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bs
     return bs
@@ -50,7 +52,9 @@ def free_port() -> int:
 class Worker:
     """`upsell-triggers run` as a subprocess (the real service), on its own topics and app id."""
 
-    def __init__(self, bootstrap: str, name: str, tmp: Path, rules_dir: Path, app_id: str | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, name: str, tmp: Path, rules_dir: Path, app_id: str | None = None
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.topics = {k: f"{name}-{k}" for k in ("events", "feedback", "prompts", "dlq")}
@@ -71,8 +75,12 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
-        self.proc = subprocess.Popen([sys.executable, "-m", "upsell_triggers", "run"], env=self.env,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "upsell_triggers", "run"],
+            env=self.env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def get(self, path: str) -> tuple[int, str]:
@@ -92,7 +100,9 @@ class Worker:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+                )
             if self.get("/readyz")[0] == 200:
                 return
             time.sleep(0.3)

@@ -21,11 +21,17 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
         await p.stop()
 
 
-async def collect(bootstrap: str, topics: list[str], want: int, timeout: float = 30.0,
-                  settle: float = 0.0) -> list[Any]:
+async def collect(
+    bootstrap: str, topics: list[str], want: int, timeout: float = 30.0, settle: float = 0.0
+) -> list[Any]:
     """Reads records from the start of topics until `want` arrived (then `settle` more seconds) or timeout."""
-    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                         enable_auto_commit=False, group_id=None)
+    c = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await c.start()
     got: list[Any] = []
     try:

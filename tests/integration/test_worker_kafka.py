@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -12,9 +13,27 @@ from .kafka_io import collect, event, produce
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 CONTRACT_FIELDS = {
-    "schema_version", "prompt_id", "account_id", "user_id", "rule_id", "signal", "metric", "feature", "value",
-    "limit", "ratio", "plan", "target_plan", "placement", "priority", "title", "body", "cta",
-    "trigger_event_id", "created_at", "expires_at",
+    "schema_version",
+    "prompt_id",
+    "account_id",
+    "user_id",
+    "rule_id",
+    "signal",
+    "metric",
+    "feature",
+    "value",
+    "limit",
+    "ratio",
+    "plan",
+    "target_plan",
+    "placement",
+    "priority",
+    "title",
+    "body",
+    "cta",
+    "trigger_event_id",
+    "created_at",
+    "expires_at",
 }
 
 
@@ -22,11 +41,15 @@ async def test_seats_event_becomes_prompt_on_topic(worker_factory, kafka_bootstr
     w = worker_factory().start()
     w.wait_ready()
     now = int(time.time() * 1000)
-    await produce(kafka_bootstrap, w.topics["events"], [
-        event("acme", "e-1", now - 2000, type="plan_changed", plan="free"),
-        event("acme", "e-2", now - 1000, type="usage", metric="seats", value=3),
-        event("acme", "e-3", now, type="usage", metric="seats", value=4, user_id="u-9"),
-    ])
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [
+            event("acme", "e-1", now - 2000, type="plan_changed", plan="free"),
+            event("acme", "e-2", now - 1000, type="usage", metric="seats", value=3),
+            event("acme", "e-3", now, type="usage", metric="seats", value=4, user_id="u-9"),
+        ],
+    )
     recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=1.0)
     assert len(recs) == 1, [r.value for r in recs]
     rec = recs[0]
@@ -49,13 +72,41 @@ async def test_malformed_bytes_go_to_dlq_with_reason(worker_factory, kafka_boots
     w = worker_factory().start()
     w.wait_ready()
     now = int(time.time() * 1000)
-    bad = [(b"acme", b"\xff\xfe not json"),
-           (b"acme", orjson.dumps({"event_id": "x", "account_id": "acme", "type": "usage", "ts": now,
-                                   "metric": "seats", "value": "four"})),
-           (b"other", orjson.dumps({"event_id": "y", "account_id": "acme", "type": "paywall_hit", "ts": now,
-                                    "feature": "sso"})),
-           (b"acme", orjson.dumps({"event_id": "z", "account_id": "acme", "type": "usage", "ts": now,
-                                   "metric": "bogus", "value": 1}))]
+    bad = [
+        (b"acme", b"\xff\xfe not json"),
+        (
+            b"acme",
+            orjson.dumps(
+                {
+                    "event_id": "x",
+                    "account_id": "acme",
+                    "type": "usage",
+                    "ts": now,
+                    "metric": "seats",
+                    "value": "four",
+                }
+            ),
+        ),
+        (
+            b"other",
+            orjson.dumps(
+                {"event_id": "y", "account_id": "acme", "type": "paywall_hit", "ts": now, "feature": "sso"}
+            ),
+        ),
+        (
+            b"acme",
+            orjson.dumps(
+                {
+                    "event_id": "z",
+                    "account_id": "acme",
+                    "type": "usage",
+                    "ts": now,
+                    "metric": "bogus",
+                    "value": 1,
+                }
+            ),
+        ),
+    ]
     await produce(kafka_bootstrap, w.topics["events"], bad)
     recs = await collect(kafka_bootstrap, [w.topics["dlq"]], want=4, settle=0.5)
     assert len(recs) == 4
@@ -82,18 +133,25 @@ async def test_restart_keeps_state_and_dedups(worker_factory, kafka_bootstrap):
     w = worker_factory().start()
     w.wait_ready()
     now = int(time.time() * 1000)
-    await produce(kafka_bootstrap, w.topics["events"], [
-        event("acme", "e-1", now - 5000, type="usage", metric="seats", value=4)])
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [event("acme", "e-1", now - 5000, type="usage", metric="seats", value=4)],
+    )
     assert len(await collect(kafka_bootstrap, [w.topics["prompts"]], want=1)) == 1
-    time.sleep(1.5)  # let the commit interval pass (offsets + changelog)
+    await asyncio.sleep(1.5)  # let the commit interval pass (offsets + changelog)
     w.stop(kill=True)
     w2 = worker_factory(name=w.name).start()
     w2.wait_ready(90)
-    await produce(kafka_bootstrap, w.topics["events"], [
-        event("acme", "e-1", now - 5000, type="usage", metric="seats", value=4),  # duplicate
-        event("acme", "e-2", now - 4000, type="usage", metric="seats", value=4),  # still disarmed
-        event("acme", "e-3", now - 3000, type="usage", metric="seats", value=5),  # seats-100
-    ])
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [
+            event("acme", "e-1", now - 5000, type="usage", metric="seats", value=4),  # duplicate
+            event("acme", "e-2", now - 4000, type="usage", metric="seats", value=4),  # still disarmed
+            event("acme", "e-3", now - 3000, type="usage", metric="seats", value=5),  # seats-100
+        ],
+    )
     recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
     rules = [orjson.loads(r.value)["rule_id"] for r in recs]
     assert rules == ["seats-80", "seats-100"], rules

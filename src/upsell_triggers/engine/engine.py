@@ -10,9 +10,15 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from upsell_triggers.engine.events import Event, FeedbackEvent, InvalidEvent, PaywallHitEvent, PlanChangedEvent
+from upsell_triggers.engine.events import (
+    Event,
+    FeedbackEvent,
+    InvalidEvent,
+    PaywallHitEvent,
+    PlanChangedEvent,
+)
 from upsell_triggers.engine.prompts import build_prompt, in_holdout
-from upsell_triggers.engine.ruleset import GAUGE, PAYWALL_METRIC, PERIOD, ROLLING, Cond, Plan, Rule, RuleSet
+from upsell_triggers.engine.ruleset import GAUGE, PAYWALL_METRIC, PERIOD, Cond, Plan, Rule, RuleSet
 from upsell_triggers.engine.state import (
     CAP_HISTORY,
     MAX_SERIES,
@@ -47,8 +53,13 @@ class Decision:
     prompt: dict[str, Any] | None = None
 
     def explain(self) -> dict[str, Any]:
-        d = {"outcome": self.outcome, "rule_id": self.rule_id, "account_id": self.account_id,
-             "feature": self.feature, "reason": self.reason}
+        d = {
+            "outcome": self.outcome,
+            "rule_id": self.rule_id,
+            "account_id": self.account_id,
+            "feature": self.feature,
+            "reason": self.reason,
+        }
         if self.group:
             d["group"] = self.group
         if self.action:
@@ -113,8 +124,9 @@ class Engine:
             spec = rs.metrics[PAYWALL_METRIC]
             if not self._rolling(state, series, ev.ts, 1, spec.bucket_ms, spec.window_ms):
                 return Outcome("late")
-            return Outcome("applied", self._evaluate(ev, state, rs, rs.by_metric.get(PAYWALL_METRIC, ()),
-                                                     (ev.feature,)))
+            return Outcome(
+                "applied", self._evaluate(ev, state, rs, rs.by_metric.get(PAYWALL_METRIC, ()), (ev.feature,))
+            )
         spec = rs.metrics[ev.metric]
         if spec.kind == GAUGE:
             cur = state.gauges.get(ev.metric)
@@ -136,32 +148,54 @@ class Engine:
 
     def _check(self, ev: Event, rs: RuleSet, now_ms: int | None) -> InvalidEvent | None:
         if now_ms is not None and ev.ts > now_ms + self.max_future_ms:
-            return InvalidEvent("ts_in_future", f"field 'ts': {ev.ts} is more than {self.max_future_ms // 1000}s "
-                                "ahead of the processing clock", ev.account_id)
+            return InvalidEvent(
+                "ts_in_future",
+                f"field 'ts': {ev.ts} is more than {self.max_future_ms // 1000}s "
+                "ahead of the processing clock",
+                ev.account_id,
+            )
         if isinstance(ev, PlanChangedEvent):
             if ev.plan not in rs.plan_by_id:
-                return InvalidEvent("unknown_plan", f"field 'plan': unknown plan {ev.plan[:64]!r}; known: "
-                                    + ", ".join(rs.plan_by_id), ev.account_id)
+                return InvalidEvent(
+                    "unknown_plan",
+                    f"field 'plan': unknown plan {ev.plan[:64]!r}; known: " + ", ".join(rs.plan_by_id),
+                    ev.account_id,
+                )
             for m in ev.limits or ():
                 if m not in rs.metrics:
-                    return InvalidEvent("unknown_metric", f"field 'limits.{m[:64]}': unknown metric", ev.account_id)
+                    return InvalidEvent(
+                        "unknown_metric", f"field 'limits.{m[:64]}': unknown metric", ev.account_id
+                    )
         elif not isinstance(ev, PaywallHitEvent | FeedbackEvent):
             spec = rs.metrics.get(ev.metric)
             if spec is None or spec.name == PAYWALL_METRIC:
-                return InvalidEvent("unknown_metric", f"field 'metric': {ev.metric[:64]!r} is not in the metric "
-                                    "catalog", ev.account_id)
+                return InvalidEvent(
+                    "unknown_metric",
+                    f"field 'metric': {ev.metric[:64]!r} is not in the metric catalog",
+                    ev.account_id,
+                )
             if spec.kind == GAUGE and ev.value is None:
-                return InvalidEvent("invalid_field", f"field 'value': metric '{ev.metric}' is a gauge: send its "
-                                    "absolute reading as 'value', not 'delta'", ev.account_id)
+                return InvalidEvent(
+                    "invalid_field",
+                    f"field 'value': metric '{ev.metric}' is a gauge: send its "
+                    "absolute reading as 'value', not 'delta'",
+                    ev.account_id,
+                )
             if spec.kind != GAUGE and ev.delta is None:
-                return InvalidEvent("invalid_field", f"field 'delta': metric '{ev.metric}' is a counter: send "
-                                    "increments as 'delta', not 'value'", ev.account_id)
+                return InvalidEvent(
+                    "invalid_field",
+                    f"field 'delta': metric '{ev.metric}' is a counter: send "
+                    "increments as 'delta', not 'value'",
+                    ev.account_id,
+                )
         return None
 
     # ---- state updates -----------------------------------------------------------------------------
 
     @staticmethod
-    def _rolling(state: AccountState, series: str, ts: int, delta: float, bucket_ms: int, keep_ms: int) -> bool:
+    def _rolling(
+        state: AccountState, series: str, ts: int, delta: float, bucket_ms: int, keep_ms: int
+    ) -> bool:
         buckets = state.rolling.get(series)
         if buckets is None:
             if len(state.rolling) >= MAX_SERIES:
@@ -187,9 +221,18 @@ class Engine:
         attr = state.attribution
         if new.tier > old.tier and attr is not None:
             if attr[4] <= ev.ts <= attr[4] + rs.policy.attribution_ms:
-                decisions.append(Decision("conversion", attr[1], attr[2], ev.account_id, ev.ts,
-                                          f"upgrade {old.id}->{new.id} within the attribution window of "
-                                          f"{attr[3]} decision {attr[0]}", group=attr[3]))
+                decisions.append(
+                    Decision(
+                        "conversion",
+                        attr[1],
+                        attr[2],
+                        ev.account_id,
+                        ev.ts,
+                        f"upgrade {old.id}->{new.id} within the attribution window of "
+                        f"{attr[3]} decision {attr[0]}",
+                        group=attr[3],
+                    )
+                )
             state.attribution = None
         state.plan, state.plan_ts = new.id, ev.ts
         state.limits = dict(ev.limits) if ev.limits else None
@@ -208,8 +251,20 @@ class Engine:
             if pid == ev.prompt_id:
                 rule_id, rule_group = rid, grp
         action = FEEDBACK_ACTIONS[ev.type]
-        return Outcome("applied", [Decision("feedback", rule_id, rule_group, ev.account_id, ev.ts,
-                                            f"prompt {ev.prompt_id} {action}", action=action)])
+        return Outcome(
+            "applied",
+            [
+                Decision(
+                    "feedback",
+                    rule_id,
+                    rule_group,
+                    ev.account_id,
+                    ev.ts,
+                    f"prompt {ev.prompt_id} {action}",
+                    action=action,
+                )
+            ],
+        )
 
     # ---- evaluation --------------------------------------------------------------------------------
 
@@ -238,13 +293,16 @@ class Engine:
             return None if limit is None else (float("inf") if value > 0 else 0.0)
         return value / limit
 
-    def _holds(self, state: AccountState, rs: RuleSet, plan: Plan, c: Cond, feature: str | None, ts: int) -> bool:
+    def _holds(
+        self, state: AccountState, rs: RuleSet, plan: Plan, c: Cond, feature: str | None, ts: int
+    ) -> bool:
         level = self._level(self._current(state, rs, c, feature, ts), self._limit(state, plan, c.metric), c)
         threshold = c.ratio if c.ratio is not None else c.at_least
         return level is not None and threshold is not None and level >= threshold
 
-    def _evaluate(self, ev: Event, state: AccountState, rs: RuleSet, rules: tuple[Rule, ...],
-                  features: tuple[str, ...]) -> list[Decision]:
+    def _evaluate(
+        self, ev: Event, state: AccountState, rs: RuleSet, rules: tuple[Rule, ...], features: tuple[str, ...]
+    ) -> list[Decision]:
         if not rules:
             return []
         plan = self._plan(state, rs)
@@ -268,13 +326,18 @@ class Engine:
                     p = state.periods.get(primary.metric)
                     period = int(p[0]) if p else None
                 if rst is not None and not rst.armed:
-                    new_period = period is not None and rst.fired_period is not None and period != rst.fired_period
+                    new_period = (
+                        period is not None and rst.fired_period is not None and period != rst.fired_period
+                    )
                     if new_period or level is None or level < rule.rearm:
                         rst.armed, rst.capped = True, False
                     else:
                         continue
-                holds = level is not None and level >= rule.threshold and all(
-                    self._holds(state, rs, plan, c, feat, ts) for c in rule.conds[1:])
+                holds = (
+                    level is not None
+                    and level >= rule.threshold
+                    and all(self._holds(state, rs, plan, c, feat, ts) for c in rule.conds[1:])
+                )
                 if holds:
                     triggered.append(_Trigger(rule, feat, key, value, limit, period))
                 elif rst is not None and rst.capped:
@@ -283,8 +346,9 @@ class Engine:
             return []
         return self._decide(ev, state, rs, plan, triggered)
 
-    def _decide(self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan,
-                triggered: list[_Trigger]) -> list[Decision]:
+    def _decide(
+        self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, triggered: list[_Trigger]
+    ) -> list[Decision]:
         ts, account = ev.ts, ev.account_id
         out: list[Decision] = []
         live: list[tuple[_Trigger, Plan]] = []
@@ -345,15 +409,36 @@ class Engine:
                 rst = state.rules.get(t.key)
                 if rst is None:
                     rst = state.rules[t.key] = RuleState()
-                if not rst.capped:  # stays armed: it may fire once the cap frees up; recorded once per episode
+                if (
+                    not rst.capped
+                ):  # stays armed: it may fire once the cap frees up; recorded once per episode
                     rst.capped = True
-                    out.append(Decision("frequency_cap", rule.id, rule.group, account, ts,
-                                        f"{recent} prompt(s) in the last {pol.cap_window_ms // 1000}s "
-                                        f"(cap {pol.cap_max})", t.feature))
+                    out.append(
+                        Decision(
+                            "frequency_cap",
+                            rule.id,
+                            rule.group,
+                            account,
+                            ts,
+                            f"{recent} prompt(s) in the last {pol.cap_window_ms // 1000}s "
+                            f"(cap {pol.cap_max})",
+                            t.feature,
+                        )
+                    )
                 continue
-            prompt = build_prompt(rs=rs, rule=rule, account_id=account, user_id=ev.user_id, feature=t.feature,
-                                  value=t.value, limit=t.limit, plan=plan, target=target,
-                                  trigger_event_id=ev.event_id, ts=ts)
+            prompt = build_prompt(
+                rs=rs,
+                rule=rule,
+                account_id=account,
+                user_id=ev.user_id,
+                feature=t.feature,
+                value=t.value,
+                limit=t.limit,
+                plan=plan,
+                target=target,
+                trigger_event_id=ev.event_id,
+                ts=ts,
+            )
             rst = state.rules.get(t.key)
             if rst is None:
                 rst = state.rules[t.key] = RuleState()
@@ -366,7 +451,17 @@ class Engine:
             state.recent_prompts.append([pid, rule.id, rule.group])
             if len(state.recent_prompts) > RECENT_PROMPTS:
                 del state.recent_prompts[0]
-            out.append(Decision(EMITTED, rule.id, rule.group, account, ts,
-                                f"{rule.primary.metric} reached {prompt['ratio'] or prompt['value']} "
-                                f"(threshold {rule.threshold:g})", t.feature, prompt=prompt))
+            out.append(
+                Decision(
+                    EMITTED,
+                    rule.id,
+                    rule.group,
+                    account,
+                    ts,
+                    f"{rule.primary.metric} reached {prompt['ratio'] or prompt['value']} "
+                    f"(threshold {rule.threshold:g})",
+                    t.feature,
+                    prompt=prompt,
+                )
+            )
         return out

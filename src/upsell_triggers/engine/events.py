@@ -68,7 +68,9 @@ class UsageEvent(_Event):
     @model_validator(mode="after")
     def _one_of_value_delta(self) -> UsageEvent:
         if (self.value is None) == (self.delta is None):
-            raise ValueError("usage needs exactly one of 'value' (gauge reading) or 'delta' (counter increment)")
+            raise ValueError(
+                "usage needs exactly one of 'value' (gauge reading) or 'delta' (counter increment)"
+            )
         return self
 
 
@@ -115,7 +117,10 @@ class InvalidEvent:
         return f"InvalidEvent({self.reason}: {self.message})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, InvalidEvent) and (self.reason, self.message) == (other.reason, other.message)
+        return isinstance(other, InvalidEvent) and (self.reason, self.message) == (
+            other.reason,
+            other.message,
+        )
 
     def __hash__(self) -> int:
         return hash((self.reason, self.message))
@@ -147,8 +152,10 @@ def validate_event(obj: Any) -> Event | InvalidEvent:
     model = _MODELS.get(etype) if isinstance(etype, str) else None
     if model is None:
         return InvalidEvent(
-            "unknown_type", f"field 'type': unknown event type {str(etype)[:64]!r}; expected one of "
-            + ", ".join(EVENT_TYPES), account_id,
+            "unknown_type",
+            f"field 'type': unknown event type {str(etype)[:64]!r}; expected one of "
+            + ", ".join(EVENT_TYPES),
+            account_id,
         )
     try:
         return model.model_validate(obj)  # type: ignore[return-value]
@@ -178,7 +185,9 @@ def decode_event(raw: bytes | bytearray | memoryview | str, key: bytes | None = 
         if k != ev.account_id:
             shown = repr(k[:64]) if k is not None else "non-UTF-8 bytes"
             return InvalidEvent(
-                "key_mismatch", f"record key {shown} differs from account_id {ev.account_id[:64]!r}", ev.account_id
+                "key_mismatch",
+                f"record key {shown} differs from account_id {ev.account_id[:64]!r}",
+                ev.account_id,
             )
     return ev
 

@@ -50,20 +50,37 @@ def render(template: str, values: dict[str, str]) -> str:
     return template.format_map(_Copy(values))
 
 
-def build_prompt(*, rs: RuleSet, rule: Rule, account_id: str, user_id: str | None, feature: str | None,
-                 value: float, limit: float | None, plan: Plan, target: Plan, trigger_event_id: str,
-                 ts: int) -> dict[str, Any]:
+def build_prompt(
+    *,
+    rs: RuleSet,
+    rule: Rule,
+    account_id: str,
+    user_id: str | None,
+    feature: str | None,
+    value: float,
+    limit: float | None,
+    plan: Plan,
+    target: Plan,
+    trigger_event_id: str,
+    ts: int,
+) -> dict[str, Any]:
     metric = rule.primary.metric
     unit = rs.metrics[metric].unit
     ratio = value / limit if limit else None
     values = {
-        "account_id": account_id, "metric": metric, "feature": feature or "",
-        "value": human(value, unit), "limit": human(limit, unit),
+        "account_id": account_id,
+        "metric": metric,
+        "feature": feature or "",
+        "value": human(value, unit),
+        "limit": human(limit, unit),
         "percent": f"{math.floor(ratio * 100)}%" if ratio is not None else "",
         "remaining": human(max(limit - value, 0), unit) if limit is not None else "",
         "count": human(value, "count"),
         "window": format_duration(rule.primary.window_ms) if rule.primary.window_ms else "",
-        "plan": plan.id, "plan_name": plan.name, "target_plan": target.id, "target_plan_name": target.name,
+        "plan": plan.id,
+        "plan_name": plan.name,
+        "target_plan": target.id,
+        "target_plan_name": target.name,
         "threshold": f"{rule.threshold:g}",
     }
     return {

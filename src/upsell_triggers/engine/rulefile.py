@@ -14,8 +14,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from upsell_triggers.engine.timeutil import parse_duration
 
 _QTY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB|PiB|k|M|B)?\s*$")
-_QTY_UNITS = {None: 1, "k": 1_000, "M": 1_000_000, "B": 1_000_000_000,
-              "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+_QTY_UNITS = {
+    None: 1,
+    "k": 1_000,
+    "M": 1_000_000,
+    "B": 1_000_000_000,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+    "PiB": 2**50,
+}
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 PLACEMENTS = ("banner", "modal", "toast", "inline")
 
@@ -41,12 +50,18 @@ def _duration(v: Any) -> int:
     return parse_duration(v)
 
 
-Quantity = Annotated[float | None, BeforeValidator(_quantity),
-                     Field(json_schema_extra={"anyOf": [{"type": "number", "minimum": 0},
-                                                        {"type": "string"}, {"type": "null"}]})]
-Duration = Annotated[int, BeforeValidator(_duration),
-                     Field(json_schema_extra={"type": ["string", "number"],
-                                              "examples": ["7d", "24h", "30m"]})]
+Quantity = Annotated[
+    float | None,
+    BeforeValidator(_quantity),
+    Field(
+        json_schema_extra={"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}, {"type": "null"}]}
+    ),
+]
+Duration = Annotated[
+    int,
+    BeforeValidator(_duration),
+    Field(json_schema_extra={"type": ["string", "number"], "examples": ["7d", "24h", "30m"]}),
+]
 RuleId = Annotated[str, Field(pattern=ID_PATTERN)]
 Text = Annotated[str, Field(max_length=2000)]
 
@@ -61,7 +76,9 @@ class MetricDef(_Strict):
 
     kind: Literal["gauge", "period_counter", "rolling_counter"]
     unit: Literal["count", "bytes"] = "count"
-    window: Duration | None = Field(default=None, description="rolling_counter: longest window rules may ask for")
+    window: Duration | None = Field(
+        default=None, description="rolling_counter: longest window rules may ask for"
+    )
     bucket: Duration | None = Field(default=None, description="rolling_counter: bucket size (default 1h)")
     description: Text = ""
 
@@ -69,8 +86,9 @@ class MetricDef(_Strict):
 class PlanDef(_Strict):
     id: RuleId
     name: Text | None = Field(default=None, description="display name used in prompt copy")
-    limits: dict[str, Quantity] = Field(default_factory=dict,
-                                        description="metric -> limit; 'unlimited' or absent = no limit")
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="metric -> limit; 'unlimited' or absent = no limit"
+    )
     features: list[RuleId] = Field(default_factory=list, description="premium features this plan includes")
 
 
@@ -85,8 +103,9 @@ class Holdout(_Strict):
 
 
 class PolicyDef(_Strict):
-    default_plan: RuleId | None = Field(default=None, description="plan of accounts never seen in plan_changed "
-                                        "(default: the first plan)")
+    default_plan: RuleId | None = Field(
+        default=None, description="plan of accounts never seen in plan_changed (default: the first plan)"
+    )
     frequency_cap: FrequencyCap = FrequencyCap()
     holdout: Holdout = Holdout()
     attribution_window: Duration = Field(default=parse_duration("14d"))
@@ -107,7 +126,9 @@ class Condition(_Strict):
     @model_validator(mode="after")
     def _shape(self) -> Condition:
         if self.all is not None:
-            if any(v is not None for v in (self.metric, self.ratio, self.at_least, self.window, self.feature)):
+            if any(
+                v is not None for v in (self.metric, self.ratio, self.at_least, self.window, self.feature)
+            ):
                 raise ValueError("'all' cannot be combined with metric/ratio/at_least/window/feature")
             if any(c.all is not None for c in self.all):
                 raise ValueError("'all' cannot be nested")
@@ -131,15 +152,21 @@ class PromptCopy(_Strict):
 
 
 class _RuleFields(_Strict):
-    rearm: Quantity = Field(default=None, description="re-arm level: ratio for ratio rules, count otherwise "
-                            "(default: the threshold)")
+    rearm: Quantity = Field(
+        default=None,
+        description="re-arm level: ratio for ratio rules, count otherwise (default: the threshold)",
+    )
     cooldown: Duration | None = None
-    audience: list[RuleId] | None = Field(default=None, description="plans the rule applies to (default: all)")
+    audience: list[RuleId] | None = Field(
+        default=None, description="plans the rule applies to (default: all)"
+    )
     priority: int | None = Field(default=None, ge=0, le=1000)
     placement: Literal["banner", "modal", "toast", "inline"] | None = None
     bypass_cap: bool | None = None
     target_plan: RuleId | None = Field(default=None, description="'next' or a plan id")
-    signal: RuleId | None = Field(default=None, description="default: usage_limit, paywall or usage_threshold")
+    signal: RuleId | None = Field(
+        default=None, description="default: usage_limit, paywall or usage_threshold"
+    )
     prompt: PromptCopy | None = None
     enabled: bool | None = None
 
@@ -162,8 +189,9 @@ class RulesFile(_Strict):
 
     version: Literal[1] = 1
     metrics: dict[RuleId, MetricDef] | None = None
-    plans: list[PlanDef] | None = Field(default=None, min_length=1, max_length=50,
-                                        description="tiers in upgrade order, cheapest first")
+    plans: list[PlanDef] | None = Field(
+        default=None, min_length=1, max_length=50, description="tiers in upgrade order, cheapest first"
+    )
     policy: PolicyDef | None = None
     groups: list[GroupDef] | None = None
 

@@ -31,10 +31,24 @@ DEFAULT_BUCKET = HOUR
 MAX_BUCKETS = 24 * 31  # per series: window / bucket must stay under this
 
 # Placeholders prompt copy may use. Values are pre-rendered strings: no attribute access, no code.
-PLACEHOLDERS = frozenset({
-    "account_id", "metric", "feature", "value", "limit", "percent", "remaining", "count", "window",
-    "plan", "plan_name", "target_plan", "target_plan_name", "threshold",
-})
+PLACEHOLDERS = frozenset(
+    {
+        "account_id",
+        "metric",
+        "feature",
+        "value",
+        "limit",
+        "percent",
+        "remaining",
+        "count",
+        "window",
+        "plan",
+        "plan_name",
+        "target_plan",
+        "target_plan_name",
+        "threshold",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +162,7 @@ class RuleSet:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a
         paywall rule the cheapest higher tier including the feature."""
         metric = rule.primary.metric
-        for cand in self.plans[plan.tier + 1:]:
+        for cand in self.plans[plan.tier + 1 :]:
             if metric == PAYWALL_METRIC:
                 if feature and feature in cand.features:
                     return cand
@@ -159,8 +173,14 @@ class RuleSet:
         return None
 
 
-_DEFAULT_RULE = {"cooldown": 7 * DAY, "priority": 50, "placement": "banner", "bypass_cap": False,
-                 "target_plan": "next", "enabled": True}
+_DEFAULT_RULE = {
+    "cooldown": 7 * DAY,
+    "priority": 50,
+    "placement": "banner",
+    "bypass_cap": False,
+    "target_plan": "next",
+    "enabled": True,
+}
 
 
 def _fmt_placeholders(text: str) -> list[str]:
@@ -244,9 +264,13 @@ def compile_sources(sources: list[tuple[str, str]]) -> RuleSet:
     return rs
 
 
-def _compile(ld: _Loader, parsed: list[tuple[str, RulesFile, dict[Any, int]]], version: str) -> RuleSet | None:
+def _compile(
+    ld: _Loader, parsed: list[tuple[str, RulesFile, dict[Any, int]]], version: str
+) -> RuleSet | None:
     metrics: dict[str, MetricSpec] = {
-        n: MetricSpec(n, k, u, DEFAULT_ROLLING_WINDOW if k == ROLLING else 0, DEFAULT_BUCKET if k == ROLLING else 0)
+        n: MetricSpec(
+            n, k, u, DEFAULT_ROLLING_WINDOW if k == ROLLING else 0, DEFAULT_BUCKET if k == ROLLING else 0
+        )
         for n, (k, u) in BUILTIN_METRICS.items()
     }
     plans_def: tuple[str, list[PlanDef], dict[Any, int]] | None = None
@@ -263,10 +287,12 @@ def _compile(ld: _Loader, parsed: list[tuple[str, RulesFile, dict[Any, int]]], v
                 continue
             if m.kind != ROLLING and (m.window is not None or m.bucket is not None):
                 ld.err(name, line, f"metrics.{mname}: window/bucket only apply to rolling_counter")
-            window = m.window or DEFAULT_ROLLING_WINDOW if m.kind == ROLLING else 0
-            bucket = m.bucket or DEFAULT_BUCKET if m.kind == ROLLING else 0
+            window = (m.window or DEFAULT_ROLLING_WINDOW) if m.kind == ROLLING else 0
+            bucket = (m.bucket or DEFAULT_BUCKET) if m.kind == ROLLING else 0
             if m.kind == ROLLING and (bucket <= 0 or window // bucket > MAX_BUCKETS or window < bucket):
-                ld.err(name, line, f"metrics.{mname}: window/bucket must be between 1 and {MAX_BUCKETS} buckets")
+                ld.err(
+                    name, line, f"metrics.{mname}: window/bucket must be between 1 and {MAX_BUCKETS} buckets"
+                )
             metrics[mname] = MetricSpec(mname, m.kind, m.unit, window, bucket)
         if rf.plans is not None:
             if plans_def:
@@ -292,18 +318,32 @@ def _compile(ld: _Loader, parsed: list[tuple[str, RulesFile, dict[Any, int]]], v
             ld.err(pfile, line, f"plans[{i}]: duplicate plan id '{p.id}'")
         for mname in p.limits:
             if mname not in metrics:
-                ld.err(pfile, line_for(plines, ("plans", i, "limits", mname)),
-                       f"plans[{i}].limits.{mname}: unknown metric '{mname}'")
-        plans.append(Plan(p.id, p.name or p.id.replace("-", " ").title(), i, dict(p.limits), frozenset(p.features)))
+                ld.err(
+                    pfile,
+                    line_for(plines, ("plans", i, "limits", mname)),
+                    f"plans[{i}].limits.{mname}: unknown metric '{mname}'",
+                )
+        plans.append(
+            Plan(p.id, p.name or p.id.replace("-", " ").title(), i, dict(p.limits), frozenset(p.features))
+        )
     plan_by_id = {p.id: p for p in plans}
     pol = policy_def[1] if policy_def else PolicyDef()
     default_plan = pol.default_plan or plans[0].id
     if default_plan not in plan_by_id:
-        ld.err(policy_def[0] if policy_def else pfile,
-               line_for(policy_def[2], ("policy", "default_plan")) if policy_def else None,
-               f"policy.default_plan: unknown plan '{default_plan}'")
-    policy = Policy(default_plan, pol.frequency_cap.max_prompts, pol.frequency_cap.per, pol.holdout.fraction,
-                    pol.holdout.salt, pol.attribution_window, pol.prompt_expiry)
+        ld.err(
+            policy_def[0] if policy_def else pfile,
+            line_for(policy_def[2], ("policy", "default_plan")) if policy_def else None,
+            f"policy.default_plan: unknown plan '{default_plan}'",
+        )
+    policy = Policy(
+        default_plan,
+        pol.frequency_cap.max_prompts,
+        pol.frequency_cap.per,
+        pol.holdout.fraction,
+        pol.holdout.salt,
+        pol.attribution_window,
+        pol.prompt_expiry,
+    )
 
     rules: list[Rule] = []
     seen: dict[str, str] = {}
@@ -321,32 +361,51 @@ def _compile(ld: _Loader, parsed: list[tuple[str, RulesFile, dict[Any, int]]], v
                 rules.append(rule)
     by_metric: dict[str, list[Rule]] = {}
     for rule in rules:
-        for m in rule.metrics:
-            by_metric.setdefault(m, []).append(rule)
-    return RuleSet(metrics, tuple(plans), plan_by_id, policy, tuple(rules),
-                   {m: tuple(rs) for m, rs in by_metric.items()}, version, tuple(ld.warnings))
+        for metric in rule.metrics:
+            by_metric.setdefault(metric, []).append(rule)
+    return RuleSet(
+        metrics,
+        tuple(plans),
+        plan_by_id,
+        policy,
+        tuple(rules),
+        {m: tuple(rs) for m, rs in by_metric.items()},
+        version,
+        tuple(ld.warnings),
+    )
 
 
-def _compile_cond(ld: _Loader, file: str, line: int | None, where: str, c: Condition,
-                  metrics: dict[str, MetricSpec]) -> Cond | None:
+def _compile_cond(
+    ld: _Loader, file: str, line: int | None, where: str, c: Condition, metrics: dict[str, MetricSpec]
+) -> Cond | None:
     assert c.metric is not None
     spec = metrics.get(c.metric)
     if spec is None:
-        ld.err(file, line, f"{where}: unknown metric '{c.metric}'; declare it under 'metrics:' "
-               f"(known: {', '.join(sorted(metrics))})")
+        ld.err(
+            file,
+            line,
+            f"{where}: unknown metric '{c.metric}'; declare it under 'metrics:' "
+            f"(known: {', '.join(sorted(metrics))})",
+        )
         return None
     window = 0
     if spec.kind == ROLLING:
         window = c.window or spec.window_ms
         if window > spec.window_ms:
-            ld.err(file, line, f"{where}: window {format_duration(window)} is longer than the "
-                   f"{format_duration(spec.window_ms)} that metric '{c.metric}' keeps")
+            ld.err(
+                file,
+                line,
+                f"{where}: window {format_duration(window)} is longer than the "
+                f"{format_duration(spec.window_ms)} that metric '{c.metric}' keeps",
+            )
             return None
         if window < spec.bucket_ms:
             ld.err(file, line, f"{where}: window is shorter than the metric's bucket")
             return None
     elif c.window is not None:
-        ld.err(file, line, f"{where}: 'window' only applies to rolling counters ('{c.metric}' is a {spec.kind})")
+        ld.err(
+            file, line, f"{where}: 'window' only applies to rolling counters ('{c.metric}' is a {spec.kind})"
+        )
         return None
     if c.feature is not None and c.metric != PAYWALL_METRIC:
         ld.err(file, line, f"{where}: 'feature' only applies to metric '{PAYWALL_METRIC}'")
@@ -360,13 +419,32 @@ def _compile_cond(ld: _Loader, file: str, line: int | None, where: str, c: Condi
     return Cond(c.metric, c.ratio, c.at_least, window, feature)
 
 
-def _compile_rule(ld: _Loader, file: str, lines: dict[Any, int], base: tuple[Any, ...], where: str,
-                  g: GroupDef, r: RuleDef, metrics: dict[str, MetricSpec], plan_by_id: dict[str, Plan],
-                  plans: list[Plan]) -> Rule | None:
-    merged = dict(_DEFAULT_RULE)
+def _compile_rule(
+    ld: _Loader,
+    file: str,
+    lines: dict[Any, int],
+    base: tuple[Any, ...],
+    where: str,
+    g: GroupDef,
+    r: RuleDef,
+    metrics: dict[str, MetricSpec],
+    plan_by_id: dict[str, Plan],
+    plans: list[Plan],
+) -> Rule | None:
+    merged: dict[str, Any] = dict(_DEFAULT_RULE)
     for src in (g.defaults, r):
-        for k in ("rearm", "cooldown", "audience", "priority", "placement", "bypass_cap", "target_plan",
-                  "signal", "prompt", "enabled"):
+        for k in (
+            "rearm",
+            "cooldown",
+            "audience",
+            "priority",
+            "placement",
+            "bypass_cap",
+            "target_plan",
+            "signal",
+            "prompt",
+            "enabled",
+        ):
             v = getattr(src, k)
             if v is not None:
                 merged[k] = v
@@ -392,16 +470,23 @@ def _compile_rule(ld: _Loader, file: str, lines: dict[Any, int], base: tuple[Any
     if prompt is None:
         ld.err(file, line, f"{where}: no prompt copy (set 'prompt' on the rule or in the group's defaults)")
         return None
-    for fname, text in (("title", prompt.title), ("body", prompt.body), ("cta.label", prompt.cta.label),
-                        ("cta.url", prompt.cta.url)):
+    for fname, text in (
+        ("title", prompt.title),
+        ("body", prompt.body),
+        ("cta.label", prompt.cta.label),
+        ("cta.url", prompt.cta.url),
+    ):
         for msg in _fmt_placeholders(text):
             ld.err(file, line_for(lines, (*base, "prompt")) or line, f"{where}.prompt.{fname}: {msg}")
     audience = merged.get("audience")
     if audience is not None:
         for pid in audience:
             if pid not in plan_by_id:
-                ld.err(file, line_for(lines, (*base, "audience")) or line,
-                       f"{where}.audience: unknown plan '{pid}' (plans: {', '.join(plan_by_id)})")
+                ld.err(
+                    file,
+                    line_for(lines, (*base, "audience")) or line,
+                    f"{where}.audience: unknown plan '{pid}' (plans: {', '.join(plan_by_id)})",
+                )
     target = merged["target_plan"]
     if target != "next" and target not in plan_by_id:
         ld.err(file, line, f"{where}.target_plan: unknown plan '{target}' (use 'next' or a plan id)")
@@ -413,18 +498,35 @@ def _compile_rule(ld: _Loader, file: str, lines: dict[Any, int], base: tuple[Any
     elif rearm > threshold:
         ld.err(file, line, f"{where}.rearm: re-arm level {rearm:g} is above the threshold {threshold:g}")
     signal = merged.get("signal") or (
-        "paywall" if primary.metric == PAYWALL_METRIC else "usage_limit" if primary.ratio is not None
-        else "usage_threshold")
+        "paywall"
+        if primary.metric == PAYWALL_METRIC
+        else "usage_limit"
+        if primary.ratio is not None
+        else "usage_threshold"
+    )
     # Reachability: the rule can fire for some audience plan that has a limit and somewhere to go.
     aud_plans = [plan_by_id[p] for p in audience if p in plan_by_id] if audience is not None else plans
     if primary.ratio is not None and not any(p.limit(primary.metric) is not None for p in aud_plans):
-        ld.warn(file, line, f"{where} '{r.id}': unreachable: no plan in its audience limits '{primary.metric}'")
+        ld.warn(
+            file, line, f"{where} '{r.id}': unreachable: no plan in its audience limits '{primary.metric}'"
+        )
     elif not any(p.tier < len(plans) - 1 for p in aud_plans):
         ld.warn(file, line, f"{where} '{r.id}': unreachable: its audience has no higher plan to upgrade to")
     return Rule(
-        id=r.id, group=g.id, conds=tuple(conds), rearm=float(rearm), cooldown_ms=merged["cooldown"],
-        audience=frozenset(audience) if audience is not None else None, priority=merged["priority"],
-        placement=merged["placement"], bypass_cap=merged["bypass_cap"], target_plan=target, signal=signal,
-        title=prompt.title, body=prompt.body, cta_label=prompt.cta.label, cta_url=prompt.cta.url,
+        id=r.id,
+        group=g.id,
+        conds=tuple(conds),
+        rearm=float(rearm),
+        cooldown_ms=merged["cooldown"],
+        audience=frozenset(audience) if audience is not None else None,
+        priority=merged["priority"],
+        placement=merged["placement"],
+        bypass_cap=merged["bypass_cap"],
+        target_plan=target,
+        signal=signal,
+        title=prompt.title,
+        body=prompt.body,
+        cta_label=prompt.cta.label,
+        cta_url=prompt.cta.url,
         source=f"{file}:{line}",
     )

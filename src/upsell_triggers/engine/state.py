@@ -24,8 +24,13 @@ class RuleState:
 
     __slots__ = ("armed", "capped", "fired_period", "last_fired")
 
-    def __init__(self, armed: bool = True, last_fired: int | None = None, fired_period: int | None = None,
-                 capped: bool = False) -> None:
+    def __init__(
+        self,
+        armed: bool = True,
+        last_fired: int | None = None,
+        fired_period: int | None = None,
+        capped: bool = False,
+    ) -> None:
         self.armed = armed
         self.last_fired = last_fired
         self.fired_period = fired_period
@@ -40,8 +45,21 @@ class RuleState:
 
 
 class AccountState:
-    __slots__ = ("attribution", "dedup", "gauges", "last_seen", "limits", "period_anchor", "periods", "plan",
-                 "plan_ts", "recent_prompts", "rolling", "rules", "sent")
+    __slots__ = (
+        "attribution",
+        "dedup",
+        "gauges",
+        "last_seen",
+        "limits",
+        "period_anchor",
+        "periods",
+        "plan",
+        "plan_ts",
+        "recent_prompts",
+        "rolling",
+        "rules",
+        "sent",
+    )
 
     def __init__(self) -> None:
         self.plan: str | None = None  # None: the policy's default plan
@@ -59,21 +77,49 @@ class AccountState:
         self.last_seen = 0  # newest event time applied
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([
-            STATE_VERSION, self.plan, self.plan_ts, self.period_anchor, self.limits, self.gauges, self.periods,
-            {k: [[b, c] for b, c in v.items()] for k, v in self.rolling.items()},
-            {k: r.to_list() for k, r in self.rules.items()}, self.sent, self.attribution, self.recent_prompts,
-            self.dedup, self.last_seen,
-        ])
+        return orjson.dumps(
+            [
+                STATE_VERSION,
+                self.plan,
+                self.plan_ts,
+                self.period_anchor,
+                self.limits,
+                self.gauges,
+                self.periods,
+                {k: [[b, c] for b, c in v.items()] for k, v in self.rolling.items()},
+                {k: r.to_list() for k, r in self.rules.items()},
+                self.sent,
+                self.attribution,
+                self.recent_prompts,
+                self.dedup,
+                self.last_seen,
+            ]
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         v = orjson.loads(data)
         if not isinstance(v, list) or not v or v[0] != STATE_VERSION:
-            raise ValueError(f"unsupported account state version: {v[0] if isinstance(v, list) and v else v!r}")
+            raise ValueError(
+                f"unsupported account state version: {v[0] if isinstance(v, list) and v else v!r}"
+            )
         s = cls()
-        (_, s.plan, s.plan_ts, s.period_anchor, s.limits, s.gauges, s.periods, rolling, rules, s.sent,
-         s.attribution, s.recent_prompts, s.dedup, s.last_seen) = v
+        (
+            _,
+            s.plan,
+            s.plan_ts,
+            s.period_anchor,
+            s.limits,
+            s.gauges,
+            s.periods,
+            rolling,
+            rules,
+            s.sent,
+            s.attribution,
+            s.recent_prompts,
+            s.dedup,
+            s.last_seen,
+        ) = v
         s.rolling = {k: {int(b): c for b, c in pairs} for k, pairs in rolling.items()}
         s.rules = {k: RuleState.from_list(r) for k, r in rules.items()}
         return s

@@ -24,7 +24,7 @@ class YamlError(Exception):
 
 
 def load_yaml(text: str) -> tuple[Any, dict[Path, int]]:
-    """Returns (data, lines): lines maps a path such as ('groups', 0, 'rules', 1, 'when') to a 1-based line."""
+    """Returns (data, lines): lines maps a path like ('groups', 0, 'rules', 1) to a 1-based line."""
     if len(text.encode()) > MAX_FILE_BYTES:
         raise YamlError(f"file is larger than {MAX_FILE_BYTES // 1024} KiB", 1)
     try:
@@ -44,7 +44,9 @@ def load_yaml(text: str) -> tuple[Any, dict[Path, int]]:
 _SCALAR = yaml.SafeLoader(stream="")
 
 
-_PLAIN_TAGS = frozenset("tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq"))
+_PLAIN_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
+)
 
 
 def _build(node: yaml.Node, path: Path, lines: dict[Path, int], seen: set[int]) -> Any:
@@ -57,7 +59,9 @@ def _build(node: yaml.Node, path: Path, lines: dict[Path, int], seen: set[int]) 
         raise YamlError(f"more than {MAX_NODES} YAML nodes", line)
     lines[path] = line
     if node.tag not in _PLAIN_TAGS:
-        raise YamlError(f"YAML tag {node.tag!r} is not allowed (plain strings, numbers, lists, maps only)", line)
+        raise YamlError(
+            f"YAML tag {node.tag!r} is not allowed (plain strings, numbers, lists, maps only)", line
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for knode, vnode in node.value:

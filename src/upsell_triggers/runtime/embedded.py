@@ -50,8 +50,15 @@ async def _simulated(accounts: int, rate: float, limit: int | None) -> AsyncIter
             await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
 
 
-async def run_embedded(settings: Settings, source: str | None, output: str | None, dlq: str | None,
-                       accounts: int = 300, rate: float = 500.0, limit: int | None = None) -> int:
+async def run_embedded(
+    settings: Settings,
+    source: str | None,
+    output: str | None,
+    dlq: str | None,
+    accounts: int = 300,
+    rate: float = 500.0,
+    limit: int | None = None,
+) -> int:
     rules = load_ruleset(settings.rules_dir)
     metrics = Metrics()
     proc = Processor(rules, metrics)
@@ -61,17 +68,28 @@ async def run_embedded(settings: Settings, source: str | None, output: str | Non
     ready = True
     runner = await serve(make_app(metrics.registry, lambda: ready), settings.http_host, settings.http_port)
     metrics.ready.set(1)
-    log.info("embedded runtime up", extra={"fields": {
-        "metrics": f"http://{settings.http_host}:{settings.http_port}/metrics", "rules": len(rules.rules),
-        "source": source or f"simulator ({accounts} accounts, {rate:g} events/s)"}})
-    watcher = asyncio.create_task(watch_rules(settings.rules_dir, lambda: proc.rules, proc.swap_rules, metrics,
-                                              settings.reload_debounce_ms))
+    log.info(
+        "embedded runtime up",
+        extra={
+            "fields": {
+                "metrics": f"http://{settings.http_host}:{settings.http_port}/metrics",
+                "rules": len(rules.rules),
+                "source": source or f"simulator ({accounts} accounts, {rate:g} events/s)",
+            }
+        },
+    )
+    watcher = asyncio.create_task(
+        watch_rules(
+            settings.rules_dir, lambda: proc.rules, proc.swap_rules, metrics, settings.reload_debounce_ms
+        )
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: try_reload(settings.rules_dir, proc.rules, proc.swap_rules,
-                                                             metrics))
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: try_reload(settings.rules_dir, proc.rules, proc.swap_rules, metrics)
+    )
     events = _lines(source) if source else _simulated(accounts, rate, limit)
     n = 0
     try:
@@ -82,8 +100,10 @@ async def run_embedded(settings: Settings, source: str | None, output: str | Non
             t0 = time.perf_counter()
             res = proc.handle(raw.strip(), now_ms=int(time.time() * 1000) if source else None)
             if res.invalid is not None:
-                dlq_out.write(orjson.dumps(dlq_record(raw, res.invalid, {"source": source or "simulator",
-                                                                         "line": n})) + b"\n")
+                dlq_out.write(
+                    orjson.dumps(dlq_record(raw, res.invalid, {"source": source or "simulator", "line": n}))
+                    + b"\n"
+                )
                 dlq_out.flush()
                 continue
             for d in res.decisions:

@@ -34,18 +34,20 @@ def _broker_credentials(s: Settings) -> Any:
         return None
     ssl_context = None
     if s.security_protocol in ("SSL", "SASL_SSL"):
-        ssl_context = faust.auth.ssl.create_default_context(cafile=s.ssl_cafile) if s.ssl_cafile else None
-        if ssl_context is None:
-            import ssl
+        import ssl
 
-            ssl_context = ssl.create_default_context()
+        ssl_context = ssl.create_default_context(cafile=s.ssl_cafile)
         if s.ssl_certfile:
             ssl_context.load_cert_chain(s.ssl_certfile, s.ssl_keyfile)
     if s.security_protocol.startswith("SASL"):
         password = s.sasl_password.get_secret_value() if s.sasl_password else ""
         if s.sasl_mechanism and s.sasl_mechanism.startswith("SCRAM"):
-            return faust.SASLCredentials(username=s.sasl_username, password=password, ssl_context=ssl_context,
-                                         mechanism=s.sasl_mechanism)
+            return faust.SASLCredentials(
+                username=s.sasl_username,
+                password=password,
+                ssl_context=ssl_context,
+                mechanism=s.sasl_mechanism,
+            )
         return faust.SASLCredentials(username=s.sasl_username, password=password, ssl_context=ssl_context)
     return faust.SSLCredentials(ssl_context)
 
@@ -55,8 +57,11 @@ async def ensure_topics(s: Settings) -> None:
     between co-partitioned topics (an account's events and state would land on different workers)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers, security_protocol=s.security_protocol,
-                                **_aiokafka_auth(s))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        security_protocol=s.security_protocol,
+        **_aiokafka_auth(s),
+    )
     await admin.start()
     try:
         topics = [s.topic_events, s.topic_feedback, s.topic_prompts, s.topic_dlq]
@@ -67,8 +72,10 @@ async def ensure_topics(s: Settings) -> None:
         described = await admin.describe_topics([s.topic_events, s.topic_feedback])
         counts = {d["topic"]: len(d["partitions"]) for d in described}
         if len(set(counts.values())) != 1:
-            raise SystemExit(f"topics {s.topic_events} and {s.topic_feedback} must have the same partition count "
-                             f"(they are co-partitioned by account_id); found {counts}")
+            raise SystemExit(
+                f"topics {s.topic_events} and {s.topic_feedback} must have the same partition count "
+                f"(they are co-partitioned by account_id); found {counts}"
+            )
     finally:
         await admin.close()
 
@@ -76,8 +83,11 @@ async def ensure_topics(s: Settings) -> None:
 def _aiokafka_auth(s: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if s.security_protocol.startswith("SASL"):
-        out.update(sasl_mechanism=s.sasl_mechanism or "PLAIN", sasl_plain_username=s.sasl_username,
-                   sasl_plain_password=s.sasl_password.get_secret_value() if s.sasl_password else None)
+        out.update(
+            sasl_mechanism=s.sasl_mechanism or "PLAIN",
+            sasl_plain_username=s.sasl_username,
+            sasl_plain_password=s.sasl_password.get_secret_value() if s.sasl_password else None,
+        )
     if s.security_protocol in ("SSL", "SASL_SSL"):
         import ssl
 
@@ -106,8 +116,9 @@ def create_app(s: Settings) -> faust.App:
     source = app.topic(s.topic_events, s.topic_feedback, key_serializer="raw", value_serializer="raw")
     prompts_topic = app.topic(s.topic_prompts, key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(s.topic_dlq, key_serializer="raw", value_serializer="raw")
-    table = app.Table("account-state", default=None, key_type=bytes, value_type=bytes,
-                      partitions=s.topic_partitions)
+    table = app.Table(
+        "account-state", default=None, key_type=bytes, value_type=bytes, partitions=s.topic_partitions
+    )
     current: dict[str, AccountState] = {}
 
     def get_state(account_id: str) -> AccountState:
@@ -121,7 +132,8 @@ def create_app(s: Settings) -> faust.App:
     app.upsell_processor = proc  # type: ignore[attr-defined]
 
     def ready() -> bool:
-        return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)
+        tables: Any = app.tables
+        return bool(tables.recovery.completed.is_set() and not app.rebalancing)
 
     @app.agent(source)
     async def process(stream: Any) -> None:
@@ -132,9 +144,13 @@ def create_app(s: Settings) -> faust.App:
             now_ms = int(msg.timestamp * 1000) if msg.timestamp else None
             res = proc.handle(raw, event.key, now_ms)
             if res.invalid is not None:
-                headers = [("reason", res.invalid.reason.encode()), ("error", res.invalid.message.encode()),
-                           ("source_topic", msg.topic.encode()), ("source_partition", str(msg.partition).encode()),
-                           ("source_offset", str(msg.offset).encode())]
+                headers = [
+                    ("reason", res.invalid.reason.encode()),
+                    ("error", res.invalid.message.encode()),
+                    ("source_topic", msg.topic.encode()),
+                    ("source_partition", str(msg.partition).encode()),
+                    ("source_offset", str(msg.offset).encode()),
+                ]
                 await dlq_topic.send(key=event.key, value=raw, headers=headers)
                 continue
             account = res.account_id

@@ -17,9 +17,16 @@ def try_reload(rules_dir: str, current: RuleSet, swap: Callable[[RuleSet], None]
         new = load_ruleset(rules_dir)
     except RulesError as err:
         metrics.reloads.labels("rejected").inc()
-        log.error("rule reload rejected; the running rules stay",
-                  extra={"fields": {"rules_dir": rules_dir, "errors": [str(p) for p in err.problems],
-                                    "running_version": current.version}})
+        log.error(
+            "rule reload rejected; the running rules stay",
+            extra={
+                "fields": {
+                    "rules_dir": rules_dir,
+                    "errors": [str(p) for p in err.problems],
+                    "running_version": current.version,
+                }
+            },
+        )
         return False
     if new.version == current.version:
         metrics.reloads.labels("unchanged").inc()
@@ -30,8 +37,13 @@ def try_reload(rules_dir: str, current: RuleSet, swap: Callable[[RuleSet], None]
     return True
 
 
-async def watch_rules(rules_dir: str, get_current: Callable[[], RuleSet], swap: Callable[[RuleSet], None],
-                      metrics: Metrics, debounce_ms: int = 500) -> None:
+async def watch_rules(
+    rules_dir: str,
+    get_current: Callable[[], RuleSet],
+    swap: Callable[[RuleSet], None],
+    metrics: Metrics,
+    debounce_ms: int = 500,
+) -> None:
     """Reloads on file changes (watchfiles) until cancelled."""
     from watchfiles import awatch
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Command 2: install everything into .venv, start the local Kafka broker (deploy/kafka-local), and run
+# the whole suite: ruff (lint + format), mypy, the rule unit tests, and pytest (unit + real-broker
+# integration). Needs Python 3.11+, a JDK 17+ and Maven. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+t0=$SECONDS
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+echo "== install: $((SECONDS - t0))s"
+
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  t1=$SECONDS
+  started_here=0
+  bash deploy/kafka-local/kafka-local.sh status >/dev/null 2>&1 || started_here=1
+  line=$(bash deploy/kafka-local/kafka-local.sh start | grep '^KAFKA_BOOTSTRAP_SERVERS=')
+  export KAFKA_BOOTSTRAP_SERVERS=${line#KAFKA_BOOTSTRAP_SERVERS=}
+  echo "== local Kafka broker on $KAFKA_BOOTSTRAP_SERVERS ($((SECONDS - t1))s)"
+  if [ "$started_here" = 1 ] && [ -z "${KEEP_KAFKA:-}" ]; then
+    trap 'bash deploy/kafka-local/kafka-local.sh stop' EXIT
+  fi
+fi
+
+echo "== ruff"
+"$VENV/bin/ruff" check src tests bench
+"$VENV/bin/ruff" format --check src tests bench
+echo "== mypy"
+"$VENV/bin/mypy" src
+echo "== rules check + rule unit tests"
+"$VENV/bin/upsell-triggers" rules check rules
+"$VENV/bin/upsell-triggers" rules test rules/tests
+echo "== pytest"
+"$VENV/bin/python" -m pytest -q -m "not reliability" "$@"
+echo "== all checks passed in $((SECONDS - t0))s"

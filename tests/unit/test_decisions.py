@@ -1,0 +1,192 @@
+"""Contract §4 semantics, one by one, on the shipped rules."""
+
+from __future__ import annotations
+
+from upsell_triggers.engine.prompts import in_holdout
+
+from .helpers import DAY, HOUR, Account, outcomes, with_policy
+
+
+def test_edge_trigger_fires_once_then_rearms_below_level():
+    a = Account()
+    assert outcomes(a.seats(0, 4)) == [("seats-80", "emitted")]
+    assert a.seats(HOUR, 4) == []  # still above: disarmed
+    assert a.seats(2 * HOUR, 3.6) == []  # 72%: above the 70% re-arm level
+    assert a.seats(3 * HOUR, 4) == []  # not re-armed, so no new edge
+    assert a.seats(4 * HOUR, 3) == []  # 60%: re-armed
+    assert outcomes(a.seats(8 * DAY, 4)) == [("seats-80", "emitted")]  # new edge, after cooldown
+
+
+def test_cooldown_suppresses_rearmed_rule():
+    a = Account()
+    a.seats(0, 4)
+    a.seats(HOUR, 2)
+    assert outcomes(a.seats(2 * DAY, 4)) == [("seats-80", "cooldown")]
+    a.seats(3 * DAY, 2)
+    assert outcomes(a.seats(7 * DAY + 1, 4)) == [("seats-80", "emitted")]
+
+
+def test_highest_threshold_wins_on_same_event():
+    a = Account()
+    assert sorted(outcomes(a.seats(0, 5))) == [("seats-100", "emitted"), ("seats-80", "superseded")]
+
+
+def test_frequency_cap_priority_and_bypass():
+    a = Account()
+    assert outcomes(a.seats(0, 4)) == [("seats-80", "emitted")]
+    # storage-80 is capped (1 per 24h) and stays armed; recorded once per episode
+    assert outcomes(a.send(HOUR, type="usage", metric="storage_bytes", value=1.7 * 2**30)) == [
+        ("storage-80", "frequency_cap")
+    ]
+    assert a.send(2 * HOUR, type="usage", metric="storage_bytes", value=1.75 * 2**30) == []
+    # the modal bypasses the cap
+    assert outcomes(a.seats(3 * HOUR, 5)) == [("seats-100", "emitted")]
+    # once the cap window has passed, the still-armed storage rule fires
+    assert outcomes(a.send(DAY + 4 * HOUR, type="usage", metric="storage_bytes", value=1.76 * 2**30)) == [
+        ("storage-80", "emitted")
+    ]
+
+
+def test_audience_and_no_upgrade_path():
+    a = Account()
+    a.send(0, type="plan_changed", plan="enterprise")
+    # enterprise is outside the audience of seats rules (and unlimited anyway): nothing
+    assert a.seats(HOUR, 10_000) == []
+    b = Account()
+    b.send(0, type="plan_changed", plan="business", limits={"seats": 10})
+    assert outcomes(b.seats(HOUR, 8)) == [("seats-80", "emitted")]
+    c = Account(with_policy("policy: {frequency_cap: {max_prompts: 5}}\n"))
+    c.send(0, type="plan_changed", plan="enterprise", limits={"seats": 10})
+    c.state.plan = "enterprise"
+    ds = c.send(HOUR, type="paywall_hit", feature="sso") + c.send(2 * HOUR, type="paywall_hit", feature="sso")
+    ds += c.send(3 * HOUR, type="paywall_hit", feature="sso")
+    assert outcomes(ds) == [("paywall-repeat", "no_upgrade_path")]
+
+
+def test_paywall_per_feature_cooldown_and_target():
+    a = Account(with_policy("policy: {frequency_cap: {max_prompts: 10}}\n"))
+    for i in range(3):
+        ds = a.send(i * HOUR, type="paywall_hit", feature="sso")
+    assert outcomes(ds) == [("paywall-repeat", "emitted")]
+    p = ds[0].prompt
+    assert p is not None and p["feature"] == "sso" and p["target_plan"] == "business" and p["value"] == 3
+    for i in range(3):  # another feature has its own state and cooldown
+        ds = a.send(4 * HOUR + i * HOUR, type="paywall_hit", feature="scim")
+    assert outcomes(ds) == [("paywall-repeat", "emitted")]
+    assert ds[0].prompt is not None and ds[0].prompt["target_plan"] == "enterprise"
+    assert a.send(8 * HOUR, type="paywall_hit", feature="sso") == []  # still ≥3: disarmed
+
+
+def test_paywall_window_expires_and_rearms():
+    a = Account()
+    a.send(0, type="paywall_hit", feature="sso")
+    a.send(DAY, type="paywall_hit", feature="sso")
+    assert a.send(8 * DAY, type="paywall_hit", feature="sso") == []  # the first hit left the 7d window
+
+
+def test_holdout_records_and_attributes():
+    rs = with_policy("policy: {holdout: {fraction: 1.0, salt: s}}\n")
+    a = Account(rs)
+    assert in_holdout("acme", "s", 1.0)
+    ds = a.seats(0, 4)
+    assert outcomes(ds) == [("seats-80", "holdout")] and ds[0].prompt is None
+    conv = a.send(3 * DAY, type="plan_changed", plan="team")
+    assert [(d.rule_id, d.outcome, d.group) for d in conv] == [("seats-80", "conversion", "holdout")]
+
+
+def test_holdout_fraction_is_stable_and_proportional():
+    picked = [in_holdout(f"acct-{i}", "salt", 0.2) for i in range(20_000)]
+    assert 0.18 < sum(picked) / len(picked) < 0.22
+    assert picked == [in_holdout(f"acct-{i}", "salt", 0.2) for i in range(20_000)]
+
+
+def test_attribution_window():
+    a = Account()
+    a.seats(0, 4)
+    conv = a.send(13 * DAY, type="plan_changed", plan="team")
+    assert [(d.rule_id, d.outcome, d.group) for d in conv] == [("seats-80", "conversion", "treatment")]
+    b = Account()
+    b.seats(0, 4)
+    assert [d for d in b.send(15 * DAY, type="plan_changed", plan="team") if d.outcome == "conversion"] == []
+    c = Account()
+    c.seats(0, 4)
+    assert [d for d in c.send(DAY, type="plan_changed", plan="free") if d.outcome == "conversion"] == []
+
+
+def test_plan_change_rearms_and_reevaluates_against_new_limits():
+    a = Account()
+    a.send(0, type="plan_changed", plan="team")
+    assert a.seats(HOUR, 15) == []  # 60% of 25
+    # a downgrade to free makes 15 seats 300%: re-evaluated at once
+    assert sorted(outcomes(a.send(2 * HOUR, type="plan_changed", plan="free"))) == [
+        ("seats-100", "emitted"),
+        ("seats-80", "superseded"),
+    ]
+
+
+def test_api_calls_period_counter_rearms_in_new_period():
+    a = Account()
+    a.send(0, type="plan_changed", plan="free", period_start="2026-11-01T00:00:00Z")
+    assert outcomes(a.send(HOUR, type="usage", metric="api_calls", delta=8000)) == [
+        ("api-calls-80", "emitted")
+    ]
+    assert a.send(2 * HOUR, type="usage", metric="api_calls", delta=100) == []
+    # next period (Dec 1): counter restarts; 8,000 in one go fires again (after the 7d cooldown)
+    ds = a.send(9 * DAY, type="usage", metric="api_calls", delta=8000)
+    assert outcomes(ds) == [("api-calls-80", "emitted")]
+    assert ds[0].prompt is not None and ds[0].prompt["value"] == 8000
+
+
+def test_stale_gauge_and_late_counter_change_nothing():
+    a = Account()
+    a.seats(HOUR, 2)
+    assert a.seats(0, 5) == []  # older reading: ignored
+    assert a.state.gauges["seats"][1] == 2
+    a.send(0, type="plan_changed", plan="free", period_start="2026-11-01T00:00:00Z")
+    a.send(20 * DAY, type="usage", metric="api_calls", delta=10)
+    a.send(5 * DAY, type="usage", metric="api_calls", delta=99_999)  # previous period: late
+    assert a.state.periods["api_calls"][2] == 10
+
+
+def test_duplicates_dropped():
+    a = Account()
+    from upsell_triggers.engine.events import validate_event
+
+    ev = validate_event(
+        {
+            "event_id": "same",
+            "account_id": "acme",
+            "ts": 1_795_341_600_000,
+            "type": "usage",
+            "metric": "seats",
+            "value": 4,
+        }
+    )
+    assert a.engine.process(ev, a.state).status == "applied"  # type: ignore[arg-type]
+    assert a.engine.process(ev, a.state).status == "duplicate"  # type: ignore[arg-type]
+
+
+def test_feedback_is_attributed_to_rule():
+    a = Account()
+    pid = a.seats(0, 4)[0].prompt["prompt_id"]  # type: ignore[index]
+    ds = a.send(HOUR, type="prompt_clicked", prompt_id=pid)
+    assert [(d.rule_id, d.outcome, d.action) for d in ds] == [("seats-80", "feedback", "clicked")]
+
+
+def test_prompt_id_is_deterministic():
+    ids = []
+    for _ in range(2):
+        a = Account()
+        ids.append(a.seats(0, 4)[0].prompt["prompt_id"])  # type: ignore[index]
+    assert ids[0] == ids[1]
+
+
+def test_state_roundtrip_preserves_behaviour():
+    from upsell_triggers.engine.state import AccountState
+
+    a = Account()
+    a.seats(0, 4)
+    a.send(HOUR, type="paywall_hit", feature="sso")
+    a.state = AccountState.from_bytes(a.state.to_bytes())
+    assert a.seats(2 * HOUR, 4) == []
+    assert len(a.state.to_bytes()) < 1024
