@@ -33,5 +33,6 @@ echo "== rules check + rule unit tests"
 "$VENV/bin/upsell-triggers" rules check rules
 "$VENV/bin/upsell-triggers" rules test rules/tests
 echo "== pytest"
+echo "== suite so far: $((SECONDS - t0))s"
 "$VENV/bin/python" -m pytest -q -m "not reliability" "$@"
-echo "== all checks passed in $((SECONDS - t0))s"
+echo "== suite took $((SECONDS - t0))s" >&2
