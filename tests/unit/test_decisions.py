@@ -190,3 +190,29 @@ def test_state_roundtrip_preserves_behaviour():
     a.state = AccountState.from_bytes(a.state.to_bytes())
     assert a.seats(2 * HOUR, 4) == []
     assert len(a.state.to_bytes()) < 1024
+
+
+def test_all_condition_with_custom_rolling_metric_requires_activation():
+    """seats ≥ 80% fires only once active_users (a custom rolling counter) reaches 5 in 7 days."""
+    from upsell_triggers.engine.ruleset import compile_sources
+
+    from .helpers import RULES
+
+    extra = (
+        "metrics:\n  active_users: {kind: rolling_counter, window: 7d, bucket: 1h}\n"
+        "groups:\n  - id: activated\n    rules:\n      - id: seats-80-active\n"
+        "        when:\n          all:\n            - {metric: seats, ratio: 0.8}\n"
+        "            - {metric: active_users, at_least: 5, window: 7d}\n"
+        "        rearm: 0.7\n        prompt: {title: 'Using {value} of {limit}', cta: {label: l, url: u}}\n"
+    )
+    sources = [(p.name, p.read_text()) for p in sorted(RULES.glob("*.yaml")) if p.name != "usage-limits.yaml"]
+    rs = compile_sources([*sources, ("activated.yaml", extra)])
+    assert [r.id for r in rs.by_metric["active_users"]] == ["seats-80-active"]
+    a = Account(rs)
+    assert a.seats(0, 4) == []  # not activated yet: condition false, stays armed
+    assert a.send(HOUR, type="usage", metric="active_users", delta=3) == []
+    ds = a.send(
+        2 * HOUR, type="usage", metric="active_users", delta=2
+    )  # the event on the 2nd metric fires it
+    assert outcomes(ds) == [("seats-80-active", "emitted")]
+    assert ds[0].prompt is not None and ds[0].prompt["metric"] == "seats" and ds[0].prompt["value"] == 4
