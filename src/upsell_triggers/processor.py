@@ -5,6 +5,7 @@ Kafka-free; the embedded runner, `replay` and the Faust runtime all drive it, so
 
 from __future__ import annotations
 
+import base64
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -106,5 +107,5 @@ def dlq_record(raw: bytes, invalid: InvalidEvent, source: dict[str, Any]) -> dic
     if text is not None:
         out["original"] = text
     else:
-        out["original_b64"] = __import__("base64").b64encode(raw).decode()
+        out["original_b64"] = base64.b64encode(raw).decode()
     return out

@@ -27,7 +27,7 @@ from upsell_triggers.engine.engine import Decision, Engine
 from upsell_triggers.engine.events import InvalidEvent, validate_event
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, load_ruleset
 from upsell_triggers.engine.state import AccountState
-from upsell_triggers.engine.timeutil import datetime_to_ms, parse_duration
+from upsell_triggers.engine.timeutil import datetime_to_ms, parse_duration, to_iso
 from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
 
 
@@ -88,7 +88,7 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
         for j, (p, e) in enumerate(zip(prompts, case.expect_prompts, strict=False)):
             exp = dict(e)
             if "at" in exp:
-                exp["created_at"] = _iso(start + parse_duration(exp.pop("at")))
+                exp["created_at"] = to_iso(start + parse_duration(exp.pop("at")))
             for m in _matches(p, exp):
                 failures.append(f"prompt {j} ({p['rule_id']}): {m}")
     for rid in case.expect_absent:
@@ -101,12 +101,6 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
                 + ", ".join(f"{d.rule_id}:{d.outcome}" for d in decisions)
             )
     return failures
-
-
-def _iso(ms: int) -> str:
-    from upsell_triggers.engine.timeutil import to_iso
-
-    return to_iso(ms)
 
 
 def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:

@@ -80,6 +80,13 @@ class Outcome:
         return [d.prompt for d in self.decisions if d.prompt is not None]
 
 
+def _rule_state(state: AccountState, key: str) -> RuleState:
+    rst = state.rules.get(key)
+    if rst is None:
+        rst = state.rules[key] = RuleState()
+    return rst
+
+
 def event_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big", signed=True)
 
@@ -354,9 +361,7 @@ class Engine:
         live: list[tuple[_Trigger, Plan]] = []
 
         def suppress(t: _Trigger, outcome: str, reason: str, disarm: bool = True) -> None:
-            rst = state.rules.get(t.key)
-            if rst is None:
-                rst = state.rules[t.key] = RuleState()
+            rst = _rule_state(state, t.key)
             if disarm:
                 rst.armed = False
                 rst.fired_period = t.period
@@ -406,9 +411,7 @@ class Engine:
             recent = sum(1 for s in state.sent if ts - s < pol.cap_window_ms)
             rule = t.rule
             if not rule.bypass_cap and recent >= pol.cap_max:
-                rst = state.rules.get(t.key)
-                if rst is None:
-                    rst = state.rules[t.key] = RuleState()
+                rst = _rule_state(state, t.key)
                 if (
                     not rst.capped
                 ):  # stays armed: it may fire once the cap frees up; recorded once per episode
@@ -439,9 +442,7 @@ class Engine:
                 trigger_event_id=ev.event_id,
                 ts=ts,
             )
-            rst = state.rules.get(t.key)
-            if rst is None:
-                rst = state.rules[t.key] = RuleState()
+            rst = _rule_state(state, t.key)
             rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
             state.sent.append(ts)
             if len(state.sent) > CAP_HISTORY:

@@ -6,7 +6,6 @@ message naming the field (it goes to the dead letter topic).
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -190,7 +189,3 @@ def decode_event(raw: bytes | bytearray | memoryview | str, key: bytes | None = 
                 ev.account_id,
             )
     return ev
-
-
-def finite(x: float) -> bool:
-    return not (math.isnan(x) or math.isinf(x))
