@@ -119,12 +119,12 @@ def create_app(s: Settings) -> faust.App:
     table = app.Table(
         "account-state", default=None, key_type=bytes, value_type=bytes, partitions=s.topic_partitions
     )
-    current: dict[str, AccountState] = {}
+    # The state the engine loaded for the event in hand (one at a time), to write back after it.
+    loaded: list[AccountState | None] = [None]
 
     def get_state(account_id: str) -> AccountState:
         raw = table.get(account_id.encode())
-        st = AccountState.from_bytes(raw) if raw else AccountState()
-        current[account_id] = st
+        st = loaded[0] = AccountState.from_bytes(raw) if raw else AccountState()
         return st
 
     proc = Processor(rules, metrics, get_state=get_state)
@@ -143,6 +143,7 @@ def create_app(s: Settings) -> faust.App:
             raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
             now_ms = int(msg.timestamp * 1000) if msg.timestamp else None
             res = proc.handle(raw, event.key, now_ms)
+            st, loaded[0] = loaded[0], None
             if res.invalid is not None:
                 headers = [
                     ("reason", res.invalid.reason.encode()),
@@ -156,7 +157,6 @@ def create_app(s: Settings) -> faust.App:
             account = res.account_id
             if account is None:
                 continue
-            st = current.pop(account, None)
             if st is not None and res.outcome is not None and res.outcome.status not in ("duplicate",):
                 table[account.encode()] = st.to_bytes()
             for d in res.decisions:
