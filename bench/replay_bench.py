@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from upsell_triggers import gctune
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.replay import replay
 from upsell_triggers.simulate import Simulator
@@ -45,6 +46,7 @@ def main() -> int:
         generate(a.file, a.events, a.accounts)
         print(f"generated {a.events:,} events over {a.accounts:,} accounts in {time.perf_counter() - t:.1f}s")
     data = a.file.read_bytes()
+    gctune.tune()  # as `upsell-triggers replay` does
     n = data.count(b"\n")
     rules = load_ruleset(ROOT / "rules")
     rates = []

@@ -10,11 +10,13 @@ from pathlib import Path
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
+    from upsell_triggers import gctune
     from upsell_triggers.logs import setup_logging
     from upsell_triggers.settings import Settings
 
     overrides = {k: v for k, v in (("rules_dir", a.rules), ("http_port", a.port), ("http_host", a.host)) if v}
     s = Settings(**overrides)
+    gctune.tune()
     if s.kafka_bootstrap_servers and not a.embedded:
         from upsell_triggers.runtime.faust_app import run_worker
 

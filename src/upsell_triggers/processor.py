@@ -6,9 +6,9 @@ Kafka-free; the embedded runner, `replay` and the Faust runtime all drive it, so
 from __future__ import annotations
 
 import base64
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from upsell_triggers.engine.engine import Decision, Engine, Outcome
@@ -20,25 +20,34 @@ from upsell_triggers.metrics import Metrics
 
 
 class MemoryStore:
-    """Account states in memory, bounded: at most max_accounts (least recently used evicted first), and an
-    account idle for ttl_ms of event time is dropped by expire()."""
+    """Account states in memory, bounded: at most max_accounts, and an account idle for ttl_ms of event
+    time is dropped by expire().
+
+    At the bound, the stalest of the EVICTION_SAMPLE longest-held accounts goes (approximate LRU, as
+    Redis does): exact LRU would cost an OrderedDict move on every event, a fifth of the engine's time.
+    """
+
+    EVICTION_SAMPLE = 32
 
     def __init__(self, max_accounts: int = 2_000_000, ttl_ms: int = 90 * DAY) -> None:
         self.max_accounts = max_accounts
         self.ttl_ms = ttl_ms
-        self.states: OrderedDict[str, AccountState] = OrderedDict()
+        self.states: dict[str, AccountState] = {}
         self.evicted = 0
 
     def get(self, account_id: str) -> AccountState:
         st = self.states.get(account_id)
         if st is None:
+            if len(self.states) >= self.max_accounts:
+                self._evict_one()
             st = self.states[account_id] = AccountState()
-            if len(self.states) > self.max_accounts:
-                self.states.popitem(last=False)
-                self.evicted += 1
-        else:
-            self.states.move_to_end(account_id)
         return st
+
+    def _evict_one(self) -> None:
+        sample = itertools.islice(self.states.items(), self.EVICTION_SAMPLE)
+        victim = min(sample, key=lambda kv: kv[1].last_seen)[0]
+        del self.states[victim]
+        self.evicted += 1
 
     def expire(self, watermark_ms: int) -> int:
         cutoff = watermark_ms - self.ttl_ms
@@ -59,7 +68,7 @@ class Result:
     outcome: Outcome | None
     invalid: InvalidEvent | None = None
     account_id: str | None = None
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: Sequence[Decision] = ()
 
 
 class Processor:

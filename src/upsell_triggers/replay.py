@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import IO, Any
 
 import orjson
@@ -18,7 +19,7 @@ class Summary:
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.events = self.invalid = self.duplicates = self.accounts = 0
 
-    def add(self, decisions: list[Decision]) -> None:
+    def add(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
             self.counts[d.rule_id][d.outcome] += 1
 
@@ -87,6 +88,10 @@ def replay(
 
 def run_replay(rules: RuleSet, path: str, explain: bool) -> int:
     import os
+
+    from upsell_triggers import gctune
+
+    gctune.tune()
 
     if path == "-":
         src: Any = sys.stdin.buffer

@@ -38,7 +38,7 @@ class Account:
         assert not isinstance(ev, InvalidEvent), ev
         out = self.engine.process(ev, self.state)
         assert out.invalid is None, out.invalid
-        return out.decisions
+        return list(out.decisions)
 
     def seats(self, at_ms: int, value: float) -> list[Decision]:
         return self.send(at_ms, type="usage", metric="seats", value=value)

@@ -6,19 +6,23 @@ future) is passed in by the runtime. Every rule edge yields an explicit Decision
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from upsell_triggers.engine.events import (
-    Event,
-    FeedbackEvent,
-    InvalidEvent,
-    PaywallHitEvent,
-    PlanChangedEvent,
-)
+from upsell_triggers.engine.events import Event, Feedback, InvalidEvent, PaywallHit, PlanChanged, Usage
 from upsell_triggers.engine.prompts import build_prompt, in_holdout
-from upsell_triggers.engine.ruleset import GAUGE, PAYWALL_METRIC, PERIOD, Cond, Plan, Rule, RuleSet
+from upsell_triggers.engine.ruleset import (
+    GAUGE,
+    PAYWALL_METRIC,
+    PERIOD,
+    Cond,
+    MetricSpec,
+    Plan,
+    Rule,
+    RuleSet,
+)
 from upsell_triggers.engine.state import (
     CAP_HISTORY,
     MAX_SERIES,
@@ -35,6 +39,9 @@ SUPPRESSIONS = ("superseded", "cooldown", "frequency_cap", "holdout", "no_upgrad
 FEEDBACK_ACTIONS = {"prompt_shown": "shown", "prompt_clicked": "clicked", "prompt_dismissed": "dismissed"}
 TREATMENT, HOLDOUT = "treatment", "holdout"
 SEP = "\x1f"
+INF = float("inf")
+_NO_FEATURE: tuple[None] = (None,)
+_NONE: list[Decision] = []  # never mutated: returned when nothing triggered
 
 
 @dataclass(slots=True)
@@ -69,15 +76,20 @@ class Decision:
         return d
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     status: str  # applied | duplicate | stale | late | invalid
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: Sequence[Decision] = ()
     invalid: InvalidEvent | None = None
 
     @property
     def prompts(self) -> list[dict[str, Any]]:
         return [d.prompt for d in self.decisions if d.prompt is not None]
+
+
+# The outcomes without decisions are shared: Outcome is immutable.
+DUPLICATE, STALE, LATE, APPLIED = Outcome("duplicate"), Outcome("stale"), Outcome("late"), Outcome("applied")
+PERIOD_CACHE = 4096
 
 
 def _rule_state(state: AccountState, key: str) -> RuleState:
@@ -88,7 +100,10 @@ def _rule_state(state: AccountState, key: str) -> RuleState:
 
 
 def event_hash(event_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big", signed=True)
+    """A stable 64-bit id for the dedup ring: CRC-32 and Adler-32 side by side (two C calls, a tenth of
+    a blake2b's cost). Two ids collide only if both checksums do, among one account's last 64 events."""
+    b = event_id.encode()
+    return (zlib.crc32(b) << 32) | zlib.adler32(b)
 
 
 @dataclass(slots=True)
@@ -107,6 +122,7 @@ class Engine:
     def __init__(self, rules: RuleSet, max_future_ms: int = HOUR) -> None:
         self.rules = rules
         self.max_future_ms = max_future_ms
+        self._periods: dict[int | None, tuple[int, int]] = {}
 
     def swap_rules(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -115,87 +131,118 @@ class Engine:
 
     def process(self, ev: Event, state: AccountState, now_ms: int | None = None) -> Outcome:
         rs = self.rules
-        bad = self._check(ev, rs, now_ms)
-        if bad is not None:
-            return Outcome("invalid", invalid=bad)
+        ts = ev.ts
+        if now_ms is not None and ts > now_ms + self.max_future_ms:
+            return Outcome("invalid", invalid=self._future(ev))
+        if type(ev) is Usage:
+            spec = rs.metrics.get(ev.metric)
+            bad = self._check_usage(ev, spec)
+            if bad is not None:
+                return Outcome("invalid", invalid=bad)
+            assert spec is not None
+            if state.seen(event_hash(ev.event_id)):
+                return DUPLICATE
+            if ts > state.last_seen:
+                state.last_seen = ts
+            metric, kind = ev.metric, spec.kind
+            if kind == GAUGE:
+                cur = state.gauges.get(metric)
+                if cur is not None and ts < cur[0]:
+                    return STALE
+                state.gauges[metric] = [ts, ev.value]  # type: ignore[list-item]
+            elif kind == PERIOD:
+                p = state.periods.get(metric)
+                if p is None or ts >= p[1]:
+                    start, end = self._billing_period(ts, state.period_anchor)
+                    p = state.periods[metric] = [start, end, 0]
+                elif ts < p[0]:
+                    return LATE
+                p[2] += ev.delta  # type: ignore[operator]
+            elif not self._rolling(state, metric, ts, ev.delta, spec.bucket_ms, spec.window_ms):  # type: ignore[arg-type]
+                return LATE
+            rules = rs.by_metric.get(metric)
+            if rules is None:
+                return APPLIED
+            return Outcome("applied", self._evaluate(ev, state, rs, rules, ()))
+        if type(ev) is PlanChanged:
+            bad = self._check_plan(ev, rs)
+            if bad is not None:
+                return Outcome("invalid", invalid=bad)
         if state.seen(event_hash(ev.event_id)):
-            return Outcome("duplicate")
-        if ev.ts > state.last_seen:
-            state.last_seen = ev.ts
-        if isinstance(ev, FeedbackEvent):
-            return self._feedback(ev, state)
-        if isinstance(ev, PlanChangedEvent):
-            return self._plan_changed(ev, state, rs)
-        if isinstance(ev, PaywallHitEvent):
-            series = PAYWALL_METRIC + SEP + ev.feature
+            return DUPLICATE
+        if ts > state.last_seen:
+            state.last_seen = ts
+        if type(ev) is PaywallHit:
             spec = rs.metrics[PAYWALL_METRIC]
-            if not self._rolling(state, series, ev.ts, 1, spec.bucket_ms, spec.window_ms):
-                return Outcome("late")
-            return Outcome(
-                "applied", self._evaluate(ev, state, rs, rs.by_metric.get(PAYWALL_METRIC, ()), (ev.feature,))
-            )
-        spec = rs.metrics[ev.metric]
-        if spec.kind == GAUGE:
-            cur = state.gauges.get(ev.metric)
-            if cur is not None and ev.ts < cur[0]:
-                return Outcome("stale")
-            state.gauges[ev.metric] = [ev.ts, ev.value]  # type: ignore[list-item]
-        elif spec.kind == PERIOD:
-            p = state.periods.get(ev.metric)
-            if p is None or ev.ts >= p[1]:
-                start, end = billing_period(ev.ts, state.period_anchor)
-                p = state.periods[ev.metric] = [start, end, 0]
-            elif ev.ts < p[0]:
-                return Outcome("late")
-            p[2] += ev.delta  # type: ignore[operator]
-        else:
-            if not self._rolling(state, ev.metric, ev.ts, ev.delta, spec.bucket_ms, spec.window_ms):  # type: ignore[arg-type]
-                return Outcome("late")
-        return Outcome("applied", self._evaluate(ev, state, rs, rs.by_metric.get(ev.metric, ()), ()))
+            if not self._rolling(
+                state, PAYWALL_METRIC + SEP + ev.feature, ts, 1, spec.bucket_ms, spec.window_ms
+            ):
+                return LATE
+            rules = rs.by_metric.get(PAYWALL_METRIC)
+            if rules is None:
+                return APPLIED
+            return Outcome("applied", self._evaluate(ev, state, rs, rules, (ev.feature,)))
+        if type(ev) is PlanChanged:
+            return self._plan_changed(ev, state, rs)
+        assert type(ev) is Feedback
+        return self._feedback(ev, state)
 
-    def _check(self, ev: Event, rs: RuleSet, now_ms: int | None) -> InvalidEvent | None:
-        if now_ms is not None and ev.ts > now_ms + self.max_future_ms:
+    def _future(self, ev: Event) -> InvalidEvent:
+        return InvalidEvent(
+            "ts_in_future",
+            f"field 'ts': {ev.ts} is more than {self.max_future_ms // 1000}s ahead of the processing clock",
+            ev.account_id,
+        )
+
+    @staticmethod
+    def _check_plan(ev: PlanChanged, rs: RuleSet) -> InvalidEvent | None:
+        if ev.plan not in rs.plan_by_id:
             return InvalidEvent(
-                "ts_in_future",
-                f"field 'ts': {ev.ts} is more than {self.max_future_ms // 1000}s "
-                "ahead of the processing clock",
+                "unknown_plan",
+                f"field 'plan': unknown plan {ev.plan[:64]!r}; known: " + ", ".join(rs.plan_by_id),
                 ev.account_id,
             )
-        if isinstance(ev, PlanChangedEvent):
-            if ev.plan not in rs.plan_by_id:
+        for m in ev.limits or ():
+            if m not in rs.metrics:
                 return InvalidEvent(
-                    "unknown_plan",
-                    f"field 'plan': unknown plan {ev.plan[:64]!r}; known: " + ", ".join(rs.plan_by_id),
-                    ev.account_id,
+                    "unknown_metric", f"field 'limits.{m[:64]}': unknown metric", ev.account_id
                 )
-            for m in ev.limits or ():
-                if m not in rs.metrics:
-                    return InvalidEvent(
-                        "unknown_metric", f"field 'limits.{m[:64]}': unknown metric", ev.account_id
-                    )
-        elif not isinstance(ev, PaywallHitEvent | FeedbackEvent):
-            spec = rs.metrics.get(ev.metric)
-            if spec is None or spec.name == PAYWALL_METRIC:
-                return InvalidEvent(
-                    "unknown_metric",
-                    f"field 'metric': {ev.metric[:64]!r} is not in the metric catalog",
-                    ev.account_id,
-                )
-            if spec.kind == GAUGE and ev.value is None:
+        return None
+
+    @staticmethod
+    def _check_usage(ev: Usage, spec: MetricSpec | None) -> InvalidEvent | None:
+        if spec is None or spec.name == PAYWALL_METRIC:
+            return InvalidEvent(
+                "unknown_metric",
+                f"field 'metric': {ev.metric[:64]!r} is not in the metric catalog",
+                ev.account_id,
+            )
+        if spec.kind == GAUGE:
+            if ev.value is None:
                 return InvalidEvent(
                     "invalid_field",
                     f"field 'value': metric '{ev.metric}' is a gauge: send its "
                     "absolute reading as 'value', not 'delta'",
                     ev.account_id,
                 )
-            if spec.kind != GAUGE and ev.delta is None:
-                return InvalidEvent(
-                    "invalid_field",
-                    f"field 'delta': metric '{ev.metric}' is a counter: send "
-                    "increments as 'delta', not 'value'",
-                    ev.account_id,
-                )
+        elif ev.delta is None:
+            return InvalidEvent(
+                "invalid_field",
+                f"field 'delta': metric '{ev.metric}' is a counter: send increments as 'delta', not 'value'",
+                ev.account_id,
+            )
         return None
+
+    def _billing_period(self, ts: int, anchor: int | None) -> tuple[int, int]:
+        """billing_period() memoised per anchor: most accounts share the calendar-month default."""
+        hit = self._periods.get(anchor)
+        if hit is not None and hit[0] <= ts < hit[1]:
+            return hit
+        p = billing_period(ts, anchor)
+        if len(self._periods) >= PERIOD_CACHE:
+            self._periods.clear()
+        self._periods[anchor] = p
+        return p
 
     # ---- state updates -----------------------------------------------------------------------------
 
@@ -219,9 +266,9 @@ class Engine:
     def _plan(self, state: AccountState, rs: RuleSet) -> Plan:
         return rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]
 
-    def _plan_changed(self, ev: PlanChangedEvent, state: AccountState, rs: RuleSet) -> Outcome:
+    def _plan_changed(self, ev: PlanChanged, state: AccountState, rs: RuleSet) -> Outcome:
         if ev.ts < state.plan_ts:
-            return Outcome("stale")
+            return STALE
         old = self._plan(state, rs)
         new = rs.plan_by_id[ev.plan]
         decisions: list[Decision] = []
@@ -252,7 +299,7 @@ class Engine:
         decisions += self._evaluate(ev, state, rs, rs.rules, features)
         return Outcome("applied", decisions)
 
-    def _feedback(self, ev: FeedbackEvent, state: AccountState) -> Outcome:
+    def _feedback(self, ev: Feedback, state: AccountState) -> Outcome:
         rule_id, rule_group = "unknown", "unknown"
         for pid, rid, grp in state.recent_prompts:
             if pid == ev.prompt_id:
@@ -275,64 +322,89 @@ class Engine:
 
     # ---- evaluation --------------------------------------------------------------------------------
 
-    def _limit(self, state: AccountState, plan: Plan, metric: str) -> float | None:
-        if state.limits is not None and metric in state.limits:
-            return state.limits[metric]
-        return plan.limit(metric)
+    @staticmethod
+    def _limit(state: AccountState, plan: Plan, metric: str) -> float | None:
+        lim = state.limits
+        if lim is not None and metric in lim:
+            return lim[metric]
+        return plan.limits.get(metric)
 
-    def _current(self, state: AccountState, rs: RuleSet, c: Cond, feature: str | None, ts: int) -> float:
-        kind = rs.metrics[c.metric].kind
+    @staticmethod
+    def _current(state: AccountState, c: Cond, feature: str | None, ts: int) -> float:
+        kind = c.kind
         if kind == GAUGE:
             g = state.gauges.get(c.metric)
             return g[1] if g else 0
         if kind == PERIOD:
             p = state.periods.get(c.metric)
             return p[2] if p and ts < p[1] else 0  # a period that ended counts as a new, empty one
-        series = c.metric if feature is None else c.metric + SEP + feature
-        b = state.rolling.get(series)
+        b = state.rolling.get(c.metric if feature is None else c.metric + SEP + feature)
         return rolling_sum(b, c.window_ms) if b else 0
 
-    def _level(self, value: float, limit: float | None, c: Cond) -> float | None:
+    @staticmethod
+    def _level(value: float, limit: float | None, c: Cond) -> float | None:
         """The quantity compared with the threshold: a ratio of the limit, or the value itself."""
         if c.ratio is None:
             return value
-        if limit is None or limit <= 0:
-            return None if limit is None else (float("inf") if value > 0 else 0.0)
+        if limit is None:
+            return None
+        if limit <= 0:
+            return INF if value > 0 else 0.0
         return value / limit
 
-    def _holds(
-        self, state: AccountState, rs: RuleSet, plan: Plan, c: Cond, feature: str | None, ts: int
-    ) -> bool:
-        level = self._level(self._current(state, rs, c, feature, ts), self._limit(state, plan, c.metric), c)
-        threshold = c.ratio if c.ratio is not None else c.at_least
-        return level is not None and threshold is not None and level >= threshold
+    def _holds(self, state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: int) -> bool:
+        level = self._level(self._current(state, c, feature, ts), self._limit(state, plan, c.metric), c)
+        return level is not None and level >= c.threshold
 
     def _evaluate(
         self, ev: Event, state: AccountState, rs: RuleSet, rules: tuple[Rule, ...], features: tuple[str, ...]
     ) -> list[Decision]:
-        if not rules:
-            return []
-        plan = self._plan(state, rs)
+        plan = rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]
         ts = ev.ts
-        triggered: list[_Trigger] = []
+        rstates = state.rules
+        overrides = state.limits
+        triggered: list[_Trigger] | None = None
         for rule in rules:
             primary = rule.primary
+            metric = primary.metric
+            pf = primary.feature
             feats: tuple[str | None, ...]
-            if primary.feature is not None:
-                feats = tuple(f for f in features if primary.feature in ("*", f))
+            if pf is None:
+                feats = _NO_FEATURE
+            elif pf == "*":
+                feats = features
             else:
-                feats = (None,)
+                feats = (pf,) if pf in features else ()
             for feat in feats:
                 key = rule.id if feat is None else rule.id + SEP + feat
-                rst = state.rules.get(key)
-                value = self._current(state, rs, primary, feat, ts)
-                limit = self._limit(state, plan, primary.metric)
-                level = self._level(value, limit, primary)
-                period = None
-                if rs.metrics[primary.metric].kind == PERIOD:
-                    p = state.periods.get(primary.metric)
-                    period = int(p[0]) if p else None
+                rst = rstates.get(key)
+                # The primary condition, inlined (_current/_limit/_level): this loop is the hot path.
+                kind = primary.kind
+                value: float
+                if kind == GAUGE:
+                    g = state.gauges.get(metric)
+                    value = g[1] if g else 0
+                elif kind == PERIOD:
+                    p = state.periods.get(metric)
+                    value = p[2] if p and ts < p[1] else 0
+                else:
+                    b = state.rolling.get(metric if feat is None else metric + SEP + feat)
+                    value = rolling_sum(b, primary.window_ms) if b else 0
+                if overrides is not None and metric in overrides:
+                    limit = overrides[metric]
+                else:
+                    limit = plan.limits.get(metric)
+                level: float | None
+                if primary.ratio is None:
+                    level = value
+                elif limit is None:
+                    level = None
+                elif limit <= 0:
+                    level = INF if value > 0 else 0.0
+                else:
+                    level = value / limit
                 if rst is not None and not rst.armed:
+                    period = self._period(state, primary)
                     new_period = (
                         period is not None and rst.fired_period is not None and period != rst.fired_period
                     )
@@ -340,18 +412,30 @@ class Engine:
                         rst.armed, rst.capped = True, False
                     else:
                         continue
-                holds = (
+                if (
                     level is not None
                     and level >= rule.threshold
-                    and all(self._holds(state, rs, plan, c, feat, ts) for c in rule.conds[1:])
-                )
-                if holds:
-                    triggered.append(_Trigger(rule, feat, key, value, limit, period))
+                    and (
+                        not rule.secondary
+                        or all(self._holds(state, plan, c, feat, ts) for c in rule.secondary)
+                    )
+                ):
+                    if triggered is None:
+                        triggered = []
+                    triggered.append(_Trigger(rule, feat, key, value, limit, self._period(state, primary)))
                 elif rst is not None and rst.capped:
                     rst.capped = False
-        if not triggered:
-            return []
+        if triggered is None:
+            return _NONE
         return self._decide(ev, state, rs, plan, triggered)
+
+    @staticmethod
+    def _period(state: AccountState, c: Cond) -> int | None:
+        """Start of the billing period a period-counter condition is in (re-arms rules on rollover)."""
+        if c.kind != PERIOD:
+            return None
+        p = state.periods.get(c.metric)
+        return int(p[0]) if p else None
 
     def _decide(
         self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, triggered: list[_Trigger]

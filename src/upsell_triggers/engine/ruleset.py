@@ -97,6 +97,11 @@ class Cond:
     at_least: float | None
     window_ms: int
     feature: str | None  # paywall_hits: a feature, '*' for any, None otherwise
+    kind: str  # the metric's kind, copied here for the hot path
+
+    @property
+    def threshold(self) -> float:
+        return self.ratio if self.ratio is not None else self.at_least  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +122,15 @@ class Rule:
     cta_label: str
     cta_url: str
     source: str
+    # Derived from conds, stored because the engine reads them for every event.
+    primary: Cond = field(init=False)
+    secondary: tuple[Cond, ...] = field(init=False)  # the rest of an `all:`
+    threshold: float = field(init=False)
 
-    @property
-    def primary(self) -> Cond:
-        return self.conds[0]
-
-    @property
-    def threshold(self) -> float:
-        p = self.conds[0]
-        return p.ratio if p.ratio is not None else p.at_least  # type: ignore[return-value]
-
-    @property
-    def is_ratio(self) -> bool:
-        return self.conds[0].ratio is not None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "primary", self.conds[0])
+        object.__setattr__(self, "secondary", self.conds[1:])
+        object.__setattr__(self, "threshold", self.conds[0].threshold)
 
     @property
     def metrics(self) -> frozenset[str]:
@@ -416,7 +417,7 @@ def _compile_cond(
         if c.ratio is not None:
             ld.err(file, line, f"{where}: paywall conditions count hits: use 'at_least', not 'ratio'")
             return None
-    return Cond(c.metric, c.ratio, c.at_least, window, feature)
+    return Cond(c.metric, c.ratio, c.at_least, window, feature, spec.kind)
 
 
 def _compile_rule(

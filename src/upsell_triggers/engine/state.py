@@ -12,11 +12,11 @@ from typing import Any
 
 import orjson
 
-DEDUP_HORIZON = 64
+DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is caught by offset
 RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: dedup ring holds crc32|adler32 hashes (1: blake2b; dropped on load)
 
 
 class RuleState:
@@ -99,7 +99,7 @@ class AccountState:
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         v = orjson.loads(data)
-        if not isinstance(v, list) or not v or v[0] != STATE_VERSION:
+        if not isinstance(v, list) or not v or v[0] not in (1, STATE_VERSION):
             raise ValueError(
                 f"unsupported account state version: {v[0] if isinstance(v, list) and v else v!r}"
             )
@@ -122,6 +122,8 @@ class AccountState:
         ) = v
         s.rolling = {k: {int(b): c for b, c in pairs} for k, pairs in rolling.items()}
         s.rules = {k: RuleState.from_list(r) for k, r in rules.items()}
+        if v[0] == 1:
+            s.dedup = []  # other hash function: those ids cannot be matched any more
         return s
 
     def seen(self, h: int) -> bool:

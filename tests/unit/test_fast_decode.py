@@ -1,0 +1,84 @@
+"""The hand-specialised decode path must agree with the pydantic models on every input it accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from upsell_triggers.engine.events import (
+    _MODELS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    Usage,
+    _fast,
+    _from_model,
+    validate_event,
+)
+
+ids = st.one_of(
+    st.text(min_size=0, max_size=3),
+    st.text(min_size=255, max_size=258),
+    st.sampled_from(["acct-1", "seats", "sso", "e-1"]),
+)
+numbers = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+)
+timestamps = st.one_of(
+    st.integers(min_value=MIN_TS_MS - 2, max_value=MIN_TS_MS + 2),
+    st.integers(min_value=MAX_TS_MS - 2, max_value=MAX_TS_MS + 2),
+    st.integers(min_value=MIN_TS_MS, max_value=MAX_TS_MS - 1),
+    st.floats(min_value=MIN_TS_MS, max_value=MIN_TS_MS + 10),
+    st.booleans(),
+    st.just("2026-11-22T10:00:00Z"),
+    st.none(),
+)
+anything: st.SearchStrategy[Any] = st.one_of(ids, numbers, timestamps, st.lists(st.integers(), max_size=2))
+types = st.sampled_from(["usage", "paywall_hit", "prompt_shown", "prompt_clicked", "prompt_dismissed"])
+
+
+@st.composite
+def events(draw: st.DrawFn) -> dict[str, Any]:
+    obj: dict[str, Any] = {"type": draw(types)}
+    for field, strat in (
+        ("event_id", ids),
+        ("account_id", ids),
+        ("ts", timestamps),
+        ("user_id", st.one_of(ids, st.none(), st.integers())),
+        ("metric", ids),
+        ("value", numbers),
+        ("delta", numbers),
+        ("feature", ids),
+        ("prompt_id", ids),
+        ("extra", anything),
+    ):
+        if draw(st.booleans()):
+            obj[field] = draw(strat)
+    return obj
+
+
+@settings(max_examples=3000, deadline=None)
+@given(events())
+def test_fast_path_agrees_with_the_models(obj: dict[str, Any]) -> None:
+    fast = _fast(obj)
+    if fast is None:
+        return  # deferred to the models: nothing to compare
+    model = _MODELS[obj["type"]].model_validate(obj)  # raises if the fast path accepted something invalid
+    assert _from_model(model) == fast
+
+
+def test_fast_path_takes_the_common_shapes() -> None:
+    base = {"event_id": "e-1", "account_id": "a", "ts": MIN_TS_MS + 5, "user_id": "u"}
+    assert isinstance(_fast({**base, "type": "usage", "metric": "seats", "value": 4}), Usage)
+    assert _fast({**base, "type": "usage", "metric": "api_calls", "delta": -2.5}) is not None
+    assert _fast({**base, "type": "paywall_hit", "feature": "sso"}) is not None
+    assert _fast({**base, "type": "prompt_shown", "prompt_id": "p"}) is not None
+    # Unusual shapes go to the models, which word the error.
+    assert _fast({**base, "type": "usage", "metric": "seats", "value": -1}) is None
+    bad = validate_event({**base, "type": "usage", "metric": "seats", "value": -1})
+    assert not isinstance(bad, Usage) and "value" in bad.message
