@@ -70,6 +70,11 @@ class Metrics:
             ("rule", "group"),
         )
         self.dlq = Tally("upsell_dlq_records", "Records written to the dead letter output")
+        self.redelivered = Tally(
+            "upsell_redelivered_events",
+            "Kafka records skipped because their account had already applied that offset (redelivery "
+            "after a crash or rebalance: at-least-once delivery made exact)",
+        )
         r.register(
             _TallyCollector(
                 [
@@ -82,6 +87,7 @@ class Metrics:
                     self.feedback,
                     self.conversions,
                     self.dlq,
+                    self.redelivered,
                 ]
             )
         )

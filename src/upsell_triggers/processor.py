@@ -18,6 +18,8 @@ from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 
+REDELIVERED = Outcome("redelivered")
+
 
 class MemoryStore:
     """Account states in memory, bounded: at most max_accounts, and an account idle for ttl_ms of event
@@ -93,15 +95,32 @@ class Processor:
         self.engine.swap_rules(rules)
         self.metrics.rules_loaded.set(len(rules.rules))
 
-    def handle(self, raw: bytes, key: bytes | None = None, now_ms: int | None = None) -> Result:
+    def handle(
+        self,
+        raw: bytes,
+        key: bytes | None = None,
+        now_ms: int | None = None,
+        source: tuple[int, int] | None = None,
+    ) -> Result:
+        """`source` = (topic index, offset) of a Kafka record: a record at or below the newest offset the
+        account has applied from that topic is a redelivery (after a crash or rebalance) and is skipped,
+        exactly, however many events the account sent since the last commit."""
         ev = decode_event(raw, key)
         if isinstance(ev, InvalidEvent):
             self.metrics.record_invalid(ev.reason)
             return Result(None, ev, ev.account_id)
-        out = self.engine.process(ev, self._get(ev.account_id), now_ms)
+        state = self._get(ev.account_id)
+        if source is not None:
+            src, offset = source
+            if offset <= state.offsets[src]:
+                self.metrics.redelivered.inc()
+                return Result(REDELIVERED, None, ev.account_id)
+        out = self.engine.process(ev, state, now_ms)
         if out.invalid is not None:
             self.metrics.record_invalid(out.invalid.reason)
             return Result(out, out.invalid, ev.account_id)
+        if source is not None:
+            state.offsets[source[0]] = source[1]
         self.metrics.record(ev.type, out)
         return Result(out, None, ev.account_id, out.decisions)
 

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     max_future_skew_s: int = Field(default=3600, ge=0)
     reload_debounce_ms: int = Field(default=500, ge=0)
+    state_cache_accounts: int = Field(
+        default=100_000, ge=0, description="decoded account states kept in memory per worker (~2 KiB each)"
+    )
+    commit_interval_s: float = Field(default=2.8, gt=0, description="Kafka offset commit interval")
 
     # Kafka security (aiokafka semantics)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

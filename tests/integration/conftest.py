@@ -6,8 +6,6 @@ Under CI (CI=true) a broker that does not come up fails the run with its log tai
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -16,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-KAFKA_LOCAL = ROOT / "deploy" / "kafka-local" / "kafka-local.sh"
+from upsell_triggers.devkit.worker import ROOT, Worker, start_local_kafka
 
 
 @pytest.fixture(scope="session")
@@ -26,99 +23,15 @@ def kafka_bootstrap() -> str:
     if env:
         return env
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(KAFKA_LOCAL), "start"], capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("KAFKA_BOOTSTRAP_SERVERS=")]
-    if proc.returncode != 0 or not lines:
-        msg = f"local Kafka broker did not start (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    code, bs, err = start_local_kafka()
+    if code != 0 or not bs:
+        msg = f"local Kafka broker did not start (exit {code}):\n{err[-4000:]}"
         if os.environ.get("CI") == "true":
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
-    sys.stderr.write(
-        f"\n[kafka] {proc.stderr.strip()}\n[kafka] broker ready in {time.monotonic() - t0:.1f}s\n"
-    )
-    bs = lines[-1].split("=", 1)[1]
+    sys.stderr.write(f"\n[kafka] {err.strip()}\n[kafka] broker ready in {time.monotonic() - t0:.1f}s\n")
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bs
     return bs
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
-class Worker:
-    """`upsell-triggers run` as a subprocess (the real service), on its own topics and app id."""
-
-    def __init__(
-        self, bootstrap: str, name: str, tmp: Path, rules_dir: Path, app_id: str | None = None
-    ) -> None:
-        self.name = name
-        self.port = free_port()
-        self.topics = {k: f"{name}-{k}" for k in ("events", "feedback", "prompts", "dlq")}
-        self.env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "UPSELL_APP_ID": app_id or name,
-            "UPSELL_TOPIC_EVENTS": self.topics["events"],
-            "UPSELL_TOPIC_FEEDBACK": self.topics["feedback"],
-            "UPSELL_TOPIC_PROMPTS": self.topics["prompts"],
-            "UPSELL_TOPIC_DLQ": self.topics["dlq"],
-            "UPSELL_HTTP_PORT": str(self.port),
-            "UPSELL_DATA_DIR": str(tmp / f"data-{self.port}"),
-            "UPSELL_RULES_DIR": str(rules_dir),
-            "UPSELL_RELOAD_DEBOUNCE_MS": "50",
-        }
-        self.log = tmp / f"{name}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "upsell_triggers", "run"],
-            env=self.env,
-            stdout=open(self.log, "ab"),
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def get(self, path: str) -> tuple[int, str]:
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError:
-            return 0, ""
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
-                )
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 @pytest.fixture
@@ -126,8 +39,15 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[object]:
     workers: list[Worker] = []
     rules = ROOT / "rules"
 
-    def make(name: str | None = None, rules_dir: Path = rules, app_id: str | None = None) -> Worker:
-        w = Worker(kafka_bootstrap, name or f"t{uuid.uuid4().hex[:8]}", tmp_path, rules_dir, app_id)
+    def make(
+        name: str | None = None,
+        rules_dir: Path = rules,
+        app_id: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Worker:
+        w = Worker(
+            kafka_bootstrap, name or f"t{uuid.uuid4().hex[:8]}", tmp_path, rules_dir, app_id, extra_env
+        )
         workers.append(w)
         return w
 

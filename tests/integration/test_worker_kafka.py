@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from .kafka_io import collect, event, produce
+from upsell_triggers.devkit.kafka_io import collect, event, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 

@@ -16,7 +16,7 @@ DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is ca
 RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
-STATE_VERSION = 2  # 2: dedup ring holds crc32|adler32 hashes (1: blake2b; dropped on load)
+STATE_VERSION = 2  # 2: crc32|adler32 dedup hashes (1: blake2b, dropped on load) and source offsets
 
 
 class RuleState:
@@ -51,6 +51,7 @@ class AccountState:
         "gauges",
         "last_seen",
         "limits",
+        "offsets",
         "period_anchor",
         "periods",
         "plan",
@@ -75,6 +76,9 @@ class AccountState:
         self.recent_prompts: list[list[str]] = []  # [prompt_id, rule_id, rule_group]
         self.dedup: list[int] = []  # ring of event-id hashes, newest last
         self.last_seen = 0  # newest event time applied
+        # Per source topic (events, feedback): the newest Kafka offset applied to this account. An
+        # account lives on one partition of each, so a redelivered record is one at or below it.
+        self.offsets: list[int] = [-1, -1]
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -93,6 +97,7 @@ class AccountState:
                 self.recent_prompts,
                 self.dedup,
                 self.last_seen,
+                self.offsets,
             ]
         )
 
@@ -119,7 +124,9 @@ class AccountState:
             s.recent_prompts,
             s.dedup,
             s.last_seen,
-        ) = v
+        ) = v[:14]
+        if len(v) > 14:
+            s.offsets = v[14]
         s.rolling = {k: {int(b): c for b, c in pairs} for k, pairs in rolling.items()}
         s.rules = {k: RuleState.from_list(r) for k, r in rules.items()}
         if v[0] == 1:

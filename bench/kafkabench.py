@@ -1,0 +1,164 @@
+"""Shared pieces of the Kafka benchmarks: topics, a fast producer, the service as a subprocess, results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+
+from upsell_triggers.devkit.worker import ROOT, Worker, bootstrap
+from upsell_triggers.simulate import Simulator
+
+RESULTS = ROOT / "bench" / "results"
+KAFKA_VERSION = "3.9.1"
+
+
+def run_id() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+async def create_topics(bs: str, names: Iterable[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def produce_fast(bs: str, topic: str, records: Iterable[tuple[bytes, bytes]], partitions: int) -> int:
+    """Keyed records through aiokafka batch builders (Kafka's default murmur2 partitioning)."""
+    p = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=20, max_batch_size=512 * 1024, acks=1)
+    await p.start()
+    part = DefaultPartitioner()
+    all_parts = list(range(partitions))
+    batches: dict[int, Any] = {}
+    futs = []
+    n = 0
+    try:
+        for key, value in records:
+            i = part(key, all_parts, all_parts)
+            b = batches.get(i)
+            if b is None:
+                b = batches[i] = p.create_batch()
+            if b.append(key=key, value=value, timestamp=None) is None:
+                futs.append(await p.send_batch(b, topic, partition=i))
+                b = batches[i] = p.create_batch()
+                b.append(key=key, value=value, timestamp=None)
+            n += 1
+        for i, b in batches.items():
+            if b.record_count():
+                futs.append(await p.send_batch(b, topic, partition=i))
+        await asyncio.gather(*futs)
+    finally:
+        await p.stop()
+    return n
+
+
+def sim_records(events: int, accounts: int, seed: int = 11) -> Iterable[tuple[bytes, bytes]]:
+    """The simulator's realistic mix, event time ending about now (so nothing is 'in the future')."""
+    sim = Simulator(accounts=accounts, seed=seed)
+    rounds = events // max(1, accounts) + 2
+    sim.now = int(time.time() * 1000) - rounds * sim.step_ms
+    for ev in sim.events(events):
+        yield ev["account_id"].encode(), orjson.dumps(ev)
+
+
+def start_service(
+    bs: str, tmp: Path, topics: dict[str, str], app_id: str, env: dict[str, str] | None = None
+) -> Worker:
+    w = Worker(bs, app_id, tmp, ROOT / "rules", app_id, env)
+    w.topics = topics
+    for k, v in topics.items():
+        w.env[f"UPSELL_TOPIC_{k.upper()}"] = v
+    w.env["UPSELL_LOG_LEVEL"] = "warning"
+    return w.start()
+
+
+def wait_consumed(w: Worker, n: int, timeout: float) -> tuple[float, float]:
+    """Polls the service's counters until n records were consumed: (first seen, done) monotonic times."""
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert w.proc is not None
+        if w.proc.poll() is not None:
+            raise RuntimeError(f"service exited:\n{w.log.read_text()[-3000:]}")
+        c = consumed(w)
+        now = time.monotonic()
+        if c > 0 and first is None:
+            first = now
+        if c >= n:
+            return first or now, now
+        time.sleep(0.1)
+    raise TimeoutError(f"service consumed {consumed(w):.0f} of {n} in {timeout}s")
+
+
+def consumed(w: Worker) -> float:
+    return (
+        w.metric("upsell_events_consumed_total")
+        + w.metric("upsell_invalid_events_total")
+        + w.metric("upsell_redelivered_events_total")
+    )
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "kafka": KAFKA_VERSION,
+    }
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {**result, "machine": machine(), "command": "python " + " ".join(sys.argv)}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def python_subprocess(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+__all__ = ["bootstrap"]

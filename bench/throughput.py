@@ -1,0 +1,164 @@
+"""Benchmark 1 (and 5): end-to-end throughput on Kafka, with the ceiling and the naive alternative.
+
+    python bench/throughput.py [--events 1000000] [--accounts 100000] [--runs 3] [--faust-events 20000]
+                               [--workers 1 2]
+
+One pre-produced topic (the simulator's mix: seats, storage, API-call deltas, paywall hits, plan
+changes; keyed by account, 4 partitions). Each run, on the same topic and broker: the raw aiokafka
+pipeline (ceiling), the plain Faust pipeline (over the first --faust-events: it is slow), then the
+service with 1 worker (and 2 workers for scaling) consuming everything with durable state.
+Ratios are taken within a run. Writes bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from baselines import raw_pipeline
+from kafkabench import (
+    bootstrap,
+    create_topics,
+    median,
+    produce_fast,
+    python_subprocess,
+    run_id,
+    sim_records,
+    start_service,
+    wait_consumed,
+    write_result,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+def faust_plain(bs: str, topic: str, n: int, tmp: Path, rid: str) -> float:
+    log = tmp / f"faust-plain-{rid}.log"
+    env = {
+        "BENCH_BOOTSTRAP": bs,
+        "BENCH_TOPIC": topic,
+        "BENCH_N": str(n),
+        "BENCH_APP_ID": f"bench-faust-{rid}",
+        "BENCH_OUTPUT": f"bench-faust-out-{rid}",
+    }
+    proc = python_subprocess([str(HERE / "baselines.py"), "faust"], env, log)
+    try:
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    found = re.findall(r"RESULT (\S+)", log.read_text())  # Faust routes stdout through its logger
+    if found:
+        return float(found[-1])
+    raise RuntimeError(f"plain Faust pipeline gave no result:\n{log.read_text()[-3000:]}")
+
+
+def service(bs: str, topic: str, n: int, tmp: Path, rid: str, workers: int) -> tuple[float, float]:
+    """(total events/s, prompts) with `workers` service processes in one group."""
+    topics = {
+        "events": topic,
+        "feedback": f"bench-fb-{rid}",
+        "prompts": f"bench-prompts-{rid}",
+        "dlq": f"bench-dlq-{rid}",
+    }
+    app_id = f"bench-svc-{rid}"
+    ws = [start_service(bs, tmp, topics, app_id) for _ in range(workers)]
+    try:
+        if workers == 1:
+            first, done = wait_consumed(ws[0], n, timeout=900)
+        else:
+            first, done = _wait_group(ws, n, timeout=900)
+        prompts = sum(w.metric("upsell_prompts_emitted_total") for w in ws)
+        return n / (done - first), prompts
+    finally:
+        for w in ws:
+            w.stop()
+
+
+def _wait_group(ws: list, n: int, timeout: float) -> tuple[float, float]:  # type: ignore[type-arg]
+    from kafkabench import consumed
+
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = sum(consumed(w) for w in ws)
+        now = time.monotonic()
+        if c > 0 and first is None:
+            first = now
+        if c >= n:
+            return first or now, now
+        time.sleep(0.1)
+    raise TimeoutError("group did not finish")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--accounts", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--faust-events", type=int, default=20_000)
+    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--partitions", type=int, default=4)
+    a = ap.parse_args()
+    bs = bootstrap()
+    rid = run_id()
+    topic = f"bench-events-{rid}"
+    asyncio.run(create_topics(bs, [topic], a.partitions))
+    t = time.perf_counter()
+    n = asyncio.run(produce_fast(bs, topic, sim_records(a.events, a.accounts), a.partitions))
+    print(f"produced {n:,} events over {a.accounts:,} accounts to {topic} in {time.perf_counter() - t:.1f}s")
+    runs = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for i in range(a.runs):
+            r: dict[str, float] = {}
+            sub = f"{rid}-{i}"
+            outs = [f"raw-cl-{sub}", f"raw-out-{sub}", f"bench-faust-out-{sub}"]
+            asyncio.run(create_topics(bs, outs, a.partitions))
+            r["raw"] = asyncio.run(
+                raw_pipeline(bs, topic, n, f"raw-{sub}", f"raw-cl-{sub}", f"raw-out-{sub}")
+            )
+            print(f"run {i + 1}: raw aiokafka pipeline   {r['raw']:>10,.0f} events/s", flush=True)
+            r["faust"] = faust_plain(bs, topic, a.faust_events, tmp, sub)
+            print(f"run {i + 1}: plain Faust pipeline    {r['faust']:>10,.0f} events/s", flush=True)
+            for wn in a.workers:
+                rate, prompts = service(bs, topic, n, tmp, f"{sub}-w{wn}", wn)
+                r[f"service_{wn}w"] = rate
+                r[f"prompts_{wn}w"] = prompts
+                print(
+                    f"run {i + 1}: service, {wn} worker(s)   {rate:>10,.0f} events/s "
+                    f"({rate / wn:,.0f}/worker, {prompts:,.0f} prompts)",
+                    flush=True,
+                )
+            r["vs_faust"] = r["service_1w"] / r["faust"]
+            r["vs_raw"] = r["service_1w"] / r["raw"]
+            print(
+                f"run {i + 1}: service/faust {r['vs_faust']:.1f}x, service/raw {r['vs_raw']:.0%}", flush=True
+            )
+            runs.append(r)
+    keys = runs[0].keys()
+    med = {k: median([r[k] for r in runs]) for k in keys}
+    result = {
+        "benchmark": "end-to-end throughput on Kafka",
+        "events": n,
+        "accounts": a.accounts,
+        "partitions": a.partitions,
+        "faust_events": a.faust_events,
+        "median": med,
+        "runs": runs,
+        "targets": {"service_1w": 100_000, "vs_faust": 25, "vs_raw": 0.40},
+    }
+    print(
+        f"median: service {med['service_1w']:,.0f}/s (target 100,000), {med['vs_faust']:.1f}x plain Faust "
+        f"(target 25x), {med['vs_raw']:.0%} of raw (target 40%)"
+    )
+    print("wrote", write_result("throughput", result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
