@@ -15,13 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
+from upsell_triggers.devkit.kafka_io import sim_records
 from upsell_triggers.devkit.worker import ROOT, Worker, bootstrap
-from upsell_triggers.simulate import Simulator
 
 RESULTS = ROOT / "bench" / "results"
 KAFKA_VERSION = "3.9.1"
@@ -67,15 +66,6 @@ async def produce_fast(bs: str, topic: str, records: Iterable[tuple[bytes, bytes
     finally:
         await p.stop()
     return n
-
-
-def sim_records(events: int, accounts: int, seed: int = 11) -> Iterable[tuple[bytes, bytes]]:
-    """The simulator's realistic mix, event time ending about now (so nothing is 'in the future')."""
-    sim = Simulator(accounts=accounts, seed=seed)
-    rounds = events // max(1, accounts) + 2
-    sim.now = int(time.time() * 1000) - rounds * sim.step_ms
-    for ev in sim.events(events):
-        yield ev["account_id"].encode(), orjson.dumps(ev)
 
 
 def start_service(
@@ -161,4 +151,4 @@ def python_subprocess(args: list[str], env: dict[str, str], log: Path) -> subpro
     )
 
 
-__all__ = ["bootstrap"]
+__all__ = ["bootstrap", "sim_records"]

@@ -25,6 +25,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+QUIET = ("aiokafka", "faust", "mode")
+
+
+def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
+    """dictConfig for the whole process; the Faust worker (mode) applies it instead of its own colour
+    console setup, so Faust's and aiokafka's lines are JSON too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": JsonFormatter},
+            "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": fmt}
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        # aiokafka/faust debug chatter costs throughput (see README, Design): info or above.
+        "loggers": {
+            name: {"level": max(logging.INFO, logging.getLevelName(level.upper()))} for name in QUIET
+        },
+    }
+
+
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

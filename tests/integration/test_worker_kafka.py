@@ -12,6 +12,16 @@ from upsell_triggers.devkit.kafka_io import collect, event, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
+
+async def until(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Polls a condition on another process (its /metrics) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(0.2)
+
+
 CONTRACT_FIELDS = {
     "schema_version",
     "prompt_id",
@@ -155,3 +165,69 @@ async def test_restart_keeps_state_and_dedups(worker_factory, kafka_bootstrap):
     recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
     rules = [orjson.loads(r.value)["rule_id"] for r in recs]
     assert rules == ["seats-80", "seats-100"], rules
+
+
+async def test_bad_rules_edit_keeps_worker_on_old_rules_then_good_edit_applies(
+    worker_factory, kafka_bootstrap, tmp_path
+):
+    import shutil
+
+    from upsell_triggers.devkit.worker import ROOT
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
+    w = worker_factory(rules_dir=rules).start()
+    w.wait_ready()
+    path = rules / "usage-limits.yaml"
+    good = path.read_text()
+    path.write_text(good.replace("ratio: 0.8}", "ratio: 0.8, bogus: 1}", 1))  # unknown field
+    await until(lambda: w.metric('upsell_rule_reloads_total{result="rejected"}') > 0, 20)
+    assert w.metric('upsell_rule_reloads_total{result="rejected"}') >= 1
+    log = w.log.read_text()
+    assert "rule reload rejected" in log and "usage-limits.yaml:" in log  # file and line in the log
+    assert '"level":"error"' in log  # structured JSON, Faust lines included
+    now = int(time.time() * 1000)
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [
+            event("acme", "e-1", now - 2000, type="plan_changed", plan="free"),
+            event("acme", "e-2", now - 1000, type="usage", metric="seats", value=4),
+        ],
+    )
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=0.5)
+    assert [orjson.loads(r.value)["rule_id"] for r in recs] == ["seats-80"]  # old rules still run
+    assert w.proc is not None and w.proc.poll() is None
+    # A valid edit (seats-80 now at 60%) is swapped in, state kept.
+    path.write_text(good.replace("ratio: 0.8}\n        rearm: 0.7", "ratio: 0.6}\n        rearm: 0.5", 1))
+    await until(lambda: w.metric('upsell_rule_reloads_total{result="success"}') > 0, 20)
+    assert w.metric('upsell_rule_reloads_total{result="success"}') >= 1
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [
+            event("beta", "b-1", now - 2000, type="plan_changed", plan="free"),
+            event("beta", "b-2", now - 1000, type="usage", metric="seats", value=3),  # 60%
+        ],
+    )
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=0.5)
+    assert sorted(orjson.loads(r.value)["account_id"] for r in recs) == ["acme", "beta"]
+
+
+async def test_readyz_flips_after_recovery(worker_factory, kafka_bootstrap):
+    """/readyz is 503 until partitions are assigned and the table recovered, then 200; /healthz is up
+    as soon as the HTTP server is."""
+    w = worker_factory().start()
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code, _ = w.get("/readyz")
+        if code:
+            seen.append(code)
+        if code == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert seen and seen[-1] == 200
+    assert 503 in seen, f"never observed not-ready before ready: {seen[:5]}"
+    assert w.get("/healthz")[0] == 200
+    assert w.metric("upsell_ready") == 1.0 or (await asyncio.sleep(1.2)) or w.metric("upsell_ready") == 1.0

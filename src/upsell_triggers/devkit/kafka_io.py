@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -54,3 +55,15 @@ async def collect(
 
 def event(account: str, eid: str, ts_ms: int, **fields: Any) -> tuple[bytes, bytes]:
     return account.encode(), orjson.dumps({"event_id": eid, "account_id": account, "ts": ts_ms, **fields})
+
+
+def sim_records(events: int, accounts: int, seed: int = 11) -> Iterator[tuple[bytes, bytes]]:
+    """The simulator's realistic mix, keyed by account, event time ending about now (nothing 'in the
+    future' for the service's clock)."""
+    from upsell_triggers.simulate import Simulator
+
+    sim = Simulator(accounts=accounts, seed=seed)
+    rounds = events // max(1, accounts) + 2
+    sim.now = int(time.time() * 1000) - rounds * sim.step_ms
+    for ev in sim.events(events):
+        yield ev["account_id"].encode(), orjson.dumps(ev)

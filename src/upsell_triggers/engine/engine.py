@@ -76,11 +76,21 @@ class Decision:
         return d
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
-    status: str  # applied | duplicate | stale | late | invalid
-    decisions: Sequence[Decision] = ()
-    invalid: InvalidEvent | None = None
+    """What one event did. Treated as immutable (the decision-less ones are shared constants); a plain
+    slots class because a frozen dataclass's __init__ cost a measurable share of the hot path."""
+
+    __slots__ = ("decisions", "invalid", "status")
+
+    def __init__(
+        self, status: str, decisions: Sequence[Decision] = (), invalid: InvalidEvent | None = None
+    ) -> None:
+        self.status = status  # applied | duplicate | stale | late | invalid (| redelivered)
+        self.decisions = decisions
+        self.invalid = invalid
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.status}, {len(self.decisions)} decision(s))"
 
     @property
     def prompts(self) -> list[dict[str, Any]]:

@@ -90,7 +90,7 @@ class AccountState:
                 self.limits,
                 self.gauges,
                 self.periods,
-                {k: [[b, c] for b, c in v.items()] for k, v in self.rolling.items()},
+                self.rolling,  # bucket keys become strings (OPT_NON_STR_KEYS); from_bytes restores ints
                 {k: r.to_list() for k, r in self.rules.items()},
                 self.sent,
                 self.attribution,
@@ -98,7 +98,8 @@ class AccountState:
                 self.dedup,
                 self.last_seen,
                 self.offsets,
-            ]
+            ],
+            option=orjson.OPT_NON_STR_KEYS,
         )
 
     @classmethod
@@ -127,7 +128,10 @@ class AccountState:
         ) = v[:14]
         if len(v) > 14:
             s.offsets = v[14]
-        s.rolling = {k: {int(b): c for b, c in pairs} for k, pairs in rolling.items()}
+        if v[0] == 1:  # v1 stored buckets as [start, sum] pairs
+            s.rolling = {k: {int(b): c for b, c in pairs} for k, pairs in rolling.items()}
+        else:
+            s.rolling = {k: {int(b): c for b, c in buckets.items()} for k, buckets in rolling.items()}
         s.rules = {k: RuleState.from_list(r) for k, r in rules.items()}
         if v[0] == 1:
             s.dedup = []  # other hash function: those ids cannot be matched any more

@@ -209,10 +209,9 @@ def create_app(s: Settings) -> faust.App:
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         states.drop_cache()
 
-    @app.task
-    async def start_http() -> None:
-        await serve(make_app(metrics.registry, ready), s.http_host, s.http_port)
-        log.info("http up", extra={"fields": {"port": s.http_port, "rules": len(rules.rules)}})
+    # Served from process start (run_worker), not as a Faust task: tasks start only after recovery, and
+    # /readyz must be reachable (and 503) while the table recovers.
+    app.upsell_http = make_app(metrics.registry, ready)  # type: ignore[attr-defined]
 
     @app.task
     async def watch() -> None:
@@ -260,8 +259,18 @@ def run_worker(s: Settings) -> int:
 
     asyncio.run(ensure_topics(s))
     app = create_app(s)
-    worker = faust.Worker(app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
-    setup_logging(s.log_level, s.log_format)  # after Worker: its spinner would otherwise set DEBUG on root
+    from upsell_triggers.logs import logging_config
+
+    worker = faust.Worker(
+        app,
+        loglevel=s.log_level,
+        logging_config=logging_config(s.log_level, s.log_format),
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    setup_logging(s.log_level, s.log_format)  # until the worker applies logging_config at start
     worker.loop.add_signal_handler(signal.SIGHUP, app.upsell_reload)  # type: ignore[attr-defined]
+    worker.loop.run_until_complete(serve(app.upsell_http, s.http_host, s.http_port))  # type: ignore[attr-defined]
+    log.info("http up", extra={"fields": {"port": s.http_port}})
     worker.execute_from_commandline()
     return 0

@@ -18,7 +18,7 @@ def try_reload(rules_dir: str, current: RuleSet, swap: Callable[[RuleSet], None]
     except RulesError as err:
         metrics.reloads.labels("rejected").inc()
         log.error(
-            "rule reload rejected; the running rules stay",
+            "rule reload rejected; the running rules stay: " + "; ".join(str(p) for p in err.problems[:5]),
             extra={
                 "fields": {
                     "rules_dir": rules_dir,

@@ -1,0 +1,196 @@
+"""Exactness checks for the Kafka runtime: what the workers left behind must equal a replay.
+
+The workers' durable state is the table's changelog topic (last record per account); the replay is the
+same Processor over the same events in production order (an account's events keep their order within
+its partition, so per-account results must match exactly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from upsell_triggers.engine.ruleset import load_ruleset
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.processor import MemoryStore, Processor
+
+VIEW_FIELDS = (
+    "plan",
+    "plan_ts",
+    "period_anchor",
+    "limits",
+    "gauges",
+    "periods",
+    "rolling",
+    "rules",
+    "sent",
+    "attribution",
+    "recent_prompts",
+    "dedup",
+    "last_seen",
+)
+
+
+def view(st: AccountState) -> tuple[Any, ...]:
+    """Everything the engine decides from; `offsets` is Kafka bookkeeping a replay does not have."""
+    return (
+        st.plan,
+        st.plan_ts,
+        st.period_anchor,
+        st.limits,
+        st.gauges,
+        st.periods,
+        st.rolling,
+        {k: r.to_list() for k, r in st.rules.items()},
+        st.sent,
+        st.attribution,
+        st.recent_prompts,
+        st.dedup,
+        st.last_seen,
+    )
+
+
+@dataclass
+class Expected:
+    states: dict[str, AccountState]
+    prompts: dict[str, bytes]  # prompt_id -> the prompt's JSON
+
+
+def replay_expected(events: list[bytes], rules_dir: Path) -> Expected:
+    proc = Processor(load_ruleset(rules_dir), store=MemoryStore(max_accounts=10_000_000))
+    prompts: dict[str, bytes] = {}
+    for raw in events:
+        res = proc.handle(raw)
+        for d in res.decisions:
+            if d.prompt is not None:
+                prompts[d.prompt["prompt_id"]] = orjson.dumps(d.prompt)
+    return Expected(dict(proc.store.items()), prompts)
+
+
+async def read_all(bs: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Every record of a topic, from the start to its end offsets at call time."""
+    c = AIOKafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False, group_id=None)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic)
+        if parts is None:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        end = await c.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            positions = [await c.position(tp) for tp in tps]
+            if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} did not reach its end offsets")
+            batch = await c.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(msgs)
+        return out
+    finally:
+        await c.stop()
+
+
+async def changelog_states(bs: str, app_id: str, table: str = "account-state") -> dict[str, AccountState]:
+    last: dict[bytes, bytes | None] = {}
+    for r in await read_all(bs, f"{app_id}-{table}-changelog"):
+        last[r.key] = r.value
+    return {k.decode(): AccountState.from_bytes(v) for k, v in last.items() if v}
+
+
+async def wait_committed(bs: str, group: str, topic: str, timeout: float) -> None:
+    """Until the group's committed offsets reach the topic's end offsets (everything processed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    await admin.start()
+    c = AIOKafkaConsumer(bootstrap_servers=bs, group_id=None)
+    await c.start()
+    try:
+        await c._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        end = await c.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        committed: dict[Any, Any] = {}
+        while time.monotonic() < deadline:
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            if all(tp in committed and committed[tp].offset >= end[tp] for tp in tps):
+                return
+            await asyncio.sleep(0.5)
+        got = {tp.partition: (committed[tp].offset if tp in committed else None) for tp in tps}
+        raise TimeoutError(f"group {group} committed {got}, end offsets {end}")
+    finally:
+        await c.stop()
+        await admin.close()
+
+
+@dataclass
+class Report:
+    accounts: int = 0
+    state_mismatches: list[str] = field(default_factory=list)
+    missing_accounts: int = 0
+    prompt_records: int = 0
+    distinct_prompts: int = 0
+    duplicates_delivered: int = 0  # the same prompt id delivered more than once (same content)
+    conflicting_ids: list[str] = field(default_factory=list)  # an id with other content than the replay's
+    missing_prompts: int = 0
+    unexpected_prompts: int = 0
+    first_diff: str = ""  # of the first state mismatch: field, worker's value, replay's value
+
+    @property
+    def exact(self) -> bool:
+        return not (
+            self.state_mismatches
+            or self.missing_accounts
+            or self.conflicting_ids
+            or self.missing_prompts
+            or self.unexpected_prompts
+        )
+
+
+def compare(expected: Expected, states: dict[str, AccountState], prompt_values: list[bytes]) -> Report:
+    rep = Report(accounts=len(expected.states))
+    for acct, st in expected.states.items():
+        got = states.get(acct)
+        if got is None:
+            rep.missing_accounts += 1
+        elif view(got) != view(st):
+            rep.state_mismatches.append(acct)
+            if not rep.first_diff:
+                names = AccountState.__slots__
+                diffs = [
+                    f"{n}: {a!r} != {b!r}"
+                    for n, a, b in zip(VIEW_FIELDS, view(got), view(st), strict=True)
+                    if a != b
+                ]
+                rep.first_diff = (
+                    f"{acct}: " + "; ".join(diffs) + f" (offsets {got.offsets}; fields of {len(names)})"
+                )
+    by_id: dict[str, set[bytes]] = defaultdict(set)
+    for v in prompt_values:
+        p = orjson.loads(v)
+        by_id[p["prompt_id"]].add(v)
+    rep.prompt_records = len(prompt_values)
+    rep.distinct_prompts = len(by_id)
+    rep.duplicates_delivered = rep.prompt_records - rep.distinct_prompts
+    rep.conflicting_ids = [
+        pid
+        for pid, vs in by_id.items()
+        if len(vs) > 1 or (pid in expected.prompts and expected.prompts[pid] not in vs)
+    ]
+    rep.missing_prompts = len(set(expected.prompts) - set(by_id))
+    rep.unexpected_prompts = len(set(by_id) - set(expected.prompts))
+    return rep
