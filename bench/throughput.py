@@ -6,7 +6,7 @@
 One pre-produced topic (the simulator's mix: seats, storage, API-call deltas, paywall hits, plan
 changes; keyed by account, 4 partitions). Each run, on the same topic and broker: the raw aiokafka
 pipeline (ceiling), the plain Faust pipeline (over the first --faust-events: it is slow), then the
-service with 1 worker (and 2 workers for scaling) consuming everything with durable state.
+service with 1 worker consuming everything with durable state (bench/scaling.py does 1 vs 2 workers).
 Ratios are taken within a run. Writes bench/results/throughput.json.
 """
 
@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--accounts", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--faust-events", type=int, default=20_000)
-    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="*", default=[1], help="scaling: see bench/scaling.py")
     ap.add_argument("--partitions", type=int, default=4)
     a = ap.parse_args()
     bs = bootstrap()

@@ -100,6 +100,12 @@ class Metrics:
         self.lag = Gauge(
             "upsell_event_time_lag_seconds", "Processing clock minus the newest event time seen", registry=r
         )
+        self.consumer_lag = Gauge(
+            "upsell_consumer_lag_records",
+            "Records behind the partition's high watermark after the last batch (Kafka runtime)",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.rules_loaded = Gauge("upsell_rules_loaded", "Rules in the running rule set", registry=r)
         self.reloads = Counter("upsell_rule_reloads_total", "Rule reloads, by result", ["result"], registry=r)
         self.accounts = Gauge("upsell_accounts_in_memory", "Account states held by this process", registry=r)

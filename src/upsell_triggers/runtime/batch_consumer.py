@@ -127,6 +127,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self._add_gap(tp, prev + 1, r.offset - 1)
                 prev = r.offset
         await handler(hot)
+        on_lag = cast(BatchTransport, self.transport).on_lag
+        if on_lag is not None:
+            for tp, recs in hot.items():
+                on_lag(tp, max(0, self.highwater(tp) - recs[-1].offset - 1))
         if self.app.consumer_generation_id != generation:
             # Revoked while outputs were queued: do not ack; the new owner reprocesses from the committed
             # offset and offset-dedup in the account state makes that a no-op for what we applied.
@@ -180,12 +184,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
 
-    def __init__(self, url: Any, app: Any, hot_topics: frozenset[str], handler: BatchHandler) -> None:
+    def __init__(
+        self,
+        url: Any,
+        app: Any,
+        hot_topics: frozenset[str],
+        handler: BatchHandler,
+        on_lag: Callable[[TP, int], None] | None = None,
+    ) -> None:
         super().__init__(url, app)
         self.hot_topics = hot_topics
         self.handler = handler
+        self.on_lag = on_lag  # (partition, records behind its high watermark) after each batch
 
 
-def install(app: Any, hot_topics: frozenset[str], handler: BatchHandler) -> None:
+def install(
+    app: Any,
+    hot_topics: frozenset[str],
+    handler: BatchHandler,
+    on_lag: Callable[[TP, int], None] | None = None,
+) -> None:
     """Makes `app` consume `hot_topics` through BatchConsumer (call before the worker starts)."""
-    app.transport = BatchTransport(app.conf.broker_consumer, app, hot_topics, handler)
+    app.transport = BatchTransport(app.conf.broker_consumer, app, hot_topics, handler, on_lag)

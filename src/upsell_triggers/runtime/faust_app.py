@@ -12,6 +12,7 @@ letters in the producer, and only then acks the offsets. See README, Design, for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -203,11 +204,17 @@ def create_app(s: Settings) -> faust.App:
         if newest_ts:
             metrics.lag.set(max(0.0, time.time() - newest_ts / 1000))
 
-    install(app, frozenset(source_index), handle_batch)
+    def on_lag(tp: TP, lag: int) -> None:
+        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    install(app, frozenset(source_index), handle_batch, on_lag)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         states.drop_cache()
+        for tp in revoked:  # another worker reports these partitions now
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     # Served from process start (run_worker), not as a Faust task: tasks start only after recovery, and
     # /readyz must be reachable (and 503) while the table recovers.
