@@ -34,7 +34,12 @@ from upsell_triggers.devkit.exactness import wait_committed
 def one(bs: str, tmp: Path, n: int, accounts: int, workers: int, rid: str, partitions: int) -> float:
     topic = f"scale-{rid}"
     asyncio.run(create_topics(bs, [topic], partitions))
-    topics = {"events": topic, "feedback": f"scale-fb-{rid}", "prompts": f"scale-p-{rid}", "dlq": f"scale-d-{rid}"}
+    topics = {
+        "events": topic,
+        "feedback": f"scale-fb-{rid}",
+        "prompts": f"scale-p-{rid}",
+        "dlq": f"scale-d-{rid}",
+    }
     app_id = f"scale-{rid}"
     # Commits every 0.5 s so that "committed == end" marks the end of the run within half a second.
     env = {"UPSELL_COMMIT_INTERVAL_S": "0.5"}
@@ -78,7 +83,10 @@ def main() -> int:
             for wn in a.workers:
                 rate = one(bs, Path(d), a.events, a.accounts, wn, f"{rid}-{i}-{wn}", a.partitions)
                 r[f"total_{wn}w"], r[f"per_worker_{wn}w"] = rate, rate / wn
-                print(f"run {i + 1}: {wn} worker(s): {rate:,.0f} events/s total, {rate / wn:,.0f}/worker", flush=True)
+                print(
+                    f"run {i + 1}: {wn} worker(s): {rate:,.0f} events/s total, {rate / wn:,.0f}/worker",
+                    flush=True,
+                )
             runs.append(r)
     med = {k: median([r[k] for r in runs]) for k in runs[0]}
     print("median:", ", ".join(f"{k} {v:,.0f}" for k, v in med.items()))

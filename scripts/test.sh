@@ -45,5 +45,5 @@ echo "== rules check + rule unit tests"
 "$VENV/bin/upsell-triggers" rules test rules/tests
 echo "== pytest"
 echo "== suite so far: $((SECONDS - t0))s"
-"$VENV/bin/python" -m pytest -q -m "not reliability" "$@"
+"$VENV/bin/python" -m pytest -q "$@"  # unit, integration, reliability (select with -m)
 echo "== suite took $((SECONDS - t0))s" >&2

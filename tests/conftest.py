@@ -1,13 +1,61 @@
+"""Shared fixtures. The real-broker ones (integration and reliability tests): KAFKA_BOOTSTRAP_SERVERS
+wins; otherwise the session starts deploy/kafka-local. Under CI (CI=true) a broker that does not come up
+fails the run with its log tail: never a silent skip.
+"""
+
 from __future__ import annotations
 
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "rules"
+from upsell_triggers.devkit.worker import ROOT, Worker, start_local_kafka
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        return env
+    t0 = time.monotonic()
+    code, bs, err = start_local_kafka()
+    if code != 0 or not bs:
+        msg = f"local Kafka broker did not start (exit {code}):\n{err[-4000:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    sys.stderr.write(f"\n[kafka] {err.strip()}\n[kafka] broker ready in {time.monotonic() - t0:.1f}s\n")
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bs
+    return bs
+
+
+@pytest.fixture
+def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[object]:
+    workers: list[Worker] = []
+    rules = ROOT / "rules"
+
+    def make(
+        name: str | None = None,
+        rules_dir: Path = rules,
+        app_id: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Worker:
+        w = Worker(
+            kafka_bootstrap, name or f"t{uuid.uuid4().hex[:8]}", tmp_path, rules_dir, app_id, extra_env
+        )
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.stop()
 
 
 @pytest.fixture(scope="session")
 def rules_dir() -> Path:
-    return RULES
+    return ROOT / "rules"

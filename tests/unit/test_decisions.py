@@ -216,3 +216,16 @@ def test_all_condition_with_custom_rolling_metric_requires_activation():
     )  # the event on the 2nd metric fires it
     assert outcomes(ds) == [("seats-80-active", "emitted")]
     assert ds[0].prompt is not None and ds[0].prompt["metric"] == "seats" and ds[0].prompt["value"] == 4
+
+
+def test_absurd_but_valid_readings_still_render_a_prompt():
+    """Found by the fuzz suite: a seats reading of 1e308 crashed prompt rendering (percent overflow)."""
+    a = Account()
+    a.send(0, type="plan_changed", plan="free")
+    ds = a.seats(HOUR, 1e308)
+    assert [d.rule_id for d in ds if d.prompt] == ["seats-100"]
+    p = ds[-1].prompt
+    assert p is not None and "over 100%" not in p["title"]
+    import orjson
+
+    orjson.dumps(p)  # serializable (no integer beyond 64 bits)

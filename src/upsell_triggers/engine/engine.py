@@ -173,7 +173,8 @@ class Engine:
             rules = rs.by_metric.get(metric)
             if rules is None:
                 return APPLIED
-            return Outcome("applied", self._evaluate(ev, state, rs, rules, ()))
+            decisions = self._evaluate(ev, state, rs, rules, ())
+            return Outcome("applied", decisions) if decisions else APPLIED
         if type(ev) is PlanChanged:
             bad = self._check_plan(ev, rs)
             if bad is not None:
@@ -191,7 +192,8 @@ class Engine:
             rules = rs.by_metric.get(PAYWALL_METRIC)
             if rules is None:
                 return APPLIED
-            return Outcome("applied", self._evaluate(ev, state, rs, rules, (ev.feature,)))
+            decisions = self._evaluate(ev, state, rs, rules, (ev.feature,))
+            return Outcome("applied", decisions) if decisions else APPLIED
         if type(ev) is PlanChanged:
             return self._plan_changed(ev, state, rs)
         assert type(ev) is Feedback

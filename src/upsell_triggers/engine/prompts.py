@@ -26,7 +26,15 @@ def in_holdout(account_id: str, salt: str, fraction: float) -> bool:
 
 
 def _num(x: float) -> int | float:
-    return int(x) if float(x).is_integer() else round(x, 6)
+    """Integers as integers (JSON consumers see 4, not 4.0) while exactly representable; else rounded."""
+    return int(x) if float(x).is_integer() and abs(x) < 2**53 else round(x, 6)
+
+
+def _percent(ratio: float | None) -> str:
+    if ratio is None:
+        return ""
+    pct = ratio * 100
+    return f"{math.floor(pct)}%" if math.isfinite(pct) else "over 100%"  # absurd readings must not crash
 
 
 def human(x: float | None, unit: str) -> str:
@@ -73,7 +81,7 @@ def build_prompt(
         "feature": feature or "",
         "value": human(value, unit),
         "limit": human(limit, unit),
-        "percent": f"{math.floor(ratio * 100)}%" if ratio is not None else "",
+        "percent": _percent(ratio),
         "remaining": human(max(limit - value, 0), unit) if limit is not None else "",
         "count": human(value, "count"),
         "window": format_duration(rule.primary.window_ms) if rule.primary.window_ms else "",

@@ -309,7 +309,8 @@ def _compile(
             groups.append((name, i, g, lines))
 
     if plans_def is None:
-        ld.err("<rules>", None, "no plan catalog: one file must declare 'plans'")
+        read = ", ".join(Path(name).name for name, _, _ in parsed) or "none"
+        ld.err("<rules>", None, f"no plan catalog: one file must declare 'plans' (files read: {read})")
         return None
     pfile, pdefs, plines = plans_def
     plans: list[Plan] = []

@@ -34,10 +34,15 @@ def load_yaml(text: str) -> tuple[Any, dict[Path, int]]:
         raise YamlError(f"YAML syntax: {err.problem or err}", mark.line + 1 if mark else None) from None
     except yaml.YAMLError as err:
         raise YamlError(f"YAML: {err}", None) from None
+    except RecursionError:  # found by tests/reliability: '- - - - ...' 50k deep crashed the parser
+        raise YamlError("nesting is too deep", 1) from None
     lines: dict[Path, int] = {}
     if node is None:
         return None, lines
-    data = _build(node, (), lines, set())
+    try:
+        data = _build(node, (), lines, set())
+    except RecursionError:
+        raise YamlError("nesting is too deep", 1) from None
     return data, lines
 
 

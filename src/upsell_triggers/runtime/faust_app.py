@@ -149,9 +149,11 @@ def create_app(s: Settings) -> faust.App:
     app.upsell_processor = proc  # type: ignore[attr-defined]
     source_index = {s.topic_events: 0, s.topic_feedback: 1}
 
+    broker_ok = [True]  # the last broker probe answered (see readiness below)
+
     def ready() -> bool:
         tables: Any = app.tables
-        return bool(tables.recovery.completed.is_set() and not app.rebalancing)
+        return bool(tables.recovery.completed.is_set() and not app.rebalancing and broker_ok[0])
 
     def apply(batch: Mapping[TP, Sequence[Any]]) -> tuple[_Outputs, int | None]:
         """Synchronous on purpose: no rebalance can interleave with a batch's state changes."""
@@ -226,6 +228,14 @@ def create_app(s: Settings) -> faust.App:
 
     @app.timer(interval=1.0)
     async def readiness() -> None:
+        # A metadata round trip shows whether the broker answers: a worker cut off from Kafka is
+        # not ready (aiokafka itself reconnects in the background; this only reports it).
+        producer = getattr(app.producer, "_producer", None)
+        if producer is not None:
+            try:
+                broker_ok[0] = bool(await asyncio.wait_for(producer.client.force_metadata_update(), 3.0))
+            except Exception:
+                broker_ok[0] = False
         metrics.ready.set(1 if ready() else 0)
 
     app.upsell_reload = lambda: try_reload(s.rules_dir, proc.rules, proc.swap_rules, metrics)  # type: ignore[attr-defined]

@@ -67,10 +67,22 @@ class TableState:
         """Writes dirty states to the store; returns the changelog records to send, by partition."""
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         cache = self.cache
-        for key, partition in self.dirty.items():
-            value = cache[key].to_bytes()
-            self._write(partition, key, value)
-            out.setdefault(partition, []).append((key, value))
+        store = self._store
+        if self.rocksdb:
+            for key, partition in self.dirty.items():
+                value = cache[key].to_bytes()
+                self._write(partition, key, value)
+                out.setdefault(partition, []).append((key, value))
+        else:  # the memory store's two dicts, inline: this loop runs once per touched account
+            data, key_partition = store.data, store._key_partition
+            for key, partition in self.dirty.items():
+                value = cache[key].to_bytes()
+                data[key] = value
+                key_partition[key] = partition
+                recs = out.get(partition)
+                if recs is None:
+                    recs = out[partition] = []
+                recs.append((key, value))
         self.dirty.clear()
         excess = len(cache) - self.max_cached
         if excess > 0:  # oldest-cached first; their bytes are in the store

@@ -1,0 +1,143 @@
+"""Benchmark 4: memory per active account, and recovery time of a restarted worker.
+
+    python bench/state_bench.py [--accounts 100000 1000000] [--stores memory rocksdb] [--runs 3]
+
+For each account count: produce 2 events per account (plan_changed + a seats reading), let one worker
+apply them all (committed offsets at the end), and read its resident memory against the same worker
+idle on an empty topic (per-account = difference / accounts). Then SIGKILL it and start a new one on
+the same data directory: recovery time = start until /readyz answers 200 (state restored from the
+changelog, or from RocksDB files plus the changelog tail). Writes bench/results/state.json.
+Targets: <= 1 KiB per account; recovery of 1M accounts <= 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+from kafkabench import (
+    bootstrap,
+    create_topics,
+    median,
+    produce_fast,
+    rss_kib,
+    run_id,
+    start_service,
+    write_result,
+)
+
+from upsell_triggers.devkit.exactness import wait_committed
+
+
+def events(accounts: int) -> Iterator[tuple[bytes, bytes]]:
+    ts = int(time.time() * 1000) - 3_600_000
+    for i in range(accounts):
+        a = f"acct-{i:07d}"
+        yield (
+            a.encode(),
+            orjson.dumps(
+                {"event_id": f"p{i}", "account_id": a, "type": "plan_changed", "ts": ts, "plan": "team"}
+            ),
+        )
+        yield (
+            a.encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"s{i}",
+                    "account_id": a,
+                    "type": "usage",
+                    "ts": ts + 1,
+                    "metric": "seats",
+                    "value": 5 + i % 20,
+                }
+            ),
+        )
+
+
+def one(bs: str, tmp: Path, accounts: int, store: str, rid: str) -> dict[str, float]:
+    topics = {k: f"st-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
+    asyncio.run(create_topics(bs, topics.values(), 4))
+    app_id = f"st-{rid}"
+    env = {
+        "UPSELL_STORE": f"{store}://",
+        "UPSELL_DATA_DIR": str(tmp / f"data-{rid}"),
+        "UPSELL_COMMIT_INTERVAL_S": "0.5",
+    }
+    w = start_service(bs, tmp, topics, app_id, env)
+    try:
+        w.wait_ready(300)
+        time.sleep(3)
+        assert w.proc is not None
+        idle = rss_kib(w.proc.pid)
+        asyncio.run(produce_fast(bs, topics["events"], events(accounts), 4))
+        asyncio.run(wait_committed(bs, app_id, topics["events"], timeout=1800))
+        time.sleep(2)
+        loaded = rss_kib(w.proc.pid)
+        w.stop(kill=True)
+        t = time.monotonic()
+        w2 = start_service(bs, tmp, topics, app_id, env)
+        try:
+            w2.wait_ready(900)
+            recovery = time.monotonic() - t
+            assert w2.proc is not None
+            recovered = rss_kib(w2.proc.pid)
+        finally:
+            w2.stop()
+    finally:
+        w.stop()
+    return {
+        "rss_idle_mib": idle / 1024,
+        "rss_loaded_mib": loaded / 1024,
+        "bytes_per_account": (loaded - idle) * 1024 / accounts,
+        "rss_after_recovery_mib": recovered / 1024,
+        "bytes_per_account_after_recovery": (recovered - idle) * 1024 / accounts,
+        "recovery_s": recovery,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--accounts", type=int, nargs="*", default=[100_000, 1_000_000])
+    ap.add_argument("--stores", nargs="*", default=["memory", "rocksdb"])
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+    bs = bootstrap()
+    runs: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(a.runs):
+            for n in a.accounts:
+                for store in a.stores:
+                    r = one(bs, Path(d), n, store, f"{run_id()}-{n}-{store}")
+                    runs.setdefault(f"{store}/{n}", []).append(r)
+                    print(
+                        f"run {i + 1}: {store:8s} {n:>9,} accounts: {r['bytes_per_account']:,.0f} B/acct"
+                        " "
+                        f"(RSS {r['rss_idle_mib']:.0f} -> {r['rss_loaded_mib']:.0f} MiB), recovery "
+                        f"{r['recovery_s']:.1f} s (then {r['bytes_per_account_after_recovery']:,.0f} B/acct)",
+                        flush=True,
+                    )
+    med = {k: {f: median([r[f] for r in rs]) for f in rs[0]} for k, rs in runs.items()}
+    for k, m in med.items():
+        print(f"median {k}: {m['bytes_per_account']:,.0f} B/account, recovery {m['recovery_s']:.1f} s")
+    print(
+        "wrote",
+        write_result(
+            "state",
+            {
+                "benchmark": "memory per account and recovery time",
+                "median": med,
+                "runs": runs,
+                "targets": {"bytes_per_account": 1024, "recovery_s_1M": 60},
+            },
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
