@@ -9,7 +9,9 @@
 # Needs a JDK (17+) and Maven. Jars are cached outside the repo in $UPSELL_KAFKA_HOME
 # (default ~/.cache/upsell-triggers/kafka-$KAFKA_VERSION); broker data and logs live in
 # $UPSELL_KAFKA_STATE (default $UPSELL_KAFKA_HOME/run). Ports are picked free once and reused,
-# so a restarted broker comes back on the same address.
+# so a restarted broker comes back on the same address. UPSELL_KAFKA_EXTRA_PROPS is appended to
+# server.properties (later keys win: extra listeners for TLS/SASL tests) and UPSELL_KAFKA_FORMAT_ARGS
+# to the storage format command (e.g. --add-scram 'SCRAM-SHA-512=[name=u,password=p]').
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -106,7 +108,8 @@ L4J
     local cluster_id
     cluster_id=$(java -cp "$LIB/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
     java -cp "$LIB/*" -Dlog4j.configuration="file:$STATE/log4j.properties" \
-      kafka.tools.StorageTool format -t "$cluster_id" -c "$STATE/server.properties" >> "$STATE/logs/format.out" 2>&1
+      kafka.tools.StorageTool format -t "$cluster_id" -c "$STATE/server.properties" ${UPSELL_KAFKA_FORMAT_ARGS:-} \
+      >> "$STATE/logs/format.out" 2>&1
   fi
 }
 

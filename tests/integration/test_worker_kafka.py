@@ -231,3 +231,28 @@ async def test_readyz_flips_after_recovery(worker_factory, kafka_bootstrap):
     assert 503 in seen, f"never observed not-ready before ready: {seen[:5]}"
     assert w.get("/healthz")[0] == 200
     assert w.metric("upsell_ready") == 1.0 or (await asyncio.sleep(1.2)) or w.metric("upsell_ready") == 1.0
+
+
+async def test_metrics_and_logs_carry_no_account_ids_or_payloads(worker_factory, kafka_bootstrap):
+    w = worker_factory().start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+    secret = "acct-7f3c-privacy-probe"
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [
+            event(secret, "e-1", now - 2000, type="plan_changed", plan="free"),
+            event(
+                secret, "e-2", now - 1000, type="usage", metric="seats", value=5, user_id="user-privacy-probe"
+            ),
+            (secret.encode(), b'{"account_id": "' + secret.encode() + b'", "broken json'),  # DLQ path too
+        ],
+    )
+    assert len(await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=0.5)) == 1
+    await collect(kafka_bootstrap, [w.topics["dlq"]], want=1)
+    _, body = w.get("/metrics")
+    assert "upsell_decisions_total" in body
+    assert secret not in body and "privacy-probe" not in body
+    log = w.log.read_text()
+    assert "privacy-probe" not in log and "broken json" not in log

@@ -11,8 +11,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], **client: Any
+) -> None:
+    """`client`: extra aiokafka settings (security_protocol, ssl_context, sasl_*)."""
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **client)
     await p.start()
     try:
         for key, value in records:
@@ -23,7 +26,7 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
 
 
 async def collect(
-    bootstrap: str, topics: list[str], want: int, timeout: float = 30.0, settle: float = 0.0
+    bootstrap: str, topics: list[str], want: int, timeout: float = 30.0, settle: float = 0.0, **client: Any
 ) -> list[Any]:
     """Reads records from the start of topics until `want` arrived (then `settle` more seconds) or timeout."""
     c = AIOKafkaConsumer(
@@ -32,6 +35,7 @@ async def collect(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        **client,
     )
     await c.start()
     got: list[Any] = []
