@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         default=100_000, ge=0, description="decoded account states kept in memory per worker (~2 KiB each)"
     )
     commit_interval_s: float = Field(default=2.8, gt=0, description="Kafka offset commit interval")
+    session_timeout_s: float = Field(
+        default=15.0,
+        ge=6,
+        description="consumer-group session timeout: how long a crashed worker's partitions wait before "
+        "another worker takes them (Faust's default is 60 s)",
+    )
 
     # Kafka security (aiokafka semantics)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -175,7 +175,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
             ):
                 await self._add_gap(tp, r_offset + 1, record.offset)
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
+            if self.suspend_flow.is_set():
+                return  # a rebalance began: Faust seeks again afterwards
+            # Faust wraps this in wait_first(callback, suspend_flow.wait()): two tasks per record, which
+            # made changelog recovery ~2x slower; the callback only queues the record for the recovery.
+            await callback(to_message(tp, record))
             self._read_offset[tp] = record.offset
             if n % 100 == 99:
                 await asyncio.sleep(0)

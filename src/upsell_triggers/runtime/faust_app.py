@@ -121,6 +121,8 @@ def create_app(s: Settings) -> faust.App:
         broker=[f"kafka://{h}" for h in (s.kafka_bootstrap_servers or "").split(",")],
         broker_credentials=_broker_credentials(s),
         broker_commit_interval=s.commit_interval_s,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.session_timeout_s / 5),
         store=s.store,
         datadir=s.data_dir,
         topic_partitions=s.topic_partitions,
