@@ -4,8 +4,8 @@
 
 For each account count: produce 2 events per account (plan_changed + a seats reading), let one worker
 apply them all (committed offsets at the end), and read its resident memory against the same worker
-idle on an empty topic (per-account = difference / accounts). Then SIGKILL it and start a new one on
-the same data directory after a clean stop: recovery time = start until /readyz answers 200 (state
+idle on an empty topic (per-account = difference / accounts). Then stop it cleanly and start a new one
+on the same data directory: recovery time = start until /readyz answers 200 (state
 restored from the changelog, or from RocksDB files plus the changelog tail). Then the same after a
 SIGKILL, which adds the wait for the dead member's session timeout (UPSELL_SESSION_TIMEOUT_S).
 Writes bench/results/state.json.
@@ -129,7 +129,8 @@ def main() -> int:
                         f"run {i + 1}: {store:8s} {n:>9,} accounts: {r['bytes_per_account']:,.0f} B/acct"
                         " "
                         f"(RSS {r['rss_idle_mib']:.0f} -> {r['rss_loaded_mib']:.0f} MiB), recovery "
-                        f"{r['recovery_s']:.1f} s, after SIGKILL {r['recovery_after_sigkill_s']:.1f} s (then {r['bytes_per_account_after_recovery']:,.0f} B/acct)",
+                        f"{r['recovery_s']:.1f} s, after SIGKILL {r['recovery_after_sigkill_s']:.1f} s "
+                        f"(then {r['bytes_per_account_after_recovery']:,.0f} B/acct)",
                         flush=True,
                     )
     med = {k: {f: median([r[f] for r in rs]) for f in rs[0]} for k, rs in runs.items()}
