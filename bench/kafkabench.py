@@ -79,22 +79,25 @@ def start_service(
     return w.start()
 
 
-def wait_consumed(w: Worker, n: int, timeout: float) -> tuple[float, float]:
-    """Polls the service's counters until n records were consumed: (first seen, done) monotonic times."""
+def wait_consumed(ws: list[Worker], n: int, timeout: float) -> tuple[float, float]:
+    """Polls the workers' counters until together they consumed n records: (first seen, done) times.
+
+    Only exact without rebalances (a redelivered record counts again): the 1-worker runs."""
     first = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert w.proc is not None
-        if w.proc.poll() is not None:
-            raise RuntimeError(f"service exited:\n{w.log.read_text()[-3000:]}")
-        c = consumed(w)
+        for w in ws:
+            assert w.proc is not None
+            if w.proc.poll() is not None:
+                raise RuntimeError(f"service exited:\n{w.log.read_text()[-3000:]}")
+        c = sum(consumed(w) for w in ws)
         now = time.monotonic()
         if c > 0 and first is None:
             first = now
         if c >= n:
             return first or now, now
         time.sleep(0.1)
-    raise TimeoutError(f"service consumed {consumed(w):.0f} of {n} in {timeout}s")
+    raise TimeoutError(f"service consumed {sum(consumed(w) for w in ws):.0f} of {n} in {timeout}s")
 
 
 def consumed(w: Worker) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import orjson
 from kafkabench import (
+    RESULTS,
     bootstrap,
     create_topics,
     median,
@@ -133,21 +135,22 @@ def main() -> int:
                         f"(then {r['bytes_per_account_after_recovery']:,.0f} B/acct)",
                         flush=True,
                     )
+    # Merge with earlier runs of other account counts/stores (e.g. 1M measured separately from 100k).
+    prev = RESULTS / "state.json"
+    if prev.exists():
+        old = json.loads(prev.read_text()).get("runs", {})
+        runs = {**{k: v for k, v in old.items() if k not in runs}, **runs}
     med = {k: {f: median([r[f] for r in rs]) for f in rs[0]} for k, rs in runs.items()}
     for k, m in med.items():
         print(f"median {k}: {m['bytes_per_account']:,.0f} B/account, recovery {m['recovery_s']:.1f} s")
-    print(
-        "wrote",
-        write_result(
-            "state",
-            {
-                "benchmark": "memory per account and recovery time",
-                "median": med,
-                "runs": runs,
-                "targets": {"bytes_per_account": 1024, "recovery_s_1M": 60},
-            },
-        ),
-    )
+    result = {
+        "benchmark": "memory per account and recovery time",
+        "median": med,
+        "runs": runs,
+        "runs_per_config": {k: len(v) for k, v in runs.items()},
+        "targets": {"bytes_per_account": 1024, "recovery_s_1M": 60},
+    }
+    print("wrote", write_result("state", result))
     return 0
 
 

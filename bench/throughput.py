@@ -68,31 +68,12 @@ def service(bs: str, topic: str, n: int, tmp: Path, rid: str, workers: int) -> t
     app_id = f"bench-svc-{rid}"
     ws = [start_service(bs, tmp, topics, app_id) for _ in range(workers)]
     try:
-        if workers == 1:
-            first, done = wait_consumed(ws[0], n, timeout=900)
-        else:
-            first, done = _wait_group(ws, n, timeout=900)
+        first, done = wait_consumed(ws, n, timeout=900)
         prompts = sum(w.metric("upsell_prompts_emitted_total") for w in ws)
         return n / (done - first), prompts
     finally:
         for w in ws:
             w.stop()
-
-
-def _wait_group(ws: list, n: int, timeout: float) -> tuple[float, float]:  # type: ignore[type-arg]
-    from kafkabench import consumed
-
-    first = None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = sum(consumed(w) for w in ws)
-        now = time.monotonic()
-        if c > 0 and first is None:
-            first = now
-        if c >= n:
-            return first or now, now
-        time.sleep(0.1)
-    raise TimeoutError("group did not finish")
 
 
 def main() -> int:

@@ -11,14 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from upsell_triggers.devkit.exactness import (
-    Report,
-    changelog_states,
-    compare,
-    read_all,
-    replay_expected,
-    wait_committed,
-)
+from upsell_triggers.devkit.exactness import Report, check_exact, wait_committed
 from upsell_triggers.devkit.kafka_io import produce, sim_records
 from upsell_triggers.devkit.worker import ROOT
 
@@ -26,13 +19,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
 
 async def check(bs: str, w, events: list[bytes]) -> Report:  # type: ignore[no-untyped-def]
-    await wait_committed(bs, w.env["UPSELL_APP_ID"], w.topics["events"], timeout=120)
-    expected = replay_expected(events, ROOT / "rules")
-    states = await changelog_states(bs, w.env["UPSELL_APP_ID"])
-    prompts = [r.value for r in await read_all(bs, w.topics["prompts"])]
-    rep = compare(expected, states, prompts)
+    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules")
     assert rep.accounts > 0 and rep.distinct_prompts > 0  # the workload did something
-    print(rep.first_diff)
     assert not rep.state_mismatches, (rep.state_mismatches[:5], rep.first_diff)
     assert rep.missing_accounts == 0
     assert not rep.conflicting_ids, rep.conflicting_ids[:5]

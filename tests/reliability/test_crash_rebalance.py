@@ -15,14 +15,7 @@ import time
 
 import pytest
 
-from upsell_triggers.devkit.exactness import (
-    Report,
-    changelog_states,
-    compare,
-    read_all,
-    replay_expected,
-    wait_committed,
-)
+from upsell_triggers.devkit.exactness import Report, check_exact
 from upsell_triggers.devkit.kafka_io import produce, sim_records
 from upsell_triggers.devkit.worker import KAFKA_LOCAL, ROOT
 
@@ -30,11 +23,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.reliability, pytest.mark.timeout(90
 
 
 async def exact(bs: str, w, events: list[bytes]) -> Report:  # type: ignore[no-untyped-def]
-    await wait_committed(bs, w.env["UPSELL_APP_ID"], w.topics["events"], timeout=300)
-    expected = replay_expected(events, ROOT / "rules")
-    states = await changelog_states(bs, w.env["UPSELL_APP_ID"])
-    prompts = [r.value for r in await read_all(bs, w.topics["prompts"])]
-    rep = compare(expected, states, prompts)
+    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules")
     print(
         f"\n[reliability] accounts={rep.accounts} prompts={rep.distinct_prompts} "
         f"prompt_records={rep.prompt_records} duplicates_delivered={rep.duplicates_delivered} "

@@ -194,3 +194,14 @@ def compare(expected: Expected, states: dict[str, AccountState], prompt_values: 
     rep.missing_prompts = len(set(expected.prompts) - set(by_id))
     rep.unexpected_prompts = len(set(by_id) - set(expected.prompts))
     return rep
+
+
+async def check_exact(
+    bs: str, app_id: str, topics: dict[str, str], events: list[bytes], rules_dir: Path
+) -> Report:
+    """Waits until the group committed everything, then compares its changelog and prompts with a replay."""
+    await wait_committed(bs, app_id, topics["events"], timeout=300)
+    expected = replay_expected(events, rules_dir)
+    states = await changelog_states(bs, app_id)
+    prompts = [r.value for r in await read_all(bs, topics["prompts"])]
+    return compare(expected, states, prompts)
