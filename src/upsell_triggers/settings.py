@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     max_future_skew_s: int = Field(default=3600, ge=0)
     reload_debounce_ms: int = Field(default=500, ge=0)
+    watch_rules: bool = Field(
+        default=True, description="reload rules when files change; with false only on SIGHUP"
+    )
     state_cache_accounts: int = Field(
         default=100_000, ge=0, description="decoded account states kept in memory per worker (~2 KiB each)"
     )

@@ -256,3 +256,42 @@ async def test_metrics_and_logs_carry_no_account_ids_or_payloads(worker_factory,
     assert secret not in body and "privacy-probe" not in body
     log = w.log.read_text()
     assert "privacy-probe" not in log and "broken json" not in log
+
+
+async def test_sighup_reloads_rules_when_file_watching_is_off(worker_factory, kafka_bootstrap, tmp_path):
+    import shutil
+    import signal
+
+    from upsell_triggers.devkit.worker import ROOT
+
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
+    w = worker_factory(rules_dir=rules, extra_env={"UPSELL_WATCH_RULES": "false"}).start()
+    w.wait_ready()
+    path = rules / "usage-limits.yaml"
+    path.write_text(
+        path.read_text().replace("ratio: 0.8}\n        rearm: 0.7", "ratio: 0.6}\n        rearm: 0.5", 1)
+    )
+    await asyncio.sleep(1.5)
+    assert w.metric('upsell_rule_reloads_total{result="success"}') == 0  # not watching
+    assert w.proc is not None
+    w.proc.send_signal(signal.SIGHUP)
+    await until(lambda: w.metric('upsell_rule_reloads_total{result="success"}') > 0, 10)
+    assert w.metric('upsell_rule_reloads_total{result="success"}') == 1
+
+
+async def test_partition_count_mismatch_is_a_clear_startup_error(worker_factory, kafka_bootstrap):
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    w = worker_factory()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(w.topics["events"], 4, 1), NewTopic(w.topics["feedback"], 2, 1)])
+    finally:
+        await admin.close()
+    w.start()
+    assert w.proc is not None
+    assert await asyncio.to_thread(w.proc.wait, 60) != 0
+    log = w.log.read_text()
+    assert "same partition count" in log and w.topics["feedback"] in log

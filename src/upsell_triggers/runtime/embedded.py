@@ -82,6 +82,8 @@ async def run_embedded(
         watch_rules(
             settings.rules_dir, lambda: proc.rules, proc.swap_rules, metrics, settings.reload_debounce_ms
         )
+        if settings.watch_rules
+        else asyncio.sleep(0)
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

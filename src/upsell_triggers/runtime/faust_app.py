@@ -224,9 +224,11 @@ def create_app(s: Settings) -> faust.App:
     # /readyz must be reachable (and 503) while the table recovers.
     app.upsell_http = make_app(metrics.registry, ready)  # type: ignore[attr-defined]
 
-    @app.task
-    async def watch() -> None:
-        await watch_rules(s.rules_dir, lambda: proc.rules, proc.swap_rules, metrics, s.reload_debounce_ms)
+    if s.watch_rules:
+
+        @app.task
+        async def watch() -> None:
+            await watch_rules(s.rules_dir, lambda: proc.rules, proc.swap_rules, metrics, s.reload_debounce_ms)
 
     @app.timer(interval=1.0)
     async def readiness() -> None:
