@@ -126,7 +126,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if prev is not None and r.offset - prev > 1:
                     await self._add_gap(tp, prev + 1, r.offset - 1)
                 prev = r.offset
-        await handler(hot)
+        try:
+            await handler(hot)
+        except Exception as exc:
+            # Outputs could not be delivered (e.g. the producer gave up). The batch's state changes were
+            # not written yet and its offsets are not acked: crash the worker so that it (or another)
+            # reprocesses from the committed offsets, rather than keep a fetcher-less zombie.
+            log.exception("batch handler failed; crashing the worker to reprocess from committed offsets")
+            await self.app.crash(exc)
+            return
         on_lag = cast(BatchTransport, self.transport).on_lag
         if on_lag is not None:
             for tp, recs in hot.items():

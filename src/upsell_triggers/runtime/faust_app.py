@@ -192,19 +192,22 @@ def create_app(s: Settings) -> faust.App:
     async def handle_batch(batch: Mapping[TP, Sequence[Any]]) -> None:
         t0 = time.perf_counter()
         out, newest_ts = apply(batch)
-        changelog = states.flush()
         producer = app.producer._producer  # type: ignore[attr-defined]  # aiokafka's; Faust's commit flushes it
         if producer is None:
             raise RuntimeError("producer not started")
+        # Outputs first, and delivered, before the state that says they were emitted: a crash in between
+        # then re-emits them on reprocessing (same ids, same content) instead of losing them. The other
+        # order lost prompts under SIGKILL (tests/reliability, found in a CI run).
+        sent = [await producer.send(s.topic_prompts, value, key=key) for key, value in out.prompts]
+        sent += [await producer.send(s.topic_dlq, raw, key=k, headers=h) for k, raw, h in out.dlq]
+        if sent:
+            await asyncio.gather(*sent)
+        if out.prompts:
+            metrics.latency.observe(time.perf_counter() - t0)
+        changelog = states.flush()
         topic = table.changelog_topic.get_topic_name()
         for partition, recs in changelog.items():
             await _send_batches(producer, topic, partition, recs, states)
-        for key, value in out.prompts:
-            await producer.send(s.topic_prompts, value, key=key)
-        if out.prompts:
-            metrics.latency.observe(time.perf_counter() - t0)
-        for dkey, raw, headers in out.dlq:
-            await producer.send(s.topic_dlq, raw, key=dkey, headers=headers)
         if newest_ts:
             metrics.lag.set(max(0.0, time.time() - newest_ts / 1000))
 
