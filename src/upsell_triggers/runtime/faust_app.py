@@ -32,6 +32,7 @@ from upsell_triggers.runtime.table_state import TableState
 from upsell_triggers.settings import Settings
 
 log = logging.getLogger("upsell_triggers.worker")
+TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
 def _broker_credentials(s: Settings) -> Any:
@@ -70,12 +71,24 @@ async def ensure_topics(s: Settings) -> None:
     await admin.start()
     try:
         topics = [s.topic_events, s.topic_feedback, s.topic_prompts, s.topic_dlq]
-        existing = {t: None for t in await admin.list_topics()}
+        existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            await admin.create_topics([NewTopic(t, s.topic_partitions, s.topic_replication) for t in missing])
-        described = await admin.describe_topics([s.topic_events, s.topic_feedback])
-        counts = {d["topic"]: len(d["partitions"]) for d in described}
+            resp = await admin.create_topics(
+                [NewTopic(t, s.topic_partitions, s.topic_replication) for t in missing]
+            )
+            for err in getattr(resp, "topic_errors", []):
+                topic, code = err[0], err[1]
+                if code not in (0, TOPIC_ALREADY_EXISTS):  # already exists: another replica won the race
+                    raise SystemExit(f"cannot create topic {topic}: Kafka error code {code} {err[2:]}")
+        # Replicas start together: a topic just created may show no partitions yet. Wait for metadata.
+        deadline = time.monotonic() + 30
+        while True:
+            described = await admin.describe_topics([s.topic_events, s.topic_feedback])
+            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            if all(counts.values()) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
         if len(set(counts.values())) != 1:
             raise SystemExit(
                 f"topics {s.topic_events} and {s.topic_feedback} must have the same partition count "
