@@ -141,7 +141,7 @@ def create_app(s: Settings) -> faust.App:
         topic_partitions=s.topic_partitions,
         topic_replication_factor=s.topic_replication,
         web_enabled=False,
-        producer_linger_ms=5,
+        producer_linger_ms=1,  # prompts are awaited before state is written: linger is latency
         # aiokafka queues one batch per partition at a time: small batches serialise the changelog on
         # broker round trips (measured: half the worker's time idle at the 16 KiB default).
         producer_max_batch_size=512 * 1024,
