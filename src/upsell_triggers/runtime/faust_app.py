@@ -5,8 +5,8 @@ holds each account's engine state (recovered on restart or rebalance). Topics ar
 and co-partitioned, so an account's events, feedback and state live on one partition.
 
 The hot topics do not go through a Faust agent: BatchConsumer hands each fetch to `handle_batch`, which
-applies it synchronously, writes each touched account once (store + changelog), queues prompts and dead
-letters in the producer, and only then acks the offsets. See README, Design, for the measurements.
+applies it synchronously, delivers its prompts and dead letters (broker-acknowledged), then writes each
+touched account once (store + changelog); only then are the offsets acked. See README, Design.
 """
 
 from __future__ import annotations
