@@ -28,9 +28,6 @@ class Tally:
     def inc(self, *labels: str, n: int = 1) -> None:
         self.values[labels] = self.values.get(labels, 0) + n
 
-    def get(self, *labels: str) -> int:
-        return self.values.get(labels, 0)
-
     def family(self) -> CounterMetricFamily:
         fam = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
         for labels, v in list(self.values.items()):
@@ -117,9 +114,7 @@ class Metrics:
         )
 
     def record(self, etype: str, outcome: Outcome) -> None:
-        ev = self.events.values
-        k = (etype,)
-        ev[k] = ev.get(k, 0) + 1
+        self.events.inc(etype)
         status = outcome.status
         if status == "duplicate":
             self.duplicates.inc()

@@ -103,7 +103,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 other.extend((tp, r) for r in recs)
         if hot:
             async with self.in_flight:
-                await self._handle_hot(transport.handler, hot, generation)
+                await self._handle_hot(transport, hot, generation)
         if other:
             await self._deliver(other, generation)
 
@@ -116,7 +116,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return recs
         return [r for r in recs if r.offset >= r_offset]
 
-    async def _handle_hot(self, handler: BatchHandler, hot: dict[TP, Sequence[Any]], generation: int) -> None:
+    async def _handle_hot(
+        self, transport: BatchTransport, hot: dict[TP, Sequence[Any]], generation: int
+    ) -> None:
         for tp, recs in hot.items():
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             # Offsets skipped by the broker (transaction markers, compaction) are gaps, or the commit
@@ -127,7 +129,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self._add_gap(tp, prev + 1, r.offset - 1)
                 prev = r.offset
         try:
-            await handler(hot)
+            await transport.handler(hot)
         except Exception as exc:
             # Outputs could not be delivered (e.g. the producer gave up). The batch's state changes were
             # not written yet and its offsets are not acked: crash the worker so that it (or another)
@@ -135,7 +137,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             log.exception("batch handler failed; crashing the worker to reprocess from committed offsets")
             await self.app.crash(exc)
             return
-        on_lag = cast(BatchTransport, self.transport).on_lag
+        on_lag = transport.on_lag
         if on_lag is not None:
             for tp, recs in hot.items():
                 on_lag(tp, max(0, self.highwater(tp) - recs[-1].offset - 1))

@@ -35,16 +35,22 @@ log = logging.getLogger("upsell_triggers.worker")
 TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
+def _ssl_context(s: Settings) -> Any:
+    """The TLS context for SSL and SASL_SSL (None otherwise): shared by Faust and the admin client."""
+    if s.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=s.ssl_cafile)
+    if s.ssl_certfile:
+        ctx.load_cert_chain(s.ssl_certfile, s.ssl_keyfile)
+    return ctx
+
+
 def _broker_credentials(s: Settings) -> Any:
     if s.security_protocol == "PLAINTEXT":
         return None
-    ssl_context = None
-    if s.security_protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=s.ssl_cafile)
-        if s.ssl_certfile:
-            ssl_context.load_cert_chain(s.ssl_certfile, s.ssl_keyfile)
+    ssl_context = _ssl_context(s)
     if s.security_protocol.startswith("SASL"):
         password = s.sasl_password.get_secret_value() if s.sasl_password else ""
         if s.sasl_mechanism and s.sasl_mechanism.startswith("SCRAM"):
@@ -106,18 +112,14 @@ def _aiokafka_auth(s: Settings) -> dict[str, Any]:
             sasl_plain_username=s.sasl_username,
             sasl_plain_password=s.sasl_password.get_secret_value() if s.sasl_password else None,
         )
-    if s.security_protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=s.ssl_cafile)
-        if s.ssl_certfile:
-            ctx.load_cert_chain(s.ssl_certfile, s.ssl_keyfile)
+    ctx = _ssl_context(s)
+    if ctx is not None:
         out["ssl_context"] = ctx
     return out
 
 
 class _Outputs:
-    """What one batch sends, queued in the producer before the batch's offsets are acked."""
+    """What one batch sends; delivered before the batch's state is written (see handle_batch)."""
 
     __slots__ = ("dlq", "prompts")
 

@@ -14,6 +14,7 @@ store classes' data: faust.stores.memory.Store (`data`, `_key_partition`) and fa
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from upsell_triggers.engine.state import AccountState
@@ -43,14 +44,23 @@ class TableState:
         got: bytes | None = store.data.get(key)
         return got
 
-    def _write(self, partition: int, key: bytes, value: bytes) -> None:
+    def _writer(self) -> Callable[[int, bytes, bytes], None]:
+        """put(partition, key, value) into this table's store; resolved once per flush, used per account."""
         store = self._store
         if self.rocksdb:
-            store._db_for_partition(partition).put(key, value)
-            store._key_index[key] = partition
-        else:
-            store.data[key] = value
-            store._key_partition[key] = partition
+
+            def put(partition: int, key: bytes, value: bytes) -> None:
+                store._db_for_partition(partition).put(key, value)
+                store._key_index[key] = partition
+
+            return put
+        data, key_partition = store.data, store._key_partition
+
+        def put_memory(partition: int, key: bytes, value: bytes) -> None:
+            data[key] = value
+            key_partition[key] = partition
+
+        return put_memory
 
     def get(self, account_id: str) -> AccountState:
         """The state to apply an event to; it is written back by flush()."""
@@ -67,22 +77,11 @@ class TableState:
         """Writes dirty states to the store; returns the changelog records to send, by partition."""
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         cache = self.cache
-        store = self._store
-        if self.rocksdb:
-            for key, partition in self.dirty.items():
-                value = cache[key].to_bytes()
-                self._write(partition, key, value)
-                out.setdefault(partition, []).append((key, value))
-        else:  # the memory store's two dicts, inline: this loop runs once per touched account
-            data, key_partition = store.data, store._key_partition
-            for key, partition in self.dirty.items():
-                value = cache[key].to_bytes()
-                data[key] = value
-                key_partition[key] = partition
-                recs = out.get(partition)
-                if recs is None:
-                    recs = out[partition] = []
-                recs.append((key, value))
+        put = self._writer()
+        for key, partition in self.dirty.items():
+            value = cache[key].to_bytes()
+            put(partition, key, value)
+            out.setdefault(partition, []).append((key, value))
         self.dirty.clear()
         excess = len(cache) - self.max_cached
         if excess > 0:  # oldest-cached first; their bytes are in the store
