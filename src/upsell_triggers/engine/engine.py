@@ -371,7 +371,7 @@ class Engine:
     def _evaluate(
         self, ev: Event, state: AccountState, rs: RuleSet, rules: tuple[Rule, ...], features: tuple[str, ...]
     ) -> list[Decision]:
-        plan = rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]
+        plan = self._plan(state, rs)
         ts = ev.ts
         rstates = state.rules
         overrides = state.limits
