@@ -11,6 +11,7 @@ from upsell_triggers.engine.events import (
     _MODELS,
     MAX_TS_MS,
     MIN_TS_MS,
+    PlanChanged,
     Usage,
     _fast,
     _from_model,
@@ -39,7 +40,27 @@ timestamps = st.one_of(
     st.none(),
 )
 anything: st.SearchStrategy[Any] = st.one_of(ids, numbers, timestamps, st.lists(st.integers(), max_size=2))
-types = st.sampled_from(["usage", "paywall_hit", "prompt_shown", "prompt_clicked", "prompt_dismissed"])
+types = st.sampled_from(
+    ["usage", "paywall_hit", "plan_changed", "prompt_shown", "prompt_clicked", "prompt_dismissed"]
+)
+
+
+# A well-formed value per field: drawing it often makes accepted shapes common, so the comparison below
+# runs on many events the fast path accepts, not only on rejections.
+WELL_FORMED: dict[str, Any] = {
+    "event_id": "e-1",
+    "account_id": "acct-1",
+    "ts": MIN_TS_MS + 5,
+    "user_id": "u",
+    "metric": "seats",
+    "value": 3,
+    "delta": 2.5,
+    "feature": "sso",
+    "prompt_id": "p",
+    "plan": "pro",
+    "period_start": MIN_TS_MS,
+    "limits": {"seats": 5},
+}
 
 
 @st.composite
@@ -55,10 +76,16 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         ("delta", numbers),
         ("feature", ids),
         ("prompt_id", ids),
+        ("plan", ids),
+        ("period_start", st.one_of(timestamps, st.none())),
+        ("limits", st.one_of(st.none(), st.dictionaries(ids, numbers, max_size=2))),
         ("extra", anything),
     ):
-        if draw(st.booleans()):
+        how = draw(st.sampled_from(["absent", "well-formed", "well-formed", "any"]))
+        if how == "any" or (how == "well-formed" and field not in WELL_FORMED):
             obj[field] = draw(strat)
+        elif how == "well-formed":
+            obj[field] = WELL_FORMED[field]
     return obj
 
 
@@ -78,6 +105,8 @@ def test_fast_path_takes_the_common_shapes() -> None:
     assert _fast({**base, "type": "usage", "metric": "api_calls", "delta": -2.5}) is not None
     assert _fast({**base, "type": "paywall_hit", "feature": "sso"}) is not None
     assert _fast({**base, "type": "prompt_shown", "prompt_id": "p"}) is not None
+    assert isinstance(_fast({**base, "type": "plan_changed", "plan": "pro"}), PlanChanged)
+    assert _fast({**base, "type": "plan_changed", "plan": "pro", "period_start": MIN_TS_MS}) is not None
     # Unusual shapes go to the models, which word the error.
     assert _fast({**base, "type": "usage", "metric": "seats", "value": -1}) is None
     bad = validate_event({**base, "type": "usage", "metric": "seats", "value": -1})

@@ -168,7 +168,7 @@ def _number(v: Any) -> float | None:
 
 
 def _fast(obj: dict[str, Any]) -> Event | None:
-    """The common, well-formed usage/paywall/feedback shapes without pydantic (5x cheaper on the hot path).
+    """The common, well-formed shapes of every event type without pydantic (5x cheaper on the hot path).
 
     Returns None whenever anything is unusual; the pydantic models then decide and word the error.
     tests/unit/test_fast_decode.py checks with hypothesis that it agrees with the models.
@@ -200,6 +200,16 @@ def _fast(obj: dict[str, Any]) -> Event | None:
     if etype == "paywall_hit":
         f = get("feature")
         return PaywallHit(eid, acct, ts, uid, f) if type(f) is str and 0 < len(f) <= MAX_ID_LEN else None
+    if etype == "plan_changed":  # per-account limits (a dict) are rare: the models check those
+        plan, start = get("plan"), get("period_start")
+        if (
+            type(plan) is str
+            and 0 < len(plan) <= MAX_ID_LEN
+            and get("limits") is None
+            and (start is None or (type(start) is int and MIN_TS_MS <= start < MAX_TS_MS))
+        ):
+            return PlanChanged(eid, acct, ts, uid, plan, start, None)
+        return None
     if etype in FEEDBACK_TYPES:
         pid = get("prompt_id")
         if type(pid) is str and 0 < len(pid) <= MAX_ID_LEN:
