@@ -81,6 +81,12 @@ class AccountState:
         self.offsets: list[int] = [-1, -1]
 
     def to_bytes(self) -> bytes:
+        # Copied out of orjson's buffer: orjson >= 3.12 returns even a 450-byte document in a 4 KiB
+        # allocation. A worker serializes every dirty account of a batch at once and the memory store
+        # keeps the bytes: 409 MB for 100k accounts before this copy (tracemalloc). It costs ~0.2 us.
+        return bytes(memoryview(self._json()))
+
+    def _json(self) -> bytes:
         return orjson.dumps(
             [
                 STATE_VERSION,
