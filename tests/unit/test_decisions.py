@@ -192,6 +192,25 @@ def test_state_roundtrip_preserves_behaviour():
     assert len(a.state.to_bytes()) < 1024
 
 
+def test_state_bytes_hold_no_more_memory_than_their_length():
+    """Stores keep these bytes: orjson >= 3.12 hands out a 4 KiB buffer for any short document."""
+    import tracemalloc
+
+    from upsell_triggers.engine.state import AccountState
+
+    a = Account()
+    a.seats(0, 4)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [a.state.to_bytes() for _ in range(100)]
+        per_copy = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_copy < len(kept[0]) + 128
+    assert AccountState.from_bytes(kept[0]).to_bytes() == kept[0]
+
+
 def test_all_condition_with_custom_rolling_metric_requires_activation():
     """seats ≥ 80% fires only once active_users (a custom rolling counter) reaches 5 in 7 days."""
     from upsell_triggers.engine.ruleset import compile_sources
