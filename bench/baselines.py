@@ -89,6 +89,7 @@ def faust_main() -> None:
         app_id,
         broker=f"kafka://{bs}",
         store="memory://",
+        datadir=os.environ.get("BENCH_DATADIR", f"{app_id}-data"),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_partitions=int(os.environ.get("BENCH_PARTITIONS", "4")),

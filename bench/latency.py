@@ -22,7 +22,15 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kafkabench import bootstrap, create_topics, median, run_id, start_service, write_result
+from kafkabench import (
+    bootstrap,
+    create_topics,
+    delete_created_topics_at_exit,
+    median,
+    run_id,
+    start_service,
+    write_result,
+)
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -132,6 +140,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds at the rate before measuring")
     a = ap.parse_args()
     bs = bootstrap()
+    delete_created_topics_at_exit(bs)
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as d:
         for i in range(a.runs):

@@ -22,6 +22,7 @@ from kafkabench import (
     bootstrap,
     consumed,
     create_topics,
+    delete_created_topics_at_exit,
     produce_fast,
     run_id,
     sim_records,
@@ -55,6 +56,7 @@ def main() -> int:
     ap.add_argument("--idle", action="store_true", help="sample idle threads too, per thread")
     a = ap.parse_args()
     bs = bootstrap()
+    delete_created_topics_at_exit(bs)
     rid = run_id()
     topic = f"prof-events-{rid}"
     asyncio.run(create_topics(bs, [topic], 4))

@@ -20,6 +20,7 @@ from kafkabench import (
     bootstrap,
     consumed,
     create_topics,
+    delete_created_topics_at_exit,
     median,
     produce_fast,
     run_id,
@@ -75,6 +76,7 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     a = ap.parse_args()
     bs = bootstrap()
+    delete_created_topics_at_exit(bs)
     rid = run_id()
     runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as d:

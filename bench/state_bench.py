@@ -27,6 +27,7 @@ from kafkabench import (
     RESULTS,
     bootstrap,
     create_topics,
+    delete_created_topics_at_exit,
     median,
     produce_fast,
     rss_kib,
@@ -120,6 +121,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
     bs = bootstrap()
+    delete_created_topics_at_exit(bs)
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as d:
         for i in range(a.runs):

@@ -23,9 +23,11 @@ from baselines import raw_pipeline
 from kafkabench import (
     bootstrap,
     create_topics,
+    delete_created_topics_at_exit,
     median,
     produce_fast,
     python_subprocess,
+    remember,
     run_id,
     sim_records,
     start_service,
@@ -45,6 +47,9 @@ def faust_plain(bs: str, topic: str, n: int, tmp: Path, rid: str) -> float:
         "BENCH_APP_ID": f"bench-faust-{rid}",
         "BENCH_OUTPUT": f"bench-faust-out-{rid}",
     }
+    remember(env["BENCH_APP_ID"] + "-")
+    remember(env["BENCH_OUTPUT"])
+    env["BENCH_DATADIR"] = str(tmp / f"faust-plain-{rid}-data")
     proc = python_subprocess([str(HERE / "baselines.py"), "faust"], env, log)
     try:
         proc.wait(timeout=600)
@@ -86,6 +91,7 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     a = ap.parse_args()
     bs = bootstrap()
+    delete_created_topics_at_exit(bs)
     rid = run_id()
     topic = f"bench-events-{rid}"
     asyncio.run(create_topics(bs, [topic], a.partitions))

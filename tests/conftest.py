@@ -5,6 +5,7 @@ fails the run with its log tail: never a silent skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from upsell_triggers.devkit.kafka_io import delete_topics
 from upsell_triggers.devkit.worker import ROOT, Worker, start_local_kafka
 
 
@@ -54,6 +56,11 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[object]:
     yield make
     for w in workers:
         w.stop()
+    prefixes = sorted({f"{w.name}-" for w in workers} | {f"{w.env['UPSELL_APP_ID']}-" for w in workers})
+    try:
+        asyncio.run(delete_topics(kafka_bootstrap, prefixes))
+    except Exception as exc:  # housekeeping: never fail a test on it
+        sys.stderr.write(f"[kafka] could not delete this test's topics: {exc!r}\n")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 async def produce(
@@ -55,6 +56,26 @@ async def collect(
     finally:
         await c.stop()
     return got
+
+
+async def delete_topics(bootstrap: str, prefixes: list[str]) -> int:
+    """Deletes every topic whose name starts with one of `prefixes` (a run's inputs, outputs, changelog
+    and Faust's assignor topic all start with its worker name or app id). Returns how many.
+
+    Tests and benchmarks create topics per run against a broker that keeps its data between runs;
+    without this it held ~1,800 topics after a few benchmark sessions, and every metadata request
+    listing all topics took 60 ms."""
+    if not prefixes:
+        return 0
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return len(doomed)
+    finally:
+        await admin.close()
 
 
 def event(account: str, eid: str, ts_ms: int, **fields: Any) -> tuple[bytes, bytes]:
