@@ -95,6 +95,7 @@ def start_service(
     bs: str, tmp: Path, topics: dict[str, str], app_id: str, env: dict[str, str] | None = None
 ) -> Worker:
     _CREATED.add(f"{app_id}-")  # its changelog and Faust's assignor topic
+    _CREATED.update(topics.values())  # the service creates the ones that do not exist yet
     w = Worker(bs, app_id, tmp, ROOT / "rules", app_id, env)
     w.topics = topics
     for k, v in topics.items():
