@@ -42,12 +42,6 @@ class Settings(BaseSettings):
         default=100_000, ge=0, description="decoded account states kept in memory per worker (~2 KiB each)"
     )
     commit_interval_s: float = Field(default=2.8, gt=0, description="Kafka offset commit interval")
-    gc_full_interval_s: float = Field(
-        default=600.0,
-        gt=0,
-        description="between full garbage collections (the collector otherwise only scans objects "
-        "younger than the current batch: see gctune.BatchFreezer)",
-    )
     session_timeout_s: float = Field(
         default=15.0,
         ge=6,

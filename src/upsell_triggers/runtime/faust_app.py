@@ -23,7 +23,6 @@ import orjson
 from aiokafka.protocol.metadata import MetadataRequest
 from faust.types import TP
 
-from upsell_triggers import gctune
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor
@@ -167,7 +166,6 @@ def create_app(s: Settings) -> faust.App:
     proc.engine.max_future_ms = s.max_future_skew_s * 1000
     app.upsell_processor = proc  # type: ignore[attr-defined]
     source_index = {s.topic_events: 0, s.topic_feedback: 1}
-    freezer = gctune.BatchFreezer(s.gc_full_interval_s)
 
     broker_ok = [True]  # the last broker probe answered (see readiness below)
 
@@ -228,7 +226,6 @@ def create_app(s: Settings) -> faust.App:
             await _send_batches(producer, topic, partition, recs, states)
         if newest_ts:
             metrics.lag.set(max(0.0, time.time() - newest_ts / 1000))
-        freezer.after_batch()
 
     def on_lag(tp: TP, lag: int) -> None:
         metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
