@@ -56,11 +56,26 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[object]:
     yield make
     for w in workers:
         w.stop()
-    prefixes = sorted({f"{w.name}-" for w in workers} | {f"{w.env['UPSELL_APP_ID']}-" for w in workers})
+        _TEST_TOPIC_PREFIXES.update((f"{w.name}-", f"{w.env['UPSELL_APP_ID']}-"))
+
+
+# Topic prefixes of every worker the session ran; deleted when the session ends. Not per test: deleting
+# topics keeps the broker busy for seconds, and the test after a per-test deletion failed twice in CI
+# (a two-worker takeover left two partitions unconsumed), never without it.
+_TEST_TOPIC_PREFIXES: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_test_topics_at_end() -> Iterator[None]:
+    yield
+    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bs or not _TEST_TOPIC_PREFIXES:
+        return
     try:
-        asyncio.run(delete_topics(kafka_bootstrap, prefixes))
-    except Exception as exc:  # housekeeping: never fail a test on it
-        sys.stderr.write(f"[kafka] could not delete this test's topics: {exc!r}\n")
+        n = asyncio.run(delete_topics(bs, sorted(_TEST_TOPIC_PREFIXES)))
+        sys.stderr.write(f"\n[kafka] deleted {n} topics created by this session\n")
+    except Exception as exc:  # housekeeping: never fail the run on it
+        sys.stderr.write(f"\n[kafka] could not delete this session's topics: {exc!r}\n")
 
 
 @pytest.fixture(scope="session")
