@@ -31,8 +31,9 @@ def run_id() -> str:
     return uuid.uuid4().hex[:6]
 
 
-# Topic names and app-id prefixes this benchmark process created; cleanup() deletes them at exit, so that
-# repeated runs do not pile topics up on the local broker (they reached ~1,800 and slowed metadata).
+# Topic names and app-id prefixes this benchmark process created; delete_created_topics_at_exit() deletes
+# them at exit, so that repeated runs do not pile topics up on the local broker (they reached ~1,800 and
+# slowed metadata).
 _CREATED: set[str] = set()
 
 

@@ -32,6 +32,8 @@ from kafkabench import (
     write_result,
 )
 
+from upsell_triggers.devkit.kafka_io import event
+
 
 def percentile(xs: list[float], q: float) -> float:
     if not xs:
@@ -74,52 +76,18 @@ async def measure(bs: str, topics: dict[str, str], rate: int, seconds: float, wa
             n += 1
             if n % 10 == 0:
                 acct = f"lat-{n}"
-                await prod.send(
-                    topics["events"],
-                    orjson.dumps(
-                        {
-                            "event_id": f"p{n}",
-                            "account_id": acct,
-                            "type": "plan_changed",
-                            "ts": base,
-                            "plan": "free",
-                        }
-                    ),
-                    key=acct.encode(),
-                )
-                eid = f"s{n}"
-                await prod.send(
-                    topics["events"],
-                    orjson.dumps(
-                        {
-                            "event_id": eid,
-                            "account_id": acct,
-                            "type": "usage",
-                            "ts": base + 1,
-                            "metric": "seats",
-                            "value": 4,
-                        }
-                    ),
-                    key=acct.encode(),
-                )
+                for key, value in (
+                    event(acct, f"p{n}", base, type="plan_changed", plan="free"),
+                    event(acct, f"s{n}", base + 1, type="usage", metric="seats", value=4),
+                ):
+                    await prod.send(topics["events"], value, key=key)
                 if elapsed >= warmup:
-                    sent[eid] = time.perf_counter()
+                    sent[f"s{n}"] = time.perf_counter()
             else:
-                acct = f"load-{n % 5000}"
-                await prod.send(
-                    topics["events"],
-                    orjson.dumps(
-                        {
-                            "event_id": f"a{n}",
-                            "account_id": acct,
-                            "type": "usage",
-                            "ts": base,
-                            "metric": "api_calls",
-                            "delta": 1,
-                        }
-                    ),
-                    key=acct.encode(),
+                key, value = event(
+                    f"load-{n % 5000}", f"a{n}", base, type="usage", metric="api_calls", delta=1
                 )
+                await prod.send(topics["events"], value, key=key)
         await asyncio.sleep(0.001)
     await prod.flush()
     await asyncio.sleep(2)

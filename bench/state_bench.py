@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 from kafkabench import (
     RESULTS,
     bootstrap,
@@ -37,31 +36,15 @@ from kafkabench import (
 )
 
 from upsell_triggers.devkit.exactness import wait_committed
+from upsell_triggers.devkit.kafka_io import event
 
 
 def events(accounts: int) -> Iterator[tuple[bytes, bytes]]:
     ts = int(time.time() * 1000) - 3_600_000
     for i in range(accounts):
         a = f"acct-{i:07d}"
-        yield (
-            a.encode(),
-            orjson.dumps(
-                {"event_id": f"p{i}", "account_id": a, "type": "plan_changed", "ts": ts, "plan": "team"}
-            ),
-        )
-        yield (
-            a.encode(),
-            orjson.dumps(
-                {
-                    "event_id": f"s{i}",
-                    "account_id": a,
-                    "type": "usage",
-                    "ts": ts + 1,
-                    "metric": "seats",
-                    "value": 5 + i % 20,
-                }
-            ),
-        )
+        yield event(a, f"p{i}", ts, type="plan_changed", plan="team")
+        yield event(a, f"s{i}", ts + 1, type="usage", metric="seats", value=5 + i % 20)
 
 
 def one(bs: str, tmp: Path, accounts: int, store: str, rid: str) -> dict[str, float]:
