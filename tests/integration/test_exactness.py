@@ -65,6 +65,30 @@ async def test_two_workers_split_and_take_over(worker_factory, kafka_bootstrap):
     await check(kafka_bootstrap, a, [v for _, v in records])
 
 
+async def test_rebalance_commits_what_was_acked(worker_factory, kafka_bootstrap):
+    """A worker that processed its partitions to the end within one commit interval, then kept them
+    through a rebalance, left them uncommitted (-1) until new records came: Faust drops acked offsets
+    on revoke. The commit timer is set beyond the test here, so only the commit on revoke can move them."""
+    records = list(sim_records(5_000, 1_200, seed=4))
+    env = {"UPSELL_COMMIT_INTERVAL_S": "600"}
+    a = worker_factory(extra_env=env).start()
+    b = worker_factory(app_id=a.env["UPSELL_APP_ID"], name=a.name, extra_env=env).start()
+    a.wait_ready(90)
+    b.wait_ready(90)
+    await produce(kafka_bootstrap, a.topics["events"], records)
+    deadline = time.monotonic() + 60
+    consumed = (0.0, 0.0)
+    while time.monotonic() < deadline:
+        consumed = (a.metric("upsell_events_consumed_total"), b.metric("upsell_events_consumed_total"))
+        if sum(consumed) >= len(records):
+            break
+        await asyncio.sleep(0.3)
+    assert all(consumed) and sum(consumed) == len(records), consumed
+    b.stop()  # b commits on leaving; a keeps its partitions and gains b's
+    await wait_committed(kafka_bootstrap, a.env["UPSELL_APP_ID"], a.topics["events"], timeout=30)
+    await check(kafka_bootstrap, a, [v for _, v in records])
+
+
 async def test_rocksdb_store_survives_sigkill(worker_factory, kafka_bootstrap, tmp_path: Path):
     pytest.importorskip("rocksdict")
     records = list(sim_records(6_000, 800, seed=6))

@@ -54,6 +54,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
             pass
         await super().wait_empty()
 
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Commit what was acked before Faust forgets it. Faust's revoke drops the acked offsets of every
+        revoked partition (with the eager protocol: all of them, also those this worker keeps) before
+        its own wait_empty/flush, and commits only on its timer. A worker that processed a partition to
+        its end within one commit interval kept it after a rebalance with its committed offset unmoved
+        (-1 if never committed) until new records came: lag tools saw lag on an idle partition and a
+        crash reprocessed it (tests/integration/test_exactness.py::test_rebalance_commits_what_was_acked).
+        Kafka accepts commits of the current generation until the member rejoins, as in the Java
+        client's onPartitionsRevoked. The batch in flight finishes first, so its offsets are included."""
+        async with self.in_flight:
+            if not self.app.client_only:
+                try:
+                    await self.commit()
+                except Exception as exc:  # the next owner reprocesses; offset dedup makes that exact
+                    log.warning("commit before revoke failed: %r", exc)
+        await super().on_partitions_revoked(revoked)
+
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
