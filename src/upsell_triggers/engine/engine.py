@@ -18,6 +18,7 @@ from upsell_triggers.engine.ruleset import (
     PAYWALL_METRIC,
     PERIOD,
     Cond,
+    LevelGroup,
     MetricSpec,
     Plan,
     Rule,
@@ -170,10 +171,10 @@ class Engine:
                 p[2] += ev.delta  # type: ignore[operator]
             elif not self._rolling(state, metric, ts, ev.delta, spec.bucket_ms, spec.window_ms):  # type: ignore[arg-type]
                 return LATE
-            rules = rs.by_metric.get(metric)
-            if rules is None:
+            groups = rs.groups_by_metric.get(metric)
+            if groups is None:
                 return APPLIED
-            decisions = self._evaluate(ev, state, rs, rules, ())
+            decisions = self._evaluate(ev, state, rs, groups, ())
             return Outcome("applied", decisions) if decisions else APPLIED
         if type(ev) is PlanChanged:
             bad = self._check_plan(ev, rs)
@@ -189,14 +190,14 @@ class Engine:
                 state, PAYWALL_METRIC + SEP + ev.feature, ts, 1, spec.bucket_ms, spec.window_ms
             ):
                 return LATE
-            rules = rs.by_metric.get(PAYWALL_METRIC)
-            if rules is None:
+            groups = rs.groups_by_metric.get(PAYWALL_METRIC)
+            if groups is None:
                 return APPLIED
-            decisions = self._evaluate(ev, state, rs, rules, (ev.feature,))
+            decisions = self._evaluate(ev, state, rs, groups, (ev.feature,))
             return Outcome("applied", decisions) if decisions else APPLIED
         if type(ev) is PlanChanged:
             return self._plan_changed(ev, state, rs)
-        assert type(ev) is Feedback
+        assert isinstance(ev, Feedback)
         return self._feedback(ev, state)
 
     def _future(self, ev: Event) -> InvalidEvent:
@@ -308,7 +309,7 @@ class Engine:
         for rst in state.rules.values():  # a plan change re-arms every rule
             rst.armed, rst.capped = True, False
         features = tuple(k.split(SEP, 1)[1] for k in state.rolling if k.startswith(PAYWALL_METRIC + SEP))
-        decisions += self._evaluate(ev, state, rs, rs.rules, features)
+        decisions += self._evaluate(ev, state, rs, rs.all_groups, features)
         return Outcome("applied", decisions)
 
     def _feedback(self, ev: Feedback, state: AccountState) -> Outcome:
@@ -369,15 +370,20 @@ class Engine:
         return level is not None and level >= c.threshold
 
     def _evaluate(
-        self, ev: Event, state: AccountState, rs: RuleSet, rules: tuple[Rule, ...], features: tuple[str, ...]
+        self,
+        ev: Event,
+        state: AccountState,
+        rs: RuleSet,
+        groups: tuple[LevelGroup, ...],
+        features: tuple[str, ...],
     ) -> list[Decision]:
         plan = self._plan(state, rs)
         ts = ev.ts
         rstates = state.rules
         overrides = state.limits
         triggered: list[_Trigger] | None = None
-        for rule in rules:
-            primary = rule.primary
+        for grp in groups:
+            primary = grp.primary
             metric = primary.metric
             pf = primary.feature
             feats: tuple[str | None, ...]
@@ -387,11 +393,15 @@ class Engine:
                 feats = features
             else:
                 feats = (pf,) if pf in features else ()
+            if overrides is not None and metric in overrides:
+                limit = overrides[metric]
+            else:
+                limit = plan.limits.get(metric)
+            # The group's level, once per feature (_current/_limit/_level inlined: this is the hot path).
+            kind = primary.kind
+            levels: list[tuple[str | None, float, float | None]] = []
+            hot = False
             for feat in feats:
-                key = rule.id if feat is None else rule.id + SEP + feat
-                rst = rstates.get(key)
-                # The primary condition, inlined (_current/_limit/_level): this loop is the hot path.
-                kind = primary.kind
                 value: float
                 if kind == GAUGE:
                     g = state.gauges.get(metric)
@@ -402,10 +412,6 @@ class Engine:
                 else:
                     b = state.rolling.get(metric if feat is None else metric + SEP + feat)
                     value = rolling_sum(b, primary.window_ms) if b else 0
-                if overrides is not None and metric in overrides:
-                    limit = overrides[metric]
-                else:
-                    limit = plan.limits.get(metric)
                 level: float | None
                 if primary.ratio is None:
                     level = value
@@ -415,28 +421,42 @@ class Engine:
                     level = INF if value > 0 else 0.0
                 else:
                     level = value / limit
-                if rst is not None and not rst.armed:
-                    period = self._period(state, primary)
-                    new_period = (
-                        period is not None and rst.fired_period is not None and period != rst.fired_period
-                    )
-                    if new_period or level is None or level < rule.rearm:
-                        rst.armed, rst.capped = True, False
-                    else:
-                        continue
-                if (
-                    level is not None
-                    and level >= rule.threshold
-                    and (
-                        not rule.secondary
-                        or all(self._holds(state, plan, c, feat, ts) for c in rule.secondary)
-                    )
-                ):
-                    if triggered is None:
-                        triggered = []
-                    triggered.append(_Trigger(rule, feat, key, value, limit, self._period(state, primary)))
-                elif rst is not None and rst.capped:
-                    rst.capped = False
+                if level is not None and level >= grp.min_threshold:
+                    hot = True
+                levels.append((feat, value, level))
+            if not hot:  # no rule of the group can fire; skip it unless one has state to re-arm/uncap
+                if not rstates:
+                    continue
+                if pf is None and not any(rid in rstates for rid in grp.ids):
+                    continue
+            for rule in grp.rules:  # rule-major, as the files order them
+                for feat, value, level in levels:
+                    key = rule.id if feat is None else rule.id + SEP + feat
+                    rst = rstates.get(key)
+                    if rst is not None and not rst.armed:
+                        period = self._period(state, primary)
+                        new_period = (
+                            period is not None and rst.fired_period is not None and period != rst.fired_period
+                        )
+                        if new_period or level is None or level < rule.rearm:
+                            rst.armed, rst.capped = True, False
+                        else:
+                            continue
+                    if (
+                        level is not None
+                        and level >= rule.threshold
+                        and (
+                            not rule.secondary
+                            or all(self._holds(state, plan, c, feat, ts) for c in rule.secondary)
+                        )
+                    ):
+                        if triggered is None:
+                            triggered = []
+                        triggered.append(
+                            _Trigger(rule, feat, key, value, limit, self._period(state, primary))
+                        )
+                    elif rst is not None and rst.capped:
+                        rst.capped = False
         if triggered is None:
             return _NONE
         return self._decide(ev, state, rs, plan, triggered)

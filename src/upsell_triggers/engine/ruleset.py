@@ -149,6 +149,42 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class LevelGroup:
+    """Consecutive rules whose primary conditions measure the same level (metric, kind, window, feature,
+    ratio or count). The engine computes that level once per group, and skips the group when the level
+    is below every threshold and none of its rules has state: then no rule of it can fire, re-arm or
+    change, and that is the common event."""
+
+    primary: Cond
+    rules: tuple[Rule, ...]
+    min_threshold: float
+    ids: tuple[str, ...]  # rule-state keys of feature-less rules
+
+
+def level_groups(rules: tuple[Rule, ...]) -> tuple[LevelGroup, ...]:
+    """Runs of consecutive rules only, so that decisions keep the rule order of the files."""
+    runs: list[list[Rule]] = []
+    for rule in rules:
+        p = rule.primary
+        if runs:
+            q = runs[-1][0].primary
+            if (p.metric, p.kind, p.window_ms, p.feature, p.ratio is None) == (
+                q.metric,
+                q.kind,
+                q.window_ms,
+                q.feature,
+                q.ratio is None,
+            ):
+                runs[-1].append(rule)
+                continue
+        runs.append([rule])
+    return tuple(
+        LevelGroup(run[0].primary, tuple(run), min(r.threshold for r in run), tuple(r.id for r in run))
+        for run in runs
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSet:
     metrics: dict[str, MetricSpec]
     plans: tuple[Plan, ...]
@@ -158,6 +194,13 @@ class RuleSet:
     by_metric: dict[str, tuple[Rule, ...]]
     version: str
     warnings: tuple[Problem, ...] = field(default=())
+    # Derived: what the engine iterates (rules read by a metric; all rules, on a plan change).
+    groups_by_metric: dict[str, tuple[LevelGroup, ...]] = field(init=False)
+    all_groups: tuple[LevelGroup, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups_by_metric", {m: level_groups(r) for m, r in self.by_metric.items()})
+        object.__setattr__(self, "all_groups", level_groups(self.rules))
 
     def next_plan(self, plan: Plan, rule: Rule, feature: str | None) -> Plan | None:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a
