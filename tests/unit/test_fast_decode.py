@@ -1,9 +1,13 @@
-"""The hand-specialised decode path must agree with the pydantic models on every input it accepts."""
+"""The fast decode paths (msgspec on bytes, the hand-written check on parsed JSON) must agree with the
+pydantic models on every input they accept."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,10 +15,14 @@ from upsell_triggers.engine.events import (
     _MODELS,
     MAX_TS_MS,
     MIN_TS_MS,
+    InvalidEvent,
     PlanChanged,
+    PromptShown,
     Usage,
+    _decode_common,
     _fast,
     _from_model,
+    decode_event,
     validate_event,
 )
 
@@ -111,3 +119,61 @@ def test_fast_path_takes_the_common_shapes() -> None:
     assert _fast({**base, "type": "usage", "metric": "seats", "value": -1}) is None
     bad = validate_event({**base, "type": "usage", "metric": "seats", "value": -1})
     assert not isinstance(bad, Usage) and "value" in bad.message
+
+
+def _long_way(raw: bytes) -> Any:
+    """What decode_event returned before msgspec: orjson, then the hand-written check or the models."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "not_json"
+    return (type(obj) is dict and _fast(obj)) or validate_event(obj)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(events())
+def test_msgspec_path_agrees_with_the_long_way(obj: dict[str, Any]) -> None:
+    raw = json.dumps(obj).encode()  # stdlib: also big ints and NaN/Infinity literals, which must not pass
+    try:
+        common = _decode_common(raw)
+    except Exception:
+        return  # the long way decides and words the error: nothing to compare
+    assert _long_way(raw) == common
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"usage","event_id":"e","event_id":"f","account_id":"a","ts":1700000000000,"metric":"m","value":1}',
+        b'{"type":"usage","type":"paywall_hit","event_id":"e","account_id":"a","ts":1700000000000,"feature":"x"}',
+        b'{"type":"usage","event_id":"\\ud800","account_id":"a","ts":1700000000000,"metric":"m","value":1}',
+        b'{"type":"usage","event_id":"\xff","account_id":"a","ts":1700000000000,"metric":"m","value":1}',
+        b'{"type":"usage","event_id":"e","account_id":"a","ts":1700000000000,"metric":"m","value":1e400}',
+        b'{"type":"usage","event_id":"e","account_id":"a","ts":1700000000000,"metric":"m","value":1,"delta":null}',
+        b'{"type":"usage","event_id":"e","account_id":"a","ts":1700000000000,"metric":"m","value":1,"delta":2}',
+        b'{"type":"usage","event_id":"e","account_id":"a","ts":1700000000000.0,"metric":"m","value":1}',
+        b'{"type":"usage","event_id":"e","account_id":"a","ts":"2026-11-22T10:00:00Z","metric":"m","delta":-1}',
+        b'{"type":"plan_changed","event_id":"e","account_id":"a","ts":1700000000000,"plan":"p","limits":{"s":-1}}',
+        b'{"type":"plan_changed","event_id":"e","account_id":"a","ts":1700000000000,"plan":"p","limits":{"s":3}}',
+        b'{"type":"prompt_shown","event_id":"e","account_id":"a","ts":1700000000000,"prompt_id":"p","x":[[[]]]}',
+        b'{"type":"usage","event_id":"e","account_id":"a","ts":1700000000000,"metric":"m","value":1,"x":'
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}",
+        b"[1,2]",
+        b"",
+    ],
+)
+def test_unusual_bytes_decode_as_the_long_way_says(raw: bytes) -> None:
+    ev = decode_event(raw)
+    long = _long_way(raw)
+    if long == "not_json":
+        assert isinstance(ev, InvalidEvent) and ev.reason == "not_json"
+    else:
+        assert ev == long
+
+
+def test_feedback_types_decode_to_their_classes() -> None:
+    raw = b'{"type":"prompt_shown","event_id":"e","account_id":"a","ts":1700000000000,"prompt_id":"p"}'
+    ev = decode_event(raw)
+    assert type(ev) is PromptShown and ev.type == "prompt_shown" and ev.prompt_id == "p"
