@@ -26,6 +26,7 @@ from upsell_triggers.engine.ruleset import (
 )
 from upsell_triggers.engine.state import (
     CAP_HISTORY,
+    DEDUP_HORIZON,
     MAX_SERIES,
     RECENT_PROMPTS,
     AccountState,
@@ -147,12 +148,20 @@ class Engine:
             return Outcome("invalid", invalid=self._future(ev))
         if type(ev) is Usage:
             spec = rs.metrics.get(ev.metric)
-            bad = self._check_usage(ev, spec)
-            if bad is not None:
-                return Outcome("invalid", invalid=bad)
-            assert spec is not None
-            if state.seen(event_hash(ev.event_id)):
+            # _check_usage's questions, inlined for the common answer (it words the error otherwise).
+            if (
+                spec is None
+                or spec.name == PAYWALL_METRIC
+                or (ev.value if spec.kind == GAUGE else ev.delta) is None
+            ):
+                return Outcome("invalid", invalid=self._check_usage(ev, spec))
+            dedup = state.dedup  # state.seen(), inlined
+            h = event_hash(ev.event_id)
+            if h in dedup:
                 return DUPLICATE
+            dedup.append(h)
+            if len(dedup) > DEDUP_HORIZON:
+                del dedup[0]
             if ts > state.last_seen:
                 state.last_seen = ts
             metric, kind = ev.metric, spec.kind
@@ -223,7 +232,8 @@ class Engine:
         return None
 
     @staticmethod
-    def _check_usage(ev: Usage, spec: MetricSpec | None) -> InvalidEvent | None:
+    def _check_usage(ev: Usage, spec: MetricSpec | None) -> InvalidEvent:
+        """Why a usage event does not fit its metric (called once process() found that it does not)."""
         if spec is None or spec.name == PAYWALL_METRIC:
             return InvalidEvent(
                 "unknown_metric",
@@ -231,20 +241,17 @@ class Engine:
                 ev.account_id,
             )
         if spec.kind == GAUGE:
-            if ev.value is None:
-                return InvalidEvent(
-                    "invalid_field",
-                    f"field 'value': metric '{ev.metric}' is a gauge: send its "
-                    "absolute reading as 'value', not 'delta'",
-                    ev.account_id,
-                )
-        elif ev.delta is None:
             return InvalidEvent(
                 "invalid_field",
-                f"field 'delta': metric '{ev.metric}' is a counter: send increments as 'delta', not 'value'",
+                f"field 'value': metric '{ev.metric}' is a gauge: send its "
+                "absolute reading as 'value', not 'delta'",
                 ev.account_id,
             )
-        return None
+        return InvalidEvent(
+            "invalid_field",
+            f"field 'delta': metric '{ev.metric}' is a counter: send increments as 'delta', not 'value'",
+            ev.account_id,
+        )
 
     def _billing_period(self, ts: int, anchor: int | None) -> tuple[int, int]:
         """billing_period() memoised per anchor: most accounts share the calendar-month default."""
@@ -377,31 +384,23 @@ class Engine:
         groups: tuple[LevelGroup, ...],
         features: tuple[str, ...],
     ) -> list[Decision]:
-        plan = self._plan(state, rs)
+        plan = rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]  # _plan(), inlined
         ts = ev.ts
         rstates = state.rules
         overrides = state.limits
         triggered: list[_Trigger] | None = None
+        levels: Sequence[tuple[str | None, float, float | None]]
         for grp in groups:
             primary = grp.primary
             metric = primary.metric
-            pf = primary.feature
-            feats: tuple[str | None, ...]
-            if pf is None:
-                feats = _NO_FEATURE
-            elif pf == "*":
-                feats = features
-            else:
-                feats = (pf,) if pf in features else ()
             if overrides is not None and metric in overrides:
                 limit = overrides[metric]
             else:
                 limit = plan.limits.get(metric)
-            # The group's level, once per feature (_current/_limit/_level inlined: this is the hot path).
-            kind = primary.kind
-            levels: list[tuple[str | None, float, float | None]] = []
-            hot = False
-            for feat in feats:
+            pf = primary.feature
+            if pf is None:
+                # The group's level (_current/_level inlined: this is the hot path).
+                kind = primary.kind
                 value: float
                 if kind == GAUGE:
                     g = state.gauges.get(metric)
@@ -410,7 +409,7 @@ class Engine:
                     p = state.periods.get(metric)
                     value = p[2] if p and ts < p[1] else 0
                 else:
-                    b = state.rolling.get(metric if feat is None else metric + SEP + feat)
+                    b = state.rolling.get(metric)
                     value = rolling_sum(b, primary.window_ms) if b else 0
                 level: float | None
                 if primary.ratio is None:
@@ -421,13 +420,15 @@ class Engine:
                     level = INF if value > 0 else 0.0
                 else:
                     level = value / limit
-                if level is not None and level >= grp.min_threshold:
-                    hot = True
-                levels.append((feat, value, level))
-            if not hot:  # no rule of the group can fire; skip it unless one has state to re-arm/uncap
-                if not rstates:
-                    continue
-                if pf is None and not any(rid in rstates for rid in grp.ids):
+                if (level is None or level < grp.min_threshold) and (
+                    not rstates or not any(rid in rstates for rid in grp.ids)
+                ):
+                    continue  # no rule of the group can fire, and none has state to re-arm or uncap
+                levels = ((None, value, level),)
+            else:
+                feats = features if pf == "*" else (pf,) if pf in features else ()
+                levels = [(f, *self._feature_level(state, primary, f, limit, ts)) for f in feats]
+                if not rstates and all(lv is None or lv < grp.min_threshold for _, _, lv in levels):
                     continue
             for rule in grp.rules:  # rule-major, as the files order them
                 for feat, value, level in levels:
@@ -460,6 +461,13 @@ class Engine:
         if triggered is None:
             return _NONE
         return self._decide(ev, state, rs, plan, triggered)
+
+    def _feature_level(
+        self, state: AccountState, c: Cond, feature: str, limit: float | None, ts: int
+    ) -> tuple[float, float | None]:
+        """(value, level) of a per-feature condition (paywall hits per feature)."""
+        value = self._current(state, c, feature, ts)
+        return value, self._level(value, limit, c)
 
     @staticmethod
     def _period(state: AccountState, c: Cond) -> int | None:
