@@ -14,6 +14,9 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from upsell_triggers.engine.engine import EMITTED, Outcome
+from upsell_triggers.engine.events import EVENT_TYPES
+
+_TYPE_KEYS = {t: (t,) for t in EVENT_TYPES}
 
 
 class Tally:
@@ -114,9 +117,12 @@ class Metrics:
         )
 
     def record(self, etype: str, outcome: Outcome) -> None:
-        self.events.inc(etype)
+        counts, key = self.events.values, _TYPE_KEYS.get(etype) or (etype,)  # no *args per event
+        counts[key] = counts.get(key, 0) + 1
         status = outcome.status
-        if status == "duplicate":
+        if status == "applied":
+            pass
+        elif status == "duplicate":
             self.duplicates.inc()
         elif status in ("stale", "late"):
             self.ignored.inc(status)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from upsell_triggers.engine.engine import Decision, Engine, Outcome
+from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
 from upsell_triggers.engine.events import InvalidEvent, decode_event
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.state import AccountState
@@ -19,6 +19,32 @@ from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 
 REDELIVERED = Outcome("redelivered")
+
+
+class _States(dict[str, AccountState]):
+    """Account id -> state; a missing account gets a new state, evicting one at the bound. A subclass
+    so that a hit is one C-level lookup (no Python frame per event); only a miss runs Python."""
+
+    __slots__ = ("evicted", "max_accounts")
+
+    EVICTION_SAMPLE = 32
+
+    def __init__(self, max_accounts: int) -> None:
+        super().__init__()
+        self.max_accounts = max_accounts
+        self.evicted = 0
+
+    def __missing__(self, account_id: str) -> AccountState:
+        if len(self) >= self.max_accounts:
+            self._evict_one()
+        st = self[account_id] = AccountState()
+        return st
+
+    def _evict_one(self) -> None:
+        sample = itertools.islice(self.items(), self.EVICTION_SAMPLE)
+        victim = min(sample, key=lambda kv: kv[1].last_seen)[0]
+        del self[victim]
+        self.evicted += 1
 
 
 class MemoryStore:
@@ -29,27 +55,18 @@ class MemoryStore:
     Redis does): exact LRU would cost an OrderedDict move on every event, a fifth of the engine's time.
     """
 
-    EVICTION_SAMPLE = 32
-
     def __init__(self, max_accounts: int = 2_000_000, ttl_ms: int = 90 * DAY) -> None:
-        self.max_accounts = max_accounts
         self.ttl_ms = ttl_ms
-        self.states: dict[str, AccountState] = {}
-        self.evicted = 0
+        self.states = _States(max_accounts)
+        self.get: Callable[[str], AccountState] = self.states.__getitem__
 
-    def get(self, account_id: str) -> AccountState:
-        st = self.states.get(account_id)
-        if st is None:
-            if len(self.states) >= self.max_accounts:
-                self._evict_one()
-            st = self.states[account_id] = AccountState()
-        return st
+    @property
+    def max_accounts(self) -> int:
+        return self.states.max_accounts
 
-    def _evict_one(self) -> None:
-        sample = itertools.islice(self.states.items(), self.EVICTION_SAMPLE)
-        victim = min(sample, key=lambda kv: kv[1].last_seen)[0]
-        del self.states[victim]
-        self.evicted += 1
+    @property
+    def evicted(self) -> int:
+        return self.states.evicted
 
     def expire(self, watermark_ms: int) -> int:
         cutoff = watermark_ms - self.ttl_ms
@@ -67,10 +84,14 @@ class MemoryStore:
 
 @dataclass(slots=True)
 class Result:
+    """Treated as immutable: the result of most events is one shared instance (_APPLIED)."""
+
     outcome: Outcome | None
     invalid: InvalidEvent | None = None
-    account_id: str | None = None
     decisions: Sequence[Decision] = ()
+
+
+_APPLIED = Result(APPLIED)
 
 
 class Processor:
@@ -108,21 +129,21 @@ class Processor:
         ev = decode_event(raw, key)
         if isinstance(ev, InvalidEvent):
             self.metrics.record_invalid(ev.reason)
-            return Result(None, ev, ev.account_id)
+            return Result(None, ev)
         state = self._get(ev.account_id)
         if source is not None:
             src, offset = source
             if offset <= state.offsets[src]:
                 self.metrics.redelivered.inc()
-                return Result(REDELIVERED, None, ev.account_id)
+                return Result(REDELIVERED)
         out = self.engine.process(ev, state, now_ms)
         if out.invalid is not None:
             self.metrics.record_invalid(out.invalid.reason)
-            return Result(out, out.invalid, ev.account_id)
+            return Result(out, out.invalid)
         if source is not None:
             state.offsets[source[0]] = source[1]
         self.metrics.record(ev.type, out)
-        return Result(out, None, ev.account_id, out.decisions)
+        return _APPLIED if out is APPLIED else Result(out, None, out.decisions)
 
 
 def dlq_record(raw: bytes, invalid: InvalidEvent, source: dict[str, Any]) -> dict[str, Any]:
