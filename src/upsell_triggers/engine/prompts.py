@@ -55,7 +55,7 @@ class _Copy(dict[str, str]):
 
 
 def render(template: str, values: dict[str, str]) -> str:
-    return template.format_map(_Copy(values))
+    return template.format_map(values if type(values) is _Copy else _Copy(values))
 
 
 def build_prompt(
@@ -75,22 +75,22 @@ def build_prompt(
     metric = rule.primary.metric
     unit = rs.metrics[metric].unit
     ratio = value / limit if limit else None
-    values = {
-        "account_id": account_id,
-        "metric": metric,
-        "feature": feature or "",
-        "value": human(value, unit),
-        "limit": human(limit, unit),
-        "percent": _percent(ratio),
-        "remaining": human(max(limit - value, 0), unit) if limit is not None else "",
-        "count": human(value, "count"),
-        "window": format_duration(rule.primary.window_ms) if rule.primary.window_ms else "",
-        "plan": plan.id,
-        "plan_name": plan.name,
-        "target_plan": target.id,
-        "target_plan_name": target.name,
-        "threshold": f"{rule.threshold:g}",
-    }
+    values = _Copy(
+        account_id=account_id,
+        metric=metric,
+        feature=feature or "",
+        value=human(value, unit),
+        limit=human(limit, unit),
+        percent=_percent(ratio),
+        remaining=human(max(limit - value, 0), unit) if limit is not None else "",
+        count=human(value, "count"),
+        window=format_duration(rule.primary.window_ms) if rule.primary.window_ms else "",
+        plan=plan.id,
+        plan_name=plan.name,
+        target_plan=target.id,
+        target_plan_name=target.name,
+        threshold=f"{rule.threshold:g}",
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "prompt_id": prompt_id(account_id, rule.id, feature, trigger_event_id),
