@@ -170,7 +170,7 @@ def compare(expected: Expected, states: dict[str, AccountState], prompt_values: 
         elif view(got) != view(st):
             rep.state_mismatches.append(acct)
             if not rep.first_diff:
-                names = AccountState.__slots__
+                names = AccountState.__struct_fields__
                 diffs = [
                     f"{n}: {a!r} != {b!r}"
                     for n, a, b in zip(VIEW_FIELDS, view(got), view(st), strict=True)

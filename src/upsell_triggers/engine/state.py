@@ -8,34 +8,30 @@ feedback, CAP_HISTORY prompt times for the frequency cap.
 
 from __future__ import annotations
 
-from array import array
+import struct
 from typing import Any
 
+import msgspec
 import orjson
+from msgspec import Struct, field
 
 DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is caught by offset
 RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
-STATE_VERSION = 2  # 2: crc32|adler32 dedup hashes (1: blake2b, dropped on load) and source offsets
+# 3: msgspec-encoded, rule states as booleans, dedup ring packed (base64); 2: crc32|adler32 dedup
+# hashes as ints and source offsets; 1: blake2b hashes (dropped on load). 1 and 2 are still read.
+STATE_VERSION = 3
+_Num = int | float  # kept apart on decode: event times stay ints, readings stay floats
 
 
-class RuleState:
+class RuleState(Struct, array_like=True, gc=False):
     """Edge-trigger memory of one (rule, feature). Absent = armed and never fired."""
 
-    __slots__ = ("armed", "capped", "fired_period", "last_fired")
-
-    def __init__(
-        self,
-        armed: bool = True,
-        last_fired: int | None = None,
-        fired_period: int | None = None,
-        capped: bool = False,
-    ) -> None:
-        self.armed = armed
-        self.last_fired = last_fired
-        self.fired_period = fired_period
-        self.capped = capped  # a frequency_cap decision was already recorded this episode
+    armed: bool = True
+    last_fired: int | None = None
+    fired_period: int | None = None
+    capped: bool = False  # a frequency_cap decision was already recorded this episode
 
     def to_list(self) -> list[Any]:
         return [int(self.armed), self.last_fired, self.fired_period, int(self.capped)]
@@ -45,117 +41,101 @@ class RuleState:
         return cls(bool(v[0]), v[1], v[2], bool(v[3]))
 
 
-class AccountState:
-    __slots__ = (
-        "attribution",
-        "dedup",
-        "gauges",
-        "last_seen",
-        "limits",
-        "offsets",
-        "period_anchor",
-        "periods",
-        "plan",
-        "plan_ts",
-        "recent_prompts",
-        "rolling",
-        "rules",
-        "sent",
-    )
+class AccountState(Struct, array_like=True, gc=False):
+    """msgspec encodes and decodes it in C as a JSON array (fields in this order): 1.5 us to encode
+    and 1 us to decode a typical account, against 2.3 and 3.3 us for orjson plus building the list and
+    the objects in Python; the bytes come out exact-size (orjson's 4 KiB buffers had to be copied).
+    gc=False: a state never references itself, so the collector need not track it (its containers are
+    still tracked)."""
 
-    def __init__(self) -> None:
-        self.plan: str | None = None  # None: the policy's default plan
-        self.plan_ts = 0
-        self.period_anchor: int | None = None
-        self.limits: dict[str, float | None] | None = None  # per-account overrides from plan_changed
-        self.gauges: dict[str, list[float]] = {}  # metric -> [ts, value]
-        self.periods: dict[str, list[float]] = {}  # metric -> [start, end, total]
-        self.rolling: dict[str, dict[int, float]] = {}  # series -> {bucket start: sum}
-        self.rules: dict[str, RuleState] = {}  # rule id [+ '\x1f' + feature] -> state
-        self.sent: list[int] = []  # times of recent prompts counted by the frequency cap
-        self.attribution: list[Any] | None = None  # [prompt_id, rule_id, rule_group, group, ts]
-        self.recent_prompts: list[list[str]] = []  # [prompt_id, rule_id, rule_group]
-        # Ring of event-id hashes, newest last. Packed 64-bit ints, not a list: a list holds 16 int
-        # objects scattered on the heap, and checking an event against them was the single most
-        # expensive line of the engine (cache misses over 100k accounts); this is one 128-byte block.
-        self.dedup: array[int] = array("Q")
-        self.last_seen = 0  # newest event time applied
-        # Per source topic (events, feedback): the newest Kafka offset applied to this account. An
-        # account lives on one partition of each, so a redelivered record is one at or below it.
-        self.offsets: list[int] = [-1, -1]
+    version: int = STATE_VERSION
+    plan: str | None = None  # None: the policy's default plan
+    plan_ts: int = 0
+    period_anchor: int | None = None
+    limits: dict[str, _Num | None] | None = None  # per-account overrides from plan_changed
+    gauges: dict[str, list[_Num]] = {}  # metric -> [ts, value]
+    periods: dict[str, list[_Num]] = {}  # metric -> [start, end, total]
+    rolling: dict[str, dict[int, _Num]] = {}  # series -> {bucket start: sum}
+    rules: dict[str, RuleState] = {}  # rule id [+ '\x1f' + feature] -> state
+    sent: list[int] = []  # times of recent prompts counted by the frequency cap
+    attribution: list[Any] | None = None  # [prompt_id, rule_id, rule_group, group, ts]
+    recent_prompts: list[list[str]] = []  # [prompt_id, rule_id, rule_group]
+    # Ring of event-id hashes (8 bytes each, newest last), packed: as a list of 16 int objects
+    # scattered on the heap, checking an event against it was the engine's costliest line (cache
+    # misses over 100k accounts). Base64 in the JSON.
+    dedup: bytearray = bytearray()
+    last_seen: int = 0  # newest event time applied
+    # Per source topic (events, feedback): the newest Kafka offset applied to this account. An
+    # account lives on one partition of each, so a redelivered record is one at or below it.
+    offsets: list[int] = field(default_factory=lambda: [-1, -1])
 
     def to_bytes(self) -> bytes:
-        # Copied out of orjson's buffer: orjson >= 3.12 returns even a 450-byte document in a 4 KiB
-        # allocation. A worker serializes every dirty account of a batch at once and the memory store
-        # keeps the bytes: 409 MB for 100k accounts before this copy (tracemalloc). It costs ~0.2 us.
-        return bytes(memoryview(self._json()))
-
-    def _json(self) -> bytes:
-        rules = self.rules
-        return orjson.dumps(
-            [
-                STATE_VERSION,
-                self.plan,
-                self.plan_ts,
-                self.period_anchor,
-                self.limits,
-                self.gauges,
-                self.periods,
-                self.rolling,  # bucket keys become strings (OPT_NON_STR_KEYS); from_bytes restores ints
-                {k: r.to_list() for k, r in rules.items()} if rules else {},  # most accounts: none
-                self.sent,
-                self.attribution,
-                self.recent_prompts,
-                self.dedup.tolist(),
-                self.last_seen,
-                self.offsets,
-            ],
-            option=orjson.OPT_NON_STR_KEYS if self.rolling else 0,  # the option is slower
-        )
+        return _encode(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
-        v = orjson.loads(data)
-        if not isinstance(v, list) or not v or v[0] not in (1, STATE_VERSION):
-            raise ValueError(
-                f"unsupported account state version: {v[0] if isinstance(v, list) and v else v!r}"
-            )
-        s = cls()
-        (
-            _,
-            s.plan,
-            s.plan_ts,
-            s.period_anchor,
-            s.limits,
-            s.gauges,
-            s.periods,
-            rolling,
-            rules,
-            s.sent,
-            s.attribution,
-            s.recent_prompts,
-            dedup,
-            s.last_seen,
-        ) = v[:14]
-        if len(v) > 14:
-            s.offsets = v[14]
-        if v[0] == 1:  # v1 stored buckets as [start, sum] pairs
-            s.rolling = {k: {int(b): c for b, c in pairs} for k, pairs in rolling.items()}
-        else:
-            s.rolling = {k: {int(b): c for b, c in buckets.items()} for k, buckets in rolling.items()}
-        s.rules = {k: RuleState.from_list(r) for k, r in rules.items()}
-        if v[0] != 1:  # v1 used another hash function: those ids cannot be matched any more
-            s.dedup = array("Q", dedup)
-        return s
+        try:
+            st = _decode(data)
+        except msgspec.ValidationError:
+            return _from_legacy(data)  # an older version: decoded the old way below
+        if st.version != STATE_VERSION:
+            raise ValueError(f"unsupported account state version: {st.version!r}")
+        return st
 
-    def seen(self, h: int) -> bool:
-        """Records an event-id hash; True if it was already among the last DEDUP_HORIZON."""
-        if h in self.dedup:
-            return True
-        self.dedup.append(h)
-        if len(self.dedup) > DEDUP_HORIZON:
-            del self.dedup[0]
-        return False
+    def seen(self, h: bytes) -> bool:
+        """Records an event-id hash (event_hash()); True if it was among the last DEDUP_HORIZON."""
+        return seen(self.dedup, h)
+
+
+def seen(dedup: bytearray, h: bytes) -> bool:
+    i = dedup.find(h)
+    while i > 0 and i % 8:  # a match straddling two hashes is not one
+        i = dedup.find(h, i + 1)
+    if i >= 0:
+        return True
+    dedup += h
+    if len(dedup) > 8 * DEDUP_HORIZON:
+        del dedup[:8]
+    return False
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(AccountState).decode
+_pack_hash = struct.Struct("<II").pack
+
+
+def _from_legacy(data: bytes) -> AccountState:
+    """Versions 1 and 2 (orjson arrays; v3 is the same shape with rule states as booleans and the
+    dedup ring packed): read so that a worker upgraded in place keeps its accounts."""
+    v = orjson.loads(data)
+    if not isinstance(v, list) or not v or v[0] not in (1, 2):
+        raise ValueError(f"unsupported account state version: {v[0] if isinstance(v, list) and v else v!r}")
+    s = AccountState()
+    (
+        _,
+        s.plan,
+        s.plan_ts,
+        s.period_anchor,
+        s.limits,
+        s.gauges,
+        s.periods,
+        rolling,
+        rules,
+        s.sent,
+        s.attribution,
+        s.recent_prompts,
+        dedup,
+        s.last_seen,
+    ) = v[:14]
+    if len(v) > 14:
+        s.offsets = v[14]
+    if v[0] == 1:  # v1 stored buckets as [start, sum] pairs, and hashed ids with blake2b (dropped)
+        s.rolling = {k: {int(b): c for b, c in pairs} for k, pairs in rolling.items()}
+    else:
+        s.rolling = {k: {int(b): c for b, c in buckets.items()} for k, buckets in rolling.items()}
+        s.dedup = bytearray(b"".join(_pack_hash(h >> 32, h & 0xFFFFFFFF) for h in dedup))
+    s.rules = {k: RuleState.from_list(r) for k, r in rules.items()}
+    return s
 
 
 def rolling_add(buckets: dict[int, float], ts: int, delta: float, bucket_ms: int, keep_ms: int) -> bool:

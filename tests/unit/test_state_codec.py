@@ -1,0 +1,80 @@
+"""Account state bytes: the msgspec v3 codec round-trips exactly, older versions are still read, and
+the packed dedup ring matches whole hashes only."""
+
+from __future__ import annotations
+
+import orjson
+
+from upsell_triggers.engine.engine import event_hash
+from upsell_triggers.engine.state import STATE_VERSION, AccountState, RuleState, seen
+
+
+def full_state() -> AccountState:
+    st = AccountState()
+    st.plan, st.plan_ts, st.period_anchor = "team", 1_800_000_000_000, 1_799_000_000_000
+    st.limits = {"seats": 40.0, "storage_bytes": None}
+    st.gauges = {"seats": [1_800_000_000_123, 33.0]}
+    st.periods = {"api_calls": [1_799_000_000_000, 1_801_000_000_000, 12.5]}
+    st.rolling = {"paywall_hits\x1fsso": {1_800_000_000_000 - 3_600_000: 2, 1_800_000_000_000: 1}}
+    st.rules = {
+        "seats-80": RuleState(False, 1_800_000_000_123, None, True),
+        "paywall-repeat\x1fsso": RuleState(),
+    }
+    st.sent = [1_800_000_000_123]
+    st.attribution = ["pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123]
+    st.recent_prompts = [["pr_x", "seats-80", "seats"]]
+    for i in range(20):
+        seen(st.dedup, event_hash(f"e-{i}"))
+    st.last_seen, st.offsets = 1_800_000_000_123, [41, -1]
+    return st
+
+
+def test_roundtrip_is_exact_with_types_kept():
+    st = full_state()
+    back = AccountState.from_bytes(st.to_bytes())
+    assert back == st
+    assert type(back.gauges["seats"][0]) is int and type(back.gauges["seats"][1]) is float
+    assert all(type(b) is int for b in back.rolling["paywall_hits\x1fsso"])
+    assert len(back.dedup) == 8 * 16  # bounded to the horizon
+    assert back.seen(event_hash("e-19")) and not back.seen(event_hash("e-0"))  # e-0 fell out
+    assert orjson.loads(st.to_bytes())[0] == STATE_VERSION
+
+
+def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
+    ids = ["a", "b", "c"]
+    hashes = [
+        int.from_bytes(event_hash(i)[:4], "little") << 32 | int.from_bytes(event_hash(i)[4:], "little")
+        for i in ids
+    ]
+    v2 = orjson.dumps(
+        [
+            2,
+            "team",
+            5,
+            None,
+            None,
+            {"seats": [7, 3.0]},
+            {},
+            {"paywall_hits\x1fsso": {"3600000": 2}},
+            {"seats-80": [0, 7, None, 1]},
+            [7],
+            None,
+            [],
+            hashes,
+            7,
+            [12, 3],
+        ]
+    )
+    st = AccountState.from_bytes(v2)
+    assert st.plan == "team" and st.gauges == {"seats": [7, 3.0]} and st.offsets == [12, 3]
+    assert st.rolling == {"paywall_hits\x1fsso": {3_600_000: 2}}
+    assert st.rules["seats-80"] == RuleState(False, 7, None, True)
+    assert all(st.seen(event_hash(i)) for i in ids)  # an event seen before the upgrade stays a duplicate
+    assert AccountState.from_bytes(st.to_bytes()) == st
+
+
+def test_a_match_straddling_two_hashes_is_not_a_duplicate():
+    ring = bytearray(b"\x00" * 4 + b"ABCD" + b"EFGH" + b"\x00" * 4)  # hashes 0000ABCD and EFGH0000
+    assert not seen(ring, b"ABCDEFGH")  # found at offset 4: across the boundary
+    assert ring.endswith(b"ABCDEFGH") and len(ring) == 24
+    assert seen(ring, b"ABCDEFGH")  # now it is a whole hash
