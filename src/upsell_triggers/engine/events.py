@@ -114,10 +114,15 @@ _Ts = Annotated[int, Meta(ge=MIN_TS_MS, lt=MAX_TS_MS)]
 _Reading = Annotated[float, Meta(ge=0)]
 
 
-class Usage(Struct, tag_field="type", tag="usage", gc=False):
+class _Common(Struct, tag_field="type", gc=False):
+    """The fields every event has first (user_id follows each type's own required field)."""
+
     event_id: _Id
     account_id: _Id
     ts: _Ts
+
+
+class Usage(_Common, tag="usage", gc=False):
     metric: _Id
     user_id: _UserId | None = None
     value: _Reading | None = None
@@ -129,19 +134,13 @@ class Usage(Struct, tag_field="type", tag="usage", gc=False):
             raise ValueError("exactly one of value/delta")  # the models word it for the DLQ
 
 
-class PaywallHit(Struct, tag_field="type", tag="paywall_hit", gc=False):
-    event_id: _Id
-    account_id: _Id
-    ts: _Ts
+class PaywallHit(_Common, tag="paywall_hit", gc=False):
     feature: _Id
     user_id: _UserId | None = None
     type: ClassVar[str] = "paywall_hit"
 
 
-class PlanChanged(Struct, tag_field="type", tag="plan_changed", gc=False):
-    event_id: _Id
-    account_id: _Id
-    ts: _Ts
+class PlanChanged(_Common, tag="plan_changed", gc=False):
     plan: _Id
     user_id: _UserId | None = None
     period_start: _Ts | None = None
@@ -149,10 +148,7 @@ class PlanChanged(Struct, tag_field="type", tag="plan_changed", gc=False):
     type: ClassVar[str] = "plan_changed"
 
 
-class Feedback(Struct, tag_field="type", gc=False):
-    event_id: _Id
-    account_id: _Id
-    ts: _Ts
+class Feedback(_Common, gc=False):
     prompt_id: _Id
     user_id: _UserId | None = None
     type: ClassVar[str]
