@@ -120,6 +120,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 other.extend((tp, r) for r in recs)
         if hot:
             async with self.in_flight:
+                if not self.flow_active or self.app.consumer_generation_id != generation:
+                    # A rebalance began while this batch waited for the lock (the commit before a
+                    # revoke holds it): apply nothing after the revoke started. Nothing was acked, so
+                    # the owner after the rebalance reads these records again from the committed offset.
+                    return
                 await self._handle_hot(transport, hot, generation)
         if other:
             await self._deliver(other, generation)
