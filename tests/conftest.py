@@ -69,8 +69,8 @@ _TEST_TOPIC_PREFIXES: set[str] = set()
 def _delete_test_topics_at_end() -> Iterator[None]:
     yield
     bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bs or not _TEST_TOPIC_PREFIXES:
-        return
+    if not bs or not _TEST_TOPIC_PREFIXES or os.environ.get("UPSELL_TEST_KEEP_TOPICS"):
+        return  # kept on request: to diagnose a failed run (python -m upsell_triggers.devkit.diagnose)
     try:
         n = asyncio.run(delete_topics(bs, sorted(_TEST_TOPIC_PREFIXES)))
         sys.stderr.write(f"\n[kafka] deleted {n} topics created by this session\n")
