@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from upsell_triggers.engine.engine import event_hash
-from upsell_triggers.engine.state import STATE_VERSION, AccountState, RuleState, seen
+from upsell_triggers.engine.state import STATE_VERSION, AccountState, RuleState, event_hash, seen
 
 
 def full_state() -> AccountState:
@@ -36,7 +35,7 @@ def test_roundtrip_is_exact_with_types_kept():
     assert type(back.gauges["seats"][0]) is int and type(back.gauges["seats"][1]) is float
     assert all(type(b) is int for b in back.rolling["paywall_hits\x1fsso"])
     assert len(back.dedup) == 8 * 16  # bounded to the horizon
-    assert back.seen(event_hash("e-19")) and not back.seen(event_hash("e-0"))  # e-0 fell out
+    assert seen(back.dedup, event_hash("e-19")) and not seen(back.dedup, event_hash("e-0"))  # e-0 fell out
     assert orjson.loads(st.to_bytes())[0] == STATE_VERSION
 
 
@@ -69,7 +68,9 @@ def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
     assert st.plan == "team" and st.gauges == {"seats": [7, 3.0]} and st.offsets == [12, 3]
     assert st.rolling == {"paywall_hits\x1fsso": {3_600_000: 2}}
     assert st.rules["seats-80"] == RuleState(False, 7, None, True)
-    assert all(st.seen(event_hash(i)) for i in ids)  # an event seen before the upgrade stays a duplicate
+    assert all(
+        seen(st.dedup, event_hash(i)) for i in ids
+    )  # an event seen before the upgrade stays a duplicate
     assert AccountState.from_bytes(st.to_bytes()) == st
 
 

@@ -20,9 +20,8 @@ from typing import Any
 
 import orjson
 
-from upsell_triggers.devkit.exactness import VIEW_FIELDS, read_all, replay_expected, view
-from upsell_triggers.engine.engine import event_hash
-from upsell_triggers.engine.state import AccountState
+from upsell_triggers.devkit.exactness import differing_fields, read_all, replay_expected, view
+from upsell_triggers.engine.state import AccountState, event_hash
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,9 +47,7 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
         if got is None or view(got) != view(want):
             bad.append(acct)
             if got is not None:
-                fields[
-                    tuple(n for n, a, b in zip(VIEW_FIELDS, view(got), view(want), strict=True) if a != b)
-                ] += 1
+                fields[tuple(n for n, _, _ in differing_fields(got, want))] += 1
     print(f"{len(bad)} of {len(expected.states)} accounts differ from the replay")
     print("by partition:", dict(collections.Counter(partition_of[a] for a in bad)))
     print("differing fields:", fields.most_common(6))

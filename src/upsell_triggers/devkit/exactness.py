@@ -58,6 +58,11 @@ def view(st: AccountState) -> tuple[Any, ...]:
     )
 
 
+def differing_fields(got: AccountState, want: AccountState) -> list[tuple[str, Any, Any]]:
+    """(field, got, want) for every field of view() that differs."""
+    return [(n, a, b) for n, a, b in zip(VIEW_FIELDS, view(got), view(want), strict=True) if a != b]
+
+
 @dataclass
 class Expected:
     states: dict[str, AccountState]
@@ -171,11 +176,7 @@ def compare(expected: Expected, states: dict[str, AccountState], prompt_values: 
             rep.state_mismatches.append(acct)
             if not rep.first_diff:
                 names = AccountState.__struct_fields__
-                diffs = [
-                    f"{n}: {a!r} != {b!r}"
-                    for n, a, b in zip(VIEW_FIELDS, view(got), view(st), strict=True)
-                    if a != b
-                ]
+                diffs = [f"{n}: {a!r} != {b!r}" for n, a, b in differing_fields(got, st)]
                 rep.first_diff = (
                     f"{acct}: " + "; ".join(diffs) + f" (offsets {got.offsets}; fields of {len(names)})"
                 )

@@ -6,8 +6,6 @@ future) is passed in by the runtime. Every rule edge yields an explicit Decision
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ from upsell_triggers.engine.state import (
     RECENT_PROMPTS,
     AccountState,
     RuleState,
+    event_hash,
     rolling_add,
     rolling_sum,
     seen,
@@ -43,9 +42,7 @@ FEEDBACK_ACTIONS = {"prompt_shown": "shown", "prompt_clicked": "clicked", "promp
 TREATMENT, HOLDOUT = "treatment", "holdout"
 SEP = "\x1f"
 INF = float("inf")
-_NO_FEATURE: tuple[None] = (None,)
-_NONE: list[Decision] = []
-_pack_hash = struct.Struct("<II").pack  # never mutated: returned when nothing triggered
+_NONE: list[Decision] = []  # never mutated: returned when nothing triggered
 
 
 @dataclass(slots=True)
@@ -111,13 +108,6 @@ def _rule_state(state: AccountState, key: str) -> RuleState:
     if rst is None:
         rst = state.rules[key] = RuleState()
     return rst
-
-
-def event_hash(event_id: str) -> bytes:
-    """A stable 8-byte id for the dedup ring: CRC-32 and Adler-32 side by side (two C calls, a tenth of
-    a blake2b's cost). Two ids collide only if both checksums do, among one account's last 16 events."""
-    b = event_id.encode()
-    return _pack_hash(zlib.crc32(b), zlib.adler32(b))
 
 
 @dataclass(slots=True)

@@ -344,7 +344,7 @@ def decode_event(raw: bytes | bytearray | memoryview | str, key: bytes | None = 
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
             return InvalidEvent("not_json", f"not valid JSON: {str(err)[:200]}")
-        ev = (type(obj) is dict and _fast(obj)) or validate_event(obj)
+        ev = validate_event(obj)  # tries the hand-written check, then the models
     if key is not None and not isinstance(ev, InvalidEvent):
         try:
             k = key.decode()
