@@ -106,7 +106,8 @@ def start_service(
 
 
 def wait_consumed(ws: list[Worker], n: int, timeout: float) -> tuple[float, float]:
-    """Polls the workers' counters until together they consumed n records: (first seen, done) times.
+    """Polls the workers' counters until together they consumed n records and wrote every state they
+    changed (store and changelog): (first seen, done) times.
 
     Only exact without rebalances (a redelivered record counts again): the 1-worker runs."""
     first = None
@@ -120,7 +121,7 @@ def wait_consumed(ws: list[Worker], n: int, timeout: float) -> tuple[float, floa
         now = time.monotonic()
         if c > 0 and first is None:
             first = now
-        if c >= n:
+        if c >= n and sum(w.metric("upsell_state_unwritten_accounts") for w in ws) == 0:
             return first or now, now
         time.sleep(0.1)
     raise TimeoutError(f"service consumed {sum(consumed(w) for w in ws):.0f} of {n} in {timeout}s")

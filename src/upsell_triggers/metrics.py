@@ -109,6 +109,11 @@ class Metrics:
         self.rules_loaded = Gauge("upsell_rules_loaded", "Rules in the running rule set", registry=r)
         self.reloads = Counter("upsell_rule_reloads_total", "Rule reloads, by result", ["result"], registry=r)
         self.accounts = Gauge("upsell_accounts_in_memory", "Account states held by this process", registry=r)
+        self.unwritten_accounts = Gauge(
+            "upsell_state_unwritten_accounts",
+            "Accounts changed since their state was last written to the changelog (Kafka runtime)",
+            registry=r,
+        )
         self.evictions = Counter(
             "upsell_account_evictions_total", "Account states evicted by TTL or bound", ["cause"], registry=r
         )

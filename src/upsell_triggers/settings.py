@@ -41,7 +41,17 @@ class Settings(BaseSettings):
     state_cache_accounts: int = Field(
         default=100_000, ge=0, description="decoded account states kept in memory per worker (~2 KiB each)"
     )
-    commit_interval_s: float = Field(default=2.8, gt=0, description="Kafka offset commit interval")
+    commit_interval_s: float = Field(
+        default=2.8,
+        gt=0,
+        description="Kafka offset commit interval; while a worker is behind, account states are written "
+        "(store + changelog) at each commit instead of after each batch",
+    )
+    fetch_partition_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="most bytes fetched per partition per request: the size of a batch while behind",
+    )
     session_timeout_s: float = Field(
         default=15.0,
         ge=6,

@@ -102,3 +102,36 @@ async def test_rocksdb_store_survives_sigkill(worker_factory, kafka_bootstrap, t
     w.wait_ready(90)
     await produce(kafka_bootstrap, w.topics["events"], records[3_000:])
     await check(kafka_bootstrap, w, [v for _, v in records])
+
+
+async def test_write_behind_is_bounded_and_written_once_caught_up(worker_factory, kafka_bootstrap):
+    """While behind, states are written at each commit or when the unwritten ones reach the cache bound;
+    once caught up, after each batch. The commit timer is set beyond the test and fetches are small (many
+    batches behind), so the changelog can only equal the replay if the bound and the caught-up write work."""
+    records = list(sim_records(60_000, 3_000, seed=8))
+    bound = 400
+    env = {
+        "UPSELL_COMMIT_INTERVAL_S": "600",
+        "UPSELL_STATE_CACHE_ACCOUNTS": str(bound),
+        "UPSELL_FETCH_PARTITION_BYTES": str(32 * 1024),
+    }
+    w = worker_factory(extra_env=env).start()
+    w.wait_ready(90)
+    await produce(kafka_bootstrap, w.topics["events"], records)
+    unwritten: list[float] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        unwritten.append(w.metric("upsell_state_unwritten_accounts"))
+        if w.metric("upsell_events_consumed_total") >= len(records):
+            break
+        await asyncio.sleep(0.02)
+    assert w.metric("upsell_events_consumed_total") == len(records)
+    print(f"unwritten accounts: max {max(unwritten):.0f} over {len(unwritten)} samples")
+    assert max(unwritten) > 0, "never behind: the test did not exercise write-behind"
+    # Checked after each batch, so the bound holds up to one fetch (4 partitions x 32 KiB, < 1,000
+    # records); unbounded, all 3,000 accounts would wait for the commit.
+    assert max(unwritten) <= bound + 1_000, max(unwritten)
+    await asyncio.sleep(0.5)
+    assert w.metric("upsell_state_unwritten_accounts") == 0  # caught up: written without a commit
+    w.stop()  # the commit timer would come in 600 s: the clean stop commits
+    await check(kafka_bootstrap, w, [v for _, v in records])

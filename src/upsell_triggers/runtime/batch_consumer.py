@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -27,15 +27,37 @@ from mode import Service
 
 log = logging.getLogger("upsell_triggers.consumer")
 
-# (tp, records) for every hot partition in one fetch -> awaitable that resolves once every output of
-# the batch is queued in the producer. It must not raise: an exception here stops the fetcher.
-BatchHandler = Callable[[Mapping[TP, Sequence[Any]]], Awaitable[None]]
+
+class BatchSink(Protocol):
+    """Where the hot topics' fetches go. State changes are kept in memory and written later, in one go
+    for many batches (the write-behind cache of Kafka Streams): while the worker is behind, an account
+    that appears in several fetches is serialized and written once, not once per fetch."""
+
+    async def deliver(self, batch: Mapping[TP, Sequence[Any]]) -> None:
+        """Applies (tp, records) of every hot partition of one fetch and returns once its outputs are
+        acknowledged by the broker. Raising crashes the worker (nothing of the batch is acked)."""
+
+    async def write_state(self) -> None:
+        """Writes every state changed since the last call (store, and changelog records queued in the
+        producer, which Faust's commit flushes before it commits offsets)."""
+
+    def must_write(self) -> bool:
+        """Whether the unwritten states reached their bound (they are held in memory until written)."""
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Reads its hot topics and handler from its BatchTransport."""
 
     _in_flight: asyncio.Lock | None = None
+    # Offsets of batches applied whose states are not written yet: acked (committable) only once they
+    # are. (generation, tp, offsets) in the order applied.
+    _unwritten: list[tuple[int, TP, list[int]]] | None = None
+
+    @property
+    def unwritten(self) -> list[tuple[int, TP, list[int]]]:
+        if self._unwritten is None:
+            self._unwritten = []
+        return self._unwritten
 
     @property
     def in_flight(self) -> asyncio.Lock:
@@ -62,14 +84,41 @@ class BatchConsumer(faust_aiokafka.Consumer):
         (-1 if never committed) until new records came: lag tools saw lag on an idle partition and a
         crash reprocessed it (tests/integration/test_exactness.py::test_rebalance_commits_what_was_acked).
         Kafka accepts commits of the current generation until the member rejoins, as in the Java
-        client's onPartitionsRevoked. The batch in flight finishes first, so its offsets are included."""
+        client's onPartitionsRevoked. The batch in flight finishes first, and the states not written
+        yet are written (the next owner of a partition recovers them from the changelog), so all the
+        offsets applied are included."""
         async with self.in_flight:
-            if not self.app.client_only:
-                try:
-                    await self.commit()
-                except Exception as exc:  # the next owner reprocesses; offset dedup makes that exact
-                    log.warning("commit before revoke failed: %r", exc)
+            try:
+                await self._write_state()
+                if not self.app.client_only:
+                    await super().commit()
+            except Exception as exc:  # the next owner reprocesses; offset dedup makes that exact
+                log.warning("write and commit before revoke failed: %r", exc)
+            self.unwritten.clear()  # not written: reprocessed by the partition's next owner
         await super().on_partitions_revoked(revoked)
+
+    async def commit(self, *args: Any, **kwargs: Any) -> bool:
+        """Faust's commit (on its timer, at stop, on rebalance) commits acked offsets only: write the
+        pending states first so that their batches' offsets are acked and committed with them."""
+        async with self.in_flight:
+            await self._write_state()
+        result: bool = await super().commit(*args, **kwargs)
+        return result
+
+    async def _write_state(self) -> None:
+        """Writes the pending states, then acks the batches they came from (call with in_flight held)."""
+        if not self.unwritten:
+            return
+        transport = cast(BatchTransport, self.transport)
+        await transport.sink.write_state()
+        generation = self.app.consumer_generation_id
+        active = self._active_partitions
+        for gen, tp, offsets in self.unwritten:
+            # Revoked meanwhile, or from before a rebalance: Faust dropped its bookkeeping, and the
+            # partition's owner resumes from the committed offset (offset dedup in the state).
+            if gen == generation and (active is None or tp in active):
+                self._ack_offsets(tp, offsets)
+        self.unwritten.clear()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = cast(Service, self)._stopped.is_set
@@ -171,7 +220,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self._add_gap(tp, prev + 1, r.offset - 1)
                 prev = r.offset
         try:
-            await transport.handler(hot)
+            await transport.sink.deliver(hot)
         except Exception as exc:
             # Outputs could not be delivered (e.g. the producer gave up). The batch's state changes were
             # not written yet and its offsets are not acked: crash the worker so that it (or another)
@@ -180,24 +229,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.app.crash(exc)
             return
         on_lag = transport.on_lag
-        if on_lag is not None:
-            for tp, recs in hot.items():
-                on_lag(tp, max(0, self.highwater(tp) - recs[-1].offset - 1))
+        behind = False
+        for tp, recs in hot.items():
+            lag = max(0, self.highwater(tp) - recs[-1].offset - 1)
+            behind = behind or lag > 0
+            if on_lag is not None:
+                on_lag(tp, lag)
         if self.app.consumer_generation_id != generation:
             # Revoked while outputs were queued: do not ack; the new owner reprocesses from the committed
             # offset and offset-dedup in the account state makes that a no-op for what we applied.
             log.info("rebalance during a batch: not acking it")
             return
         active = self._active_partitions
+        unwritten = self.unwritten
         for tp, recs in hot.items():
             if active is not None and tp not in active:
                 continue  # revoked while in flight: Faust already dropped its offset bookkeeping
-            self._ack_offsets(tp, [r.offset for r in recs])
+            unwritten.append((generation, tp, [r.offset for r in recs]))
             self._read_offset[tp] = recs[-1].offset
+        # Caught up: write now, so that state is durable within a batch (and the flush never delays a
+        # prompt at low load). Behind: keep writing behind until the commit timer or the bound.
+        if not behind or transport.sink.must_write():
+            await self._write_state()
         commit_every = self._commit_every
         if commit_every is not None and self._n_acked >= commit_every:
             self._n_acked = 0
-            await self.commit()
+            await super().commit()
 
     def _ack_offsets(self, tp: TP, offsets: list[int]) -> None:
         """Consumer.ack() for a batch of offsets of one partition (no Message objects)."""
@@ -245,20 +302,20 @@ class BatchTransport(faust_aiokafka.Transport):
         url: Any,
         app: Any,
         hot_topics: frozenset[str],
-        handler: BatchHandler,
+        sink: BatchSink,
         on_lag: Callable[[TP, int], None] | None = None,
     ) -> None:
         super().__init__(url, app)
         self.hot_topics = hot_topics
-        self.handler = handler
+        self.sink = sink
         self.on_lag = on_lag  # (partition, records behind its high watermark) after each batch
 
 
 def install(
     app: Any,
     hot_topics: frozenset[str],
-    handler: BatchHandler,
+    sink: BatchSink,
     on_lag: Callable[[TP, int], None] | None = None,
 ) -> None:
     """Makes `app` consume `hot_topics` through BatchConsumer (call before the worker starts)."""
-    app.transport = BatchTransport(app.conf.broker_consumer, app, hot_topics, handler, on_lag)
+    app.transport = BatchTransport(app.conf.broker_consumer, app, hot_topics, sink, on_lag)

@@ -4,9 +4,11 @@ Faust gives group membership, partition assignment, offset commits, and the chan
 holds each account's engine state (recovered on restart or rebalance). Topics are keyed by account_id
 and co-partitioned, so an account's events, feedback and state live on one partition.
 
-The hot topics do not go through a Faust agent: BatchConsumer hands each fetch to `handle_batch`, which
-applies it synchronously, delivers its prompts and dead letters (broker-acknowledged), then writes each
-touched account once (store + changelog); only then are the offsets acked. See README, Design.
+The hot topics do not go through a Faust agent: BatchConsumer hands each fetch to `Sink.deliver`, which
+applies it synchronously and delivers its prompts and dead letters (broker-acknowledged). Touched
+accounts are written (store + changelog) once per batch when the worker is caught up, and once per
+commit interval while it is behind (write-behind); only then are the batches' offsets acked. See README,
+Design.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def create_app(s: Settings) -> faust.App:
         # broker round trips (measured: half the worker's time idle at the 16 KiB default).
         producer_max_batch_size=512 * 1024,
         producer_max_request_size=2 * 1024 * 1024,
-        consumer_max_fetch_size=4 * 1024 * 1024,
+        consumer_max_fetch_size=s.fetch_partition_bytes,
         consumer_auto_offset_reset="earliest",
     )
     hot = app.topic(s.topic_events, s.topic_feedback, key_serializer="raw", value_serializer="raw")
@@ -205,32 +207,48 @@ def create_app(s: Settings) -> faust.App:
             newest_ts = records[-1].timestamp if newest_ts is None else max(newest_ts, records[-1].timestamp)
         return out, newest_ts
 
-    async def handle_batch(batch: Mapping[TP, Sequence[Any]]) -> None:
-        t0 = time.perf_counter()
-        out, newest_ts = apply(batch)
+    class Sink:
+        """BatchSink of the hot topics: apply and deliver per fetch, write states when asked."""
+
+        async def deliver(self, batch: Mapping[TP, Sequence[Any]]) -> None:
+            t0 = time.perf_counter()
+            out, newest_ts = apply(batch)
+            states.trim()
+            metrics.unwritten_accounts.set(len(states.dirty))  # before any await: /metrics stays consistent
+            # Outputs first, and delivered, before the state that says they were emitted: a crash in
+            # between then re-emits them on reprocessing (same ids, same content) instead of losing
+            # them. The other order lost prompts under SIGKILL (tests/reliability, found in a CI run).
+            producer = _producer()
+            sent = [await producer.send(s.topic_prompts, value, key=key) for key, value in out.prompts]
+            sent += [await producer.send(s.topic_dlq, raw, key=k, headers=h) for k, raw, h in out.dlq]
+            if sent:
+                await asyncio.gather(*sent)
+            if out.prompts:
+                metrics.latency.observe(time.perf_counter() - t0)
+            if newest_ts:
+                metrics.lag.set(max(0.0, time.time() - newest_ts / 1000))
+
+        async def write_state(self) -> None:
+            producer = _producer()
+            changelog = states.flush()
+            topic = table.changelog_topic.get_topic_name()
+            for partition, recs in changelog.items():
+                await _send_batches(producer, topic, partition, recs, states)
+            metrics.unwritten_accounts.set(0)
+
+        def must_write(self) -> bool:
+            return states.must_flush()
+
+    def _producer() -> Any:
         producer = app.producer._producer  # type: ignore[attr-defined]  # aiokafka's; Faust's commit flushes it
         if producer is None:
             raise RuntimeError("producer not started")
-        # Outputs first, and delivered, before the state that says they were emitted: a crash in between
-        # then re-emits them on reprocessing (same ids, same content) instead of losing them. The other
-        # order lost prompts under SIGKILL (tests/reliability, found in a CI run).
-        sent = [await producer.send(s.topic_prompts, value, key=key) for key, value in out.prompts]
-        sent += [await producer.send(s.topic_dlq, raw, key=k, headers=h) for k, raw, h in out.dlq]
-        if sent:
-            await asyncio.gather(*sent)
-        if out.prompts:
-            metrics.latency.observe(time.perf_counter() - t0)
-        changelog = states.flush()
-        topic = table.changelog_topic.get_topic_name()
-        for partition, recs in changelog.items():
-            await _send_batches(producer, topic, partition, recs, states)
-        if newest_ts:
-            metrics.lag.set(max(0.0, time.time() - newest_ts / 1000))
+        return producer
 
     def on_lag(tp: TP, lag: int) -> None:
         metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
-    install(app, frozenset(source_index), handle_batch, on_lag)
+    install(app, frozenset(source_index), Sink(), on_lag)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
