@@ -91,6 +91,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             try:
                 await self._write_state()
                 if not self.app.client_only:
+                    # A commit already under way (the timer's) may predate the acks just made; Faust
+                    # coalesces a commit requested meanwhile into it, so wait for it and commit again.
+                    await self.maybe_wait_for_commit_to_finish()
                     await super().commit()
             except Exception as exc:  # the next owner reprocesses; offset dedup makes that exact
                 log.warning("write and commit before revoke failed: %r", exc)
@@ -252,7 +255,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if not behind or transport.sink.must_write():
             await self._write_state()
         commit_every = self._commit_every
-        if commit_every is not None and self._n_acked >= commit_every:
+        if not behind and commit_every is not None and self._n_acked >= commit_every:
+            # Faust's commit every N acked records, kept when caught up. While behind the commit timer
+            # commits alone: inline, a commit waits until the producer delivered all it was given (every
+            # state just written) and stalled the batch loop after each write at the bound.
             self._n_acked = 0
             await super().commit()
 
