@@ -113,7 +113,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if not self.unwritten:
             return
         transport = cast(BatchTransport, self.transport)
-        await transport.sink.write_state()
+        try:
+            await transport.sink.write_state()
+        except Exception as exc:
+            # As for a failed delivery: nothing unwritten is acked; crash rather than go on (or, raised
+            # into the drain loop, stop the fetcher and leave a worker that reads nothing).
+            log.exception("writing account states failed; crashing the worker to reprocess")
+            self.unwritten.clear()
+            await self.app.crash(exc)
+            raise
         generation = self.app.consumer_generation_id
         active = self._active_partitions
         for gen, tp, offsets in self.unwritten:
@@ -253,7 +261,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # Caught up: write now, so that state is durable within a batch (and the flush never delays a
         # prompt at low load). Behind: keep writing behind until the commit timer or the bound.
         if not behind or transport.sink.must_write():
-            await self._write_state()
+            try:
+                await self._write_state()
+            except Exception:  # logged, and the worker is crashing
+                return
         commit_every = self._commit_every
         if not behind and commit_every is not None and self._n_acked >= commit_every:
             # Faust's commit every N acked records, kept when caught up. While behind the commit timer
