@@ -4,13 +4,16 @@ Faust keeps doing what it is good at: group membership, partition assignment, th
 changelog recovery of the table. What it is slow at is per-message delivery: its drain loop wraps every
 record in a ConsumerMessage, schedules a callback and waits on it with `wait_first` (measured: a plain
 agent moves ~9k events/s on this machine class). Here each fetch's records of the hot topics go to one
-handler at once, and their offsets are acked the way `Consumer.ack()` does, so Faust's commit (which
-flushes the producer first) moves the committed offsets. Records of any other topic (the table's
-changelog during recovery) keep Faust's own per-message path.
+sink at once; the states they changed are written when this consumer decides (after the batch when
+caught up, at each commit or at the sink's bound while behind), and only then are their offsets acked
+the way `Consumer.ack()` does, so Faust's commit (which flushes the producer first) moves the committed
+offsets. Records of any other topic (the table's changelog during recovery) keep Faust's own
+per-message path.
 
 This depends on private members of faust-streaming's Consumer (`_drain_messages`, `_wait_next_records`,
 `_read_offset`, `_committed_offset`, `_acked`, `_acked_index`, `_n_acked`, `_add_gap`,
-`_buffered_partitions`); pyproject.toml pins faust-streaming==0.15.3 and
+`_buffered_partitions`, `maybe_wait_for_commit_to_finish`) and replaces aiokafka's
+`PartitionRecords._consumer_record`; pyproject.toml pins faust-streaming==0.15.3, aiokafka 0.14.x, and
 tests/integration exercise restart, rebalance and exactness against a real broker. See README, Design.
 """
 
