@@ -164,6 +164,8 @@ def create_app(s: Settings) -> faust.App:
         partitions=s.topic_partitions,
     )
     states = TableState(table, s.state_cache_accounts)
+    # Read at scrape time: right after every batch, write and rebalance (drop_cache), with no copy to keep.
+    metrics.unwritten_accounts.set_function(lambda: len(states.dirty))
     proc = Processor(rules, metrics, get_state=states.get)
     proc.engine.max_future_ms = s.max_future_skew_s * 1000
     app.upsell_processor = proc  # type: ignore[attr-defined]
@@ -214,7 +216,6 @@ def create_app(s: Settings) -> faust.App:
             t0 = time.perf_counter()
             out, newest_ts = apply(batch)
             states.trim()
-            metrics.unwritten_accounts.set(len(states.dirty))  # before any await: /metrics stays consistent
             # Outputs first, and delivered, before the state that says they were emitted: a crash in
             # between then re-emits them on reprocessing (same ids, same content) instead of losing
             # them. The other order lost prompts under SIGKILL (tests/reliability, found in a CI run).
@@ -234,7 +235,6 @@ def create_app(s: Settings) -> faust.App:
             topic = table.changelog_topic.get_topic_name()
             for partition, recs in changelog.items():
                 await _send_batches(producer, topic, partition, recs, states)
-            metrics.unwritten_accounts.set(0)
 
         def must_write(self) -> bool:
             return states.must_flush()
