@@ -105,6 +105,10 @@ def start_service(
     return w.start()
 
 
+_CONSUMED = ("upsell_events_consumed_total", "upsell_invalid_events_total", "upsell_redelivered_events_total")
+_UNWRITTEN = "upsell_state_unwritten_accounts"
+
+
 def wait_consumed(ws: list[Worker], n: int, timeout: float) -> tuple[float, float]:
     """Polls the workers' counters until together they consumed n records and wrote every state they
     changed (store and changelog): (first seen, done) times.
@@ -117,22 +121,19 @@ def wait_consumed(ws: list[Worker], n: int, timeout: float) -> tuple[float, floa
             assert w.proc is not None
             if w.proc.poll() is not None:
                 raise RuntimeError(f"service exited:\n{w.log.read_text()[-3000:]}")
-        c = sum(consumed(w) for w in ws)
+        scraped = [w.metrics(*_CONSUMED, _UNWRITTEN) for w in ws]  # one scrape per worker and poll
+        c = sum(m[k] for m in scraped for k in _CONSUMED)
         now = time.monotonic()
         if c > 0 and first is None:
             first = now
-        if c >= n and sum(w.metric("upsell_state_unwritten_accounts") for w in ws) == 0:
+        if c >= n and sum(m[_UNWRITTEN] for m in scraped) == 0:
             return first or now, now
         time.sleep(0.1)
     raise TimeoutError(f"service consumed {sum(consumed(w) for w in ws):.0f} of {n} in {timeout}s")
 
 
 def consumed(w: Worker) -> float:
-    return (
-        w.metric("upsell_events_consumed_total")
-        + w.metric("upsell_invalid_events_total")
-        + w.metric("upsell_redelivered_events_total")
-    )
+    return sum(w.metrics(*_CONSUMED).values())
 
 
 def rss_kib(pid: int) -> int:

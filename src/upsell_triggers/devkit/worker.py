@@ -122,8 +122,14 @@ class Worker:
 
     def metric(self, name: str) -> float:
         """Sum of a metric's samples on /metrics (0 if absent or the worker is down)."""
+        return self.metrics(name)[name]
+
+    def metrics(self, *names: str) -> dict[str, float]:
+        """metric() of several names from one scrape."""
         code, body = self.get("/metrics")
         if code != 200:
-            return 0.0
-        pat = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", re.M)
-        return sum(float(v) for v in pat.findall(body))
+            return dict.fromkeys(names, 0.0)
+        return {
+            name: sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", body, re.M))
+            for name in names
+        }
