@@ -68,9 +68,8 @@ def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
     assert st.plan == "team" and st.gauges == {"seats": [7, 3.0]} and st.offsets == [12, 3]
     assert st.rolling == {"paywall_hits\x1fsso": {3_600_000: 2}}
     assert st.rules["seats-80"] == RuleState(False, 7, None, True)
-    assert all(
-        seen(st.dedup, event_hash(i)) for i in ids
-    )  # an event seen before the upgrade stays a duplicate
+    # An event seen before the upgrade stays a duplicate.
+    assert all(seen(st.dedup, event_hash(i)) for i in ids)
     assert AccountState.from_bytes(st.to_bytes()) == st
 
 

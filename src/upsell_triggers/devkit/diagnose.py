@@ -26,6 +26,11 @@ from upsell_triggers.engine.state import AccountState, event_hash
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def _ring(st: AccountState) -> list[bytes]:
+    """The account's dedup ring as its 8-byte event-id hashes, oldest first (see state.seen)."""
+    return [bytes(st.dedup[i : i + 8]) for i in range(0, len(st.dedup), 8)]
+
+
 async def diagnose(bs: str, app: str, account: str | None = None) -> None:
     events = await read_all(bs, f"{app}-events")
     changelog = await read_all(bs, f"{app}-account-state-changelog")
@@ -39,11 +44,11 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
         by_account[r.key.decode()].append(r)
     ordered = sorted(events, key=lambda r: (r.partition, r.offset))
     expected = replay_expected([r.value for r in ordered], ROOT / "rules")
+    final = {acct: AccountState.from_bytes(recs[-1].value) for acct, recs in history.items()}
     bad: list[str] = []
     fields: collections.Counter[tuple[str, ...]] = collections.Counter()
     for acct, want in expected.states.items():
-        recs = history.get(acct)
-        got = AccountState.from_bytes(recs[-1].value) if recs else None
+        got = final.get(acct)
         if got is None or view(got) != view(want):
             bad.append(acct)
             if got is not None:
@@ -55,10 +60,9 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
     # fewer events than the ring holds): their offsets show which fetch was skipped.
     missing: dict[int, list[int]] = collections.defaultdict(list)
     for acct, recs in by_account.items():
-        if acct not in history:
+        if acct not in final:
             continue
-        st = AccountState.from_bytes(history[acct][-1].value)
-        ring = {bytes(st.dedup[i : i + 8]) for i in range(0, len(st.dedup), 8)}
+        ring = set(_ring(final[acct]))
         for r in recs:
             if event_hash(orjson.loads(r.value)["event_id"]) not in ring:
                 missing[r.partition].append(r.offset)
@@ -67,17 +71,16 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
     chosen = account or (bad[0] if bad else None)
     if chosen is None:
         return
-    acct = chosen
-    print(f"\n{acct} (partition {partition_of.get(acct)}): events")
-    for r in by_account[acct]:
+    print(f"\n{chosen} (partition {partition_of.get(chosen)}): events")
+    for r in by_account[chosen]:
         d = orjson.loads(r.value)
         when = datetime.fromtimestamp(r.timestamp / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
         h = event_hash(d["event_id"]).hex()
         print(f"  offset {r.offset:>7} at {when} {h} {d['type']} {d.get('metric', '')}")
-    print(f"{acct}: changelog writes (changelog offset, source offsets, period counters, dedup hashes)")
-    for r in history.get(acct, []):
+    print(f"{chosen}: changelog writes (changelog offset, source offsets, period counters, dedup hashes)")
+    for r in history.get(chosen, []):
         st = AccountState.from_bytes(r.value)
-        hashes = [bytes(st.dedup[i : i + 8]).hex()[:8] for i in range(0, len(st.dedup), 8)]
+        hashes = [h.hex()[:8] for h in _ring(st)]
         periods = ", ".join(f"{k}: {v[2]}" for k, v in st.periods.items())
         print(f"  {r.offset:>7} {st.offsets} {{{periods}}} {hashes}")
 
