@@ -11,8 +11,9 @@ offsets. Records of any other topic (the table's changelog during recovery) keep
 per-message path.
 
 This depends on private members of faust-streaming's Consumer (`_drain_messages`, `_wait_next_records`,
-`_read_offset`, `_committed_offset`, `_acked`, `_acked_index`, `_n_acked`, `_add_gap`,
-`_buffered_partitions`, `maybe_wait_for_commit_to_finish`) and replaces aiokafka's
+`_read_offset`, `_committed_offset`, `_n_acked`, `_add_gap`, `_buffered_partitions`,
+`maybe_wait_for_commit_to_finish`; it overrides `_new_offset` and `_filter_tps_with_pending_acks`
+to keep the hot partitions' acked offsets as ranges) and replaces aiokafka's
 `PartitionRecords._consumer_record`; pyproject.toml pins faust-streaming==0.15.3, aiokafka 0.14.x, and
 tests/integration exercise restart, rebalance and exactness against a real broker. See README, Design.
 """
@@ -27,6 +28,8 @@ from typing import Any, Protocol, cast
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service
+
+from upsell_triggers.runtime.offset_ranges import add_range, committable
 
 log = logging.getLogger("upsell_triggers.consumer")
 
@@ -53,14 +56,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     _in_flight: asyncio.Lock | None = None
     # Offsets of batches applied whose states are not written yet: acked (committable) only once they
-    # are. (generation, tp, offsets) in the order applied.
-    _unwritten: list[tuple[int, TP, list[int]]] | None = None
+    # are. (generation, tp, first, last) in the order applied.
+    _unwritten: list[tuple[int, TP, int, int]] | None = None
+    # Acked offsets of the hot partitions, as ranges (offset_ranges); Faust's per-offset _acked list
+    # and set keep serving the other topics.
+    _acked_ranges: dict[TP, list[list[int]]] | None = None
 
     @property
-    def unwritten(self) -> list[tuple[int, TP, list[int]]]:
+    def unwritten(self) -> list[tuple[int, TP, int, int]]:
         if self._unwritten is None:
             self._unwritten = []
         return self._unwritten
+
+    @property
+    def acked_ranges(self) -> dict[TP, list[list[int]]]:
+        if self._acked_ranges is None:
+            self._acked_ranges = {}
+        return self._acked_ranges
 
     @property
     def in_flight(self) -> asyncio.Lock:
@@ -101,7 +113,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
             except Exception as exc:  # the next owner reprocesses; offset dedup makes that exact
                 log.warning("write and commit before revoke failed: %r", exc)
             self.unwritten.clear()  # not written: reprocessed by the partition's next owner
+        for tp in revoked:  # as Faust drops its acked offsets of revoked partitions
+            self.acked_ranges.pop(tp, None)
         await super().on_partitions_revoked(revoked)
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Any:
+        tps = list(super()._filter_tps_with_pending_acks(topics))
+        tps += [
+            tp
+            for tp, ranges in self.acked_ranges.items()
+            if ranges and (topics is None or tp in topics or tp.topic in topics) and tp not in tps
+        ]
+        return iter(tps)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        ranges = self.acked_ranges.get(tp)
+        if ranges is None:
+            result: int | None = super()._new_offset(tp)
+            return result
+        return committable(ranges, self._committed_offset[tp])
 
     async def commit(self, *args: Any, **kwargs: Any) -> bool:
         """Faust's commit (on its timer, at stop, on rebalance) commits acked offsets only: write the
@@ -127,11 +157,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
             raise
         generation = self.app.consumer_generation_id
         active = self._active_partitions
-        for gen, tp, offsets in self.unwritten:
+        for gen, tp, first, last in self.unwritten:
             # Revoked meanwhile, or from before a rebalance: Faust dropped its bookkeeping, and the
             # partition's owner resumes from the committed offset (offset dedup in the state).
             if gen == generation and (active is None or tp in active):
-                self._ack_offsets(tp, offsets)
+                self._ack_range(tp, first, last)
         self.unwritten.clear()
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -224,15 +254,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _handle_hot(
         self, transport: BatchTransport, hot: dict[TP, Sequence[Any]], generation: int
     ) -> None:
-        for tp, recs in hot.items():
+        for tp in hot:
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            # Offsets skipped by the broker (transaction markers, compaction) are gaps, or the commit
-            # would stall at them.
-            prev = self._read_offset[tp]
-            for r in recs:
-                if prev is not None and r.offset - prev > 1:
-                    await self._add_gap(tp, prev + 1, r.offset - 1)
-                prev = r.offset
         try:
             await transport.sink.deliver(hot)
         except Exception as exc:
@@ -259,7 +282,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp, recs in hot.items():
             if active is not None and tp not in active:
                 continue  # revoked while in flight: Faust already dropped its offset bookkeeping
-            unwritten.append((generation, tp, [r.offset for r in recs]))
+            # One range from the first record to the last: offsets the broker skipped before and
+            # between them (transaction markers, compacted records) are done too, or the commit would
+            # stall at them (Faust records them as gaps one by one).
+            first, prev = recs[0].offset, self._read_offset[tp]
+            if prev is not None and first - prev > 1:
+                first = prev + 1
+            unwritten.append((generation, tp, first, recs[-1].offset))
             self._read_offset[tp] = recs[-1].offset
         # Caught up: write now, so that state is durable within a batch (and the flush never delays a
         # prompt at low load). Behind: keep writing behind until the commit timer or the bound.
@@ -276,16 +305,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._n_acked = 0
             await super().commit()
 
-    def _ack_offsets(self, tp: TP, offsets: list[int]) -> None:
-        """Consumer.ack() for a batch of offsets of one partition (no Message objects)."""
+    def _ack_range(self, tp: TP, first: int, last: int) -> None:
+        """Consumer.ack() for offsets first..last of one partition (no Message objects)."""
         committed = self._committed_offset[tp]
         if committed is not None:
-            offsets = [o for o in offsets if o >= committed]
-        index = self._acked_index[tp]
-        new = [o for o in offsets if o not in index]
-        index.update(new)
-        self._acked[tp].extend(new)
-        self._n_acked += len(new)
+            first = max(first, committed)
+        if first > last:
+            return
+        add_range(self.acked_ranges.setdefault(tp, []), first, last)
+        self._n_acked += last - first + 1
 
     async def _deliver(self, items: list[tuple[TP, Any]], generation: int) -> None:
         """Faust's per-message path (changelog recovery and any non-hot topic)."""
