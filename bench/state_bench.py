@@ -4,8 +4,9 @@
 
 For each account count: produce 2 events per account (plan_changed + a seats reading), let one worker
 apply them all (committed offsets at the end), and read its resident memory against the same worker
-idle on an empty topic (per-account = difference / accounts). Then stop it cleanly and start a new one
-on the same data directory: recovery time = start until /readyz answers 200 (state
+idle on an empty topic (per-account = difference / accounts), at rest after the load (the worker
+gives freed memory back to the OS within 10 s of catching up) and at its peak (VmHWM). Then stop it
+cleanly and start a new one on the same data directory: recovery time = start until /readyz answers 200 (state
 restored from the changelog, or from RocksDB files plus the changelog tail). Then the same after a
 SIGKILL, which adds the wait for the dead member's session timeout (UPSELL_SESSION_TIMEOUT_S).
 Writes bench/results/state.json.
@@ -27,6 +28,7 @@ from kafkabench import (
     bootstrap,
     create_topics,
     delete_created_topics_at_exit,
+    hwm_kib,
     median,
     produce_fast,
     rss_kib,
@@ -47,6 +49,14 @@ def events(accounts: int) -> Iterator[tuple[bytes, bytes]]:
         yield event(a, f"s{i}", ts + 1, type="usage", metric="seats", value=5 + i % 20)
 
 
+def rss_at_rest(pid: int) -> int:
+    """RSS once the worker is at rest after the load: it gives freed memory back to the OS at most
+    once per UPSELL_MEMORY_RELEASE_INTERVAL_S (10 s) when caught up, so the last release comes at the
+    latest ~10 s after the load ended."""
+    time.sleep(12)
+    return rss_kib(pid)
+
+
 def one(bs: str, tmp: Path, accounts: int, store: str, rid: str) -> dict[str, float]:
     topics = {k: f"st-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
     asyncio.run(create_topics(bs, topics.values(), 4))
@@ -64,8 +74,8 @@ def one(bs: str, tmp: Path, accounts: int, store: str, rid: str) -> dict[str, fl
         idle = rss_kib(w.proc.pid)
         asyncio.run(produce_fast(bs, topics["events"], events(accounts), 4))
         asyncio.run(wait_committed(bs, app_id, topics["events"], timeout=1800))
-        time.sleep(2)
-        loaded = rss_kib(w.proc.pid)
+        loaded = rss_at_rest(w.proc.pid)
+        peak = hwm_kib(w.proc.pid)
         w.stop()  # clean stop: leaves the group
         t = time.monotonic()
         w2 = start_service(bs, tmp, topics, app_id, env)
@@ -90,6 +100,8 @@ def one(bs: str, tmp: Path, accounts: int, store: str, rid: str) -> dict[str, fl
         "rss_idle_mib": idle / 1024,
         "rss_loaded_mib": loaded / 1024,
         "bytes_per_account": (loaded - idle) * 1024 / accounts,
+        "rss_peak_mib": peak / 1024,
+        "peak_bytes_per_account": (peak - idle) * 1024 / accounts,
         "rss_after_recovery_mib": recovered / 1024,
         "bytes_per_account_after_recovery": (recovered - idle) * 1024 / accounts,
         "recovery_s": recovery,
@@ -114,7 +126,7 @@ def main() -> int:
                     runs.setdefault(f"{store}/{n}", []).append(r)
                     print(
                         f"run {i + 1}: {store:8s} {n:>9,} accounts: {r['bytes_per_account']:,.0f} B/acct"
-                        " "
+                        f" (peak {r['peak_bytes_per_account']:,.0f}) "
                         f"(RSS {r['rss_idle_mib']:.0f} -> {r['rss_loaded_mib']:.0f} MiB), recovery "
                         f"{r['recovery_s']:.1f} s, after SIGKILL {r['recovery_after_sigkill_s']:.1f} s "
                         f"(then {r['bytes_per_account_after_recovery']:,.0f} B/acct)",

@@ -51,9 +51,15 @@ class Settings(BaseSettings):
         "(store + changelog) at each commit instead of after each batch",
     )
     fetch_partition_bytes: int = Field(
-        default=4 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         ge=1024,
         description="most bytes fetched per partition per request: the size of a batch while behind",
+    )
+    memory_release_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="when caught up after handling records, give freed memory back to the OS (glibc "
+        "malloc_trim, in a thread), at most once per this many seconds; 0 = never",
     )
     session_timeout_s: float = Field(
         default=15.0,
