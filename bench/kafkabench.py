@@ -113,13 +113,13 @@ def wait_consumed(ws: list[Worker], n: int, timeout: float) -> tuple[float, floa
     """Polls the workers' counters until together they consumed n records and wrote every state they
     changed (store and changelog): (first seen, done, records consumed when first seen).
 
-    A worker answers /metrics between batches (its HTTP server shares the event loop with the batch
-    loop), so the first count is seen only after the first batch (a fetch of up to
-    UPSELL_FETCH_PARTITION_BYTES per partition): time the records counted after it,
-    `(n - consumed at first) / (done - first)`. Dividing all n by that time, as the benchmarks did
-    until session 6, left the first batch's work out of the time and overstated the rate by the
-    first batch's share of the run (4 x 4 MiB of the ~220 MB throughput topic: ~7%); the raw and Faust
-    baselines time their first batch.
+    Until session 6 a worker answered /metrics between batches (its HTTP server shared the event loop
+    with the batch loop), so the first count was seen only after the first batch (a fetch of up to
+    UPSELL_FETCH_PARTITION_BYTES per partition); HTTP now has its own thread, but the rule stays:
+    time the records counted after the first count, `(n - consumed at first) / (done - first)`.
+    Dividing all n by that time, as the benchmarks did until session 6, left the first batch's work
+    out of the time and overstated the rate by the first batch's share of the run (4 x 4 MiB of the
+    ~220 MB throughput topic: ~7%); the raw and Faust baselines time their first batch.
 
     Only exact without rebalances (a redelivered record counts again): the 1-worker runs."""
     first = None

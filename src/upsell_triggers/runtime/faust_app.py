@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -29,7 +29,7 @@ from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor
 from upsell_triggers.runtime.batch_consumer import install
-from upsell_triggers.runtime.http import make_app, serve
+from upsell_triggers.runtime.http import make_app, serve_in_thread
 from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.runtime.table_state import TableState
@@ -263,9 +263,11 @@ def create_app(s: Settings) -> faust.App:
             with contextlib.suppress(KeyError):
                 metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
-    # Served from process start (run_worker), not as a Faust task: tasks start only after recovery, and
-    # /readyz must be reachable (and 503) while the table recovers.
+    # Served from process start (run_worker), in its own thread (http.serve_in_thread), not as a Faust
+    # task: tasks start only after recovery, and /readyz must be reachable (and 503) while the table
+    # recovers.
     app.upsell_http = make_app(metrics.registry, ready)  # type: ignore[attr-defined]
+    app.upsell_ready = ready  # type: ignore[attr-defined]
 
     if s.watch_rules:
 
@@ -299,6 +301,10 @@ def create_app(s: Settings) -> faust.App:
 
     app.upsell_reload = lambda: try_reload(s.rules_dir, proc.rules, proc.swap_rules, metrics)  # type: ignore[attr-defined]
     return app
+
+
+async def _call_async(f: Callable[[], object]) -> None:
+    f()
 
 
 async def broker_answers(client: Any, per_broker_s: float = 1.0) -> bool:
@@ -364,7 +370,12 @@ def run_worker(s: Settings) -> int:
     )
     setup_logging(s.log_level, s.log_format)  # until the worker applies logging_config at start
     worker.loop.add_signal_handler(signal.SIGHUP, app.upsell_reload)  # type: ignore[attr-defined]
-    worker.loop.run_until_complete(serve(app.upsell_http, s.http_host, s.http_port))  # type: ignore[attr-defined]
+    # ready() reads Faust services that Faust builds on first access, binding them to the event loop
+    # of the thread it runs in: build them on the worker's loop before the HTTP thread can (a /readyz
+    # there first made the table manager's loop the HTTP thread's: "Future attached to a different
+    # loop", a crashed worker, in about half of the starts).
+    worker.loop.run_until_complete(_call_async(app.upsell_ready))  # type: ignore[attr-defined]
+    serve_in_thread(app.upsell_http, s.http_host, s.http_port)  # type: ignore[attr-defined]
     log.info("http up", extra={"fields": {"port": s.http_port}})
     worker.execute_from_commandline()
     return 0

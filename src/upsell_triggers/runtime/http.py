@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,3 +35,32 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def serve_in_thread(app: web.Application, host: str, port: int) -> threading.Thread:
+    """Serves `app` from its own thread and event loop; returns once it listens (or raises why not).
+
+    The Kafka worker applies each fetch synchronously on its event loop: served there, probes and
+    scrapes waited for the batch in flight (over a second while behind), and a benchmark reading
+    /metrics saw counts only between batches. Here a request needs only the GIL, which the batch
+    loop hands over every few milliseconds (sys.getswitchinterval()). The handlers read the metrics
+    registry (scrapes copy what they read) and a readiness function, nothing the batch loop changes
+    in steps."""
+    started: Future[None] = Future()
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve(app, host, port))
+        except BaseException as exc:  # e.g. the port is taken: the caller raises it
+            started.set_exception(exc)
+            loop.close()
+            return
+        started.set_result(None)
+        loop.run_forever()
+
+    t = threading.Thread(target=run, name="http", daemon=True)
+    t.start()
+    started.result()
+    return t
