@@ -247,7 +247,7 @@ def create_app(s: Settings) -> faust.App:
         return producer
 
     release = malloc_trim()
-    release_policy = ReleasePolicy(s.memory_release_interval_s if release is not None else 0)
+    release_policy = ReleasePolicy(s.memory_release_interval_s)  # asked only if release is not None
 
     def on_lag(tp: TP, lag: int) -> None:
         metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
