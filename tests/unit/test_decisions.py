@@ -248,3 +248,16 @@ def test_absurd_but_valid_readings_still_render_a_prompt():
     import orjson
 
     orjson.dumps(p)  # serializable (no integer beyond 64 bits)
+
+
+def test_state_keeps_only_what_the_account_used_and_catalog_names_once():
+    """Memory per account: unused containers stay None, and a metric's name in a state is the
+    catalog's string, not a copy decoded from each event."""
+    a, b = Account(account="a"), Account(account="b")
+    a.seats(0, 1)
+    b.seats(0, 2)
+    assert (a.state.periods, a.state.rolling, a.state.rules, a.state.sent) == (None, None, None, None)
+    (ka,), (kb,) = a.state.gauges or {}, b.state.gauges or {}
+    assert ka == "seats" and ka is kb
+    a.seats(HOUR, 5)  # fires: the rule state and the cap history are created
+    assert a.state.rules is not None and a.state.sent is not None and a.state.recent_prompts is not None

@@ -1,4 +1,4 @@
-"""Account state bytes: the msgspec v3 codec round-trips exactly, older versions are still read, and
+"""Account state bytes: the msgspec v4 codec round-trips exactly, older versions are still read, and
 the packed dedup ring matches whole hashes only."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ def full_state() -> AccountState:
     st = AccountState()
     st.plan, st.plan_ts, st.period_anchor = "team", 1_800_000_000_000, 1_799_000_000_000
     st.limits = {"seats": 40.0, "storage_bytes": None}
-    st.gauges = {"seats": [1_800_000_000_123, 33.0]}
+    st.gauges = {"seats": (1_800_000_000_123, 33.0)}
     st.periods = {"api_calls": [1_799_000_000_000, 1_801_000_000_000, 12.5]}
     st.rolling = {"paywall_hits\x1fsso": {1_800_000_000_000 - 3_600_000: 2, 1_800_000_000_000: 1}}
     st.rules = {
@@ -65,11 +65,42 @@ def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
         ]
     )
     st = AccountState.from_bytes(v2)
-    assert st.plan == "team" and st.gauges == {"seats": [7, 3.0]} and st.offsets == [12, 3]
+    assert st.plan == "team" and st.gauges == {"seats": (7, 3.0)} and st.offsets == [12, 3]
+    assert st.periods is None and st.recent_prompts is None  # empty in v2: unused in v4
     assert st.rolling == {"paywall_hits\x1fsso": {3_600_000: 2}}
     assert st.rules["seats-80"] == RuleState(False, 7, None, True)
     # An event seen before the upgrade stays a duplicate.
     assert all(seen(st.dedup, event_hash(i)) for i in ids)
+    assert AccountState.from_bytes(st.to_bytes()) == st
+
+
+def test_version_3_bytes_are_read_with_their_empty_containers_as_unused():
+    v3 = (
+        b'[3,"team",5,null,null,{"seats":[7,3.0]},{},{},{"seats-80":[false,7,null,true]},[],null,[],'
+        b'"",7,[12,-1]]'
+    )
+    st = AccountState.from_bytes(v3)
+    assert st.version == STATE_VERSION and st.gauges == {"seats": (7, 3.0)}
+    assert st.rules == {"seats-80": RuleState(False, 7, None, True)}
+    assert (st.periods, st.rolling, st.sent, st.recent_prompts) == (None, None, None, None)
+    assert AccountState.from_bytes(st.to_bytes()) == st
+
+
+def test_an_unknown_version_is_refused():
+    fresh = AccountState().to_bytes()
+    assert fresh.startswith(b"[4,")
+    for version in (b"5", b"0"):
+        try:
+            AccountState.from_bytes(b"[" + version + fresh[2:])
+        except ValueError as err:
+            assert "unsupported account state version" in str(err)
+        else:
+            raise AssertionError(f"version {version!r} was read")
+
+
+def test_a_new_account_keeps_no_empty_containers():
+    st = AccountState()
+    assert (st.gauges, st.periods, st.rolling, st.rules, st.sent, st.recent_prompts) == (None,) * 6
     assert AccountState.from_bytes(st.to_bytes()) == st
 
 

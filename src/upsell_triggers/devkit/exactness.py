@@ -49,7 +49,7 @@ def view(st: AccountState) -> tuple[Any, ...]:
         st.gauges,
         st.periods,
         st.rolling,
-        {k: r.to_list() for k, r in st.rules.items()},
+        {k: r.to_list() for k, r in (st.rules or {}).items()},
         st.sent,
         st.attribution,
         st.recent_prompts,

@@ -6,8 +6,10 @@ future) is passed in by the runtime. Every rule edge yields an explicit Decision
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from upsell_triggers.engine.events import Event, Feedback, InvalidEvent, PaywallHit, PlanChanged, Usage
@@ -101,12 +103,16 @@ class Outcome:
 # The outcomes without decisions are shared: Outcome is immutable.
 DUPLICATE, STALE, LATE, APPLIED = Outcome("duplicate"), Outcome("stale"), Outcome("late"), Outcome("applied")
 PERIOD_CACHE = 4096
+_EMPTY: Mapping[str, Any] = MappingProxyType({})  # what an account's unused container reads as
 
 
 def _rule_state(state: AccountState, key: str) -> RuleState:
-    rst = state.rules.get(key)
+    rules = state.rules
+    if rules is None:
+        rules = state.rules = {}
+    rst = rules.get(key)
     if rst is None:
-        rst = state.rules[key] = RuleState()
+        rst = rules[sys.intern(key)] = RuleState()  # a key built per event: kept once, not per account
     return rst
 
 
@@ -151,17 +157,24 @@ class Engine:
                 return DUPLICATE
             if ts > state.last_seen:
                 state.last_seen = ts
-            metric, kind = ev.metric, spec.kind
+            metric, kind = spec.name, spec.kind  # the catalog's string: one copy, not one per account
             if kind == GAUGE:
-                cur = state.gauges.get(metric)
-                if cur is not None and ts < cur[0]:
-                    return STALE
-                state.gauges[metric] = [ts, ev.value]  # type: ignore[list-item]
+                gauges = state.gauges
+                if gauges is None:
+                    gauges = state.gauges = {}
+                else:
+                    cur = gauges.get(metric)
+                    if cur is not None and ts < cur[0]:
+                        return STALE
+                gauges[metric] = (ts, ev.value)  # type: ignore[assignment]
             elif kind == PERIOD:
-                p = state.periods.get(metric)
+                periods = state.periods
+                if periods is None:
+                    periods = state.periods = {}
+                p = periods.get(metric)
                 if p is None or ts >= p[1]:
                     start, end = self._billing_period(ts, state.period_anchor)
-                    p = state.periods[metric] = [start, end, 0]
+                    p = periods[metric] = [start, end, 0]
                 elif ts < p[0]:
                     return LATE
                 p[2] += ev.delta  # type: ignore[operator]
@@ -257,17 +270,20 @@ class Engine:
     def _rolling(
         state: AccountState, series: str, ts: int, delta: float, bucket_ms: int, keep_ms: int
     ) -> bool:
-        buckets = state.rolling.get(series)
+        rolling = state.rolling
+        if rolling is None:
+            rolling = state.rolling = {}
+        buckets = rolling.get(series)
         if buckets is None:
-            if len(state.rolling) >= MAX_SERIES:
+            if len(rolling) >= MAX_SERIES:
                 # Evict the series idle longest, with the rule states that counted it.
-                victim = min(state.rolling, key=lambda k: max(state.rolling[k], default=0))
-                del state.rolling[victim]
-                if SEP in victim:
+                victim = min(rolling, key=lambda k: max(rolling[k], default=0))
+                del rolling[victim]
+                if SEP in victim and state.rules:
                     feat = SEP + victim.split(SEP, 1)[1]
                     for k in [k for k in state.rules if k.endswith(feat)]:
                         del state.rules[k]
-            buckets = state.rolling[series] = {}
+            buckets = rolling[sys.intern(series)] = {}  # a name built per event: kept once
         return rolling_add(buckets, ts, delta, bucket_ms, keep_ms)
 
     def _plan(self, state: AccountState, rs: RuleSet) -> Plan:
@@ -299,16 +315,18 @@ class Engine:
         state.limits = dict(ev.limits) if ev.limits else None
         if ev.period_start is not None and ev.period_start != state.period_anchor:
             state.period_anchor = ev.period_start
-            state.periods.clear()  # a new anchor starts a new billing period (and quota)
-        for rst in state.rules.values():  # a plan change re-arms every rule
+            state.periods = None  # a new anchor starts a new billing period (and quota)
+        for rst in (state.rules or _EMPTY).values():  # a plan change re-arms every rule
             rst.armed, rst.capped = True, False
-        features = tuple(k.split(SEP, 1)[1] for k in state.rolling if k.startswith(PAYWALL_METRIC + SEP))
+        features = tuple(
+            k.split(SEP, 1)[1] for k in state.rolling or _EMPTY if k.startswith(PAYWALL_METRIC + SEP)
+        )
         decisions += self._evaluate(ev, state, rs, rs.all_groups, features)
         return Outcome("applied", decisions)
 
     def _feedback(self, ev: Feedback, state: AccountState) -> Outcome:
         rule_id, rule_group = "unknown", "unknown"
-        for pid, rid, grp in state.recent_prompts:
+        for pid, rid, grp in state.recent_prompts or ():
             if pid == ev.prompt_id:
                 rule_id, rule_group = rid, grp
         action = FEEDBACK_ACTIONS[ev.type]
@@ -340,12 +358,12 @@ class Engine:
     def _current(state: AccountState, c: Cond, feature: str | None, ts: int) -> float:
         kind = c.kind
         if kind == GAUGE:
-            g = state.gauges.get(c.metric)
+            g = (state.gauges or _EMPTY).get(c.metric)
             return g[1] if g else 0
         if kind == PERIOD:
-            p = state.periods.get(c.metric)
+            p = (state.periods or _EMPTY).get(c.metric)
             return p[2] if p and ts < p[1] else 0  # a period that ended counts as a new, empty one
-        b = state.rolling.get(c.metric if feature is None else c.metric + SEP + feature)
+        b = (state.rolling or _EMPTY).get(c.metric if feature is None else c.metric + SEP + feature)
         return rolling_sum(b, c.window_ms) if b else 0
 
     @staticmethod
@@ -373,7 +391,7 @@ class Engine:
     ) -> list[Decision]:
         plan = rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]  # _plan(), inlined
         ts = ev.ts
-        rstates = state.rules
+        rstates = state.rules or _EMPTY
         overrides = state.limits
         triggered: list[_Trigger] | None = None
         levels: Sequence[tuple[str | None, float, float | None]]
@@ -390,13 +408,13 @@ class Engine:
                 kind = primary.kind
                 value: float
                 if kind == GAUGE:
-                    g = state.gauges.get(metric)
+                    g = (state.gauges or _EMPTY).get(metric)
                     value = g[1] if g else 0
                 elif kind == PERIOD:
-                    p = state.periods.get(metric)
+                    p = (state.periods or _EMPTY).get(metric)
                     value = p[2] if p and ts < p[1] else 0
                 else:
-                    b = state.rolling.get(metric)
+                    b = (state.rolling or _EMPTY).get(metric)
                     value = rolling_sum(b, primary.window_ms) if b else 0
                 level: float | None
                 if primary.ratio is None:
@@ -461,7 +479,7 @@ class Engine:
         """Start of the billing period a period-counter condition is in (re-arms rules on rollover)."""
         if c.kind != PERIOD:
             return None
-        p = state.periods.get(c.metric)
+        p = (state.periods or _EMPTY).get(c.metric)
         return int(p[0]) if p else None
 
     def _decide(
@@ -492,7 +510,7 @@ class Engine:
             if target is None:
                 suppress(t, "no_upgrade_path", f"no plan above '{plan.id}' raises this limit")
                 continue
-            rst = state.rules.get(t.key)
+            rst = (state.rules or _EMPTY).get(t.key)
             if rst is not None and rst.last_fired is not None and ts - rst.last_fired < rule.cooldown_ms:
                 suppress(t, "cooldown", f"fired at {rst.last_fired}, cooldown {rule.cooldown_ms // 1000}s")
                 continue
@@ -514,12 +532,12 @@ class Engine:
         if in_holdout(account, pol.holdout_salt, pol.holdout_fraction):
             for t, _ in kept:
                 suppress(t, "holdout", "account is in the holdout group")
-                state.rules[t.key].last_fired = ts
+                _rule_state(state, t.key).last_fired = ts
                 state.attribution = ["holdout:" + t.rule.id, t.rule.id, t.rule.group, HOLDOUT, ts]
             return out
         kept.sort(key=lambda x: (-x[0].rule.priority, -x[0].rule.threshold, x[0].rule.id))
         for t, target in kept:
-            recent = sum(1 for s in state.sent if ts - s < pol.cap_window_ms)
+            recent = sum(1 for s in state.sent or () if ts - s < pol.cap_window_ms)
             rule = t.rule
             if not rule.bypass_cap and recent >= pol.cap_max:
                 rst = _rule_state(state, t.key)
@@ -555,11 +573,15 @@ class Engine:
             )
             rst = _rule_state(state, t.key)
             rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
+            if state.sent is None:
+                state.sent = []
             state.sent.append(ts)
             if len(state.sent) > CAP_HISTORY:
                 del state.sent[0]
             pid = prompt["prompt_id"]
             state.attribution = [pid, rule.id, rule.group, TREATMENT, ts]
+            if state.recent_prompts is None:
+                state.recent_prompts = []
             state.recent_prompts.append([pid, rule.id, rule.group])
             if len(state.recent_prompts) > RECENT_PROMPTS:
                 del state.recent_prompts[0]

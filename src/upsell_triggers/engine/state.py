@@ -20,9 +20,11 @@ DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is ca
 RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
-# 3: msgspec-encoded, rule states as booleans, dedup ring packed (base64); 2: crc32|adler32 dedup
-# hashes as ints and source offsets; 1: blake2b hashes (dropped on load). 1 and 2 are still read.
-STATE_VERSION = 3
+# 4: containers an account has not used are null (3 wrote them empty, so 3 reads as 4); 3: msgspec-
+# encoded, rule states as booleans, dedup ring packed (base64); 2: crc32|adler32 dedup hashes as ints
+# and source offsets; 1: blake2b hashes (dropped on load). 1, 2 and 3 are still read.
+STATE_VERSION = 4
+_READ_AS_CURRENT = frozenset((3, STATE_VERSION))
 _Num = int | float  # kept apart on decode: event times stay ints, readings stay floats
 _pack_hash = struct.Struct("<II").pack  # an event-id hash: CRC-32, Adler-32
 
@@ -48,20 +50,24 @@ class AccountState(Struct, array_like=True, gc=False):
     and 1 us to decode a typical account, against 2.3 and 3.3 us for orjson plus building the list and
     the objects in Python; the bytes come out exact-size (orjson's 4 KiB buffers had to be copied).
     gc=False: a state never references itself, so the collector need not track it (its containers are
-    still tracked)."""
+    still tracked).
+
+    Containers are None until the account uses them (the engine creates them on first write): a
+    typical account uses one or two of the seven, and each empty dict or list cost 56-64 bytes, a
+    third of a decoded state's memory (bench/ANALYSIS.md, "memory per account")."""
 
     version: int = STATE_VERSION
     plan: str | None = None  # None: the policy's default plan
     plan_ts: int = 0
     period_anchor: int | None = None
     limits: dict[str, _Num | None] | None = None  # per-account overrides from plan_changed
-    gauges: dict[str, list[_Num]] = {}  # metric -> [ts, value]
-    periods: dict[str, list[_Num]] = {}  # metric -> [start, end, total]
-    rolling: dict[str, dict[int, _Num]] = {}  # series -> {bucket start: sum}
-    rules: dict[str, RuleState] = {}  # rule id [+ '\x1f' + feature] -> state
-    sent: list[int] = []  # times of recent prompts counted by the frequency cap
+    gauges: dict[str, tuple[_Num, _Num]] | None = None  # metric -> (ts, value)
+    periods: dict[str, list[_Num]] | None = None  # metric -> [start, end, total]
+    rolling: dict[str, dict[int, _Num]] | None = None  # series -> {bucket start: sum}
+    rules: dict[str, RuleState] | None = None  # rule id [+ '\x1f' + feature] -> state
+    sent: list[int] | None = None  # times of recent prompts counted by the frequency cap
     attribution: list[Any] | None = None  # [prompt_id, rule_id, rule_group, group, ts]
-    recent_prompts: list[list[str]] = []  # [prompt_id, rule_id, rule_group]
+    recent_prompts: list[list[str]] | None = None  # [prompt_id, rule_id, rule_group]
     # Ring of event-id hashes (8 bytes each, newest last), packed: as a list of 16 int objects
     # scattered on the heap, checking an event against it was the engine's costliest line (cache
     # misses over 100k accounts). Base64 in the JSON.
@@ -81,7 +87,9 @@ class AccountState(Struct, array_like=True, gc=False):
         except msgspec.ValidationError:
             return _from_legacy(data)  # an older version: decoded the old way below
         if st.version != STATE_VERSION:
-            raise ValueError(f"unsupported account state version: {st.version!r}")
+            if st.version not in _READ_AS_CURRENT:
+                raise ValueError(f"unsupported account state version: {st.version!r}")
+            _unused_to_none(st)
         return st
 
 
@@ -108,6 +116,15 @@ def seen(dedup: bytearray, h: bytes) -> bool:
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(AccountState).decode
+
+
+def _unused_to_none(st: AccountState) -> AccountState:
+    """An older state as version 4 has it: its empty containers as None."""
+    st.version = STATE_VERSION
+    for name in ("gauges", "periods", "rolling", "rules", "sent", "recent_prompts"):
+        if not getattr(st, name):
+            setattr(st, name, None)
+    return st
 
 
 def _from_legacy(data: bytes) -> AccountState:
@@ -141,7 +158,8 @@ def _from_legacy(data: bytes) -> AccountState:
         s.rolling = {k: {int(b): c for b, c in buckets.items()} for k, buckets in rolling.items()}
         s.dedup = bytearray(b"".join(_pack_hash(h >> 32, h & 0xFFFFFFFF) for h in dedup))
     s.rules = {k: RuleState.from_list(r) for k, r in rules.items()}
-    return s
+    s.gauges = {k: (g[0], g[1]) for k, g in s.gauges.items()} if s.gauges else None
+    return _unused_to_none(s)
 
 
 def rolling_add(buckets: dict[int, float], ts: int, delta: float, bucket_ms: int, keep_ms: int) -> bool:
