@@ -3,6 +3,7 @@ the packed dedup ring matches whole hashes only."""
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 
 from upsell_triggers.engine.state import STATE_VERSION, AccountState, RuleState, event_hash, seen
@@ -36,7 +37,7 @@ def test_roundtrip_is_exact_with_types_kept():
     assert all(type(b) is int for b in back.rolling["paywall_hits\x1fsso"])
     assert len(back.dedup) == 8 * 16  # bounded to the horizon
     assert seen(back.dedup, event_hash("e-19")) and not seen(back.dedup, event_hash("e-0"))  # e-0 fell out
-    assert orjson.loads(st.to_bytes())[0] == STATE_VERSION
+    assert msgspec.msgpack.decode(st.to_bytes())[0] == STATE_VERSION
 
 
 def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
@@ -86,16 +87,25 @@ def test_version_3_bytes_are_read_with_their_empty_containers_as_unused():
     assert AccountState.from_bytes(st.to_bytes()) == st
 
 
-def test_an_unknown_version_is_refused():
-    fresh = AccountState().to_bytes()
-    assert fresh.startswith(b"[4,")
-    for version in (b"5", b"0"):
-        try:
-            AccountState.from_bytes(b"[" + version + fresh[2:])
-        except ValueError as err:
-            assert "unsupported account state version" in str(err)
-        else:
-            raise AssertionError(f"version {version!r} was read")
+def test_an_unknown_version_is_refused_with_its_number():
+    fields = msgspec.msgpack.decode(full_state().to_bytes())
+    v3 = orjson.loads(msgspec.json.encode(full_state()))
+    v3[0] = 3
+    for version in (5, 0):
+        for data in (msgspec.msgpack.encode([version, *fields[1:]]), orjson.dumps([version, *v3[1:]])):
+            try:
+                AccountState.from_bytes(data)
+            except ValueError as err:
+                assert f"unsupported account state version: {version}" in str(err)
+            else:
+                raise AssertionError(f"version {version} was read from {data[:1]!r}")
+
+
+def test_a_full_version_3_state_reads_as_it_was_written():
+    st = full_state()
+    v3 = orjson.loads(msgspec.json.encode(st))
+    v3[0] = 3
+    assert AccountState.from_bytes(orjson.dumps(v3)) == st
 
 
 def test_a_new_account_keeps_no_empty_containers():
