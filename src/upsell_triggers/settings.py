@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         description="decoded account states kept in memory per worker (~1 KiB each), unwritten ones "
         "included: while a worker is behind, states are written at the latest when this many are unwritten",
     )
+    state_write_version: int = Field(
+        default=4,
+        ge=3,
+        le=4,
+        description="account state format written: 3 (JSON) while workers of a release before state "
+        "version 4 may still run (a rolling upgrade from one), then 4 (MessagePack); both are read",
+    )
     commit_interval_s: float = Field(
         default=2.8,
         gt=0,

@@ -3,10 +3,12 @@ the packed dedup ring matches whole hashes only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import orjson
 
-from upsell_triggers.engine.state import STATE_VERSION, AccountState, RuleState, event_hash, seen
+from upsell_triggers.engine.state import STATE_VERSION, AccountState, RuleState, event_hash, seen, to_bytes_v3
 
 
 def full_state() -> AccountState:
@@ -119,3 +121,34 @@ def test_a_match_straddling_two_hashes_is_not_a_duplicate():
     assert not seen(ring, b"ABCDEFGH")  # found at offset 4: across the boundary
     assert ring.endswith(b"ABCDEFGH") and len(ring) == 24
     assert seen(ring, b"ABCDEFGH")  # now it is a whole hash
+
+
+class _ReleasedV3(msgspec.Struct, array_like=True):
+    """The state schema of the last release before version 4 (9c07856), as its decoder read it:
+    containers are never null there."""
+
+    version: int
+    plan: str | None
+    plan_ts: int
+    period_anchor: int | None
+    limits: dict[str, int | float | None] | None
+    gauges: dict[str, list[int | float]]
+    periods: dict[str, list[int | float]]
+    rolling: dict[str, dict[int, int | float]]
+    rules: dict[str, RuleState]
+    sent: list[int]
+    attribution: list[Any] | None
+    recent_prompts: list[list[str]]
+    dedup: bytearray
+    last_seen: int
+    offsets: list[int]
+
+
+def test_version_3_written_for_a_rolling_upgrade_is_what_the_previous_release_reads():
+    for st in (full_state(), AccountState(plan="team", last_seen=5, offsets=[3, -1])):
+        data = to_bytes_v3(st)
+        old = msgspec.json.decode(data, type=_ReleasedV3)  # raises if a container were null
+        assert old.version == 3 and old.plan == st.plan and old.offsets == st.offsets
+        assert old.gauges == {k: list(v) for k, v in (st.gauges or {}).items()}
+        assert old.rules == (st.rules or {}) and old.recent_prompts == (st.recent_prompts or [])
+        assert AccountState.from_bytes(data) == st  # and this release reads it back as it was

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.state import AccountState, to_bytes_v3
 from upsell_triggers.runtime.table_state import TableState
 
 
@@ -49,3 +49,12 @@ def test_trim_evicts_clean_states_only_and_reads_them_back() -> None:
     assert states.flush() == {0: [(b"c", states.cache[b"c"].to_bytes())]}
     states.partition = 0
     assert states.get("a").plan == "team"  # evicted, decoded again from the store
+
+
+def test_states_are_written_in_the_format_asked_for() -> None:
+    t = table()
+    states = TableState(t, encode=to_bytes_v3)  # UPSELL_STATE_WRITE_VERSION=3
+    touch(states, "a", 0, "team")
+    ((key, value),) = states.flush()[0]
+    assert key == b"a" and value.startswith(b"[3,") and t.data.data[b"a"] == value
+    assert AccountState.from_bytes(value).plan == "team"

@@ -117,6 +117,25 @@ def seen(dedup: bytearray, h: bytes) -> bool:
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(AccountState).decode
 _decode_v3 = msgspec.json.Decoder(AccountState).decode
+_encode_v3 = msgspec.json.Encoder().encode
+
+
+def to_bytes_v3(st: AccountState) -> bytes:
+    """The state as version 3 (JSON, empty containers), which workers released before version 4 read:
+    written during a rolling upgrade from such a release (UPSELL_STATE_WRITE_VERSION=3), when an account
+    can move from a new worker to an old one. Slower and larger than to_bytes(); not for steady use."""
+    return _encode_v3(
+        msgspec.structs.replace(
+            st,
+            version=3,
+            gauges=st.gauges or {},
+            periods=st.periods or {},
+            rolling=st.rolling or {},
+            rules=st.rules or {},
+            sent=st.sent or [],
+            recent_prompts=st.recent_prompts or [],
+        )
+    )
 
 
 def _version(data: bytes) -> Any:

@@ -21,9 +21,15 @@ from upsell_triggers.engine.state import AccountState
 
 
 class TableState:
-    def __init__(self, table: Any, max_cached: int = 100_000) -> None:
+    def __init__(
+        self,
+        table: Any,
+        max_cached: int = 100_000,
+        encode: Callable[[AccountState], bytes] = AccountState.to_bytes,
+    ) -> None:
         self.table = table
         self.max_cached = max_cached
+        self.encode = encode  # state.to_bytes_v3 during a rolling upgrade from a release before version 4
         self.cache: dict[bytes, AccountState] = {}
         self.dirty: dict[bytes, int] = {}  # key -> partition
         self.partition = 0  # the partition of the records being handled: set by the batch loop
@@ -95,10 +101,10 @@ class TableState:
     def flush(self) -> dict[int, list[tuple[bytes, bytes]]]:
         """Writes dirty states to the store; returns the changelog records to send, by partition."""
         out: dict[int, list[tuple[bytes, bytes]]] = {}
-        cache = self.cache
+        cache, encode = self.cache, self.encode
         put = self._writer()
         for key, partition in self.dirty.items():
-            value = cache[key].to_bytes()
+            value = encode(cache[key])
             put(partition, key, value)
             out.setdefault(partition, []).append((key, value))
         self.dirty.clear()
