@@ -46,13 +46,13 @@ def view(st: AccountState) -> tuple[Any, ...]:
         st.plan_ts,
         st.period_anchor,
         st.limits,
-        st.gauges,
-        st.periods,
-        st.rolling,
+        st.gauges or None,  # an emptied container and an unused one (None) are the same state
+        st.periods or None,
+        st.rolling or None,
         {k: r.to_list() for k, r in (st.rules or {}).items()},
-        st.sent,
+        st.sent or None,
         st.attribution,
-        st.recent_prompts,
+        st.recent_prompts or None,
         st.dedup,
         st.last_seen,
     )
