@@ -12,7 +12,13 @@ from upsell_triggers.metrics import Metrics
 log = logging.getLogger("upsell_triggers.reload")
 
 
-def try_reload(rules_dir: str, current: RuleSet, swap: Callable[[RuleSet], None], metrics: Metrics) -> bool:
+def try_reload(
+    rules_dir: str,
+    current: RuleSet,
+    swap: Callable[[RuleSet], None],
+    metrics: Metrics,
+    count_unchanged: bool = True,
+) -> bool:
     try:
         new = load_ruleset(rules_dir)
     except RulesError as err:
@@ -29,7 +35,8 @@ def try_reload(rules_dir: str, current: RuleSet, swap: Callable[[RuleSet], None]
         )
         return False
     if new.version == current.version:
-        metrics.reloads.labels("unchanged").inc()
+        if count_unchanged:
+            metrics.reloads.labels("unchanged").inc()
         return False
     swap(new)
     metrics.reloads.labels("success").inc()
@@ -44,9 +51,22 @@ async def watch_rules(
     metrics: Metrics,
     debounce_ms: int = 500,
 ) -> None:
-    """Reloads on file changes (watchfiles) until cancelled."""
+    """Reloads on file changes (watchfiles) until cancelled.
+
+    The rules were loaded before the watcher starts, so an edit in between is not a change it sees
+    (an integration test that edited a file right after /readyz lost its edit in a CI run). The first
+    timeout yield (empty) says the watcher runs: the files are checked once then, quietly when they
+    are what was loaded."""
     from watchfiles import awatch
 
-    async for _changes in awatch(rules_dir, debounce=debounce_ms, recursive=False):
+    checked = False
+    async for changes in awatch(
+        rules_dir, debounce=debounce_ms, recursive=False, yield_on_timeout=True, rust_timeout=1000
+    ):
+        if not changes:
+            if not checked:
+                checked = True
+                try_reload(rules_dir, get_current(), swap, metrics, count_unchanged=False)
+            continue
         await asyncio.sleep(0)
         try_reload(rules_dir, get_current(), swap, metrics)
