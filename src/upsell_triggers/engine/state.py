@@ -120,22 +120,23 @@ _decode_v3 = msgspec.json.Decoder(AccountState).decode
 _encode_v3 = msgspec.json.Encoder().encode
 
 
+# The fields that are None in version 4 until used, and empty containers in version 3 and before.
+_CONTAINERS: dict[str, type[dict[Any, Any]] | type[list[Any]]] = {
+    "gauges": dict,
+    "periods": dict,
+    "rolling": dict,
+    "rules": dict,
+    "sent": list,
+    "recent_prompts": list,
+}
+
+
 def to_bytes_v3(st: AccountState) -> bytes:
     """The state as version 3 (JSON, empty containers), which workers released before version 4 read:
     written during a rolling upgrade from such a release (UPSELL_STATE_WRITE_VERSION=3), when an account
     can move from a new worker to an old one. Slower and larger than to_bytes(); not for steady use."""
-    return _encode_v3(
-        msgspec.structs.replace(
-            st,
-            version=3,
-            gauges=st.gauges or {},
-            periods=st.periods or {},
-            rolling=st.rolling or {},
-            rules=st.rules or {},
-            sent=st.sent or [],
-            recent_prompts=st.recent_prompts or [],
-        )
-    )
+    empties = {name: getattr(st, name) or empty() for name, empty in _CONTAINERS.items()}
+    return _encode_v3(msgspec.structs.replace(st, version=3, **empties))
 
 
 def _version(data: bytes) -> Any:
@@ -160,7 +161,7 @@ def _from_json(data: bytes) -> AccountState:
 def _unused_to_none(st: AccountState) -> AccountState:
     """An older state as version 4 has it: its empty containers as None."""
     st.version = STATE_VERSION
-    for name in ("gauges", "periods", "rolling", "rules", "sent", "recent_prompts"):
+    for name in _CONTAINERS:
         if not getattr(st, name):
             setattr(st, name, None)
     return st
