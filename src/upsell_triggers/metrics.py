@@ -97,6 +97,13 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.batch_records = Histogram(
+            "upsell_batch_records",
+            "Records handed to the handler per batch (Kafka runtime); batches at UPSELL_MAX_BATCH_RECORDS "
+            "mean the worker is working off a backlog",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000),
+            registry=r,
+        )
         self.lag = Gauge(
             "upsell_event_time_lag_seconds", "Processing clock minus the newest event time seen", registry=r
         )

@@ -60,7 +60,13 @@ class Settings(BaseSettings):
     fetch_partition_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,
-        description="most bytes fetched per partition per request: the size of a batch while behind",
+        description="most bytes fetched per partition per request (handled in batches of max_batch_records)",
+    )
+    max_batch_records: int = Field(
+        default=20_000,
+        ge=1,
+        description="most records handed to the handler at once (while behind, a fetch is split into "
+        "batches of this many): bounds the memory of a batch in flight",
     )
     memory_release_interval_s: float = Field(
         default=10.0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from pathlib import Path
 
@@ -101,6 +102,45 @@ async def test_rocksdb_store_survives_sigkill(worker_factory, kafka_bootstrap, t
     w = worker_factory(name=w.name, extra_env=env).start()  # same data dir: RocksDB files reused
     w.wait_ready(90)
     await produce(kafka_bootstrap, w.topics["events"], records[3_000:])
+    await check(kafka_bootstrap, w, [v for _, v in records])
+
+
+def _histogram(body: str, name: str) -> dict[str, float]:
+    """A histogram's samples from a /metrics body: {'le=...': cumulative count, 'count': n, 'sum': s}."""
+    out = {
+        f"le={le}": float(v) for le, v in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', body, re.M)
+    }
+    for part in ("count", "sum"):
+        found = re.search(rf"^{name}_{part} (\S+)$", body, re.M)
+        out[part] = float(found.group(1)) if found else 0.0
+    return out
+
+
+async def test_backlog_is_handled_in_batches_of_at_most_max_batch_records(worker_factory, kafka_bootstrap):
+    """A backlog that one fetch brings whole (8 MiB per partition holds all 20,000 records) reaches the
+    handler in batches of at most UPSELL_MAX_BATCH_RECORDS (it bounds the memory of a batch in flight),
+    and the state and prompts are still the replay's."""
+    records = list(sim_records(20_000, 2_000, seed=9))
+    env = {"UPSELL_MAX_BATCH_RECORDS": "1000"}
+    w = worker_factory(extra_env=env).start()
+    w.wait_ready(90)
+    w.stop()  # the topics exist now; the next worker starts on the whole backlog
+    await produce(kafka_bootstrap, w.topics["events"], records)
+    w = worker_factory(name=w.name, extra_env=env).start()
+    w.wait_ready(90)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if w.metric("upsell_events_consumed_total") >= len(records):
+            break
+        await asyncio.sleep(0.1)
+    code, body = w.get("/metrics")
+    assert code == 200
+    h = _histogram(body, "upsell_batch_records")
+    print(f"batches: {h}")
+    assert h["sum"] == len(records)  # every record went through a batch
+    assert h["le=1000.0"] == h["count"], "a batch above the cap"
+    assert h["count"] >= len(records) / 1000
+    assert h["le=500.0"] < h["count"], "no batch above 500 records: the worker was never behind"
     await check(kafka_bootstrap, w, [v for _, v in records])
 
 
