@@ -39,7 +39,8 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     assert len(exprs) >= 10
     for e in exprs:
-        assert "account" not in e  # no per-account series exist, none may be queried
+        # No per-account series exist, none may be queried: no account label in a matcher or grouping.
+        assert not re.search(r"[{,(]\s*account", e), e
     rules = {
         "groups": [
             {
