@@ -128,11 +128,7 @@ async def test_backlog_is_handled_in_batches_of_at_most_max_batch_records(worker
     await produce(kafka_bootstrap, w.topics["events"], records)
     w = worker_factory(name=w.name, extra_env=env).start()
     w.wait_ready(90)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if w.metric("upsell_events_consumed_total") >= len(records):
-            break
-        await asyncio.sleep(0.1)
+    await wait_committed(kafka_bootstrap, w.env["UPSELL_APP_ID"], w.topics["events"], timeout=120)
     code, body = w.get("/metrics")
     assert code == 200
     h = _histogram(body, "upsell_batch_records")
