@@ -133,7 +133,7 @@ class Processor:
         state = self._get(ev.account_id)
         if source is not None:
             src, offset = source
-            if offset <= state.offsets[src]:
+            if offset <= (state.feedback_offset if src else state.events_offset):
                 self.metrics.redelivered.inc()
                 return Result(REDELIVERED)
         out = self.engine.process(ev, state, now_ms)
@@ -141,7 +141,10 @@ class Processor:
             self.metrics.record_invalid(out.invalid.reason)
             return Result(out, out.invalid)
         if source is not None:
-            state.offsets[source[0]] = source[1]
+            if source[0]:
+                state.feedback_offset = source[1]
+            else:
+                state.events_offset = source[1]
         self.metrics.record(ev.type, out)
         return _APPLIED if out is APPLIED else Result(out, None, out.decisions)
 

@@ -45,11 +45,11 @@ class Settings(BaseSettings):
         "included: while a worker is behind, states are written at the latest when this many are unwritten",
     )
     state_write_version: int = Field(
-        default=4,
+        default=5,
         ge=3,
-        le=4,
-        description="account state format written: 3 (JSON) while workers of a release before state "
-        "version 4 may still run (a rolling upgrade from one), then 4 (MessagePack); both are read",
+        le=5,
+        description="account state format written: during a rolling upgrade from a release before state "
+        "version 5, the newest version its workers read (4; 3 before state version 4), then 5; all are read",
     )
     commit_interval_s: float = Field(
         default=2.8,

@@ -171,40 +171,49 @@ async def test_restart_keeps_state_and_dedups(worker_factory, kafka_bootstrap):
     assert rules == ["seats-80", "seats-100"], rules
 
 
-async def test_worker_upgraded_in_place_reads_version_3_json_states(worker_factory, kafka_bootstrap):
-    """A changelog written before states were MessagePack (version 3, JSON) is recovered and used:
-    the account keeps its plan and its dedup ring, and its next write is version 4."""
+@pytest.mark.parametrize("version", [3, 4])
+async def test_worker_upgraded_in_place_reads_older_states(worker_factory, kafka_bootstrap, version):
+    """A changelog written by an older release (version 3: JSON; 4: MessagePack with a gauges dict and
+    an offsets list) is recovered and used: the account keeps its plan and its dedup ring, and its next
+    write is the current version."""
     w = worker_factory().start()
     w.wait_ready()  # creates the topics, the changelog included
     w.stop()
     now = int(time.time() * 1000)
-    ring = base64.b64encode(event_hash("e-old")).decode()
-    seats = {"seats": [now - 9000, 10.0]}
-    v3 = orjson.dumps(
-        [3, "team", now - 9000, None, None, seats, {}, {}, {}, [], None, [], ring, now - 9000, [-1, -1]]
-    )
+    if version == 3:
+        ring = base64.b64encode(event_hash("e-old")).decode()
+        seats = {"seats": [now - 9000, 10.0]}
+        old = orjson.dumps(
+            [3, "team", now - 9000, None, None, seats, {}, {}, {}, [], None, [], ring, now - 9000, [-1, -1]]
+        )
+    else:
+        seats4 = {"seats": [now - 9000, 10.0]}
+        unused = [None] * 6  # periods, rolling, rules, sent, attribution, recent_prompts
+        old = msgspec.msgpack.encode(
+            [4, "team", now - 9000, None, None, seats4, *unused, event_hash("e-old"), now - 9000, [-1, -1]]
+        )
     changelog = f"{w.env['UPSELL_APP_ID']}-account-state-changelog"
-    await produce(kafka_bootstrap, changelog, [(b"acme", v3)])  # same partitioner as the events
+    await produce(kafka_bootstrap, changelog, [(b"acme", old)])  # same partitioner as the events
     w2 = worker_factory(name=w.name).start()
     w2.wait_ready(90)
     await produce(
         kafka_bootstrap,
         w.topics["events"],
         [
-            event("acme", "e-old", now - 2000, type="usage", metric="seats", value=25),  # seen in v3
+            event("acme", "e-old", now - 2000, type="usage", metric="seats", value=25),  # seen before
             event("acme", "e-new", now - 1000, type="usage", metric="seats", value=21),
         ],
     )
     recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=1.5)
     assert len(recs) == 1, [r.value for r in recs]
     p = orjson.loads(recs[0].value)
-    # The team plan (25 seats) came from the v3 state: a new account would be on free (5 seats).
+    # The team plan (25 seats) came from the old state: a new account would be on free (5 seats).
     assert (p["rule_id"], p["plan"], p["value"], p["limit"]) == ("seats-80", "team", 21, 25)
     await until(lambda: w2.metric("upsell_state_unwritten_accounts") == 0, 30)
     last = [r.value for r in await read_all(kafka_bootstrap, changelog) if r.key == b"acme"][-1]
     assert last[:1] != b"[" and msgspec.msgpack.decode(last)[0] == STATE_VERSION
     st = AccountState.from_bytes(last)
-    assert st.plan == "team" and st.gauges == {"seats": (now - 1000, 21.0)}
+    assert st.plan == "team" and st.gauges == ["seats", now - 1000, 21.0]
 
 
 async def test_bad_rules_edit_keeps_worker_on_old_rules_then_good_edit_applies(

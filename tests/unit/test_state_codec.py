@@ -1,21 +1,30 @@
-"""Account state bytes: the msgspec v4 codec round-trips exactly, older versions are still read, and
-the packed dedup ring matches whole hashes only."""
+"""Account state bytes: the msgspec v5 codec round-trips exactly, older versions are still read (and 3
+and 4 written for rolling upgrades), and the packed dedup ring matches whole hashes only."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgspec
 import orjson
 
-from upsell_triggers.engine.state import STATE_VERSION, AccountState, RuleState, event_hash, seen, to_bytes_v3
+from upsell_triggers.engine.state import (
+    STATE_VERSION,
+    AccountState,
+    RuleState,
+    event_hash,
+    seen,
+    to_bytes_v3,
+    to_bytes_v4,
+)
 
 
 def full_state() -> AccountState:
     st = AccountState()
     st.plan, st.plan_ts, st.period_anchor = "team", 1_800_000_000_000, 1_799_000_000_000
     st.limits = {"seats": 40.0, "storage_bytes": None}
-    st.gauges = {"seats": (1_800_000_000_123, 33.0)}
+    st.gauges = ["seats", 1_800_000_000_123, 33.0, "storage_bytes", 1_800_000_000_100, 1e9]
     st.periods = {"api_calls": [1_799_000_000_000, 1_801_000_000_000, 12.5]}
     st.rolling = {"paywall_hits\x1fsso": {1_800_000_000_000 - 3_600_000: 2, 1_800_000_000_000: 1}}
     st.rules = {
@@ -26,8 +35,8 @@ def full_state() -> AccountState:
     st.attribution = ["pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123]
     st.recent_prompts = [["pr_x", "seats-80", "seats"]]
     for i in range(20):
-        seen(st.dedup, event_hash(f"e-{i}"))
-    st.last_seen, st.offsets = 1_800_000_000_123, [41, -1]
+        seen(st, event_hash(f"e-{i}"))
+    st.last_seen, st.events_offset = 1_800_000_000_123, 41
     return st
 
 
@@ -35,10 +44,10 @@ def test_roundtrip_is_exact_with_types_kept():
     st = full_state()
     back = AccountState.from_bytes(st.to_bytes())
     assert back == st
-    assert type(back.gauges["seats"][0]) is int and type(back.gauges["seats"][1]) is float
+    assert [type(v) for v in back.gauges] == [str, int, float] * 2
     assert all(type(b) is int for b in back.rolling["paywall_hits\x1fsso"])
     assert len(back.dedup) == 8 * 16  # bounded to the horizon
-    assert seen(back.dedup, event_hash("e-19")) and not seen(back.dedup, event_hash("e-0"))  # e-0 fell out
+    assert seen(back, event_hash("e-19")) and not seen(back, event_hash("e-0"))  # e-0 fell out
     assert msgspec.msgpack.decode(st.to_bytes())[0] == STATE_VERSION
 
 
@@ -68,12 +77,13 @@ def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
         ]
     )
     st = AccountState.from_bytes(v2)
-    assert st.plan == "team" and st.gauges == {"seats": (7, 3.0)} and st.offsets == [12, 3]
-    assert st.periods is None and st.recent_prompts is None  # empty in v2: unused in v4
+    assert st.plan == "team" and st.gauges == ["seats", 7, 3.0]
+    assert (st.events_offset, st.feedback_offset) == (12, 3)
+    assert st.periods is None and st.recent_prompts is None  # empty in v2: unused since v4
     assert st.rolling == {"paywall_hits\x1fsso": {3_600_000: 2}}
     assert st.rules["seats-80"] == RuleState(False, 7, None, True)
     # An event seen before the upgrade stays a duplicate.
-    assert all(seen(st.dedup, event_hash(i)) for i in ids)
+    assert all(seen(st, event_hash(i)) for i in ids)
     assert AccountState.from_bytes(st.to_bytes()) == st
 
 
@@ -83,7 +93,7 @@ def test_version_3_bytes_are_read_with_their_empty_containers_as_unused():
         b'"",7,[12,-1]]'
     )
     st = AccountState.from_bytes(v3)
-    assert st.version == STATE_VERSION and st.gauges == {"seats": (7, 3.0)}
+    assert st.version == STATE_VERSION and st.gauges == ["seats", 7, 3.0] and st.events_offset == 12
     assert st.rules == {"seats-80": RuleState(False, 7, None, True)}
     assert (st.periods, st.rolling, st.sent, st.recent_prompts) == (None, None, None, None)
     assert AccountState.from_bytes(st.to_bytes()) == st
@@ -91,10 +101,14 @@ def test_version_3_bytes_are_read_with_their_empty_containers_as_unused():
 
 def test_an_unknown_version_is_refused_with_its_number():
     fields = msgspec.msgpack.decode(full_state().to_bytes())
-    v3 = orjson.loads(msgspec.json.encode(full_state()))
-    v3[0] = 3
-    for version in (5, 0):
-        for data in (msgspec.msgpack.encode([version, *fields[1:]]), orjson.dumps([version, *v3[1:]])):
+    v4 = msgspec.msgpack.decode(to_bytes_v4(full_state()))
+    v3 = orjson.loads(to_bytes_v3(full_state()))
+    for version in (6, 0):
+        for data in (
+            msgspec.msgpack.encode([version, *fields[1:]]),
+            msgspec.msgpack.encode([version, *v4[1:]]),
+            orjson.dumps([version, *v3[1:]]),
+        ):
             try:
                 AccountState.from_bytes(data)
             except ValueError as err:
@@ -105,8 +119,8 @@ def test_an_unknown_version_is_refused_with_its_number():
 
 def test_a_full_version_3_state_reads_as_it_was_written():
     st = full_state()
-    v3 = orjson.loads(msgspec.json.encode(st))
-    v3[0] = 3
+    v3 = orjson.loads(to_bytes_v3(st))
+    assert v3[0] == 3
     assert AccountState.from_bytes(orjson.dumps(v3)) == st
 
 
@@ -117,10 +131,10 @@ def test_a_new_account_keeps_no_empty_containers():
 
 
 def test_a_match_straddling_two_hashes_is_not_a_duplicate():
-    ring = bytearray(b"\x00" * 4 + b"ABCD" + b"EFGH" + b"\x00" * 4)  # hashes 0000ABCD and EFGH0000
-    assert not seen(ring, b"ABCDEFGH")  # found at offset 4: across the boundary
-    assert ring.endswith(b"ABCDEFGH") and len(ring) == 24
-    assert seen(ring, b"ABCDEFGH")  # now it is a whole hash
+    st = AccountState(dedup=b"\x00" * 4 + b"ABCD" + b"EFGH" + b"\x00" * 4)  # hashes 0000ABCD, EFGH0000
+    assert not seen(st, b"ABCDEFGH")  # found at offset 4: across the boundary
+    assert st.dedup.endswith(b"ABCDEFGH") and len(st.dedup) == 24
+    assert seen(st, b"ABCDEFGH")  # now it is a whole hash
 
 
 class _ReleasedV3(msgspec.Struct, array_like=True):
@@ -145,10 +159,71 @@ class _ReleasedV3(msgspec.Struct, array_like=True):
 
 
 def test_version_3_written_for_a_rolling_upgrade_is_what_the_previous_release_reads():
-    for st in (full_state(), AccountState(plan="team", last_seen=5, offsets=[3, -1])):
+    for st in (full_state(), AccountState(plan="team", last_seen=5, events_offset=3)):
         data = to_bytes_v3(st)
         old = msgspec.json.decode(data, type=_ReleasedV3)  # raises if a container were null
-        assert old.version == 3 and old.plan == st.plan and old.offsets == st.offsets
-        assert old.gauges == {k: list(v) for k, v in (st.gauges or {}).items()}
+        assert old.version == 3 and old.plan == st.plan
+        assert old.offsets == [st.events_offset, st.feedback_offset]
+        g = st.gauges or []
+        assert old.gauges == {g[i]: [g[i + 1], g[i + 2]] for i in range(0, len(g), 3)}
         assert old.rules == (st.rules or {}) and old.recent_prompts == (st.recent_prompts or [])
         assert AccountState.from_bytes(data) == st  # and this release reads it back as it was
+
+
+class _ReleasedV4(msgspec.Struct, array_like=True, gc=False):
+    """The state schema of the last release before version 5 (2d8515d), as its decoder read it."""
+
+    version: int = 4
+    plan: str | None = None
+    plan_ts: int = 0
+    period_anchor: int | None = None
+    limits: dict[str, int | float | None] | None = None
+    gauges: dict[str, tuple[int | float, int | float]] | None = None
+    periods: dict[str, list[int | float]] | None = None
+    rolling: dict[str, dict[int, int | float]] | None = None
+    rules: dict[str, RuleState] | None = None
+    sent: list[int] | None = None
+    attribution: list[Any] | None = None
+    recent_prompts: list[list[str]] | None = None
+    dedup: bytearray = bytearray()
+    last_seen: int = 0
+    offsets: list[int] = msgspec.field(default_factory=lambda: [-1, -1])
+
+
+def test_version_4_written_for_a_rolling_upgrade_is_what_the_previous_release_reads():
+    for st in (full_state(), AccountState(plan="team", last_seen=5, feedback_offset=3)):
+        old = msgspec.msgpack.decode(to_bytes_v4(st), type=_ReleasedV4)
+        assert old.version == 4 and (old.plan, old.plan_ts, old.last_seen) == (
+            st.plan,
+            st.plan_ts,
+            st.last_seen,
+        )
+        assert old.offsets == [st.events_offset, st.feedback_offset] and old.dedup == st.dedup
+        g = st.gauges or []
+        assert (old.gauges or {}) == {g[i]: (g[i + 1], g[i + 2]) for i in range(0, len(g), 3)}
+        assert (old.rules, old.sent, old.attribution, old.recent_prompts) == (
+            st.rules,
+            st.sent,
+            st.attribution,
+            st.recent_prompts,
+        )
+        assert AccountState.from_bytes(to_bytes_v4(st)) == st  # and this release reads it back as it was
+
+
+def test_version_4_bytes_of_the_previous_release_are_read_with_names_shared():
+    old = _ReleasedV4(
+        plan="team",
+        gauges={"seats": (7, 3.0), "storage_bytes": (6, 1e9)},
+        attribution=["pr_x", "seats-80", "seats", "treatment", 7],
+        recent_prompts=[["pr_x", "seats-80", "seats"]],
+        dedup=bytearray(event_hash("a")),
+        last_seen=7,
+        offsets=[12, 3],
+    )
+    st = AccountState.from_bytes(msgspec.msgpack.encode(old))
+    assert st.version == STATE_VERSION and st.gauges == ["seats", 7, 3.0, "storage_bytes", 6, 1e9]
+    assert (st.events_offset, st.feedback_offset, st.last_seen) == (12, 3, 7)
+    assert seen(st, event_hash("a"))  # an event applied before the upgrade stays a duplicate
+    # Decoded names are the one interned copy, as in states the engine creates.
+    names = [st.plan, st.gauges[0], st.attribution[1], st.recent_prompts[0][2]]  # type: ignore[index]
+    assert all(n is sys.intern(n) for n in names) and names[1] is names[3]

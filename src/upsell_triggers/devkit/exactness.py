@@ -40,7 +40,7 @@ VIEW_FIELDS = (
 
 
 def view(st: AccountState) -> tuple[Any, ...]:
-    """Everything the engine decides from; `offsets` is Kafka bookkeeping a replay does not have."""
+    """Everything the engine decides from; the source offsets are Kafka bookkeeping a replay does not have."""
     return (
         st.plan,
         st.plan_ts,
@@ -177,8 +177,9 @@ def compare(expected: Expected, states: dict[str, AccountState], prompt_values: 
             if not rep.first_diff:
                 names = AccountState.__struct_fields__
                 diffs = [f"{n}: {a!r} != {b!r}" for n, a, b in differing_fields(got, st)]
+                offsets = f"{got.events_offset}, {got.feedback_offset}"
                 rep.first_diff = (
-                    f"{acct}: " + "; ".join(diffs) + f" (offsets {got.offsets}; fields of {len(names)})"
+                    f"{acct}: " + "; ".join(diffs) + f" (offsets {offsets}; fields of {len(names)})"
                 )
     by_id: dict[str, set[bytes]] = defaultdict(set)
     for v in prompt_values:

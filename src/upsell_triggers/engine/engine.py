@@ -32,6 +32,7 @@ from upsell_triggers.engine.state import (
     AccountState,
     RuleState,
     event_hash,
+    gauge_index,
     rolling_add,
     rolling_sum,
     seen,
@@ -153,7 +154,7 @@ class Engine:
                 or (ev.value if spec.kind == GAUGE else ev.delta) is None
             ):
                 return Outcome("invalid", invalid=self._check_usage(ev, spec))
-            if seen(state.dedup, event_hash(ev.event_id)):
+            if seen(state, event_hash(ev.event_id)):
                 return DUPLICATE
             if ts > state.last_seen:
                 state.last_seen = ts
@@ -161,12 +162,17 @@ class Engine:
             if kind == GAUGE:
                 gauges = state.gauges
                 if gauges is None:
-                    gauges = state.gauges = {}
+                    state.gauges = [metric, ts, ev.value]  # type: ignore[list-item]
                 else:
-                    cur = gauges.get(metric)
-                    if cur is not None and ts < cur[0]:
-                        return STALE
-                gauges[metric] = (ts, ev.value)  # type: ignore[assignment]
+                    try:
+                        i = gauges.index(metric)  # gauge_index(), inlined
+                    except ValueError:
+                        gauges += (metric, ts, ev.value)  # type: ignore[arg-type]
+                    else:
+                        if ts < gauges[i + 1]:  # type: ignore[operator]
+                            return STALE
+                        gauges[i + 1] = ts
+                        gauges[i + 2] = ev.value  # type: ignore[assignment]
             elif kind == PERIOD:
                 periods = state.periods
                 if periods is None:
@@ -189,7 +195,7 @@ class Engine:
             bad = self._check_plan(ev, rs)
             if bad is not None:
                 return Outcome("invalid", invalid=bad)
-        if seen(state.dedup, event_hash(ev.event_id)):
+        if seen(state, event_hash(ev.event_id)):
             return DUPLICATE
         if ts > state.last_seen:
             state.last_seen = ts
@@ -358,8 +364,9 @@ class Engine:
     def _current(state: AccountState, c: Cond, feature: str | None, ts: int) -> float:
         kind = c.kind
         if kind == GAUGE:
-            g = (state.gauges or _EMPTY).get(c.metric)
-            return g[1] if g else 0
+            g = state.gauges
+            i = -1 if g is None else gauge_index(g, c.metric)
+            return g[i + 2] if i >= 0 else 0  # type: ignore[index,return-value]
         if kind == PERIOD:
             p = (state.periods or _EMPTY).get(c.metric)
             return p[2] if p and ts < p[1] else 0  # a period that ended counts as a new, empty one
@@ -408,8 +415,9 @@ class Engine:
                 kind = primary.kind
                 value: float
                 if kind == GAUGE:
-                    g = (state.gauges or _EMPTY).get(metric)
-                    value = g[1] if g else 0
+                    g = state.gauges
+                    i = -1 if g is None else gauge_index(g, metric)
+                    value = g[i + 2] if i >= 0 else 0  # type: ignore[index,assignment]
                 elif kind == PERIOD:
                     p = (state.periods or _EMPTY).get(metric)
                     value = p[2] if p and ts < p[1] else 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
+from sys import intern
 from typing import Any
 
 import msgspec
@@ -20,10 +22,13 @@ DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is ca
 RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
-# 4: MessagePack, containers an account has not used are nil; 3: JSON by msgspec, rule states as
-# booleans, dedup ring packed (base64); 2: crc32|adler32 dedup hashes as ints and source offsets; 1:
-# blake2b hashes (dropped on load). 1, 2 and 3 (JSON arrays, so their first byte is '[') are still read.
-STATE_VERSION = 4
+# 5: gauges as one flat list, the dedup ring as bytes, the two source offsets as fields (a decoded
+# state 730 -> 480 bytes); 4: MessagePack, containers an account has not used are nil; 3: JSON by
+# msgspec, rule states as booleans, dedup ring packed (base64); 2: crc32|adler32 dedup hashes as ints and
+# source offsets; 1: blake2b hashes (dropped on load). All are still read; 1-3 are JSON arrays (their
+# first byte is '['), 4 and 5 MessagePack arrays.
+STATE_VERSION = 5
+V4 = 4
 _Num = int | float  # kept apart on decode: event times stay ints, readings stay floats
 _pack_hash = struct.Struct("<II").pack  # an event-id hash: CRC-32, Adler-32
 
@@ -52,16 +57,20 @@ class AccountState(Struct, array_like=True, gc=False):
     gc=False: a state never references itself, so the collector need not track it (its containers are
     still tracked).
 
-    Containers are None until the account uses them (the engine creates them on first write): a
-    typical account uses one or two of the seven, and each empty dict or list cost 56-64 bytes, a
-    third of a decoded state's memory (bench/ANALYSIS.md, "memory per account")."""
+    The decoded state is what a worker holds per active account (100k by default), so its layout is
+    chosen for memory: containers are None until the account uses them (a typical account uses one or
+    two of the seven; each empty dict or list cost 56-64 bytes), gauge readings are one flat list
+    instead of a dict of tuples (a one-reading dict and its tuple were 240 bytes, the list is 80), the
+    dedup ring is one bytes object, and the source offsets are two fields instead of a list
+    (bench/ANALYSIS.md, "memory per account")."""
 
     version: int = STATE_VERSION
     plan: str | None = None  # None: the policy's default plan
     plan_ts: int = 0
     period_anchor: int | None = None
     limits: dict[str, _Num | None] | None = None  # per-account overrides from plan_changed
-    gauges: dict[str, tuple[_Num, _Num]] | None = None  # metric -> (ts, value)
+    # Readings, flat: metric, ts, value, metric, ts, value... (gauge_index finds a metric's).
+    gauges: list[str | _Num] | None = None
     periods: dict[str, list[_Num]] | None = None  # metric -> [start, end, total]
     rolling: dict[str, dict[int, _Num]] | None = None  # series -> {bucket start: sum}
     rules: dict[str, RuleState] | None = None  # rule id [+ '\x1f' + feature] -> state
@@ -70,12 +79,13 @@ class AccountState(Struct, array_like=True, gc=False):
     recent_prompts: list[list[str]] | None = None  # [prompt_id, rule_id, rule_group]
     # Ring of event-id hashes (8 bytes each, newest last), packed: as a list of 16 int objects
     # scattered on the heap, checking an event against it was the engine's costliest line (cache
-    # misses over 100k accounts). Base64 in the JSON.
-    dedup: bytearray = bytearray()
+    # misses over 100k accounts). Immutable bytes, replaced per event (see seen()).
+    dedup: bytes = b""
     last_seen: int = 0  # newest event time applied
-    # Per source topic (events, feedback): the newest Kafka offset applied to this account. An
-    # account lives on one partition of each, so a redelivered record is one at or below it.
-    offsets: list[int] = field(default_factory=lambda: [-1, -1])
+    # Per source topic: the newest Kafka offset applied to this account. An account lives on one
+    # partition of each, so a redelivered record is one at or below it.
+    events_offset: int = -1
+    feedback_offset: int = -1
 
     def to_bytes(self) -> bytes:
         return _encode(self)
@@ -83,14 +93,121 @@ class AccountState(Struct, array_like=True, gc=False):
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         if data[:1] == b"[":
-            return _from_json(data)  # versions 1-3, written before the upgrade
+            return _from_v4(_from_json(data))  # versions 1-3, written before the upgrade
         try:
             st = _decode(data)
         except msgspec.ValidationError:
             st = None
-        if st is None or st.version != STATE_VERSION:
+        if st is not None and st.version == STATE_VERSION:
+            return _shared_strings(st)
+        try:
+            old = _decode_v4(data)
+        except msgspec.ValidationError:
+            old = None
+        if old is None or old.version != V4:
             raise ValueError(f"unsupported account state version: {_version(data)!r}")
-        return st
+        return _from_v4(old)
+
+
+class StateV4(Struct, array_like=True, gc=False):
+    """Version 4's layout: read from workers of the release before version 5, and written
+    (UPSELL_STATE_WRITE_VERSION=4) while such workers may still run. Also the shape of versions 1-3."""
+
+    version: int = V4
+    plan: str | None = None
+    plan_ts: int = 0
+    period_anchor: int | None = None
+    limits: dict[str, _Num | None] | None = None
+    gauges: dict[str, tuple[_Num, _Num]] | None = None  # metric -> (ts, value)
+    periods: dict[str, list[_Num]] | None = None
+    rolling: dict[str, dict[int, _Num]] | None = None
+    rules: dict[str, RuleState] | None = None
+    sent: list[int] | None = None
+    attribution: list[Any] | None = None
+    recent_prompts: list[list[str]] | None = None
+    dedup: bytearray = bytearray()
+    last_seen: int = 0
+    offsets: list[int] = field(default_factory=lambda: [-1, -1])
+
+
+def gauge_index(gauges: list[str | _Num], metric: str) -> int:
+    """Where metric's reading starts in a flat gauges list (metric, ts, value), or -1. Metric names are
+    the only strings in it, so list.index (C, identity first) cannot match a ts or a value."""
+    try:
+        return gauges.index(metric)
+    except ValueError:
+        return -1
+
+
+def _shared_strings(st: AccountState) -> AccountState:
+    """Names decoded from bytes are new strings per account (~55 bytes each); interned, every account
+    shares one copy of each plan, metric and rule name, as the states the engine creates do."""
+    if st.plan is not None:
+        st.plan = intern(st.plan)
+    g = st.gauges
+    if g:
+        g[0::3] = [intern(m) for m in g[0::3]]  # type: ignore[arg-type]
+    a = st.attribution
+    if a:
+        a[1], a[2] = intern(a[1]), intern(a[2])
+    for p in st.recent_prompts or ():
+        p[1], p[2] = intern(p[1]), intern(p[2])
+    return st
+
+
+def _from_v4(o: StateV4) -> AccountState:
+    gauges: list[str | _Num] | None = None
+    if o.gauges:
+        gauges = []
+        for m, (ts, value) in o.gauges.items():
+            gauges += (m, ts, value)
+    return _shared_strings(
+        AccountState(
+            STATE_VERSION,
+            o.plan,
+            o.plan_ts,
+            o.period_anchor,
+            o.limits,
+            gauges,
+            o.periods,
+            o.rolling,
+            o.rules,
+            o.sent,
+            o.attribution,
+            o.recent_prompts,
+            bytes(o.dedup),
+            o.last_seen,
+            o.offsets[0],
+            o.offsets[1],
+        )
+    )
+
+
+def _to_v4(st: AccountState, version: int = V4) -> StateV4:
+    g = st.gauges
+    return StateV4(
+        version,
+        st.plan,
+        st.plan_ts,
+        st.period_anchor,
+        st.limits,
+        {g[i]: (g[i + 1], g[i + 2]) for i in range(0, len(g), 3)} if g else None,  # type: ignore[misc]
+        st.periods,
+        st.rolling,
+        st.rules,
+        st.sent,
+        st.attribution,
+        st.recent_prompts,
+        bytearray(st.dedup),
+        st.last_seen,
+        [st.events_offset, st.feedback_offset],
+    )
+
+
+def to_bytes_v4(st: AccountState) -> bytes:
+    """The state as version 4, which the release before version 5 reads: written during a rolling
+    upgrade from it (UPSELL_STATE_WRITE_VERSION=4), when an account can move back to an old worker."""
+    return _encode(_to_v4(st))
 
 
 def event_hash(event_id: str) -> bytes:
@@ -100,23 +217,26 @@ def event_hash(event_id: str) -> bytes:
     return _pack_hash(zlib.crc32(b), zlib.adler32(b))
 
 
-def seen(dedup: bytearray, h: bytes) -> bool:
-    """Records an event-id hash (event_hash()) in an account's ring; True if it was among the last
+def seen(st: AccountState, h: bytes) -> bool:
+    """Records an event-id hash (event_hash()) in the account's ring; True if it was among the last
     DEDUP_HORIZON."""
+    dedup = st.dedup
     i = dedup.find(h)
     while i > 0 and i % 8:  # a match straddling two hashes is not one
         i = dedup.find(h, i + 1)
     if i >= 0:
         return True
-    dedup += h
-    if len(dedup) > 8 * DEDUP_HORIZON:
-        del dedup[:8]
+    st.dedup = dedup[8:] + h if len(dedup) >= _RING_BYTES else dedup + h
     return False
+
+
+_RING_BYTES = 8 * DEDUP_HORIZON
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(AccountState).decode
-_decode_v3 = msgspec.json.Decoder(AccountState).decode
+_decode_v4 = msgspec.msgpack.Decoder(StateV4).decode
+_decode_v3 = msgspec.json.Decoder(StateV4).decode
 _encode_v3 = msgspec.json.Encoder().encode
 
 
@@ -135,8 +255,9 @@ def to_bytes_v3(st: AccountState) -> bytes:
     """The state as version 3 (JSON, empty containers), which workers released before version 4 read:
     written during a rolling upgrade from such a release (UPSELL_STATE_WRITE_VERSION=3), when an account
     can move from a new worker to an old one. Slower and larger than to_bytes(); not for steady use."""
-    empties = {name: getattr(st, name) or empty() for name, empty in _CONTAINERS.items()}
-    return _encode_v3(msgspec.structs.replace(st, version=3, **empties))
+    old = _to_v4(st, version=3)
+    empties = {name: getattr(old, name) or empty() for name, empty in _CONTAINERS.items()}
+    return _encode_v3(msgspec.structs.replace(old, **empties))
 
 
 def _version(data: bytes) -> Any:
@@ -147,8 +268,8 @@ def _version(data: bytes) -> Any:
     return v[0] if isinstance(v, list) and v else v
 
 
-def _from_json(data: bytes) -> AccountState:
-    """Version 3 (the same fields as a JSON array, with empty containers), or older."""
+def _from_json(data: bytes) -> StateV4:
+    """Version 3 (version 4's fields as a JSON array, with empty containers), or older."""
     try:
         st = _decode_v3(data)
     except msgspec.ValidationError:
@@ -158,22 +279,22 @@ def _from_json(data: bytes) -> AccountState:
     return _unused_to_none(st)
 
 
-def _unused_to_none(st: AccountState) -> AccountState:
+def _unused_to_none(st: StateV4) -> StateV4:
     """An older state as version 4 has it: its empty containers as None."""
-    st.version = STATE_VERSION
+    st.version = V4
     for name in _CONTAINERS:
         if not getattr(st, name):
             setattr(st, name, None)
     return st
 
 
-def _from_legacy(data: bytes) -> AccountState:
+def _from_legacy(data: bytes) -> StateV4:
     """Versions 1 and 2 (orjson arrays; v3 is the same shape with rule states as booleans and the
     dedup ring packed): read so that a worker upgraded in place keeps its accounts."""
     v = orjson.loads(data)
     if not isinstance(v, list) or not v or v[0] not in (1, 2):
         raise ValueError(f"unsupported account state version: {v[0] if isinstance(v, list) and v else v!r}")
-    s = AccountState()
+    s = StateV4()
     (
         _,
         s.plan,
@@ -225,3 +346,12 @@ def rolling_sum(buckets: dict[int, float], window_ms: int) -> float:
         return 0
     cutoff = max(buckets) - window_ms
     return sum(c for b, c in buckets.items() if b > cutoff)
+
+
+# UPSELL_STATE_WRITE_VERSION -> encoder: older versions only while a rolling upgrade from a release that
+# reads nothing newer may still move accounts back to its workers.
+STATE_WRITERS: dict[int, Callable[[AccountState], bytes]] = {
+    3: to_bytes_v3,
+    V4: to_bytes_v4,
+    STATE_VERSION: AccountState.to_bytes,
+}

@@ -26,7 +26,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from faust.types import TP
 
 from upsell_triggers.engine.ruleset import load_ruleset
-from upsell_triggers.engine.state import AccountState, to_bytes_v3
+from upsell_triggers.engine.state import STATE_WRITERS
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor
 from upsell_triggers.runtime.batch_consumer import install
@@ -169,9 +169,7 @@ def create_app(s: Settings) -> faust.App:
         value_type=bytes,
         partitions=s.topic_partitions,
     )
-    states = TableState(
-        table, s.state_cache_accounts, to_bytes_v3 if s.state_write_version == 3 else AccountState.to_bytes
-    )
+    states = TableState(table, s.state_cache_accounts, STATE_WRITERS[s.state_write_version])
     # Read at scrape time: right after every batch, write and rebalance (drop_cache), with no copy to keep.
     metrics.unwritten_accounts.set_function(lambda: len(states.dirty))
     proc = Processor(rules, metrics, get_state=states.get)

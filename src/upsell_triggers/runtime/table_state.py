@@ -29,7 +29,7 @@ class TableState:
     ) -> None:
         self.table = table
         self.max_cached = max_cached
-        self.encode = encode  # state.to_bytes_v3 during a rolling upgrade from a release before version 4
+        self.encode = encode  # an older version during a rolling upgrade (state.STATE_WRITERS)
         self.cache: dict[bytes, AccountState] = {}
         self.dirty: dict[bytes, int] = {}  # key -> partition
         self.partition = 0  # the partition of the records being handled: set by the batch loop
