@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     state_cache_accounts: int = Field(
         default=100_000,
         ge=0,
-        description="decoded account states kept in memory per worker (~1 KiB each), unwritten ones "
+        description="decoded account states kept in memory per worker (~0.5 KiB each), unwritten ones "
         "included: while a worker is behind, states are written at the latest when this many are unwritten",
     )
     state_write_version: int = Field(
