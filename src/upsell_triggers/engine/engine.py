@@ -32,7 +32,7 @@ from upsell_triggers.engine.state import (
     AccountState,
     RuleState,
     event_hash,
-    gauge_index,
+    gauge_value,
     rolling_add,
     rolling_sum,
     seen,
@@ -165,7 +165,7 @@ class Engine:
                     state.gauges = [metric, ts, ev.value]  # type: ignore[list-item]
                 else:
                     try:
-                        i = gauges.index(metric)  # gauge_index(), inlined
+                        i = gauges.index(metric)  # gauge_value()'s lookup, inlined
                     except ValueError:
                         gauges += (metric, ts, ev.value)  # type: ignore[arg-type]
                     else:
@@ -364,9 +364,7 @@ class Engine:
     def _current(state: AccountState, c: Cond, feature: str | None, ts: int) -> float:
         kind = c.kind
         if kind == GAUGE:
-            g = state.gauges
-            i = -1 if g is None else gauge_index(g, c.metric)
-            return g[i + 2] if i >= 0 else 0  # type: ignore[index,return-value]
+            return gauge_value(state.gauges, c.metric)
         if kind == PERIOD:
             p = (state.periods or _EMPTY).get(c.metric)
             return p[2] if p and ts < p[1] else 0  # a period that ended counts as a new, empty one
@@ -415,9 +413,7 @@ class Engine:
                 kind = primary.kind
                 value: float
                 if kind == GAUGE:
-                    g = state.gauges
-                    i = -1 if g is None else gauge_index(g, metric)
-                    value = g[i + 2] if i >= 0 else 0  # type: ignore[index,assignment]
+                    value = gauge_value(state.gauges, metric)
                 elif kind == PERIOD:
                     p = (state.periods or _EMPTY).get(metric)
                     value = p[2] if p and ts < p[1] else 0

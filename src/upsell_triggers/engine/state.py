@@ -19,6 +19,7 @@ import orjson
 from msgspec import Struct, field
 
 DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is caught by offset
+_RING_BYTES = 8 * DEDUP_HORIZON  # the dedup ring's length when full: 8-byte hashes
 RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
@@ -69,7 +70,7 @@ class AccountState(Struct, array_like=True, gc=False):
     plan_ts: int = 0
     period_anchor: int | None = None
     limits: dict[str, _Num | None] | None = None  # per-account overrides from plan_changed
-    # Readings, flat: metric, ts, value, metric, ts, value... (gauge_index finds a metric's).
+    # Readings, flat: metric, ts, value, metric, ts, value... (gauge_value reads a metric's).
     gauges: list[str | _Num] | None = None
     periods: dict[str, list[_Num]] | None = None  # metric -> [start, end, total]
     rolling: dict[str, dict[int, _Num]] | None = None  # series -> {bucket start: sum}
@@ -130,13 +131,16 @@ class StateV4(Struct, array_like=True, gc=False):
     offsets: list[int] = field(default_factory=lambda: [-1, -1])
 
 
-def gauge_index(gauges: list[str | _Num], metric: str) -> int:
-    """Where metric's reading starts in a flat gauges list (metric, ts, value), or -1. Metric names are
-    the only strings in it, so list.index (C, identity first) cannot match a ts or a value."""
-    try:
-        return gauges.index(metric)
-    except ValueError:
-        return -1
+def gauge_value(gauges: list[str | _Num] | None, metric: str) -> _Num:
+    """metric's latest reading in a flat gauges list (metric, ts, value, ...), 0 if it has none. Metric
+    names are the only strings in the list, so list.index (C, identity first) cannot match a ts or a
+    value."""
+    if gauges is not None:
+        try:
+            return gauges[gauges.index(metric) + 2]  # type: ignore[return-value]
+        except ValueError:
+            pass
+    return 0
 
 
 def _shared_strings(st: AccountState) -> AccountState:
@@ -228,9 +232,6 @@ def seen(st: AccountState, h: bytes) -> bool:
         return True
     st.dedup = dedup[8:] + h if len(dedup) >= _RING_BYTES else dedup + h
     return False
-
-
-_RING_BYTES = 8 * DEDUP_HORIZON
 
 
 _encode = msgspec.msgpack.Encoder().encode
