@@ -75,6 +75,10 @@ class Metrics:
             "Kafka records skipped because their account had already applied that offset (redelivery "
             "after a crash or rebalance: at-least-once delivery made exact)",
         )
+        self.restored = Tally(
+            "upsell_state_restored_records",
+            "Changelog records applied to the account-state store while recovering (start, rebalance)",
+        )
         r.register(
             _TallyCollector(
                 [
@@ -88,6 +92,7 @@ class Metrics:
                     self.conversions,
                     self.dlq,
                     self.redelivered,
+                    self.restored,
                 ]
             )
         )

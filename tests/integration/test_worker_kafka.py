@@ -344,3 +344,50 @@ async def test_partition_count_mismatch_is_a_clear_startup_error(worker_factory,
     assert await asyncio.to_thread(w.proc.wait, 60) != 0
     log = w.log.read_text()
     assert "same partition count" in log and w.topics["feedback"] in log
+
+
+async def test_recovery_restores_the_newest_state_of_every_account(worker_factory, kafka_bootstrap):
+    """Recovery applies each fetch of the changelog as one batch (BatchConsumer._restore), in order: with
+    two states per account in the changelog, the newer one wins, for every account. The older state has
+    the team plan and seats-80 armed; the newer one has it fired. After the restart, 22 seats must not fire
+    seats-80 again, and 25 seats must fire seats-100 against the team's limit (25): a worker that restored
+    the older state would re-fire seats-80, and one that restored none would use the free plan's limit (5)."""
+    n = 200
+    accounts = [f"acct-{i:03d}" for i in range(n)]
+    w = worker_factory().start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+    events = w.topics["events"]
+    await produce(
+        kafka_bootstrap,
+        events,
+        [event(a, f"{a}-p", now - 9000, type="plan_changed", plan="team") for a in accounts],
+    )
+    await until(lambda: w.metric("upsell_events_consumed_total") == n, 30)
+    await until(lambda: w.metric("upsell_state_unwritten_accounts") == 0, 30)
+    await produce(
+        kafka_bootstrap,
+        events,
+        [event(a, f"{a}-s1", now - 8000, type="usage", metric="seats", value=21) for a in accounts],
+    )
+    assert len(await collect(kafka_bootstrap, [w.topics["prompts"]], want=n)) == n  # seats-80 each
+    await until(lambda: w.metric("upsell_state_unwritten_accounts") == 0, 30)
+    await asyncio.sleep(1.5)  # the commit interval: offsets committed
+    w.stop()
+    changelog = f"{w.env['UPSELL_APP_ID']}-account-state-changelog"
+    written = await read_all(kafka_bootstrap, changelog)
+    assert len(written) >= 2 * n  # every account's state written at least twice
+
+    w2 = worker_factory(name=w.name).start()  # a fetch holds both states of an account
+    w2.wait_ready(90)
+    assert w2.metric("upsell_state_restored_records_total") == len(written)
+    await produce(
+        kafka_bootstrap,
+        events,
+        [event(a, f"{a}-s2", now - 7000, type="usage", metric="seats", value=22) for a in accounts]
+        + [event(a, f"{a}-s3", now - 6000, type="usage", metric="seats", value=25) for a in accounts],
+    )
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2 * n, settle=1.5)
+    after = [orjson.loads(r.value) for r in recs][n:]
+    assert sorted(p["account_id"] for p in after) == accounts
+    assert {(p["rule_id"], p["plan"], p["limit"]) for p in after} == {("seats-100", "team", 25)}
