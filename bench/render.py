@@ -73,7 +73,7 @@ def main() -> int:
             note = f" [{runs} run{'s' if runs != 1 else ''}]"
             cmd = f"python bench/state_bench.py --accounts {n} --stores {store} --runs 3"
             peak = f"peak {m['peak_bytes_per_account']:,.0f} B; " if "peak_bytes_per_account" in m else ""
-            rows.append((f"Memory per active account, {int(n):,} accounts, {store} store (RSS at rest after the load; peak during it; after a restart){note}",
+            rows.append((f"Memory per active account, {int(n):,} accounts, {store} store (RSS at rest after the load; peak during it; at rest after a restart){note}",
                          f"{m['bytes_per_account']:,.0f} B; {peak}{m['bytes_per_account_after_recovery']:,.0f} B",
                          "≤ 1 KiB", verdict(m["bytes_per_account"] <= 1024), cmd))  # fmt: skip
             target = "≤ 60 s at 1M" if int(n) >= 1_000_000 else ""

@@ -47,6 +47,16 @@ def test_revoked_partition_no_longer_holds_it_back() -> None:
     assert r.due()
 
 
+def test_a_restored_changelog_is_released_once_recovery_left_nothing_behind() -> None:
+    r = ReleasePolicy(10, Clock())
+    r.on_restored()  # a restart: records restored, no event handled yet
+    assert r.due()
+    assert not r.due()
+    r.on_lag("p0", 3)  # events arrived during recovery, their partition is still behind
+    r.on_restored()
+    assert not r.due()
+
+
 def test_zero_interval_never_releases() -> None:
     r = ReleasePolicy(0, Clock())
     r.on_lag("p0", 0)

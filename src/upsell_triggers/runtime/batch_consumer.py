@@ -8,17 +8,18 @@ sink at once; the states they changed are written when this consumer decides (af
 caught up, at each commit or at the sink's bound while behind), and only then are their offsets acked
 the way `Consumer.ack()` does, so Faust's commit (which flushes the producer first) moves the committed
 offsets. During recovery, the records of each active changelog partition go to the table's store in
-one `apply_changelog_batch` per fetch (Faust's own per-record path cost ~60 us a record: a minute for
-1M accounts); records of any other topic (standby changelogs, anything else) keep Faust's path.
+one `apply_changelog_batch` per fetch (Faust's own per-record path took 67-125 s for 1M accounts on
+this machine, this one 9 s); records of any other topic (standby changelogs, anything else) keep
+Faust's path.
 
 This depends on private members of faust-streaming's Consumer (`_drain_messages`, `_wait_next_records`,
 `_read_offset`, `_committed_offset`, `_n_acked`, `_add_gap`, `_buffered_partitions`,
 `maybe_wait_for_commit_to_finish`; it overrides `_new_offset` and `_filter_tps_with_pending_acks`
 to keep the hot partitions' acked offsets as ranges), of Faust's Recovery (`in_recovery`,
 `active_tps`, `tp_to_table`, `active_offsets`, and the changelog queue its loop waits on) and replaces
-aiokafka's
-`PartitionRecords._consumer_record`; pyproject.toml pins faust-streaming==0.15.3, aiokafka 0.14.x, and
-tests/integration exercise restart, rebalance and exactness against a real broker. See README, Design.
+aiokafka's `PartitionRecords._consumer_record`; pyproject.toml pins faust-streaming==0.15.3, aiokafka
+0.14.x, and tests/integration exercise restart, rebalance and exactness against a real broker. See
+README, Design.
 """
 
 from __future__ import annotations
@@ -373,7 +374,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return True
 
     async def _deliver(self, items: list[tuple[TP, Any]], generation: int) -> None:
-        """Faust's per-message path (changelog recovery and any non-hot topic)."""
+        """Faust's per-message path (standby changelogs and any other topic that is not hot)."""
         to_message = self._to_message
         callback = self.callback
         for n, (tp, record) in enumerate(items):

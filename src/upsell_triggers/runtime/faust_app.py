@@ -259,7 +259,11 @@ def create_app(s: Settings) -> faust.App:
         metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         release_policy.on_lag(tp, lag)
 
-    install(app, frozenset(source_index), Sink(), on_lag, lambda n: metrics.restored.inc(n=n))
+    def on_restored(n: int) -> None:
+        metrics.restored.inc(n=n)
+        release_policy.on_restored()
+
+    install(app, frozenset(source_index), Sink(), on_lag, on_restored)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -42,9 +42,10 @@ def malloc_trim() -> Callable[[], None] | None:
 
 
 class ReleasePolicy:
-    """When to release: every interval_s at most, if batches were handled since the last release and
-    no partition was behind after its last one (0 = never). Asked by a timer, so that the end of a
-    load is released too, not only a catch-up that happens to fall outside the interval."""
+    """When to release: every interval_s at most, if batches were handled or changelog records restored
+    since the last release and no partition was behind after its last batch (0 = never). Asked by a
+    timer, so that the end of a load is released too, not only a catch-up that happens to fall outside
+    the interval."""
 
     def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
@@ -56,6 +57,10 @@ class ReleasePolicy:
     def on_lag(self, partition: Hashable, lag: int) -> None:
         """A partition's lag after a batch of it."""
         self.lags[partition] = lag
+        self.active = True
+
+    def on_restored(self) -> None:
+        """Changelog records were restored (start, rebalance): a load whose fetches are freed too."""
         self.active = True
 
     def forget(self, partition: Hashable) -> None:
