@@ -349,11 +349,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         rebalancing = self.suspend_flow.is_set() or not self.flow_active
         if rebalancing or generation != self.app.consumer_generation_id:
             return False
-        r_offset = self._read_offset[tp]
-        if r_offset is not None and recs[0].offset < r_offset:
-            recs = [r for r in recs if r.offset >= r_offset]
-            if not recs:
-                return True
+        recs = self._unread(tp, recs)
+        if not recs:
+            return True
         self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
         wake = recs[-1]
         last = wake.offset
