@@ -41,8 +41,14 @@ class Settings(BaseSettings):
     state_cache_accounts: int = Field(
         default=100_000,
         ge=0,
-        description="decoded account states kept in memory per worker (~0.5 KiB each), unwritten ones "
-        "included: while a worker is behind, states are written at the latest when this many are unwritten",
+        description="decoded account states kept in memory per worker (~0.6 KiB each), unwritten ones "
+        "included; beyond it the least recently written are evicted (decoded again on their next event)",
+    )
+    state_unwritten_accounts: int = Field(
+        default=100_000,
+        ge=1,
+        description="account states changed but not yet written (changelog), kept decoded: while a worker "
+        "is behind, states are written at each commit, or at the latest when this many are unwritten",
     )
     state_write_version: int = Field(
         default=5,

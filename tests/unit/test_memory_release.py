@@ -1,10 +1,11 @@
 """When a worker gives freed memory back to the OS: caught up after work, at most once per interval."""
 
+import subprocess
 import sys
 
 import pytest
 
-from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim
+from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, pin_mmap_threshold
 
 
 class Clock:
@@ -84,3 +85,40 @@ def test_malloc_trim_lowers_resident_memory_after_a_freed_heap() -> None:
     after = rss()
     assert before - after > 32 * 1024 * 1024, (before, after)
     del keep
+
+
+_FREED_BUFFERS = """
+import sys
+from upsell_triggers.runtime.memory_release import pin_mmap_threshold
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+if sys.argv[1] == "pin":
+    assert pin_mmap_threshold()
+b = bytearray(4 << 20); del b  # a freed fetch-sized block: glibc's dynamic threshold rises to 4 MiB
+blocks, keep = [], []
+for _ in range(200):
+    blocks.append(bytearray(256 * 1024))  # 50 MiB of fetch-like buffers
+    keep.append(bytearray(1024))  # long-lived, above pymalloc's 512 B: between them on the heap
+before = rss()
+del blocks
+print((before - rss()) // (1 << 20))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+@pytest.mark.parametrize("mode, returned", [("pin", True), ("default", False)])
+def test_pinned_mmap_threshold_returns_freed_buffers_without_a_trim(mode: str, returned: bool) -> None:
+    """In a fresh process: glibc's own threshold puts buffers allocated after a larger one was freed on
+    the heap, where memory allocated between them keeps them resident; pinned, each is unmapped."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FREED_BUFFERS, mode], capture_output=True, text=True, check=True
+    )
+    freed_mib = int(out.stdout)
+    assert (freed_mib >= 45) is returned, freed_mib
+
+
+def test_a_threshold_set_in_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not pin_mmap_threshold()

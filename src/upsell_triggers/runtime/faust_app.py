@@ -31,7 +31,7 @@ from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor
 from upsell_triggers.runtime.batch_consumer import install
 from upsell_triggers.runtime.http import make_app, serve_in_thread
-from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim
+from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, pin_mmap_threshold
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.runtime.table_state import TableState
 from upsell_triggers.settings import Settings
@@ -169,7 +169,9 @@ def create_app(s: Settings) -> faust.App:
         value_type=bytes,
         partitions=s.topic_partitions,
     )
-    states = TableState(table, s.state_cache_accounts, STATE_WRITERS[s.state_write_version])
+    states = TableState(
+        table, s.state_cache_accounts, STATE_WRITERS[s.state_write_version], s.state_unwritten_accounts
+    )
     # Read at scrape time: right after every batch, write and rebalance (drop_cache), with no copy to keep.
     metrics.unwritten_accounts.set_function(lambda: len(states.dirty))
     proc = Processor(rules, metrics, get_state=states.get)
@@ -367,6 +369,7 @@ def run_worker(s: Settings) -> int:
 
     from upsell_triggers.logs import setup_logging
 
+    pin_mmap_threshold()  # before the first fetch: see memory_release
     asyncio.run(ensure_topics(s))
     app = create_app(s)
     from upsell_triggers.logs import logging_config

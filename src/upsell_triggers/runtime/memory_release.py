@@ -8,6 +8,12 @@ consumer thread parses fetches in one). Measured after
 a 1M-account backlog (bench/state_bench.py conditions): 1,013 B resident per account, 768 B after one
 malloc_trim(0), which took 22 ms. So the worker calls it when it is caught up after handling records,
 at most once per interval, in a thread (ctypes releases the GIL; the event loop keeps serving).
+
+glibc also raises its mmap threshold (from 128 KiB, up to 32 MiB) each time a freed block was mmapped:
+after the first freed fetch, fetch-sized buffers come from the heap, where the long-lived account states
+allocated between them keep pages from being returned. Pinned at 128 KiB, every large buffer is its own
+mapping, unmapped when freed: at 100k accounts, 1,026-1,102 -> 919-928 bytes per account at rest with
+the memory store and 1,096-1,176 -> 1,005-1,026 with RocksDB (bench/ANALYSIS.md, session 11).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import time
 from collections.abc import Callable, Hashable
 
@@ -39,6 +46,26 @@ def malloc_trim() -> Callable[[], None] | None:
         log.debug("returned freed memory to the OS in %.1f ms", (time.perf_counter() - t0) * 1000)
 
     return release
+
+
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
+    """mallopt(M_MMAP_THRESHOLD, threshold), which also turns glibc's dynamic threshold off; False where
+    the C library has no mallopt. glibc reads MALLOC_MMAP_THRESHOLD_ from the environment too; a value
+    set there is kept."""
+    name = ctypes.util.find_library("c")
+    if name is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 class ReleasePolicy:

@@ -1,11 +1,18 @@
 """Account states of the partitions this worker owns, over a Faust table's store.
 
-The table's store holds each account's state as bytes (memory dict, or RocksDB per partition) and its
-changelog topic makes it durable; Faust recovers it on start and rebalance. In front of it sits a
-bounded cache of decoded AccountState objects, so an active account is decoded once, not per event.
-Touched states are written back when the consumer asks (each batch when caught up, each commit while
-behind): one store write and one changelog record per dirty account, not per event (a changelog record
-per event was measured 10x slower). Dirty states stay cached until written, so `max_cached` bounds both.
+The table's store holds each account's state (memory dict, or RocksDB per partition) and its changelog
+topic makes it durable; Faust recovers it on start and rebalance. Touched states are written back when
+the consumer asks (each batch when caught up, each commit while behind): one changelog record (and
+RocksDB write) per dirty account, not per event (a changelog record per event was measured 10x slower).
+
+Active accounts are held decoded, as AccountState objects, so an event does not decode its account's
+state: dirty ones until written (`max_unwritten` bounds them), written ones while fewer than
+`max_cached` are decoded, the longest decoded evicted first. With RocksDB the decoded states are a
+cache in front of the database. The memory store holds them itself, in place of their bytes: its
+dict's value is a state's bytes (as Faust's recovery writes them) or, once the account is active, the
+decoded state, turned back into bytes when evicted. A decoded state's bytes are only needed by the
+changelog, and a second dict of decoded states cost ~52 bytes per account, its bytes ~175 more
+(bench/ANALYSIS.md, session 11).
 
 Store access goes around Faust's Table API (which needs a current stream event per write) into the two
 store classes' data: faust.stores.memory.Store (`data`, `_key_partition`) and faust.stores.rocksdb.Store
@@ -14,6 +21,7 @@ store classes' data: faust.stores.memory.Store (`data`, `_key_partition`) and fa
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,13 +34,20 @@ class TableState:
         table: Any,
         max_cached: int = 100_000,
         encode: Callable[[AccountState], bytes] = AccountState.to_bytes,
+        max_unwritten: int = 100_000,
     ) -> None:
         self.table = table
-        self.max_cached = max_cached
+        self.max_cached = max_cached  # decoded states, dirty ones included (only clean ones are evicted)
+        self.max_unwritten = max_unwritten
         self.encode = encode  # an older version during a rolling upgrade (state.STATE_WRITERS)
-        self.cache: dict[bytes, AccountState] = {}
+        # key -> decoded state; with the memory store, its own dict (values: bytes or decoded states).
+        # Empty and unbound until the first miss, when the table's store exists.
+        self.cache: dict[bytes, Any] = {}
+        self.decoded: deque[bytes] = deque()  # keys decoded, longest decoded first (may hold stale keys)
         self.dirty: dict[bytes, int] = {}  # key -> partition
         self.partition = 0  # the partition of the records being handled: set by the batch loop
+        self._bound = False
+        self._memory = False
 
     @property
     def _store(self) -> Any:
@@ -42,79 +57,90 @@ class TableState:
     def rocksdb(self) -> bool:
         return hasattr(self._store, "_db_for_partition")
 
-    def _read(self, partition: int, key: bytes) -> bytes | None:
+    def _bind(self) -> None:
         store = self._store
-        if self.rocksdb:
-            value: bytes | None = store._db_for_partition(partition).get(key)
-            return value
-        got: bytes | None = store.data.get(key)
-        return got
-
-    def _writer(self) -> Callable[[int, bytes, bytes], None]:
-        """put(partition, key, value) into this table's store; resolved once per flush, used per account."""
-        store = self._store
-        if self.rocksdb:
-
-            def put(partition: int, key: bytes, value: bytes) -> None:
-                store._db_for_partition(partition).put(key, value)
-                store._key_index[key] = partition
-
-            return put
-        data, key_partition = store.data, store._key_partition
-
-        def put_memory(partition: int, key: bytes, value: bytes) -> None:
-            data[key] = value
-            key_partition[key] = partition
-
-        return put_memory
+        self._memory = not self.rocksdb
+        if self._memory:
+            self.cache = store.data
+        self._bound = True
 
     def get(self, account_id: str) -> AccountState:
         """The state to apply an event to; it is written back by flush()."""
         key = account_id.encode()
         st = self.cache.get(key)
-        if st is None:
-            raw = self._read(self.partition, key)
-            st = AccountState.from_bytes(raw) if raw else AccountState()
-            self.cache[key] = st
+        if st.__class__ is not AccountState:  # not cached, or the memory store's bytes
+            st = self._load(key, st)
         self.dirty[key] = self.partition
         return st
 
+    def _load(self, key: bytes, raw: bytes | None) -> AccountState:
+        if not self._bound:
+            self._bind()
+            return self.get(key.decode())
+        if self._memory:
+            if raw is None:
+                self._store._key_partition[key] = self.partition
+        else:
+            raw = self._store._db_for_partition(self.partition).get(key)
+        st = AccountState.from_bytes(raw) if raw else AccountState()
+        self.cache[key] = st
+        self.decoded.append(key)
+        return st
+
     def must_flush(self) -> bool:
-        """Dirty states cannot be evicted: write them before they outgrow the cache's bound."""
-        return len(self.dirty) >= self.max_cached
+        """Dirty states cannot be evicted: write them before they outgrow their bound."""
+        return len(self.dirty) >= self.max_unwritten
 
     def trim(self) -> None:
-        """Evicts the oldest-cached clean states beyond the bound (their bytes are in the store)."""
-        cache, dirty = self.cache, self.dirty
-        excess = len(cache) - self.max_cached
-        if excess <= 0:
+        """Evicts the longest-decoded clean states beyond max_cached: the memory store gets their bytes
+        back, RocksDB has them already."""
+        decoded, dirty, cache = self.decoded, self.dirty, self.cache
+        n = len(decoded) - self.max_cached
+        if n <= 0:
             return
-        victims = []
-        for key in cache:
-            if key not in dirty:
-                victims.append(key)
-                if len(victims) == excess:
-                    break
-        for key in victims:
-            del cache[key]
+        keep = []
+        memory, encode = self._memory, self.encode
+        while n > 0 and decoded:
+            key = decoded.popleft()
+            if key in dirty:
+                keep.append(key)
+                continue
+            n -= 1
+            st = cache.get(key)
+            if st.__class__ is AccountState:  # else stale: since replaced by recovery's bytes, or dropped
+                if memory:
+                    cache[key] = encode(st)
+                else:
+                    del cache[key]
+        decoded.extend(keep)
 
     def flush(self) -> dict[int, list[tuple[bytes, bytes]]]:
-        """Writes dirty states to the store; returns the changelog records to send, by partition."""
+        """Writes dirty states (RocksDB; the memory store holds them already); returns the changelog
+        records to send, by partition."""
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         cache, encode = self.cache, self.encode
-        put = self._writer()
+        db = None if self._memory else self._store
         for key, partition in self.dirty.items():
-            value = encode(cache[key])
-            put(partition, key, value)
+            st = cache[key]
+            if st.__class__ is not AccountState:  # replaced by the store's bytes: a bug, not a state
+                raise RuntimeError(f"account state {key!r} is no longer held decoded before it was written")
+            value = encode(st)
+            if db is not None:
+                db._db_for_partition(partition).put(key, value)
+                db._key_index[key] = partition
             out.setdefault(partition, []).append((key, value))
         self.dirty.clear()
         self.trim()
         return out
 
     def drop_cache(self) -> None:
-        """On rebalance: another worker may own (and change) any of these accounts next."""
-        self.cache.clear()
+        """On rebalance, after the dirty states were written: another worker may own (and change) any of
+        these accounts next. RocksDB's cache goes; the memory store's decoded states are its data, which
+        Faust's recovery updates and whose revoked partitions it drops, as it would their bytes."""
         self.dirty.clear()
+        if not self._memory:
+            self.cache.clear()
+            self.decoded.clear()
 
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
         """RocksDB remembers the changelog offset it holds, so recovery reads only what is newer."""
