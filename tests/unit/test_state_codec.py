@@ -31,9 +31,9 @@ def full_state() -> AccountState:
         "seats-80": RuleState(False, 1_800_000_000_123, None, True),
         "paywall-repeat\x1fsso": RuleState(),
     }
-    st.sent = [1_800_000_000_123]
-    st.attribution = ["pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123]
-    st.recent_prompts = [["pr_x", "seats-80", "seats"]]
+    st.sent = (1_800_000_000_123,)
+    st.attribution = ("pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123)
+    st.recent_prompts = (("pr_x", "seats-80", "seats"),)
     for i in range(20):
         seen(st, event_hash(f"e-{i}"))
     st.last_seen, st.events_offset = 1_800_000_000_123, 41
@@ -137,6 +137,11 @@ def test_a_match_straddling_two_hashes_is_not_a_duplicate():
     assert seen(st, b"ABCDEFGH")  # now it is a whole hash
 
 
+def as_lists(v: Any) -> Any:
+    """Tuples (this release's in-memory containers) as the lists a released decoder builds."""
+    return [as_lists(x) for x in v] if isinstance(v, tuple) else v
+
+
 class _ReleasedV3(msgspec.Struct, array_like=True):
     """The state schema of the last release before version 4 (9c07856), as its decoder read it:
     containers are never null there."""
@@ -166,7 +171,7 @@ def test_version_3_written_for_a_rolling_upgrade_is_what_the_previous_release_re
         assert old.offsets == [st.events_offset, st.feedback_offset]
         g = st.gauges or []
         assert old.gauges == {g[i]: [g[i + 1], g[i + 2]] for i in range(0, len(g), 3)}
-        assert old.rules == (st.rules or {}) and old.recent_prompts == (st.recent_prompts or [])
+        assert old.rules == (st.rules or {}) and old.recent_prompts == as_lists(st.recent_prompts or ())
         assert AccountState.from_bytes(data) == st  # and this release reads it back as it was
 
 
@@ -203,9 +208,9 @@ def test_version_4_written_for_a_rolling_upgrade_is_what_the_previous_release_re
         assert (old.gauges or {}) == {g[i]: (g[i + 1], g[i + 2]) for i in range(0, len(g), 3)}
         assert (old.rules, old.sent, old.attribution, old.recent_prompts) == (
             st.rules,
-            st.sent,
-            st.attribution,
-            st.recent_prompts,
+            as_lists(st.sent),
+            as_lists(st.attribution),
+            as_lists(st.recent_prompts),
         )
         assert AccountState.from_bytes(to_bytes_v4(st)) == st  # and this release reads it back as it was
 
@@ -214,8 +219,8 @@ def test_version_4_bytes_of_the_previous_release_are_read_with_names_shared():
     old = _ReleasedV4(
         plan="team",
         gauges={"seats": (7, 3.0), "storage_bytes": (6, 1e9)},
-        attribution=["pr_x", "seats-80", "seats", "treatment", 7],
-        recent_prompts=[["pr_x", "seats-80", "seats"]],
+        attribution=("pr_x", "seats-80", "seats", "treatment", 7),
+        recent_prompts=(("pr_x", "seats-80", "seats"),),
         dedup=bytearray(event_hash("a")),
         last_seen=7,
         offsets=[12, 3],

@@ -537,7 +537,7 @@ class Engine:
             for t, _ in kept:
                 suppress(t, "holdout", "account is in the holdout group")
                 _rule_state(state, t.key).last_fired = ts
-                state.attribution = ["holdout:" + t.rule.id, t.rule.id, t.rule.group, HOLDOUT, ts]
+                state.attribution = ("holdout:" + t.rule.id, t.rule.id, t.rule.group, HOLDOUT, ts)
             return out
         kept.sort(key=lambda x: (-x[0].rule.priority, -x[0].rule.threshold, x[0].rule.id))
         for t, target in kept:
@@ -577,18 +577,13 @@ class Engine:
             )
             rst = _rule_state(state, t.key)
             rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
-            if state.sent is None:
-                state.sent = []
-            state.sent.append(ts)
-            if len(state.sent) > CAP_HISTORY:
-                del state.sent[0]
+            sent = state.sent
+            state.sent = (*sent[1 - CAP_HISTORY :], ts) if sent else (ts,)
             pid = prompt["prompt_id"]
-            state.attribution = [pid, rule.id, rule.group, TREATMENT, ts]
-            if state.recent_prompts is None:
-                state.recent_prompts = []
-            state.recent_prompts.append([pid, rule.id, rule.group])
-            if len(state.recent_prompts) > RECENT_PROMPTS:
-                del state.recent_prompts[0]
+            state.attribution = (pid, rule.id, rule.group, TREATMENT, ts)
+            rp = state.recent_prompts
+            entry = (pid, rule.id, rule.group)
+            state.recent_prompts = (*rp[1 - RECENT_PROMPTS :], entry) if rp else (entry,)
             out.append(
                 Decision(
                     EMITTED,

@@ -50,7 +50,7 @@ class RuleState(Struct, array_like=True, gc=False):
         return cls(bool(v[0]), v[1], v[2], bool(v[3]))
 
 
-class AccountState(Struct, array_like=True, gc=False):
+class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     """msgspec encodes and decodes it in C as a MessagePack array (fields in this order): a typical
     account is 84 bytes, encoded in 0.14 us and decoded in 0.3 us, against 148 bytes, 0.23 and 0.35 us
     as a JSON array (version 3), and 2.3 and 3.3 us for orjson plus building the objects in Python
@@ -65,7 +65,8 @@ class AccountState(Struct, array_like=True, gc=False):
     dedup ring is one bytes object, and the source offsets are two fields instead of a list
     (bench/ANALYSIS.md, "memory per account")."""
 
-    version: int = STATE_VERSION
+    # The version is the struct's tag: encoded first, as a field was until session 11, and checked on
+    # decode, without 8 bytes per decoded state.
     plan: str | None = None  # None: the policy's default plan
     plan_ts: int = 0
     period_anchor: int | None = None
@@ -75,9 +76,11 @@ class AccountState(Struct, array_like=True, gc=False):
     periods: dict[str, list[_Num]] | None = None  # metric -> [start, end, total]
     rolling: dict[str, dict[int, _Num]] | None = None  # series -> {bucket start: sum}
     rules: dict[str, RuleState] | None = None  # rule id [+ '\x1f' + feature] -> state
-    sent: list[int] | None = None  # times of recent prompts counted by the frequency cap
-    attribution: list[Any] | None = None  # [prompt_id, rule_id, rule_group, group, ts]
-    recent_prompts: list[list[str]] | None = None  # [prompt_id, rule_id, rule_group]
+    # Tuples, replaced when a prompt is decided (rare), where lists cost 16-40 bytes more each: MessagePack
+    # arrays either way.
+    sent: tuple[int, ...] | None = None  # times of recent prompts counted by the frequency cap
+    attribution: tuple[Any, ...] | None = None  # (prompt_id, rule_id, rule_group, group, ts)
+    recent_prompts: tuple[tuple[str, ...], ...] | None = None  # (prompt_id, rule_id, rule_group)
     # Ring of event-id hashes (8 bytes each, newest last), packed: as a list of 16 int objects
     # scattered on the heap, checking an event against it was the engine's costliest line (cache
     # misses over 100k accounts). Immutable bytes, replaced per event (see seen()).
@@ -87,6 +90,10 @@ class AccountState(Struct, array_like=True, gc=False):
     # partition of each, so a redelivered record is one at or below it.
     events_offset: int = -1
     feedback_offset: int = -1
+
+    @property
+    def version(self) -> int:
+        return STATE_VERSION
 
     def to_bytes(self) -> bytes:
         return _encode(self)
@@ -99,7 +106,7 @@ class AccountState(Struct, array_like=True, gc=False):
             st = _decode(data)
         except msgspec.ValidationError:
             st = None
-        if st is not None and st.version == STATE_VERSION:
+        if st is not None:
             return _shared_strings(st)
         try:
             old = _decode_v4(data)
@@ -156,11 +163,10 @@ def _shared_strings(st: AccountState) -> AccountState:
             g[i] = intern(g[i])  # type: ignore[arg-type]
     a = st.attribution
     if a:
-        a[1], a[2] = intern(a[1]), intern(a[2])
+        st.attribution = (a[0], intern(a[1]), intern(a[2]), *a[3:])
     rp = st.recent_prompts
     if rp:
-        for r in rp:
-            r[1], r[2] = intern(r[1]), intern(r[2])
+        st.recent_prompts = tuple((r[0], intern(r[1]), intern(r[2]), *r[3:]) for r in rp)
     return st
 
 
@@ -172,7 +178,6 @@ def _from_v4(o: StateV4) -> AccountState:
             gauges += (m, ts, value)
     return _shared_strings(
         AccountState(
-            STATE_VERSION,
             o.plan,
             o.plan_ts,
             o.period_anchor,
@@ -181,9 +186,9 @@ def _from_v4(o: StateV4) -> AccountState:
             o.periods,
             o.rolling,
             o.rules,
-            o.sent,
-            o.attribution,
-            o.recent_prompts,
+            tuple(o.sent) if o.sent else None,
+            tuple(o.attribution) if o.attribution else None,
+            tuple(map(tuple, o.recent_prompts)) if o.recent_prompts else None,
             bytes(o.dedup),
             o.last_seen,
             o.offsets[0],
@@ -204,9 +209,9 @@ def _to_v4(st: AccountState, version: int = V4) -> StateV4:
         st.periods,
         st.rolling,
         st.rules,
-        st.sent,
-        st.attribution,
-        st.recent_prompts,
+        list(st.sent) if st.sent else None,
+        list(st.attribution) if st.attribution else None,
+        [list(r) for r in st.recent_prompts] if st.recent_prompts else None,
         bytearray(st.dedup),
         st.last_seen,
         [st.events_offset, st.feedback_offset],
