@@ -73,10 +73,12 @@ class TableState:
         self.dirty[key] = self.partition
         return st
 
-    def _load(self, key: bytes, raw: bytes | None) -> AccountState:
-        if not self._bound:
+    def _load(self, key: bytes, raw: Any) -> AccountState:
+        if not self._bound:  # the first miss: the store exists now
             self._bind()
-            return self.get(key.decode())
+            raw = self.cache.get(key)
+            if raw.__class__ is AccountState:
+                return raw
         if self._memory:
             if raw is None:
                 self._store._key_partition[key] = self.partition
