@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         default=100_000,
         ge=0,
         description="decoded account states kept in memory per worker (~0.6 KiB each), unwritten ones "
-        "included; beyond it the least recently written are evicted (decoded again on their next event)",
+        "included; beyond it the longest-decoded written ones are evicted (decoded again when next used)",
     )
     state_unwritten_accounts: int = Field(
         default=100_000,
