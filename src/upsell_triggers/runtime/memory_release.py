@@ -24,21 +24,31 @@ import logging
 import os
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
 log = logging.getLogger("upsell_triggers.memory")
 
 
-def malloc_trim() -> Callable[[], None] | None:
-    """glibc's malloc_trim(0) as a function, or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc(name: str, argtypes: list[Any]) -> Any:
+    """The C library's function `name` with its argument types set, or None where it has none (musl,
+    macOS)."""
+    lib = ctypes.util.find_library("c")
+    if lib is None:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        fn = getattr(ctypes.CDLL(lib), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
+    fn.argtypes = argtypes
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def malloc_trim() -> Callable[[], None] | None:
+    """glibc's malloc_trim(0) as a function, or None where the C library has none (musl, macOS)."""
+    trim = _libc("malloc_trim", [ctypes.c_size_t])
+    if trim is None:
+        return None
 
     def release() -> None:
         t0 = time.perf_counter()
@@ -56,16 +66,10 @@ def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     """mallopt(M_MMAP_THRESHOLD, threshold), which also turns glibc's dynamic threshold off; False where
     the C library has no mallopt. glibc reads MALLOC_MMAP_THRESHOLD_ from the environment too; a value
     set there is kept."""
-    name = ctypes.util.find_library("c")
-    if name is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+    mallopt = _libc("mallopt", [ctypes.c_int, ctypes.c_int])
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 class ReleasePolicy:
