@@ -173,6 +173,7 @@ class Engine:
                             return STALE
                         gauges[i + 1] = ts
                         gauges[i + 2] = ev.value  # type: ignore[assignment]
+                reading: float = ev.value  # type: ignore[assignment]
             elif kind == PERIOD:
                 periods = state.periods
                 if periods is None:
@@ -184,8 +185,17 @@ class Engine:
                 elif ts < p[0]:
                     return LATE
                 p[2] += ev.delta  # type: ignore[operator]
+                reading = p[2]
             elif not self._rolling(state, metric, ts, ev.delta, spec.bucket_ms, spec.window_ms):  # type: ignore[arg-type]
                 return LATE
+            else:
+                reading = INF  # below no bound: a rolling counter's level is a window's sum, not the reading
+            if not state.rules and state.limits is None:
+                # The common event: a reading below every threshold of an account with no rule state
+                # (ruleset.skip_bounds); _evaluate would find that no group can fire.
+                bounds = rs.skip_below.get(state.plan)
+                if bounds is not None and reading < bounds.get(metric, -INF):
+                    return APPLIED
             groups = rs.groups_by_metric.get(metric)
             if groups is None:
                 return APPLIED

@@ -161,6 +161,46 @@ class LevelGroup:
     ids: tuple[str, ...]  # rule-state keys of feature-less rules
 
 
+# A reading below a ratio threshold times the limit, by this margin, is below the threshold however the
+# division rounds (~1e-16 each way); readings within it take the engine's exact path.
+_SKIP_MARGIN = 1 - 1e-9
+_NEVER = float("-inf")
+
+
+def _skip_bound(g: LevelGroup, metric: str, plan: Plan) -> float:
+    """The reading of `metric` below which group g cannot fire for an account on `plan` that has no
+    rule state and no limit overrides (what Engine._evaluate computes, as one number); -inf: never."""
+    p = g.primary
+    if p.metric != metric or p.feature is not None or p.kind not in (GAUGE, PERIOD):
+        return _NEVER  # a level that is not this event's reading (another metric, a window, a feature)
+    if p.ratio is None:
+        return g.min_threshold  # the level is the reading itself: the same comparison
+    limit = plan.limits.get(metric)
+    if limit is None:
+        return float("inf")  # unlimited: a ratio rule cannot fire
+    if limit <= 0 or g.min_threshold <= 0:
+        return _NEVER
+    return g.min_threshold * limit * _SKIP_MARGIN
+
+
+def skip_bounds(
+    groups_by_metric: dict[str, tuple[LevelGroup, ...]], plans: tuple[Plan, ...], default_plan: str
+) -> dict[str | None, dict[str, float]]:
+    """Per plan id (None: the default plan, as AccountState.plan says it), per metric, the reading
+    below which no rule group on the metric can fire for an account without rule states or limit
+    overrides. Three quarters of events are such readings; the engine answers them without evaluating."""
+    out: dict[str | None, dict[str, float]] = {
+        plan.id: {
+            metric: min(_skip_bound(g, metric, plan) for g in groups)
+            for metric, groups in groups_by_metric.items()
+        }
+        for plan in plans
+    }
+    if default_plan in out:
+        out[None] = out[default_plan]
+    return out
+
+
 def level_groups(rules: tuple[Rule, ...]) -> tuple[LevelGroup, ...]:
     """Runs of consecutive rules only, so that decisions keep the rule order of the files."""
     runs: list[list[Rule]] = []
@@ -197,10 +237,13 @@ class RuleSet:
     # Derived: what the engine iterates (rules read by a metric; all rules, on a plan change).
     groups_by_metric: dict[str, tuple[LevelGroup, ...]] = field(init=False)
     all_groups: tuple[LevelGroup, ...] = field(init=False)
+    skip_below: dict[str | None, dict[str, float]] = field(init=False)  # skip_bounds()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "groups_by_metric", {m: level_groups(r) for m, r in self.by_metric.items()})
+        groups = {m: level_groups(r) for m, r in self.by_metric.items()}
+        object.__setattr__(self, "groups_by_metric", groups)
         object.__setattr__(self, "all_groups", level_groups(self.rules))
+        object.__setattr__(self, "skip_below", skip_bounds(groups, self.plans, self.policy.default_plan))
 
     def next_plan(self, plan: Plan, rule: Rule, feature: str | None) -> Plan | None:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a
