@@ -188,7 +188,8 @@ def skip_bounds(
 ) -> dict[str | None, dict[str, float]]:
     """Per plan id (None: the default plan, as AccountState.plan says it), per metric, the reading
     below which no rule group on the metric can fire for an account without rule states or limit
-    overrides. Three quarters of events are such readings; the engine answers them without evaluating."""
+    overrides. The engine answers such readings without evaluating the rules: three quarters of the
+    benchmark's events (bench/ANALYSIS.md, session 12)."""
     out: dict[str | None, dict[str, float]] = {
         plan.id: {
             metric: min(_skip_bound(g, metric, plan) for g in groups)
