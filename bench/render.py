@@ -55,7 +55,8 @@ def main() -> int:
                 ("Service ÷ plain Faust with defaults (same run)", f"{m['vs_faust_defaults']:.1f}x", "≥ 25x",
                  verdict(m["vs_faust_defaults"] >= 25), ""),
             ]  # fmt: skip
-            # Recorded by throughput.py since session 12; computed from the runs for older results.
+            # Computed from the runs, so that results from before session 12 (when throughput.py began to
+            # record these ratios) show them too.
             d = median([x["raw"] / x["faust_defaults"] for x in r["runs"]])
             t = median([x["raw"] / x["faust"] for x in r["runs"]])
             rows.append(("Raw ceiling ÷ plain Faust, defaults; tuned (same run): which one is the issue's pipeline (its ceiling was 69-81x its plain Faust: 250-290k over ~3.6k)",
