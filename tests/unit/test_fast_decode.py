@@ -4,11 +4,12 @@ pydantic models on every input they accept."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from upsell_triggers.engine.events import (
@@ -22,6 +23,7 @@ from upsell_triggers.engine.events import (
     _decode_common,
     _fast,
     _from_model,
+    _parse_ts,
     decode_event,
     validate_event,
 )
@@ -38,13 +40,62 @@ numbers = st.one_of(
     st.text(max_size=3),
     st.none(),
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@st.composite
+def rfc3339(draw: st.DrawFn, valid_only: bool = False) -> str:
+    """An instant near either end of the accepted range or anywhere in (or far outside) it, written in
+    any offset, with 0-9 fractional digits, in the spellings producers use and a few the long way
+    rejects or reads differently (lowercase 'z', no offset, an offset with seconds or hours only)."""
+    us = draw(
+        st.one_of(
+            st.integers(min_value=MIN_TS_MS * 1000 - 2000, max_value=MIN_TS_MS * 1000 + 2000),
+            st.integers(min_value=MAX_TS_MS * 1000 - 2000, max_value=MAX_TS_MS * 1000 + 2000),
+            st.integers(min_value=MIN_TS_MS * 1000, max_value=MAX_TS_MS * 1000 - 1),
+            st.integers(min_value=-62_000_000_000 * 10**6, max_value=253_000_000_000 * 10**6),
+        )
+    )
+    offset_min = draw(
+        st.one_of(st.sampled_from([0, 0, 330, -330, 345, -60, 1439, -1439]), st.integers(-1439, 1439))
+    )
+    try:
+        local = _EPOCH + timedelta(microseconds=us) + timedelta(minutes=offset_min)
+    except OverflowError:
+        assume(False)
+    assume(1 <= local.year <= 9999)
+    digits = draw(st.integers(min_value=0, max_value=9))
+    frac = f"{local.microsecond:06d}" + "".join(
+        draw(st.lists(st.sampled_from("0459"), min_size=3, max_size=3))
+    )
+    text = local.strftime("%Y-%m-%d") + draw(st.sampled_from("TTt ")) + local.strftime("%H:%M:%S")
+    if digits:
+        text += "." + frac[:digits]
+    sign = "-" if offset_min < 0 else "+"
+    hh, mm = divmod(abs(offset_min), 60)
+    zones = [f"{sign}{hh:02d}:{mm:02d}", f"{sign}{hh:02d}{mm:02d}"] + (
+        ["Z", "Z", "-00:00"] if offset_min == 0 else []
+    )
+    if not valid_only:
+        zones += ["", "z", f"{sign}{hh:02d}:{mm:02d}:00"] + ([f"{sign}{hh:02d}"] if mm == 0 else [])
+    return text + draw(st.sampled_from(zones))
+
+
+string_timestamps = st.one_of(
+    rfc3339(),
+    st.sampled_from(
+        ["2026-11-22", "2026-11-22T10Z", "2026-02-29T10:00:00Z", "2026-11-22T10:00:60Z", "Z", ""]
+    ),
+    st.text(max_size=30),
+)
 timestamps = st.one_of(
     st.integers(min_value=MIN_TS_MS - 2, max_value=MIN_TS_MS + 2),
     st.integers(min_value=MAX_TS_MS - 2, max_value=MAX_TS_MS + 2),
     st.integers(min_value=MIN_TS_MS, max_value=MAX_TS_MS - 1),
     st.floats(min_value=MIN_TS_MS, max_value=MIN_TS_MS + 10),
     st.booleans(),
-    st.just("2026-11-22T10:00:00Z"),
+    string_timestamps,
+    string_timestamps,
     st.none(),
 )
 anything: st.SearchStrategy[Any] = st.one_of(ids, numbers, timestamps, st.lists(st.integers(), max_size=2))
@@ -71,6 +122,9 @@ WELL_FORMED: dict[str, Any] = {
 }
 
 
+WELL_FORMED_TS = st.one_of(st.just(WELL_FORMED["ts"]), rfc3339(valid_only=True))
+
+
 @st.composite
 def events(draw: st.DrawFn) -> dict[str, Any]:
     obj: dict[str, Any] = {"type": draw(types)}
@@ -92,6 +146,8 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         how = draw(st.sampled_from(["absent", "well-formed", "well-formed", "any"]))
         if how == "any" or (how == "well-formed" and field not in WELL_FORMED):
             obj[field] = draw(strat)
+        elif how == "well-formed" and field in ("ts", "period_start"):
+            obj[field] = draw(WELL_FORMED_TS)
         elif how == "well-formed":
             obj[field] = WELL_FORMED[field]
     return obj
@@ -177,3 +233,68 @@ def test_feedback_types_decode_to_their_classes() -> None:
     raw = b'{"type":"prompt_shown","event_id":"e","account_id":"a","ts":1700000000000,"prompt_id":"p"}'
     ev = decode_event(raw)
     assert type(ev) is PromptShown and ev.type == "prompt_shown" and ev.prompt_id == "p"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(rfc3339())
+def test_string_timestamps_read_as_the_long_way_reads_them(text: str) -> None:
+    """Offsets, fractional digits and both ends of the accepted range: the msgspec path returns the
+    long way's epoch ms for every string the long way accepts, and rejects every string it rejects."""
+    raw = json.dumps({"type": "paywall_hit", "event_id": "e", "account_id": "a", "ts": text, "feature": "f"})
+    try:
+        expected: int | None = _parse_ts(text)
+    except ValueError:
+        expected = None
+    try:
+        fast: int | None = _decode_common(raw.encode()).ts
+    except Exception:
+        fast = None
+    assert fast == expected
+    ev = decode_event(raw.encode())
+    assert (ev.ts if not isinstance(ev, InvalidEvent) else None) == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(events())
+def test_only_invalid_events_take_the_long_way(obj: dict[str, Any]) -> None:
+    raw = json.dumps(obj).encode()
+    long = _long_way(raw)
+    if long != "not_json" and not isinstance(long, InvalidEvent):
+        assert _decode_common(raw) == long
+
+
+@pytest.mark.parametrize(
+    ("ts", "ms"),
+    [
+        ("2026-11-22T10:00:00Z", 1795341600000),
+        ("2026-11-22T10:00:00+00:00", 1795341600000),
+        ("2026-11-22T15:30:00+05:30", 1795341600000),
+        ("2026-11-22T05:00:00.250-05:00", 1795341600250),
+        ("2000-01-01T00:00:00Z", MIN_TS_MS),
+        ("2000-01-01T05:30:00+05:30", MIN_TS_MS),
+        ("2199-12-31T23:59:59.999Z", MAX_TS_MS - 1),
+    ],
+)
+def test_rfc3339_events_take_the_fast_path(ts: str, ms: int) -> None:
+    raw = {"type": "usage", "event_id": "e", "account_id": "a", "ts": ts, "metric": "m", "value": 1}
+    ev = _decode_common(json.dumps(raw).encode())  # raises if it would go the long way
+    assert isinstance(ev, Usage) and ev.ts == ms
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "1999-12-31T23:59:59.999Z",
+        "2000-01-01T05:29:59+05:30",
+        "2200-01-01T00:00:00Z",
+        "2026-11-22T10:00:00",
+        "2026-11-22T10:00:00z",
+        "2026-02-29T10:00:00Z",
+    ],
+)
+def test_rejected_string_timestamps_are_worded_by_the_models(ts: str) -> None:
+    raw = {"type": "usage", "event_id": "e", "account_id": "a", "ts": ts, "metric": "m", "value": 1}
+    with pytest.raises(Exception):  # noqa: B017 - the long way then words it
+        _decode_common(json.dumps(raw).encode())
+    ev = decode_event(json.dumps(raw).encode())
+    assert isinstance(ev, InvalidEvent) and ev.reason == "invalid_field" and "'ts'" in ev.message

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 import orjson
@@ -49,6 +49,15 @@ def _parse_ts(v: Any) -> int:
     if not MIN_TS_MS <= ms < MAX_TS_MS:
         raise ValueError(f"ts {ms} is outside 2000-01-01..2200-01-01 (epoch milliseconds expected)")
     return ms
+
+
+def _ts_ms(text: str) -> int:
+    """An RFC 3339 string read exactly as `_parse_ts` reads it, for the fast paths: epoch ms, or a bare
+    ValueError (the long way then words the error)."""
+    ms = datetime_to_ms(datetime.fromisoformat(text))
+    if MIN_TS_MS <= ms < MAX_TS_MS:
+        return ms
+    raise ValueError("ts outside the accepted range")
 
 
 EpochMs = Annotated[int, BeforeValidator(_parse_ts)]
@@ -107,10 +116,19 @@ EventModel = UsageEvent | PaywallHitEvent | PlanChangedEvent | FeedbackEvent
 # way (orjson, then the pydantic models above, which word the error). The constraints mirror the models;
 # tests/unit/test_fast_decode.py checks with hypothesis that both ways agree on what msgspec accepts.
 # gc=False: events hold strings and numbers only, so the collector need not track them.
+#
+# A string `ts` (RFC 3339, the contract's own example) is decoded by msgspec as a string and read by
+# `__post_init__` with the long way's own C parser, `datetime.fromisoformat`, so both ways agree by
+# construction. msgspec's datetime type is not used: it accepts a lowercase 'z' the long way rejects and
+# rounds digits past the microsecond where the long way truncates them. After construction `ts` is
+# always epoch ms, which is the type the engine (and mypy) sees.
 
 _Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
 _UserId = Annotated[str, Meta(max_length=MAX_ID_LEN)]
-_Ts = Annotated[int, Meta(ge=MIN_TS_MS, lt=MAX_TS_MS)]
+if TYPE_CHECKING:
+    _Ts = int
+else:
+    _Ts = Annotated[int, Meta(ge=MIN_TS_MS, lt=MAX_TS_MS)] | str
 _Reading = Annotated[float, Meta(ge=0)]
 
 
@@ -121,6 +139,11 @@ class _Common(Struct, tag_field="type", gc=False):
     account_id: _Id
     ts: _Ts
 
+    def __post_init__(self) -> None:
+        ts: int | str = self.ts
+        if type(ts) is str:
+            self.ts = _ts_ms(ts)
+
 
 class Usage(_Common, tag="usage", gc=False):
     metric: _Id
@@ -130,6 +153,9 @@ class Usage(_Common, tag="usage", gc=False):
     type: ClassVar[str] = "usage"
 
     def __post_init__(self) -> None:
+        ts: int | str = self.ts
+        if type(ts) is str:
+            self.ts = _ts_ms(ts)
         if (self.value is None) == (self.delta is None):
             raise ValueError("exactly one of value/delta")  # the models word it for the DLQ
 
@@ -146,6 +172,14 @@ class PlanChanged(_Common, tag="plan_changed", gc=False):
     period_start: _Ts | None = None
     limits: Annotated[dict[_Id, _Reading | None], Meta(max_length=64)] | None = None
     type: ClassVar[str] = "plan_changed"
+
+    def __post_init__(self) -> None:
+        ts: int | str = self.ts
+        if type(ts) is str:
+            self.ts = _ts_ms(ts)
+        start: int | str | None = self.period_start
+        if type(start) is str:
+            self.period_start = _ts_ms(start)
 
 
 class Feedback(_Common, gc=False):
@@ -207,6 +241,11 @@ def _fast(obj: dict[str, Any]) -> Event | None:
     """
     get = obj.get
     eid, acct, ts, uid = get("event_id"), get("account_id"), get("ts"), get("user_id")
+    if type(ts) is str:
+        try:
+            ts = _ts_ms(ts)
+        except ValueError:
+            return None
     if not (
         type(eid) is str
         and 0 < len(eid) <= MAX_ID_LEN
@@ -234,6 +273,11 @@ def _fast(obj: dict[str, Any]) -> Event | None:
         return PaywallHit(eid, acct, ts, f, uid) if type(f) is str and 0 < len(f) <= MAX_ID_LEN else None
     if etype == "plan_changed":  # per-account limits (a dict) are rare: the models check those
         plan, start = get("plan"), get("period_start")
+        if type(start) is str:
+            try:
+                start = _ts_ms(start)
+            except ValueError:
+                return None
         if (
             type(plan) is str
             and 0 < len(plan) <= MAX_ID_LEN
