@@ -2,6 +2,12 @@
 
 Deterministic for a seed. Simulated event time advances `step_ms` per round, so a few seconds of wall
 time cover weeks of account life and prompts fire quickly.
+
+Two account shapes: by default most accounts are far from their plan limits (the common case of a
+product's account base); `near_limits=True` is a launch week, every account close to its limits: seats
+and storage drifting across 80% and 100% and back, API quotas spent within the month, bursts of paywall
+hits, upgrades. `bench/workloads.py` adds what producers send on top (timestamp formats, optional
+user ids, duplicates, prompt feedback).
 """
 
 from __future__ import annotations
@@ -23,28 +29,39 @@ START_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z
 
 class Simulator:
     def __init__(
-        self, accounts: int = 300, seed: int = 7, step_ms: int = HOUR, start_ms: int = START_MS
+        self,
+        accounts: int = 300,
+        seed: int = 7,
+        step_ms: int = HOUR,
+        start_ms: int = START_MS,
+        near_limits: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.step_ms = step_ms
         self.now = start_ms
         self.seq = 0
+        self.near_limits = near_limits
         self.accounts: list[dict[str, Any]] = []
         for i in range(accounts):
             tier = self.rng.choices(range(3), weights=(6, 3, 1))[0]
             _, seats, storage, api = PLANS[tier]
-            self.accounts.append(
-                {
-                    "id": f"acct-{i:05d}",
-                    "tier": tier,
+            if near_limits:  # a launch week: everyone close to a limit, half of them paywall users
+                acct = {
+                    "seats": max(1, round(seats * self.rng.uniform(0.6, 1.0))),
+                    "storage": storage * self.rng.uniform(0.65, 0.98),
+                    "growth": self.rng.uniform(0.005, 0.03),
+                    "api_rate": api * self.rng.uniform(0.05, 0.2),
+                    "paywall": self.rng.random() < 0.5,
+                }
+            else:
+                acct = {
                     "seats": max(1, int(seats * self.rng.uniform(0.2, 0.7))),
                     "storage": storage * self.rng.uniform(0.1, 0.6),
                     "growth": self.rng.uniform(0.002, 0.02),
                     "api_rate": api * self.rng.uniform(0.0005, 0.004),
                     "paywall": self.rng.random() < 0.3,
-                    "new": True,
                 }
-            )
+            self.accounts.append({"id": f"acct-{i:05d}", "tier": tier, **acct, "new": True})
 
     def _ev(self, acct: dict[str, Any], etype: str, **fields: Any) -> dict[str, Any]:
         self.seq += 1
@@ -60,6 +77,9 @@ class Simulator:
     def round(self) -> Iterator[dict[str, Any]]:
         """One step of simulated time: a few events per account."""
         self.now += self.step_ms
+        if self.near_limits:
+            yield from self._round_near_limits()
+            return
         for a in self.accounts:
             if a["new"]:
                 a["new"] = False
@@ -79,6 +99,41 @@ class Simulator:
             elif a["paywall"] and r < 0.95:
                 yield self._ev(a, "paywall_hit", feature=self.rng.choice(FEATURES))
             elif r > 0.999 and a["tier"] < 2:
+                a["tier"] += 1
+                yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+
+    def _round_near_limits(self) -> Iterator[dict[str, Any]]:
+        """Seats walk up and down across 80% and 100% of the plan's limit (so rules re-arm and fire
+        again), storage grows and is cleaned up, API quotas run out within the month, paywall users hit
+        a feature several times in a row, and upgrades are frequent."""
+        rng = self.rng
+        for a in self.accounts:
+            if a["new"]:
+                a["new"] = False
+                yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+            _, cap, storage_limit, _ = PLANS[a["tier"]]
+            r = rng.random()
+            if r < 0.25:
+                step = rng.choice((-2, -1, -1, 1, 1, 2)) * max(1, cap // 25)
+                a["seats"] = max(1, min(round(cap * 1.15), a["seats"] + step))
+                if a["seats"] < cap * 0.6:  # drift back towards the limit
+                    a["seats"] += max(1, cap // 10)
+                yield self._ev(a, "usage", metric="seats", value=a["seats"])
+            elif r < 0.45:
+                if a["storage"] > storage_limit * 1.05 or rng.random() < 0.1:
+                    a["storage"] *= rng.uniform(0.6, 0.85)  # a clean-up
+                else:
+                    a["storage"] *= 1 + a["growth"]
+                yield self._ev(a, "usage", metric="storage_bytes", value=int(a["storage"]))
+            elif r < 0.80:
+                yield self._ev(
+                    a, "usage", metric="api_calls", delta=int(a["api_rate"] * rng.uniform(0.5, 1.5))
+                )
+            elif a["paywall"] and r < 0.95:
+                feature = rng.choice(FEATURES)
+                for _ in range(rng.randrange(1, 5)):  # a burst: the user tries again
+                    yield self._ev(a, "paywall_hit", feature=feature)
+            elif r > 0.995 and a["tier"] < 2:
                 a["tier"] += 1
                 yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
 
