@@ -1,37 +1,59 @@
-"""upsell-triggers command line (contract §6)."""
+"""upsell-triggers: usage events in, upgrade prompts out. Run the service, check and test rule files,
+backtest rules over recorded events, print the JSON Schemas of what the service reads and writes."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 
+from upsell_triggers.startup import StartupError
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("upsell-triggers")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from upsell_triggers import gctune
+    from upsell_triggers import gctune, startup
     from upsell_triggers.logs import setup_logging
-    from upsell_triggers.settings import Settings
 
-    overrides = {k: v for k, v in (("rules_dir", a.rules), ("http_port", a.port), ("http_host", a.host)) if v}
-    s = Settings(**overrides)
+    s = startup.load_settings(
+        {"rules_dir": ("--rules", a.rules), "http_port": ("--port", a.port), "http_host": ("--host", a.host)}
+    )
+    startup.load_rules(s.rules_dir)
+    startup.port_free(s.http_host, s.http_port)
     gctune.tune()
     if s.kafka_bootstrap_servers and not a.embedded:
+        startup.broker_reachable(s)
         from upsell_triggers.runtime.faust_app import run_worker
 
         return run_worker(s)
-    setup_logging(s.log_level, s.log_format)
+    startup.readable_file(a.input, "events file")
+    startup.writable_file(a.output, "prompts file")
+    startup.writable_file(a.dlq, "dead-letter file")
+    fmt = a.format or ("pretty" if a.output is None and sys.stdout.isatty() else "json")
+    # Readable prompts come with readable logs, unless UPSELL_LOG_FORMAT says otherwise.
+    log_format = "text" if fmt == "pretty" and "log_format" not in s.model_fields_set else s.log_format
+    setup_logging(s.log_level, log_format)
     from upsell_triggers.runtime.embedded import run_embedded
 
-    return asyncio.run(run_embedded(s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit))
+    return asyncio.run(run_embedded(s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt))
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
+    from upsell_triggers import startup
     from upsell_triggers.engine.ruleset import RulesError, load_ruleset
 
+    d = startup.rules_dir(a.dir)
     try:
-        rs = load_ruleset(a.dir)
+        rs = load_ruleset(d)
     except RulesError as err:
         for p in err.problems:
             print(p, file=sys.stderr)
@@ -52,77 +74,186 @@ def _cmd_test(a: argparse.Namespace) -> int:
     files: list[str] = []
     for f in a.files:
         p = Path(f)
+        if not p.exists():
+            raise StartupError(f"test file or directory {p.resolve()} does not exist")
         files += sorted(str(x) for x in p.glob("*.y*ml")) if p.is_dir() else [f]
+    if a.rules is not None:
+        from upsell_triggers import startup
+
+        startup.rules_dir(a.rules)
     return run_test_files(files, a.rules, sys.stdout)
 
 
 def _cmd_schema(a: argparse.Namespace) -> int:
-    from upsell_triggers.engine.rulefile import rules_json_schema
+    from upsell_triggers import schemas
 
-    text = json.dumps(rules_json_schema(), indent=2) + "\n"
+    if a.name == "all":
+        if not a.output:
+            raise StartupError("schema all writes files: give a directory with -o (e.g. -o schemas)")
+        for path in schemas.write_all(a.output):
+            print(path)
+        return 0
+    text = schemas.render(a.name)
     if a.output:
-        Path(a.output).write_text(text)
+        Path(a.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
 
 
+def _cmd_rules_schema(a: argparse.Namespace) -> int:
+    a.name = "rules"
+    return _cmd_schema(a)
+
+
 def _cmd_replay(a: argparse.Namespace) -> int:
-    from upsell_triggers.engine.ruleset import RulesError, load_ruleset
+    from upsell_triggers import startup
     from upsell_triggers.replay import run_replay
 
-    try:
-        rs = load_ruleset(a.rules)
-    except RulesError as err:
-        print(err, file=sys.stderr)
-        return 1
+    startup.readable_file(a.events, "events file")
+    rs = startup.load_rules(a.rules)
     return run_replay(rs, a.events, a.explain)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="upsell-triggers", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks."""
 
-    run = sub.add_parser("run", help="run the service (Faust worker with a broker, embedded runtime without)")
-    run.add_argument("--rules", help="rules directory (default: $UPSELL_RULES_DIR or ./rules)")
-    run.add_argument("--host", help="HTTP bind address for /metrics, /healthz, /readyz")
-    run.add_argument("--port", type=int, help="HTTP port (default 8080)")
-    run.add_argument("--embedded", action="store_true", help="ignore any broker setting; run in-process")
-    run.add_argument(
-        "--input", help="embedded: read events (JSON lines) from FILE or - (stdin) instead of the simulator"
+
+def _sub(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str, example: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name, help=help, description=help, epilog="example:\n" + example, formatter_class=_Help
     )
-    run.add_argument("--output", help="embedded: append prompts to FILE (default stdout)")
-    run.add_argument("--dlq", help="embedded: append rejected events to FILE (default stderr)")
-    run.add_argument("--accounts", type=int, default=300, help="simulator: accounts (default 300)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="upsell-triggers",
+        description=__doc__,
+        formatter_class=_Help,
+        epilog="examples:\n  upsell-triggers run --embedded        # simulated workload, no Kafka\n"
+        "  upsell-triggers rules check rules\n  upsell-triggers replay events.jsonl\n\n"
+        "`upsell-triggers COMMAND --help` shows each command's options.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do")
+
+    run = _sub(
+        sub,
+        "run",
+        "run the service: the Kafka worker when KAFKA_BOOTSTRAP_SERVERS is set, else the embedded runtime",
+        "  upsell-triggers run --embedded --rate 2000\n"
+        "  upsell-triggers run --embedded --input events.jsonl --format json > prompts.jsonl\n"
+        "  KAFKA_BOOTSTRAP_SERVERS=localhost:9092 upsell-triggers run",
+    )
+    run.add_argument("--rules", metavar="DIR", help="rules directory (default: $UPSELL_RULES_DIR or ./rules)")
+    run.add_argument("--host", help="HTTP bind address for /metrics, /healthz, /readyz (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="HTTP port for /metrics, /healthz, /readyz (default 8080)")
+    run.add_argument(
+        "--embedded", action="store_true", help="run in-process without Kafka, even if a broker is configured"
+    )
+    run.add_argument(
+        "--input",
+        metavar="FILE",
+        help="embedded: read events (JSON lines) from FILE or - (stdin) instead of the simulator",
+    )
+    run.add_argument("--output", metavar="FILE", help="embedded: append prompts to FILE (default stdout)")
+    run.add_argument(
+        "--format",
+        choices=("json", "pretty"),
+        help="embedded: prompts as JSON lines, or one readable line each (default: pretty on a terminal, "
+        "json otherwise)",
+    )
+    run.add_argument(
+        "--dlq", metavar="FILE", help="embedded: append rejected events to FILE (default stderr)"
+    )
+    run.add_argument(
+        "--accounts", type=int, default=300, help="simulator: number of simulated accounts (default 300)"
+    )
     run.add_argument("--rate", type=float, default=500.0, help="simulator: events per second (default 500)")
-    run.add_argument("--limit", type=int, help="simulator: stop after N events")
+    run.add_argument("--limit", type=int, metavar="N", help="simulator: stop after N events (default: never)")
     run.set_defaults(fn=_cmd_run)
 
-    rules = sub.add_parser("rules", help="check, test and describe rule files")
-    rsub = rules.add_subparsers(dest="rules_cmd", required=True)
-    chk = rsub.add_parser("check", help="validate rule files; file:line errors; exit 1 on error")
-    chk.add_argument("dir", nargs="?", default="rules")
+    rules = _sub(
+        sub,
+        "rules",
+        "check, test and describe rule files",
+        "  upsell-triggers rules check rules\n  upsell-triggers rules test rules/tests",
+    )
+    rsub = rules.add_subparsers(
+        dest="rules_cmd", required=True, metavar="SUBCOMMAND", help="check, test or schema"
+    )
+    chk = _sub(
+        rsub,
+        "check",
+        "validate a rules directory: every error as file:line, exit 1 if any",
+        "  upsell-triggers rules check rules",
+    )
+    chk.add_argument("dir", nargs="?", default="rules", help="rules directory (default ./rules)")
     chk.set_defaults(fn=_cmd_check)
-    tst = rsub.add_parser("test", help="run rule unit tests (YAML)")
-    tst.add_argument("files", nargs="+", help="test files or directories")
+    tst = _sub(
+        rsub,
+        "test",
+        "run rule unit tests (YAML files of events and expected prompts/decisions)",
+        "  upsell-triggers rules test rules/tests\n  upsell-triggers rules test my-test.yaml --rules rules",
+    )
+    tst.add_argument("files", nargs="+", help="test files, or directories of *.yaml test files")
     tst.add_argument(
-        "--rules", help="rules directory (default: the test file's `rules:` or its parent's parent)"
+        "--rules",
+        metavar="DIR",
+        help="rules directory (default: the test file's `rules:` or its parent's parent)",
     )
     tst.set_defaults(fn=_cmd_test)
-    sch = rsub.add_parser("schema", help="print the JSON Schema of rule files")
-    sch.add_argument("-o", "--output")
-    sch.set_defaults(fn=_cmd_schema)
-
-    rep = sub.add_parser(
-        "replay", help="backtest: prompts as JSON lines on stdout, per-rule summary on stderr"
+    rsch = _sub(
+        rsub,
+        "schema",
+        "print the JSON Schema of rule files (same as `upsell-triggers schema rules`)",
+        "  upsell-triggers rules schema -o rules/rules.schema.json",
     )
-    rep.add_argument("events", help="events file (JSON lines) or - for stdin")
-    rep.add_argument("--rules", default="rules")
-    rep.add_argument("--explain", action="store_true", help="every decision with its reason, on stderr")
+    rsch.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    rsch.set_defaults(fn=_cmd_rules_schema)
+
+    rep = _sub(
+        sub,
+        "replay",
+        "backtest rules over an events file: prompts as JSON lines on stdout, per-rule summary on stderr",
+        "  upsell-triggers replay events.jsonl --rules rules > prompts.jsonl\n"
+        "  upsell-triggers replay events.jsonl --explain 2> decisions.log",
+    )
+    rep.add_argument("events", help="events file (JSON lines, one event each) or - for stdin")
+    rep.add_argument("--rules", metavar="DIR", default="rules", help="rules directory (default ./rules)")
+    rep.add_argument(
+        "--explain", action="store_true", help="also write every decision with its reason to stderr"
+    )
     rep.set_defaults(fn=_cmd_replay)
+
+    sch = _sub(
+        sub,
+        "schema",
+        "print the JSON Schema (draft 2020-12) of input events, feedback events, prompts or rule files",
+        "  upsell-triggers schema prompts\n  upsell-triggers schema all -o schemas",
+    )
+    sch.add_argument(
+        "name",
+        choices=("events", "feedback", "prompts", "rules", "all"),
+        help="which schema; `all` writes every one into the -o directory",
+    )
+    sch.add_argument(
+        "-o", "--output", metavar="PATH", help="write to PATH (a directory for `all`) instead of stdout"
+    )
+    sch.set_defaults(fn=_cmd_schema)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    return int(a.fn(a))
+    try:
+        return int(a.fn(a))
+    except StartupError as err:
+        print(f"upsell-triggers: error: {err.message}", file=sys.stderr)
+        for line in err.detail:
+            print(line, file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        return 130

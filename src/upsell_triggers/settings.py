@@ -19,6 +19,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("UPSELL_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
     )
+    kafka_connect_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="at start, how long to wait for the broker to answer before giving up with an error",
+    )
     app_id: str = "upsell-triggers"
     topic_events: str = "usage-events"
     topic_feedback: str = "prompt-feedback"

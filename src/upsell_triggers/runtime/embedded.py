@@ -1,5 +1,6 @@
 """The embedded runtime: the engine in-process, no Kafka. Events from a file, stdin or the simulator;
-prompts as JSON lines to stdout or a file; dead letters as JSON lines to stderr or a file; the same
+prompts as JSON lines (or readable lines, on a terminal) to stdout or a file, a summary on stderr when it
+stops; dead letters as JSON lines to stderr or a file; the same
 metrics, health endpoints and rule hot reload as the Kafka worker."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import orjson
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor, dlq_record
+from upsell_triggers.runtime.console import PromptWriter, RunSummary
 from upsell_triggers.runtime.http import make_app, serve
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.settings import Settings
@@ -58,12 +60,17 @@ async def run_embedded(
     accounts: int = 300,
     rate: float = 500.0,
     limit: int | None = None,
+    fmt: str = "json",
 ) -> int:
+    """`fmt`: prompts as JSON lines (`json`) or one readable line each (`pretty`, for a terminal)."""
     rules = load_ruleset(settings.rules_dir)
     metrics = Metrics()
     proc = Processor(rules, metrics)
     proc.engine.max_future_ms = settings.max_future_skew_s * 1000
+    metrics.accounts.set_function(lambda: len(proc.store))  # read at scrape time: always current
     out: IO[bytes] = open(output, "ab") if output else sys.stdout.buffer  # noqa: SIM115
+    prompts = PromptWriter(out, fmt)
+    summary = RunSummary()
     dlq_out: IO[bytes] = open(dlq, "ab") if dlq else sys.stderr.buffer  # noqa: SIM115
     ready = True
     runner = await serve(make_app(metrics.registry, lambda: ready), settings.http_host, settings.http_port)
@@ -94,6 +101,7 @@ async def run_embedded(
     )
     events = _lines(source) if source else _simulated(accounts, rate, limit)
     n = 0
+    why = "stopped"
     try:
         async for raw in events:
             if stop.is_set():
@@ -102,6 +110,7 @@ async def run_embedded(
             t0 = time.perf_counter()
             res = proc.handle(raw.strip(), now_ms=int(time.time() * 1000) if source else None)
             if res.invalid is not None:
+                summary.rejected += 1
                 dlq_out.write(
                     orjson.dumps(dlq_record(raw, res.invalid, {"source": source or "simulator", "line": n}))
                     + b"\n"
@@ -110,17 +119,22 @@ async def run_embedded(
                 continue
             for d in res.decisions:
                 if d.prompt is not None:
-                    out.write(orjson.dumps(d.prompt) + b"\n")
+                    prompts.write(d.prompt)
                     metrics.latency.observe(time.perf_counter() - t0)
             if res.decisions:
                 out.flush()
-            if n % 10_000 == 0:
-                metrics.accounts.set(len(proc.store))
-        metrics.accounts.set(len(proc.store))
+        summary.events = n
+        if not stop.is_set():
+            why = "end of input" if source is not None else "simulator finished"
         if source is not None and not stop.is_set():
             log.info("input finished; serving metrics until interrupted", extra={"fields": {"events": n}})
+            sys.stderr.write(summary.text(prompts.by_rule, len(proc.store), why) + "\n")
+            why = ""
             await stop.wait()
     finally:
+        summary.events = n
+        if why:
+            sys.stderr.write(summary.text(prompts.by_rule, len(proc.store), why) + "\n")
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

@@ -1,0 +1,178 @@
+"""Start-up checks: every mistake a user can make when starting a command becomes one line that says
+what is wrong and how to fix it (cli.main prints it and exits), never a traceback.
+
+Exit codes: 2 for usage (an option, setting or path the user gave is wrong), 1 for an environment that
+refuses (port in use, broker unreachable, rule files with errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from upsell_triggers.engine.ruleset import RuleSet
+    from upsell_triggers.settings import Settings
+
+USAGE = 2
+ENVIRONMENT = 1
+
+
+class StartupError(Exception):
+    """A start-up mistake, worded for the user. `lines` beyond the first carry detail (rule errors)."""
+
+    def __init__(self, message: str, code: int = USAGE, detail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.detail = detail or []
+
+
+def load_settings(flags: dict[str, tuple[str, Any]]) -> Settings:
+    """Settings from the environment/.env, with command-line overrides: field -> (flag, value).
+
+    A bad value names where it came from: the flag, or the UPSELL_* variable (environment or .env)."""
+    from upsell_triggers.settings import Settings
+
+    overrides = {field: value for field, (_, value) in flags.items() if value is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        e = err.errors(include_url=False)[0]
+        field = str(e["loc"][0]) if e["loc"] else "?"
+        msg = e["msg"].removeprefix("Value error, ")
+        shown = repr(e["input"]) if not isinstance(e["input"], dict) else ""
+        if field in overrides:
+            raise StartupError(f"{flags[field][0]} {shown}: {msg}") from None
+        env = "KAFKA_BOOTSTRAP_SERVERS" if field == "kafka_bootstrap_servers" else f"UPSELL_{field.upper()}"
+        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        raise StartupError(
+            f"setting {env}={shown}: {msg}{more}; fix it in the environment or in .env "
+            f"(settings: docs/configuration.md)"
+        ) from None
+
+
+def rules_dir(path: str) -> Path:
+    """The rules directory, or an error naming the absolute path that is missing."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    where = p.resolve()
+    what = "is not a directory" if p.exists() else "does not exist"
+    raise StartupError(
+        f"rules directory {where} {what}: pass --rules DIR or set UPSELL_RULES_DIR "
+        f"(the repository's rules/ is a working example)"
+    )
+
+
+def load_rules(path: str) -> RuleSet:
+    """Loads the rule set; rule-file errors are reported all at once (file:line, rule id)."""
+    from upsell_triggers.engine.ruleset import RulesError, load_ruleset
+
+    d = rules_dir(path)
+    try:
+        return load_ruleset(d)
+    except RulesError as err:
+        raise StartupError(
+            f"rules in {d} do not load ({len(err.problems)} error(s)); `upsell-triggers rules check "
+            f"{path}` lists them",
+            ENVIRONMENT,
+            [str(p) for p in err.problems],
+        ) from None
+
+
+def readable_file(path: str | None, what: str) -> None:
+    """`-` (stdin) or a file this process can open for reading."""
+    if path is None or path == "-":
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except IsADirectoryError:
+        raise StartupError(f"{what} {path} is a directory; give a file (JSON lines) or - for stdin") from None
+    except OSError as err:
+        raise StartupError(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
+def writable_file(path: str | None, what: str) -> None:
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise StartupError(f"cannot write {what} {path}: directory {parent} does not exist")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise StartupError(f"cannot write {what} {path}: permission denied")
+
+
+def port_free(host: str, port: int) -> None:
+    """The HTTP port can be bound (the servers bind with SO_REUSEADDR, as this check does, so a port
+    in TIME_WAIT is not reported). A race with another process remains possible; this catches the
+    common case (a second instance, another service on 8080) before anything starts."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise StartupError(
+            f"HTTP host {host!r} does not resolve ({err.strerror}): pass --host or set UPSELL_HTTP_HOST"
+        ) from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {port} on {host} is already in use (another upsell-triggers?): pass --port N "
+                    "or set UPSELL_HTTP_PORT",
+                    ENVIRONMENT,
+                ) from None
+            raise StartupError(
+                f"cannot listen on {host}:{port} ({err.strerror}): pass --host/--port or set "
+                "UPSELL_HTTP_HOST/UPSELL_HTTP_PORT",
+                ENVIRONMENT,
+            ) from None
+
+
+def broker_reachable(settings: Settings) -> None:
+    """Creates the topics (what the worker does first) within settings.kafka_connect_timeout_s: a broker
+    that refuses or never answers is one line, not a hang or an aiokafka traceback."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    from upsell_triggers.runtime.faust_app import ensure_topics
+
+    timeout = settings.kafka_connect_timeout_s
+    servers = settings.kafka_bootstrap_servers
+    fix = (
+        "check KAFKA_BOOTSTRAP_SERVERS (and UPSELL_SECURITY_PROTOCOL / UPSELL_SASL_* for a secured "
+        "cluster), or run without Kafka: upsell-triggers run --embedded"
+    )
+    quiet = logging.getLogger("aiokafka")  # it logs each failed connection attempt: the line below says it
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(asyncio.wait_for(ensure_topics(settings), timeout))
+    except TimeoutError:
+        raise StartupError(
+            f"Kafka at {servers} did not answer within {timeout:g}s: {fix}", ENVIRONMENT
+        ) from None
+    except KafkaConnectionError:
+        raise StartupError(f"cannot connect to Kafka at {servers}: {fix}", ENVIRONMENT) from None
+    except KafkaError as err:
+        raise StartupError(
+            f"Kafka at {servers} refused: {type(err).__name__} {err}: {fix}", ENVIRONMENT
+        ) from None
+    except SystemExit as exc:  # ensure_topics' own one-line refusals (partition counts, topic creation)
+        raise StartupError(str(exc.code), ENVIRONMENT) from None
+    except OSError as err:  # SSL files, DNS
+        raise StartupError(f"cannot connect to Kafka at {servers} ({err}): {fix}", ENVIRONMENT) from None
+    finally:
+        quiet.setLevel(level)
