@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 import msgspec
 import orjson
 from msgspec import Meta, Struct
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from upsell_triggers.engine.timeutil import datetime_to_ms
 
@@ -60,7 +68,19 @@ def _ts_ms(text: str) -> int:
     raise ValueError("ts outside the accepted range")
 
 
-EpochMs = Annotated[int, BeforeValidator(_parse_ts)]
+EpochMs = Annotated[
+    int,
+    BeforeValidator(_parse_ts),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer", "minimum": MIN_TS_MS, "exclusiveMaximum": MAX_TS_MS},
+            ],
+            "description": "RFC 3339 with an offset (2026-11-22T10:00:00Z) or integer epoch milliseconds",
+        }
+    ),
+]
 Id = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ID_LEN)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
@@ -68,17 +88,29 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    event_id: Id
-    account_id: Id
-    ts: EpochMs
-    user_id: Annotated[str, Field(strict=True, max_length=MAX_ID_LEN)] | None = None
+    event_id: Id = Field(description="unique per event: a repeated event_id is dropped as a duplicate")
+    account_id: Id = Field(description="the account; also the Kafka record key")
+    ts: EpochMs = Field(description="event time: when it happened, not when it was sent")
+    user_id: Annotated[str, Field(strict=True, max_length=MAX_ID_LEN)] | None = Field(
+        default=None, description="the user who acted, if any; copied into the prompt it triggers"
+    )
 
 
 class UsageEvent(_Event):
+    """A usage reading: `value` for a gauge (the current level), `delta` for a counter (an increment)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["value"], "properties": {"value": {"type": "number"}}},
+                {"required": ["delta"], "properties": {"delta": {"type": "number"}}},
+            ]
+        }
+    )
     type: Literal["usage"]
-    metric: Id
-    value: Annotated[Number, Field(ge=0)] | None = None
-    delta: Number | None = None
+    metric: Id = Field(description="a metric the rules declare (seats, storage_bytes, api_calls, ...)")
+    value: Annotated[Number, Field(ge=0)] | None = Field(default=None, description="gauge reading")
+    delta: Number | None = Field(default=None, description="counter increment")
 
     @model_validator(mode="after")
     def _one_of_value_delta(self) -> UsageEvent:
@@ -90,20 +122,32 @@ class UsageEvent(_Event):
 
 
 class PaywallHitEvent(_Event):
+    """A user reached for a premium feature their plan does not include."""
+
     type: Literal["paywall_hit"]
-    feature: Id
+    feature: Id = Field(description="the premium feature (a plan's `features` entry)")
 
 
 class PlanChangedEvent(_Event):
+    """The account's plan (and billing period, or per-account limits) changed."""
+
     type: Literal["plan_changed"]
-    plan: Id
-    period_start: EpochMs | None = None
-    limits: dict[Id, Annotated[Number, Field(ge=0)] | None] | None = Field(default=None, max_length=64)
+    plan: Id = Field(description="the new plan id")
+    period_start: EpochMs | None = Field(
+        default=None, description="start of the billing period: period counters restart from it"
+    )
+    limits: dict[Id, Annotated[Number, Field(ge=0)] | None] | None = Field(
+        default=None,
+        max_length=64,
+        description="per-account limit overrides: metric -> limit (null: unlimited)",
+    )
 
 
 class FeedbackEvent(_Event):
+    """What the user did with a prompt; sent by the frontend to the feedback topic."""
+
     type: Literal["prompt_shown", "prompt_clicked", "prompt_dismissed"]
-    prompt_id: Id
+    prompt_id: Id = Field(description="the prompt's prompt_id")
 
 
 EventModel = UsageEvent | PaywallHitEvent | PlanChangedEvent | FeedbackEvent
