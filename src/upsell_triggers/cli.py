@@ -44,7 +44,28 @@ def _cmd_run(a: argparse.Namespace) -> int:
     setup_logging(s.log_level, log_format)
     from upsell_triggers.runtime.embedded import run_embedded
 
-    return asyncio.run(run_embedded(s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt))
+    if not a.demo:
+        return asyncio.run(run_embedded(s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt))
+    from upsell_triggers.gateway.run import run_embedded_with_demo
+    from upsell_triggers.gateway.settings import GatewaySettings
+
+    return asyncio.run(
+        run_embedded_with_demo(
+            GatewaySettings(), run_embedded, s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt
+        )
+    )
+
+
+def _cmd_gateway(a: argparse.Namespace) -> int:
+    from upsell_triggers.gateway.run import run_gateway
+    from upsell_triggers.gateway.settings import GatewaySettings
+    from upsell_triggers.logs import setup_logging
+    from upsell_triggers.settings import Settings
+
+    s = Settings()
+    g = GatewaySettings(**{k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None})
+    setup_logging(s.log_level, s.log_format)
+    return asyncio.run(run_gateway(s, g))
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
@@ -173,7 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--rate", type=float, default=500.0, help="simulator: events per second (default 500)")
     run.add_argument("--limit", type=int, metavar="N", help="simulator: stop after N events (default: never)")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="embedded: also serve the delivery gateway's demo page (prompts in a browser) on "
+        "$UPSELL_GATEWAY_PORT (default 8090)",
+    )
     run.set_defaults(fn=_cmd_run)
+
+    gw = _sub(
+        sub,
+        "gateway",
+        "the delivery gateway: prompts from the prompts topic to browsers (SSE), feedback back to its topic",
+        "  UPSELL_GATEWAY_SECRET=... KAFKA_BOOTSTRAP_SERVERS=localhost:9092 upsell-triggers gateway",
+    )
+    gw.add_argument("--host", help="bind address (default $UPSELL_GATEWAY_HOST or 127.0.0.1)")
+    gw.add_argument("--port", type=int, help="port (default $UPSELL_GATEWAY_PORT or 8090)")
+    gw.set_defaults(fn=_cmd_gateway)
 
     rules = _sub(
         sub,

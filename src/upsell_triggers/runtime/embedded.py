@@ -11,8 +11,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
-from typing import IO
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -26,6 +26,15 @@ from upsell_triggers.settings import Settings
 from upsell_triggers.simulate import Simulator
 
 log = logging.getLogger("upsell_triggers.embedded")
+
+
+class PromptSink(Protocol):
+    """Also receives the run's prompts, and may feed events back (the delivery gateway's demo page:
+    prompts to the browser, its feedback into the processor)."""
+
+    def publish(self, prompt: dict[str, Any]) -> object: ...
+
+    def bind(self, handle: Callable[[bytes], object]) -> None: ...
 
 
 async def _lines(path: str) -> AsyncIterator[bytes]:
@@ -61,6 +70,7 @@ async def run_embedded(
     rate: float = 500.0,
     limit: int | None = None,
     fmt: str = "json",
+    sink: PromptSink | None = None,
 ) -> int:
     """`fmt`: prompts as JSON lines (`json`) or one readable line each (`pretty`, for a terminal)."""
     rules = load_ruleset(settings.rules_dir)
@@ -68,6 +78,8 @@ async def run_embedded(
     proc = Processor(rules, metrics)
     proc.engine.max_future_ms = settings.max_future_skew_s * 1000
     metrics.accounts.set_function(lambda: len(proc.store))  # read at scrape time: always current
+    if sink is not None:
+        sink.bind(lambda raw: proc.handle(raw, now_ms=int(time.time() * 1000)))
     out: IO[bytes] = open(output, "ab") if output else sys.stdout.buffer  # noqa: SIM115
     prompts = PromptWriter(out, fmt)
     summary = RunSummary()
@@ -120,6 +132,8 @@ async def run_embedded(
             for d in res.decisions:
                 if d.prompt is not None:
                     prompts.write(d.prompt)
+                    if sink is not None:
+                        sink.publish(d.prompt)
                     metrics.latency.observe(time.perf_counter() - t0)
             if res.decisions:
                 out.flush()
