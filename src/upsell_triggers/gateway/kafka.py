@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from upsell_triggers.engine.engine import FEEDBACK_ACTIONS
 from upsell_triggers.engine.events import Feedback, decode_event
@@ -80,16 +81,22 @@ class PromptFeed:
         )
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
-        waited = False
-        while True:
-            await self.consumer.topics()  # refreshes metadata
-            parts = self.consumer.partitions_for_topic(topic)
-            if parts:
-                return [TopicPartition(topic, p) for p in sorted(parts)]
-            if not waited:
-                log.info("waiting for topic to exist", extra={"fields": {"topic": topic}})
-                waited = True
-            await asyncio.sleep(1)
+        """The topic's partitions, waiting (with one log line) while it does not exist yet."""
+        admin = AIOKafkaAdminClient(**client_options(self.s))
+        await admin.start()
+        try:
+            waited = False
+            while True:
+                described = await admin.describe_topics([topic])
+                parts = [p["partition"] for d in described for p in d.get("partitions") or ()]
+                if parts:
+                    return [TopicPartition(topic, p) for p in sorted(parts)]
+                if not waited:
+                    log.info("waiting for topic to exist", extra={"fields": {"topic": topic}})
+                    waited = True
+                await asyncio.sleep(1)
+        finally:
+            await admin.close()
 
     async def _seek_to_window(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Seeks to (now - window); returns the end offsets to read up to before being ready."""
