@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Command 1: install into .venv and run the service on its embedded default (no Kafka):
 # a built-in simulated workload, prompts printed one per line (JSON lines when piped), metrics on
-# http://127.0.0.1:8080/metrics, a summary on Ctrl-C.
+# http://127.0.0.1:8080/metrics, the prompts live in a browser on http://127.0.0.1:8090/demo (the delivery
+# gateway's demo page), a summary on Ctrl-C.
 # Extra arguments go to `upsell-triggers run` (e.g. --port 9000, --input events.jsonl, --rate 2000).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,4 +24,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ ! -x "$VENV/bin/ups
   say "installed in $((SECONDS - t0))s: $("$VENV/bin/upsell-triggers" --version)"
 fi
 say "starting the embedded service with a simulated workload (Ctrl-C stops it and prints a summary)"
-exec "$VENV/bin/upsell-triggers" run --embedded "$@"
+say "prompts in a browser: http://127.0.0.1:${UPSELL_GATEWAY_PORT:-8090}/demo"
+exec "$VENV/bin/upsell-triggers" run --embedded --demo "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Command 2: install everything into .venv, start the local Kafka broker (deploy/kafka-local), and run
 # the whole suite: ruff (lint + format), mypy, the rule unit tests, and pytest (unit + real-broker
-# integration, deploy kit). Needs Python 3.11+, a JDK 17+, Maven, and apt (for promtool) or promtool
-# on PATH; kubectl (for the Kubernetes manifests test) when present. `.ci/run` calls exactly this.
+# integration, deploy kit, browser). Needs Python 3.11+, a JDK 17+, Maven, and apt (for promtool,
+# chromium and chromium-driver) or those on PATH; kubectl (for the Kubernetes manifests test) when
+# present. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
@@ -20,6 +21,15 @@ if ! command -v promtool >/dev/null 2>&1; then
     $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true  # only the tool is wanted
   fi
   command -v promtool >/dev/null 2>&1 || echo "!! promtool not installable here: alert-rule tests will be skipped (failed under CI=true)"
+fi
+# The browser tests (tests/browser) drive Debian's headless chromium through chromedriver.
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
+    $SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
+  fi
+  [ -x /usr/bin/chromedriver ] || echo "!! chromium/chromedriver not installable here: browser tests will be skipped (failed under CI=true)"
 fi
 echo "== install: $((SECONDS - t0))s"
 

@@ -10,8 +10,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import orjson
+
+from upsell_triggers.engine.timeutil import datetime_to_ms
 from upsell_triggers.gateway.hub import Hub
 from upsell_triggers.gateway.metrics import GatewayMetrics
 from upsell_triggers.gateway.server import Gateway, serve, stop
@@ -77,13 +81,25 @@ async def run_gateway(s: Settings, g: GatewaySettings) -> int:
 
 class EmbeddedBridge:
     """The embedded run's side of the demo gateway: its prompts go into the hub, feedback from the
-    browser goes straight into its processor (so the funnel metrics on /metrics count it)."""
+    browser goes straight into its processor (so the funnel metrics on /metrics count it).
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    The hub's "now" is the run's event time (the newest prompt's created_at): the simulator's clock
+    runs hours ahead per second of wall time, and its prompts would otherwise be judged expired or
+    far in the future. Feedback takes the same time, so the processor sees it in order."""
+
+    hub: Hub
+
+    def __init__(self) -> None:
+        self.now_ms = 0
         self._handle: Callable[[bytes], object] | None = None
 
+    def clock(self) -> float:
+        return self.now_ms / 1000
+
     def publish(self, prompt: dict[str, Any]) -> object:
+        created = prompt.get("created_at")
+        if isinstance(created, str):
+            self.now_ms = max(self.now_ms, datetime_to_ms(datetime.fromisoformat(created)))
         return self.hub.publish(prompt)
 
     def bind(self, handle: Callable[[bytes], object]) -> None:
@@ -92,7 +108,9 @@ class EmbeddedBridge:
     async def send(self, key: bytes, value: bytes) -> None:
         if self._handle is None:
             raise RuntimeError("embedded processor not started")
-        self._handle(value)
+        ev = orjson.loads(value)
+        ev["ts"] = self.now_ms
+        self._handle(orjson.dumps(ev))
 
 
 async def serve_demo(g: GatewaySettings) -> tuple[EmbeddedBridge, Callable[[], Any]]:
@@ -103,8 +121,8 @@ async def serve_demo(g: GatewaySettings) -> tuple[EmbeddedBridge, Callable[[], A
         from pydantic import SecretStr
 
         g = g.model_copy(update={"secret": SecretStr(secrets.token_urlsafe(32))})
-    hub = _hub(g)
-    bridge = EmbeddedBridge(hub)
+    bridge = EmbeddedBridge()
+    hub = bridge.hub = Hub(bridge.clock, g.max_pending_per_account, g.max_pending_total)
     gw = Gateway(g, hub, bridge)
     runner, housekeeping = await serve(gw, g.host, g.port)
     log.info("demo page", extra={"fields": {"url": f"http://{g.host}:{g.port}/demo"}})

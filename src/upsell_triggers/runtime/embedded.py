@@ -79,7 +79,7 @@ async def run_embedded(
     proc.engine.max_future_ms = settings.max_future_skew_s * 1000
     metrics.accounts.set_function(lambda: len(proc.store))  # read at scrape time: always current
     if sink is not None:
-        sink.bind(lambda raw: proc.handle(raw, now_ms=int(time.time() * 1000)))
+        sink.bind(lambda raw: proc.handle(raw, now_ms=int(time.time() * 1000) if source else None))
     out: IO[bytes] = open(output, "ab") if output else sys.stdout.buffer  # noqa: SIM115
     prompts = PromptWriter(out, fmt)
     summary = RunSummary()
