@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import sys
 from pathlib import Path
 
@@ -133,7 +134,13 @@ def _cmd_replay(a: argparse.Namespace) -> int:
 
     startup.readable_file(a.events, "events file")
     rs = startup.load_rules(a.rules)
-    return run_replay(rs, a.events, a.explain)
+    known = [r.id for r in rs.rules]
+    for rid in a.rule:
+        if rid not in known:
+            close = difflib.get_close_matches(rid, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise StartupError(f"--rule {rid!r}: no such rule in {a.rules}; {hint}rules: {', '.join(known)}")
+    return run_replay(rs, a.events, a.explain, a.rule, a.account)
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -256,12 +263,29 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         "backtest rules over an events file: prompts as JSON lines on stdout, per-rule summary on stderr",
         "  upsell-triggers replay events.jsonl --rules rules > prompts.jsonl\n"
-        "  upsell-triggers replay events.jsonl --explain 2> decisions.log",
+        "  upsell-triggers replay events.jsonl --explain 2> decisions.log\n"
+        "  upsell-triggers replay events.jsonl --rule seats-80 --account acme > /dev/null",
     )
     rep.add_argument("events", help="events file (JSON lines, one event each) or - for stdin")
     rep.add_argument("--rules", metavar="DIR", default="rules", help="rules directory (default ./rules)")
     rep.add_argument(
-        "--explain", action="store_true", help="also write every decision with its reason to stderr"
+        "--explain",
+        action="store_true",
+        help="also write every decision (event time, rule, account, outcome, reason) to stderr as JSON lines",
+    )
+    rep.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="--explain only this rule's decisions (repeatable; implies --explain)",
+    )
+    rep.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="--explain only this account's decisions (repeatable; implies --explain)",
     )
     rep.set_defaults(fn=_cmd_replay)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import IO, Any
@@ -11,38 +12,139 @@ import orjson
 
 from upsell_triggers.engine.engine import EMITTED, SUPPRESSIONS, Decision
 from upsell_triggers.engine.ruleset import RuleSet
+from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.processor import MemoryStore, Processor
+
+# Feedback naming a prompt this replay did not make (made before the file starts) has no rule.
+UNATTRIBUTED = "unknown"
+FEEDBACK = ("shown", "clicked", "dismissed")
+PROGRESS_EVERY = 50_000  # lines between progress updates on a terminal
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
 class Summary:
-    def __init__(self) -> None:
+    """Per-rule counts of a replay: decisions, feedback, conversions, accounts prompted."""
+
+    def __init__(self, rule_ids: Sequence[str] = ()) -> None:
+        self.rule_ids = list(rule_ids)
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.prompted: dict[str, set[str]] = defaultdict(set)
         self.events = self.invalid = self.duplicates = self.accounts = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
 
     def add(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
-            self.counts[d.rule_id][d.outcome] += 1
+            c = self.counts[d.rule_id]
+            if d.outcome == "feedback":
+                c[d.action or ""] += 1
+            else:
+                c[d.outcome] += 1
+                if d.outcome == EMITTED:
+                    self.prompted[d.rule_id].add(d.account_id)
 
-    def table(self, accounts: int) -> str:
-        cols = [EMITTED, *SUPPRESSIONS]
-        head = ["rule", "fired", *SUPPRESSIONS, "conversion", "per_1k_accounts"]
+    def rows(self) -> list[list[str]]:
+        head = ["rule", "fired", *SUPPRESSIONS, "accounts", *FEEDBACK, "ctr", "dismiss_rate"]
+        head += ["conversions", "per_1k_accounts"]
         rows = [head]
-        for rule in sorted(self.counts):
-            c = self.counts[rule]
-            per_k = c[EMITTED] * 1000 / accounts if accounts else 0.0
-            rows.append([rule, *(str(c[k]) for k in cols), str(c["conversion"]), f"{per_k:.1f}"])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        known = set(self.rule_ids)
+        extra = sorted(r for r in self.counts if r not in known and r != UNATTRIBUTED)
+        for rule in [*self.rule_ids, *extra]:
+            c = self.counts.get(rule, {})
+            fired = c.get(EMITTED, 0)
+            shown = c.get("shown", 0)
+            per_k = fired * 1000 / self.accounts if self.accounts else 0.0
+            rows.append(
+                [
+                    rule,
+                    str(fired),
+                    *(str(c.get(k, 0)) for k in SUPPRESSIONS),
+                    str(len(self.prompted.get(rule, ()))),
+                    *(str(c.get(k, 0)) for k in FEEDBACK),
+                    _rate(c.get("clicked", 0), shown),
+                    _rate(c.get("dismissed", 0), shown),
+                    str(c.get("conversion", 0)),
+                    f"{per_k:.1f}",
+                ]
+            )
+        return rows
+
+    def table(self, accounts: int | None = None) -> str:
+        if accounts is not None:
+            self.accounts = accounts
+        rows = self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [
             "  ".join(
                 v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))
             )
             for r in rows
         ]
+        prompted = set().union(*self.prompted.values()) if self.prompted else set()
+        span = (
+            f"{to_iso(self.first_ts)} .. {to_iso(self.last_ts)}"
+            if self.first_ts is not None and self.last_ts is not None
+            else "-"
+        )
         lines.append(
             f"events: {self.events}  invalid: {self.invalid}  duplicates: {self.duplicates}  "
-            f"accounts: {accounts}"
+            f"accounts: {self.accounts}  accounts prompted: {len(prompted)}  event time: {span}"
+        )
+        lost = self.counts.get(UNATTRIBUTED, {})
+        if any(lost.values()):
+            lines.append(
+                "feedback on prompts not made in this replay (made before the file's first event): "
+                + ", ".join(f"{lost.get(k, 0)} {k}" for k in FEEDBACK)
+            )
+        lines.append(
+            "ctr = clicked / shown, dismiss_rate = dismissed / shown; accounts = distinct accounts "
+            "prompted by the rule; per_1k_accounts = prompts per 1,000 accounts in the file"
         )
         return "\n".join(lines)
+
+
+class ExplainFilter:
+    """Which decisions --explain prints: all, or those of some rules and/or accounts."""
+
+    def __init__(self, rules: Sequence[str] = (), accounts: Sequence[str] = ()) -> None:
+        self.rules = frozenset(rules)
+        self.accounts = frozenset(accounts)
+
+    def __call__(self, d: Decision) -> bool:
+        return (not self.rules or d.rule_id in self.rules) and (
+            not self.accounts or d.account_id in self.accounts
+        )
+
+
+class _Progress:
+    """`\\r 42.0%  420,000 events  310,000/s  ETA 0:02` on a terminal, ended with a newline."""
+
+    def __init__(self, err: IO[str], total_bytes: int | None) -> None:
+        self.err = err
+        self.total = total_bytes
+        self.t0 = time.monotonic()
+        self.shown = False
+
+    def update(self, lines: int, read: int) -> None:
+        secs = max(time.monotonic() - self.t0, 1e-9)
+        rate = lines / secs
+        text = f"{lines:,} events  {rate:,.0f}/s"
+        if self.total:
+            done = read / self.total
+            eta = secs * (1 - done) / done if done else 0.0
+            text = f"{100 * done:5.1f}%  {text}  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        self.err.write("\r" + text + "\x1b[K")
+        self.err.flush()
+        self.shown = True
+
+    def end(self, lines: int) -> None:
+        if self.shown:
+            secs = max(time.monotonic() - self.t0, 1e-9)
+            self.err.write(f"\rread {lines:,} events in {secs:.1f}s ({lines / secs:,.0f}/s)\x1b[K\n")
+            self.err.flush()
 
 
 def replay(
@@ -50,28 +152,41 @@ def replay(
     src: IO[bytes],
     out: IO[bytes],
     err: IO[str],
-    explain: bool = False,
+    explain: bool | ExplainFilter = False,
     total_bytes: int | None = None,
 ) -> Summary:
-    proc = Processor(rules, store=MemoryStore(max_accounts=10_000_000))
-    summary = Summary()
-    progress = total_bytes is not None and err.isatty()
+    """Prompts to `out` as JSON lines; rejected lines and (with `explain`) decisions to `err`.
+    Progress is shown when `err` is a terminal."""
+    store = MemoryStore(max_accounts=10_000_000)
+    proc = Processor(rules, store=store)
+    summary = Summary([r.id for r in rules.rules])
+    wanted = explain if isinstance(explain, ExplainFilter) else ExplainFilter() if explain else None
+    progress = _Progress(err, total_bytes) if err.isatty() else None
     read = blank = 0
     write = out.write
     handle = proc.handle
+    states = store.states
+    n_accounts = 0
+    first_ts: int | None = None
     lineno = 0
     # The loop does per line only what a line needs (a million lines: every attribute access shows);
     # counts come from the processor's metrics at the end.
     for lineno, line in enumerate(src, 1):
-        if progress:
+        if progress is not None:
             read += len(line)
-            if lineno % 50_000 == 0 and total_bytes:
-                err.write(f"\r{100 * read / total_bytes:5.1f}%  {lineno:,} events")
-                err.flush()
+            if lineno % PROGRESS_EVERY == 0:
+                progress.update(lineno, read)
         if line.isspace():
             blank += 1
             continue
         res = handle(line)
+        if len(states) != n_accounts:
+            # A new account: its state (the newest in the dict) holds its first event's time, the
+            # earliest of its events when each account's events are in time order.
+            n_accounts = len(states)
+            ts = next(reversed(states.values())).last_seen
+            if ts and (first_ts is None or ts < first_ts):
+                first_ts = ts
         if res.invalid is not None:
             err.write(f"line {lineno}: {res.invalid.reason}: {res.invalid.message}\n")
             continue
@@ -80,24 +195,37 @@ def replay(
             for d in res.decisions:
                 if d.prompt is not None:
                     write(orjson.dumps(d.prompt) + b"\n")
-                if explain:
-                    err.write(orjson.dumps({"line": lineno, **d.explain()}).decode() + "\n")
-    if progress:
-        err.write("\r" + " " * 40 + "\r")
+                if wanted is not None and wanted(d):
+                    err.write(
+                        orjson.dumps({"line": lineno, "ts": to_iso(d.ts), **d.explain()}).decode() + "\n"
+                    )
+    if progress is not None:
+        progress.end(lineno - blank)
     summary.events = lineno - blank
     summary.invalid = sum(proc.metrics.invalid.values.values())
     summary.duplicates = sum(proc.metrics.duplicates.values.values())
-    summary.accounts = len(proc.store)
+    summary.accounts = len(store)
+    summary.first_ts = first_ts
+    summary.last_ts = max((s.last_seen for s in states.values()), default=None) or None
     return summary
 
 
-def run_replay(rules: RuleSet, path: str, explain: bool) -> int:
+def run_replay(
+    rules: RuleSet,
+    path: str,
+    explain: bool,
+    only_rules: Sequence[str] = (),
+    only_accounts: Sequence[str] = (),
+) -> int:
     import os
 
     from upsell_triggers import gctune
 
     gctune.tune()
 
+    explain_arg: bool | ExplainFilter = (
+        ExplainFilter(only_rules, only_accounts) if explain or only_rules or only_accounts else False
+    )
     if path == "-":
         src: Any = sys.stdin.buffer
         total = None
@@ -105,10 +233,10 @@ def run_replay(rules: RuleSet, path: str, explain: bool) -> int:
         src = open(path, "rb")  # noqa: SIM115
         total = os.path.getsize(path)
     try:
-        s = replay(rules, src, sys.stdout.buffer, sys.stderr, explain, total)
+        s = replay(rules, src, sys.stdout.buffer, sys.stderr, explain_arg, total)
     finally:
         if src is not sys.stdin.buffer:
             src.close()
     sys.stdout.flush()
-    sys.stderr.write(s.table(s.accounts) + "\n")
+    sys.stderr.write(s.table() + "\n")
     return 0

@@ -16,6 +16,7 @@ tests:
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,49 @@ def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     return out
 
 
+def _expected_rules(case: TestCase) -> list[str]:
+    """The rules a case is about: those it expects prompts or decisions from, or expects absent."""
+    ids = [e.get("rule_id") for e in (case.expect_prompts or [])]
+    ids += [e.get("rule_id") for e in case.expect_decisions] + list(case.expect_absent)
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str)))
+
+
+def _explain(rules: RuleSet, rule_ids: list[str], decisions: list[tuple[int, Decision]]) -> list[str]:
+    """Why the expected rules did what they did: each of their decisions with its event and reason, or
+    what a rule without any decision was waiting for."""
+    known = {r.id: r for r in rules.rules}
+    out: list[str] = []
+    for rid in rule_ids:
+        rule = known.get(rid)
+        if rule is None:
+            close = difflib.get_close_matches(rid, list(known), n=1)
+            out.append(
+                f"rule {rid} is not in the rule set" + (f"; did you mean {close[0]}?" if close else "")
+            )
+            continue
+        mine = [(i, d) for i, d in decisions if d.rule_id == rid]
+        if not mine:
+            c = rule.primary
+            level = f"{c.ratio:g} of the plan limit" if c.ratio is not None else f"{c.at_least:g}"
+            out.append(
+                f"rule {rid} made no decision: no event brought {c.metric}"
+                + (f" (feature {c.feature})" if c.feature else "")
+                + f" to {level}"
+                + (" (or its other conditions were not met)" if rule.secondary else "")
+                + (f"; audience: {', '.join(sorted(rule.audience))}" if rule.audience else "")
+            )
+            continue
+        out.append(f"decisions of rule {rid}:")
+        out += [f"  events[{i}] at {to_iso(d.ts)}: {d.outcome}: {d.reason}" for i, d in mine]
+    return out
+
+
 def run_case(rules: RuleSet, case: TestCase) -> list[str]:
     engine = Engine(rules)
     state = AccountState()
     start = datetime_to_ms(datetime.fromisoformat(case.start))
     prompts: list[dict[str, Any]] = []
-    decisions: list[Decision] = []
+    decisions: list[tuple[int, Decision]] = []
     failures: list[str] = []
     for i, raw in enumerate(case.events):
         ev_dict = dict(raw)
@@ -79,7 +117,7 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
         out = engine.process(ev, state)
         if out.invalid is not None:
             failures.append(f"events[{i}] is invalid: {out.invalid.message}")
-        decisions += out.decisions
+        decisions += [(i, d) for d in out.decisions]
         prompts += out.prompts
     if case.expect_prompts is not None:
         if len(prompts) != len(case.expect_prompts):
@@ -95,11 +133,13 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
         if any(p["rule_id"] == rid for p in prompts):
             failures.append(f"rule {rid} emitted a prompt but is expected absent")
     for e in case.expect_decisions:
-        if not any(not _matches(d.explain() | {"group": d.group}, e) for d in decisions):
+        if not any(not _matches(d.explain() | {"group": d.group}, e) for _, d in decisions):
             failures.append(
                 f"no decision matching {orjson.dumps(e).decode()}; got "
-                + ", ".join(f"{d.rule_id}:{d.outcome}" for d in decisions)
+                + (", ".join(f"{d.rule_id}:{d.outcome}" for _, d in decisions) or "none")
             )
+    if failures:
+        failures += _explain(rules, _expected_rules(case), decisions)
     return failures
 
 

@@ -1,0 +1,59 @@
+"""A failing rule test says why: the decisions and reasons of the rules it expected, or what a rule
+that decided nothing was waiting for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from upsell_triggers.cli import main
+
+from .helpers import RULES
+
+
+def _run(tmp_path: Path, body: str, capsys) -> str:  # type: ignore[no-untyped-def]
+    t = tmp_path / "t.yaml"
+    t.write_text(f"rules: {RULES}\ntests:\n" + body)
+    assert main(["rules", "test", str(t)]) == 1
+    return str(capsys.readouterr().out)
+
+
+def test_a_rule_that_never_fired_says_what_it_waited_for(tmp_path: Path, capsys):
+    out = _run(
+        tmp_path,
+        "  - name: three of five seats\n    events:\n      - {type: usage, metric: seats, value: 3}\n"
+        "    expect_prompts:\n      - {rule_id: seats-80}\n",
+        capsys,
+    )
+    assert "expected 1 prompt(s), got 0" in out
+    assert "rule seats-80 made no decision: no event brought seats to 0.8 of the plan limit" in out
+
+
+def test_decisions_of_the_expected_rule_are_listed_with_event_time_and_reason(tmp_path: Path, capsys):
+    out = _run(
+        tmp_path,
+        "  - name: back within the cooldown\n    events:\n"
+        "      - {at: 0s, type: usage, metric: seats, value: 4}\n"
+        "      - {at: 1h, type: usage, metric: seats, value: 3}\n"
+        "      - {at: 2h, type: usage, metric: seats, value: 4}\n"
+        "    expect_prompts:\n      - {rule_id: seats-80}\n      - {rule_id: seats-80}\n",
+        capsys,
+    )
+    lines = out.splitlines()
+    i = lines.index("     decisions of rule seats-80:")
+    assert lines[i + 1].startswith("       events[0] at 2026-01-05T09:00:00Z: emitted: ")
+    assert lines[i + 2].startswith("       events[2] at 2026-01-05T11:00:00Z: cooldown: ")
+
+
+def test_a_misspelled_expected_rule_gets_a_suggestion(tmp_path: Path, capsys):
+    out = _run(
+        tmp_path,
+        "  - name: typo\n    events:\n      - {type: usage, metric: seats, value: 4}\n"
+        "    expect_decisions:\n      - {rule_id: seats-8, outcome: emitted}\n",
+        capsys,
+    )
+    assert "rule seats-8 is not in the rule set; did you mean seats-80?" in out
+
+
+def test_passing_tests_print_no_explanation(capsys):
+    assert main(["rules", "test", str(RULES / "tests")]) == 0
+    assert "decisions of rule" not in capsys.readouterr().out
