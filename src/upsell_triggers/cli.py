@@ -50,21 +50,21 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from upsell_triggers.gateway.run import run_embedded_with_demo
     from upsell_triggers.gateway.settings import GatewaySettings
 
+    g = startup.validated_settings(GatewaySettings)
+    startup.port_free(g.host, g.port)
     return asyncio.run(
-        run_embedded_with_demo(
-            GatewaySettings(), run_embedded, s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt
-        )
+        run_embedded_with_demo(g, run_embedded, s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt)
     )
 
 
 def _cmd_gateway(a: argparse.Namespace) -> int:
+    from upsell_triggers import startup
     from upsell_triggers.gateway.run import run_gateway
     from upsell_triggers.gateway.settings import GatewaySettings
     from upsell_triggers.logs import setup_logging
-    from upsell_triggers.settings import Settings
 
-    s = Settings()
-    g = GatewaySettings(**{k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None})
+    s = startup.load_settings({})
+    g = startup.validated_settings(GatewaySettings, {"host": ("--host", a.host), "port": ("--port", a.port)})
     setup_logging(s.log_level, s.log_format)
     return asyncio.run(run_gateway(s, g))
 

@@ -13,9 +13,10 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 if TYPE_CHECKING:
     from upsell_triggers.engine.ruleset import RuleSet
@@ -41,9 +42,19 @@ def load_settings(flags: dict[str, tuple[str, Any]]) -> Settings:
     A bad value names where it came from: the flag, or the UPSELL_* variable (environment or .env)."""
     from upsell_triggers.settings import Settings
 
+    return validated_settings(Settings, flags)
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def validated_settings(model: type[_S], flags: dict[str, tuple[str, Any]] | None = None) -> _S:
+    """Any settings model (its env_prefix names the variables), with command-line overrides."""
+    flags = flags or {}
+    prefix = str(model.model_config.get("env_prefix") or "")
     overrides = {field: value for field, (_, value) in flags.items() if value is not None}
     try:
-        return Settings(**overrides)
+        return model(**overrides)
     except ValidationError as err:
         e = err.errors(include_url=False)[0]
         field = str(e["loc"][0]) if e["loc"] else "?"
@@ -51,7 +62,7 @@ def load_settings(flags: dict[str, tuple[str, Any]]) -> Settings:
         shown = repr(e["input"]) if not isinstance(e["input"], dict) else ""
         if field in overrides:
             raise StartupError(f"{flags[field][0]} {shown}: {msg}") from None
-        env = "KAFKA_BOOTSTRAP_SERVERS" if field == "kafka_bootstrap_servers" else f"UPSELL_{field.upper()}"
+        env = "KAFKA_BOOTSTRAP_SERVERS" if field == "kafka_bootstrap_servers" else f"{prefix}{field.upper()}"
         more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
         raise StartupError(
             f"setting {env}={shown}: {msg}{more}; fix it in the environment or in .env "

@@ -259,3 +259,12 @@ def test_end_of_input_prints_a_summary_and_pretty_lines(tmp_path: Path):
     assert re.match(r"2026-11-22 10:00  a\d +seats-(80|100) +(banner|modal) +free -> team +\S", lines[0]), (
         lines[0]
     )
+
+
+def test_gateway_settings_mistakes_are_one_line_too():
+    p = cli("gateway", env={"UPSELL_GATEWAY_PORT": "abc"})
+    one_line_error(p, 2, "UPSELL_GATEWAY_PORT='abc'", "valid integer")
+    p = cli("gateway", "--port", "999999")
+    one_line_error(p, 2, "--port 999999", "65535")
+    p = cli("run", "--embedded", "--demo", "--rules", str(RULES), env={"UPSELL_GATEWAY_MAX_STREAMS": "0"})
+    one_line_error(p, 2, "UPSELL_GATEWAY_MAX_STREAMS='0'")
