@@ -28,6 +28,7 @@ from upsell_triggers.engine.engine import Decision, Engine
 from upsell_triggers.engine.events import InvalidEvent, validate_event
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, load_ruleset
 from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.suggest import unknown_field
 from upsell_triggers.engine.timeutil import datetime_to_ms, parse_duration, to_iso
 from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
 
@@ -47,6 +48,9 @@ class TestFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rules: str | None = None
     tests: list[TestCase] = Field(min_length=1)
+
+
+_TEST_SCHEMA = TestFile.model_json_schema()
 
 
 def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
@@ -157,10 +161,9 @@ def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:
             continue
         except ValidationError as verr:
             for e in verr.errors(include_url=False):
-                out.write(
-                    f"{f}:{line_for(lines, tuple(e['loc']))}: error: "
-                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}\n"
-                )
+                loc = tuple(e["loc"])
+                msg = unknown_field(_TEST_SCHEMA, loc) if e["type"] == "extra_forbidden" else e["msg"]
+                out.write(f"{f}:{line_for(lines, loc)}: error: {'.'.join(map(str, loc))}: {msg}\n")
             failed += 1
             continue
         except OSError as err:

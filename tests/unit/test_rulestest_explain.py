@@ -57,3 +57,17 @@ def test_a_misspelled_expected_rule_gets_a_suggestion(tmp_path: Path, capsys):
 def test_passing_tests_print_no_explanation(capsys):
     assert main(["rules", "test", str(RULES / "tests")]) == 0
     assert "decisions of rule" not in capsys.readouterr().out
+
+
+def test_misspelled_test_file_fields_get_a_suggestion(tmp_path: Path, capsys):
+    t = tmp_path / "t.yaml"
+    t.write_text(
+        f"rules: {RULES}\ntests:\n  - name: x\n    events:\n      - {{type: usage, metric: seats, value: 3}}\n"
+        "    expect_prompt: []\n"
+    )
+    assert main(["rules", "test", str(t)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"{t}:6: error: tests.0.expect_prompt: unknown field 'expect_prompt'; did you mean 'expect_prompts'?"
+        in out
+    )
