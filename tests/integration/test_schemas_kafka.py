@@ -35,3 +35,6 @@ async def test_worker_prompts_match_the_prompt_schema(worker_factory, kafka_boot
     assert len(prompts) >= want
     assert_valid_prompts(prompts)
     assert all(r.key == p["account_id"].encode() for r, p in zip(recs, prompts, strict=True))
+    # Every account of the workload is held (memory store: all of them, decoded or as bytes).
+    accounts = len({k for k, _ in records})
+    assert w.metric("upsell_accounts_in_memory") == accounts

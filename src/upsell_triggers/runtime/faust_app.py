@@ -174,6 +174,7 @@ def create_app(s: Settings) -> faust.App:
     )
     # Read at scrape time: right after every batch, write and rebalance (drop_cache), with no copy to keep.
     metrics.unwritten_accounts.set_function(lambda: len(states.dirty))
+    metrics.accounts.set_function(lambda: len(states.cache))
     proc = Processor(rules, metrics, get_state=states.get)
     proc.engine.max_future_ms = s.max_future_skew_s * 1000
     app.upsell_processor = proc  # type: ignore[attr-defined]
