@@ -7,35 +7,28 @@ future) is passed in by the runtime. Every rule edge yields an explicit Decision
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from upsell_triggers.engine.events import Event, Feedback, InvalidEvent, PaywallHit, PlanChanged, Usage
+from upsell_triggers.engine.levels import holds, measure
 from upsell_triggers.engine.prompts import build_prompt, in_holdout
-from upsell_triggers.engine.ruleset import (
-    GAUGE,
-    PAYWALL_METRIC,
-    PERIOD,
-    Cond,
-    LevelGroup,
-    MetricSpec,
-    Plan,
-    Rule,
-    RuleSet,
-)
+from upsell_triggers.engine.ruleindex import LevelGroup, RuleSet
+from upsell_triggers.engine.rulemodel import GAUGE, PAYWALL_METRIC, PERIOD, Cond, MetricSpec, Plan, Rule
 from upsell_triggers.engine.state import (
     CAP_HISTORY,
     MAX_SERIES,
     RECENT_PROMPTS,
+    UNUSED,
     AccountState,
     RuleState,
     event_hash,
-    gauge_value,
+    feature_key,
+    has_feature,
     rolling_add,
-    rolling_sum,
     seen,
+    split_feature_key,
 )
 from upsell_triggers.engine.timeutil import HOUR, billing_period
 
@@ -43,7 +36,6 @@ EMITTED = "emitted"
 SUPPRESSIONS = ("superseded", "cooldown", "frequency_cap", "holdout", "no_upgrade_path", "audience")
 FEEDBACK_ACTIONS = {"prompt_shown": "shown", "prompt_clicked": "clicked", "prompt_dismissed": "dismissed"}
 TREATMENT, HOLDOUT = "treatment", "holdout"
-SEP = "\x1f"
 INF = float("inf")
 _NONE: list[Decision] = []  # never mutated: returned when nothing triggered
 
@@ -104,7 +96,6 @@ class Outcome:
 # The outcomes without decisions are shared: Outcome is immutable.
 DUPLICATE, STALE, LATE, APPLIED = Outcome("duplicate"), Outcome("stale"), Outcome("late"), Outcome("applied")
 PERIOD_CACHE = 4096
-_EMPTY: Mapping[str, Any] = MappingProxyType({})  # what an account's unused container reads as
 
 
 def _rule_state(state: AccountState, key: str) -> RuleState:
@@ -212,7 +203,7 @@ class Engine:
         if type(ev) is PaywallHit:
             spec = rs.metrics[PAYWALL_METRIC]
             if not self._rolling(
-                state, PAYWALL_METRIC + SEP + ev.feature, ts, 1, spec.bucket_ms, spec.window_ms
+                state, feature_key(PAYWALL_METRIC, ev.feature), ts, 1, spec.bucket_ms, spec.window_ms
             ):
                 return LATE
             groups = rs.groups_by_metric.get(PAYWALL_METRIC)
@@ -295,9 +286,9 @@ class Engine:
                 # Evict the series idle longest, with the rule states that counted it.
                 victim = min(rolling, key=lambda k: max(rolling[k], default=0))
                 del rolling[victim]
-                if SEP in victim and state.rules:
-                    feat = SEP + victim.split(SEP, 1)[1]
-                    for k in [k for k in state.rules if k.endswith(feat)]:
+                feat = split_feature_key(victim)[1]
+                if feat is not None and state.rules:
+                    for k in [k for k in state.rules if has_feature(k, feat)]:
                         del state.rules[k]
             buckets = rolling[sys.intern(series)] = {}  # a name built per event: kept once
         return rolling_add(buckets, ts, delta, bucket_ms, keep_ms)
@@ -332,10 +323,12 @@ class Engine:
         if ev.period_start is not None and ev.period_start != state.period_anchor:
             state.period_anchor = ev.period_start
             state.periods = None  # a new anchor starts a new billing period (and quota)
-        for rst in (state.rules or _EMPTY).values():  # a plan change re-arms every rule
+        for rst in (state.rules or UNUSED).values():  # a plan change re-arms every rule
             rst.armed, rst.capped = True, False
         features = tuple(
-            k.split(SEP, 1)[1] for k in state.rolling or _EMPTY if k.startswith(PAYWALL_METRIC + SEP)
+            feat
+            for metric, feat in map(split_feature_key, state.rolling or UNUSED)
+            if metric == PAYWALL_METRIC and feat is not None
         )
         decisions += self._evaluate(ev, state, rs, rs.all_groups, features)
         return Outcome("applied", decisions)
@@ -363,39 +356,6 @@ class Engine:
 
     # ---- evaluation --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _limit(state: AccountState, plan: Plan, metric: str) -> float | None:
-        lim = state.limits
-        if lim is not None and metric in lim:
-            return lim[metric]
-        return plan.limits.get(metric)
-
-    @staticmethod
-    def _current(state: AccountState, c: Cond, feature: str | None, ts: int) -> float:
-        kind = c.kind
-        if kind == GAUGE:
-            return gauge_value(state.gauges, c.metric)
-        if kind == PERIOD:
-            p = (state.periods or _EMPTY).get(c.metric)
-            return p[2] if p and ts < p[1] else 0  # a period that ended counts as a new, empty one
-        b = (state.rolling or _EMPTY).get(c.metric if feature is None else c.metric + SEP + feature)
-        return rolling_sum(b, c.window_ms) if b else 0
-
-    @staticmethod
-    def _level(value: float, limit: float | None, c: Cond) -> float | None:
-        """The quantity compared with the threshold: a ratio of the limit, or the value itself."""
-        if c.ratio is None:
-            return value
-        if limit is None:
-            return None
-        if limit <= 0:
-            return INF if value > 0 else 0.0
-        return value / limit
-
-    def _holds(self, state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: int) -> bool:
-        level = self._level(self._current(state, c, feature, ts), self._limit(state, plan, c.metric), c)
-        return level is not None and level >= c.threshold
-
     def _evaluate(
         self,
         ev: Event,
@@ -406,52 +366,27 @@ class Engine:
     ) -> list[Decision]:
         plan = rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]  # _plan(), inlined
         ts = ev.ts
-        rstates = state.rules or _EMPTY
-        overrides = state.limits
+        rstates = state.rules or UNUSED
         triggered: list[_Trigger] | None = None
-        levels: Sequence[tuple[str | None, float, float | None]]
+        levels: Sequence[tuple[str | None, float, float | None, float | None]]
         for grp in groups:
             primary = grp.primary
-            metric = primary.metric
-            if overrides is not None and metric in overrides:
-                limit = overrides[metric]
-            else:
-                limit = plan.limits.get(metric)
             pf = primary.feature
             if pf is None:
-                # The group's level (_current/_level inlined: this is the hot path).
-                kind = primary.kind
-                value: float
-                if kind == GAUGE:
-                    value = gauge_value(state.gauges, metric)
-                elif kind == PERIOD:
-                    p = (state.periods or _EMPTY).get(metric)
-                    value = p[2] if p and ts < p[1] else 0
-                else:
-                    b = (state.rolling or _EMPTY).get(metric)
-                    value = rolling_sum(b, primary.window_ms) if b else 0
-                level: float | None
-                if primary.ratio is None:
-                    level = value
-                elif limit is None:
-                    level = None
-                elif limit <= 0:
-                    level = INF if value > 0 else 0.0
-                else:
-                    level = value / limit
+                value, limit, level = measure(state, plan, primary, None, ts)
                 if (level is None or level < grp.min_threshold) and (
                     not rstates or not any(rid in rstates for rid in grp.ids)
                 ):
                     continue  # no rule of the group can fire, and none has state to re-arm or uncap
-                levels = ((None, value, level),)
+                levels = ((None, value, limit, level),)
             else:
                 feats = features if pf == "*" else (pf,) if pf in features else ()
-                levels = [(f, *self._feature_level(state, primary, f, limit, ts)) for f in feats]
-                if not rstates and all(lv is None or lv < grp.min_threshold for _, _, lv in levels):
+                levels = [(f, *measure(state, plan, primary, f, ts)) for f in feats]
+                if not rstates and all(lv is None or lv < grp.min_threshold for _, _, _, lv in levels):
                     continue
             for rule in grp.rules:  # rule-major, as the files order them
-                for feat, value, level in levels:
-                    key = rule.id if feat is None else rule.id + SEP + feat
+                for feat, value, limit, level in levels:
+                    key = rule.id if feat is None else feature_key(rule.id, feat)
                     rst = rstates.get(key)
                     if rst is not None and not rst.armed:
                         period = self._period(state, primary)
@@ -466,8 +401,7 @@ class Engine:
                         level is not None
                         and level >= rule.threshold
                         and (
-                            not rule.secondary
-                            or all(self._holds(state, plan, c, feat, ts) for c in rule.secondary)
+                            not rule.secondary or all(holds(state, plan, c, feat, ts) for c in rule.secondary)
                         )
                     ):
                         if triggered is None:
@@ -481,19 +415,12 @@ class Engine:
             return _NONE
         return self._decide(ev, state, rs, plan, triggered)
 
-    def _feature_level(
-        self, state: AccountState, c: Cond, feature: str, limit: float | None, ts: int
-    ) -> tuple[float, float | None]:
-        """(value, level) of a per-feature condition (paywall hits per feature)."""
-        value = self._current(state, c, feature, ts)
-        return value, self._level(value, limit, c)
-
     @staticmethod
     def _period(state: AccountState, c: Cond) -> int | None:
         """Start of the billing period a period-counter condition is in (re-arms rules on rollover)."""
         if c.kind != PERIOD:
             return None
-        p = (state.periods or _EMPTY).get(c.metric)
+        p = (state.periods or UNUSED).get(c.metric)
         return int(p[0]) if p else None
 
     def _decide(
@@ -524,7 +451,7 @@ class Engine:
             if target is None:
                 suppress(t, "no_upgrade_path", f"no plan above '{plan.id}' raises this limit")
                 continue
-            rst = (state.rules or _EMPTY).get(t.key)
+            rst = (state.rules or UNUSED).get(t.key)
             if rst is not None and rst.last_fired is not None and ts - rst.last_fired < rule.cooldown_ms:
                 suppress(t, "cooldown", f"fired at {rst.last_fired}, cooldown {rule.cooldown_ms // 1000}s")
                 continue

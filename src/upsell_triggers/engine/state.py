@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from sys import intern
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import msgspec
 import orjson
@@ -32,6 +33,25 @@ STATE_VERSION = 5
 V4 = 4
 _Num = int | float  # kept apart on decode: event times stay ints, readings stay floats
 _pack_hash = struct.Struct("<II").pack  # an event-id hash: CRC-32, Adler-32
+FEATURE_SEP = "\x1f"  # between a name and a feature in a key (no metric, rule id or feature has it)
+UNUSED: Mapping[str, Any] = MappingProxyType({})  # what an account's unused container reads as
+
+
+def feature_key(name: str, feature: str | None) -> str:
+    """The key of a per-feature entry: a rolling series (metric name) or a rule state (rule id), with
+    the paywall feature it counts; the name alone for an entry without a feature."""
+    return name if feature is None else name + FEATURE_SEP + feature
+
+
+def split_feature_key(key: str) -> tuple[str, str | None]:
+    """feature_key() undone: (name, feature or None)."""
+    name, sep, feature = key.partition(FEATURE_SEP)
+    return (name, feature) if sep else (name, None)
+
+
+def has_feature(key: str, feature: str) -> bool:
+    """Whether key is feature_key(name, feature) for some name."""
+    return key.endswith(FEATURE_SEP + feature)
 
 
 class RuleState(Struct, array_like=True, gc=False):
@@ -150,6 +170,12 @@ def gauge_value(gauges: list[str | _Num] | None, metric: str) -> _Num:
     return 0
 
 
+def gauge_readings(gauges: list[str | _Num] | None) -> dict[str, tuple[_Num, _Num]]:
+    """The flat gauges list (metric, ts, value, ...) as metric -> (ts, value)."""
+    g = gauges or []
+    return {cast(str, g[i]): (cast(_Num, g[i + 1]), cast(_Num, g[i + 2])) for i in range(0, len(g), 3)}
+
+
 def _shared_strings(st: AccountState) -> AccountState:
     """Names decoded from bytes are new strings per account (~55 bytes each); interned, every account
     shares one copy of each plan, metric and rule name, as the states the engine creates do. Runs on
@@ -205,7 +231,7 @@ def _to_v4(st: AccountState, version: int = V4) -> StateV4:
         st.plan_ts,
         st.period_anchor,
         st.limits,
-        {g[i]: (g[i + 1], g[i + 2]) for i in range(0, len(g), 3)} if g else None,  # type: ignore[misc]
+        gauge_readings(g) if g else None,
         st.periods,
         st.rolling,
         st.rules,

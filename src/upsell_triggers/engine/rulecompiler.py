@@ -1,0 +1,468 @@
+"""Compiles rule files into a RuleSet, or raises RulesError with every problem at its file and line.
+Nothing partial: one problem rejects the whole set.
+
+Parsing and the file schema are rulefile.py's; this module checks what spans files and definitions
+(metrics a condition names, plans an audience names, placeholders in copy, one plan catalog) and builds
+the model (rulemodel.py). Each step takes a Context, which carries the catalog compiled so far and
+collects problems, and an At, which says where in which file the definition is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from upsell_triggers.engine.rulefile import Condition, GroupDef, PlanDef, PolicyDef, RuleDef, RulesFile
+from upsell_triggers.engine.ruleindex import RuleSet
+from upsell_triggers.engine.rulemodel import (
+    BUILTIN_METRICS,
+    DEFAULT_BUCKET,
+    DEFAULT_ROLLING_WINDOW,
+    MAX_BUCKETS,
+    PAYWALL_METRIC,
+    ROLLING,
+    Cond,
+    MetricSpec,
+    Plan,
+    Policy,
+    Problem,
+    Rule,
+    RulesError,
+)
+from upsell_triggers.engine.timeutil import DAY, format_duration
+from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
+
+# Placeholders prompt copy may use. Values are pre-rendered strings: no attribute access, no code.
+PLACEHOLDERS = frozenset(
+    {
+        "account_id",
+        "metric",
+        "feature",
+        "value",
+        "limit",
+        "percent",
+        "remaining",
+        "count",
+        "window",
+        "plan",
+        "plan_name",
+        "target_plan",
+        "target_plan_name",
+        "threshold",
+    }
+)
+
+_DEFAULT_RULE = {
+    "cooldown": 7 * DAY,
+    "priority": 50,
+    "placement": "banner",
+    "bypass_cap": False,
+    "target_plan": "next",
+    "enabled": True,
+}
+# What a rule inherits from its group's defaults when it does not set it.
+_INHERITED = (
+    "rearm",
+    "cooldown",
+    "audience",
+    "priority",
+    "placement",
+    "bypass_cap",
+    "target_plan",
+    "signal",
+    "prompt",
+    "enabled",
+)
+
+Lines = dict[Any, int]  # a parsed file's YAML path -> line (yamlload.load_yaml)
+
+
+@dataclass(slots=True)
+class Context:
+    """What every compile step needs besides the definition it compiles: the catalog compiled so far,
+    and the problems found (errors reject the set; warnings ride along on the RuleSet)."""
+
+    metrics: dict[str, MetricSpec]
+    plans: list[Plan] = field(default_factory=list)
+    plan_by_id: dict[str, Plan] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def err(self, file: str, line: int | None, msg: str) -> None:
+        self.problems.append(Problem(file, line, msg))
+
+    def warn(self, file: str, line: int | None, msg: str) -> None:
+        self.warnings.append(Problem(file, line, msg, "warning"))
+
+
+@dataclass(frozen=True, slots=True)
+class At:
+    """Where a definition is: its file, the file's line map, its YAML path, and that path as messages
+    write it (`groups[0].rules[2]`)."""
+
+    file: str
+    lines: Lines
+    path: tuple[Any, ...]
+    label: str
+
+    def line(self, *sub: Any) -> int | None:
+        """The line of the definition, or of a part of it (`at.line("prompt")`)."""
+        return line_for(self.lines, (*self.path, *sub))
+
+
+def _fmt_placeholders(text: str) -> list[str]:
+    """Problems with a copy template: unknown names, attribute/index access, format specs."""
+    out = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as err:
+        return [f"bad placeholder syntax ({err}); write a literal brace as '{{{{' or '}}}}'"]
+    for _, name, spec, conv in parsed:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS:
+            out.append(f"unknown placeholder {{{name}}}; allowed: " + ", ".join(sorted(PLACEHOLDERS)))
+        elif spec or conv:
+            out.append(f"placeholder {{{name}}} may not have a format spec or conversion")
+    return out
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_ruleset(directory: str | Path) -> RuleSet:
+    """Reads every *.yaml/*.yml directly in `directory` (tests live in a subfolder). Raises RulesError."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise RulesError([Problem(str(d), None, "not a directory")])
+    sources: list[tuple[str, str]] = []
+    for p in _files(d):
+        try:
+            sources.append((str(p), p.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as err:
+            raise RulesError([Problem(str(p), None, f"cannot read: {err}")]) from None
+    return compile_sources(sources)
+
+
+def compile_sources(sources: list[tuple[str, str]]) -> RuleSet:
+    """(file name, text) pairs -> RuleSet; raises RulesError. The version is a digest of the sources."""
+    ctx = Context(_builtin_metrics())
+    parsed: list[tuple[str, RulesFile, Lines]] = []
+    digest = hashlib.sha256()
+    for name, text in sources:
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+        rf = _parse(ctx, name, text)
+        if rf is not None:
+            parsed.append((name, *rf))
+    if not sources:
+        ctx.err("<rules>", None, "no rule files (*.yaml) found")
+    if ctx.problems:
+        raise RulesError(ctx.problems)
+    rs = _compile(ctx, parsed, digest.hexdigest()[:12])
+    if ctx.problems or rs is None:
+        raise RulesError(ctx.problems)
+    return rs
+
+
+def _parse(ctx: Context, name: str, text: str) -> tuple[RulesFile, Lines] | None:
+    """One file's YAML against the file schema; None (with its problems recorded) if it does not fit,
+    or if it is empty."""
+    try:
+        data, lines = load_yaml(text)
+    except YamlError as err:
+        ctx.err(name, err.line, err.message)
+        return None
+    if data is None:
+        return None
+    try:
+        return RulesFile.model_validate(data), lines
+    except ValidationError as verr:
+        for e in verr.errors(include_url=False):
+            loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            field_path = ".".join(str(p) for p in loc) or "file"
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling; see the JSON Schema)"
+            ctx.err(name, line_for(lines, loc), f"{field_path}: {msg}")
+        return None
+
+
+def _builtin_metrics() -> dict[str, MetricSpec]:
+    return {
+        n: MetricSpec(
+            n, k, u, DEFAULT_ROLLING_WINDOW if k == ROLLING else 0, DEFAULT_BUCKET if k == ROLLING else 0
+        )
+        for n, (k, u) in BUILTIN_METRICS.items()
+    }
+
+
+def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: str) -> RuleSet | None:
+    plans_def: tuple[str, list[PlanDef], Lines] | None = None
+    policy_def: tuple[str, PolicyDef, Lines] | None = None
+    groups: list[tuple[str, int, GroupDef, Lines]] = []
+    for name, rf, lines in parsed:
+        _declare_metrics(ctx, name, rf, lines)
+        if rf.plans is not None:
+            if plans_def:
+                ctx.err(name, line_for(lines, ("plans",)), f"plans: already declared in {plans_def[0]}")
+            else:
+                plans_def = (name, rf.plans, lines)
+        if rf.policy is not None:
+            if policy_def:
+                ctx.err(name, line_for(lines, ("policy",)), f"policy: already declared in {policy_def[0]}")
+            else:
+                policy_def = (name, rf.policy, lines)
+        for i, g in enumerate(rf.groups or []):
+            groups.append((name, i, g, lines))
+
+    if plans_def is None:
+        read = ", ".join(Path(name).name for name, _, _ in parsed) or "none"
+        ctx.err("<rules>", None, f"no plan catalog: one file must declare 'plans' (files read: {read})")
+        return None
+    _compile_plans(ctx, *plans_def)
+    policy = _compile_policy(ctx, policy_def, plans_def[0])
+
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for gfile, gi, g, lines in groups:
+        for ri, r in enumerate(g.rules):
+            at = At(gfile, lines, ("groups", gi, "rules", ri), f"groups[{gi}].rules[{ri}]")
+            line = at.line()
+            if r.id in seen:
+                ctx.err(gfile, line, f"{at.label}: duplicate rule id '{r.id}' (first in {seen[r.id]})")
+                continue
+            seen[r.id] = f"{gfile}:{line}"
+            rule = _compile_rule(ctx, at, g, r)
+            if rule is not None:
+                rules.append(rule)
+    by_metric: dict[str, list[Rule]] = {}
+    for rule in rules:
+        for metric in rule.metrics:
+            by_metric.setdefault(metric, []).append(rule)
+    return RuleSet(
+        ctx.metrics,
+        tuple(ctx.plans),
+        ctx.plan_by_id,
+        policy,
+        tuple(rules),
+        {m: tuple(rs) for m, rs in by_metric.items()},
+        version,
+        tuple(ctx.warnings),
+    )
+
+
+def _declare_metrics(ctx: Context, name: str, rf: RulesFile, lines: Lines) -> None:
+    """A file's `metrics:` added to the catalog."""
+    metrics = ctx.metrics
+    for mname, m in (rf.metrics or {}).items():
+        line = line_for(lines, ("metrics", mname))
+        if mname in BUILTIN_METRICS:
+            ctx.err(name, line, f"metrics.{mname}: '{mname}' is built in and cannot be redeclared")
+            continue
+        if mname in metrics:
+            ctx.err(name, line, f"metrics.{mname}: declared twice")
+            continue
+        if m.kind != ROLLING and (m.window is not None or m.bucket is not None):
+            ctx.err(name, line, f"metrics.{mname}: window/bucket only apply to rolling_counter")
+        window = (m.window or DEFAULT_ROLLING_WINDOW) if m.kind == ROLLING else 0
+        bucket = (m.bucket or DEFAULT_BUCKET) if m.kind == ROLLING else 0
+        if m.kind == ROLLING and (bucket <= 0 or window // bucket > MAX_BUCKETS or window < bucket):
+            ctx.err(name, line, f"metrics.{mname}: window/bucket must be between 1 and {MAX_BUCKETS} buckets")
+        metrics[mname] = MetricSpec(mname, m.kind, m.unit, window, bucket)
+
+
+def _compile_plans(ctx: Context, pfile: str, pdefs: list[PlanDef], plines: Lines) -> None:
+    """The plan catalog, in tier order (the order of the file)."""
+    plans = ctx.plans
+    for i, p in enumerate(pdefs):
+        line = line_for(plines, ("plans", i))
+        if any(q.id == p.id for q in plans):
+            ctx.err(pfile, line, f"plans[{i}]: duplicate plan id '{p.id}'")
+        for mname in p.limits:
+            if mname not in ctx.metrics:
+                ctx.err(
+                    pfile,
+                    line_for(plines, ("plans", i, "limits", mname)),
+                    f"plans[{i}].limits.{mname}: unknown metric '{mname}'",
+                )
+        plans.append(
+            Plan(p.id, p.name or p.id.replace("-", " ").title(), i, dict(p.limits), frozenset(p.features))
+        )
+    ctx.plan_by_id.update((p.id, p) for p in plans)
+
+
+def _compile_policy(ctx: Context, policy_def: tuple[str, PolicyDef, Lines] | None, pfile: str) -> Policy:
+    """The policy file's settings, or the defaults; `pfile` (the plan catalog's file) is where a wrong
+    default plan is reported when no file declares a policy."""
+    pol = policy_def[1] if policy_def else PolicyDef()
+    default_plan = pol.default_plan or ctx.plans[0].id
+    if default_plan not in ctx.plan_by_id:
+        ctx.err(
+            policy_def[0] if policy_def else pfile,
+            line_for(policy_def[2], ("policy", "default_plan")) if policy_def else None,
+            f"policy.default_plan: unknown plan '{default_plan}'",
+        )
+    return Policy(
+        default_plan,
+        pol.frequency_cap.max_prompts,
+        pol.frequency_cap.per,
+        pol.holdout.fraction,
+        pol.holdout.salt,
+        pol.attribution_window,
+        pol.prompt_expiry,
+    )
+
+
+def _compile_cond(ctx: Context, at: At, line: int | None, c: Condition) -> Cond | None:
+    """One condition of a rule's `when` (reported at `line`, the condition's own)."""
+    assert c.metric is not None
+    file, where = at.file, f"{at.label}.when"
+    metrics = ctx.metrics
+    spec = metrics.get(c.metric)
+    if spec is None:
+        ctx.err(
+            file,
+            line,
+            f"{where}: unknown metric '{c.metric}'; declare it under 'metrics:' "
+            f"(known: {', '.join(sorted(metrics))})",
+        )
+        return None
+    window = 0
+    if spec.kind == ROLLING:
+        window = c.window or spec.window_ms
+        if window > spec.window_ms:
+            ctx.err(
+                file,
+                line,
+                f"{where}: window {format_duration(window)} is longer than the "
+                f"{format_duration(spec.window_ms)} that metric '{c.metric}' keeps",
+            )
+            return None
+        if window < spec.bucket_ms:
+            ctx.err(file, line, f"{where}: window is shorter than the metric's bucket")
+            return None
+    elif c.window is not None:
+        ctx.err(
+            file, line, f"{where}: 'window' only applies to rolling counters ('{c.metric}' is a {spec.kind})"
+        )
+        return None
+    if c.feature is not None and c.metric != PAYWALL_METRIC:
+        ctx.err(file, line, f"{where}: 'feature' only applies to metric '{PAYWALL_METRIC}'")
+        return None
+    feature = c.feature if c.metric == PAYWALL_METRIC else None
+    if c.metric == PAYWALL_METRIC:
+        feature = feature or "*"
+        if c.ratio is not None:
+            ctx.err(file, line, f"{where}: paywall conditions count hits: use 'at_least', not 'ratio'")
+            return None
+    return Cond(c.metric, c.ratio, c.at_least, window, feature, spec.kind)
+
+
+def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
+    """One rule, with its group's defaults applied; None if it is disabled or has a problem."""
+    merged: dict[str, Any] = dict(_DEFAULT_RULE)
+    for src in (g.defaults, r):
+        for k in _INHERITED:
+            v = getattr(src, k)
+            if v is not None:
+                merged[k] = v
+    file, where, line = at.file, at.label, at.line()
+    if not merged["enabled"]:
+        return None
+    conds_def = r.when.all if r.when.all is not None else [r.when]
+    conds: list[Cond] = []
+    for ci, c in enumerate(conds_def):
+        cline = at.line("when", "all", ci) if r.when.all is not None else at.line("when")
+        cc = _compile_cond(ctx, at, cline, c)
+        if cc is None:
+            return None
+        conds.append(cc)
+    if sum(1 for c in conds if c.metric == PAYWALL_METRIC) > 1:
+        ctx.err(file, line, f"{where}.when: at most one paywall_hits condition per rule")
+        return None
+    primary = conds[0]
+    if any(c.metric == PAYWALL_METRIC for c in conds[1:]):
+        ctx.err(file, line, f"{where}.when: a paywall_hits condition must come first in 'all'")
+        return None
+    prompt = merged.get("prompt")
+    if prompt is None:
+        ctx.err(file, line, f"{where}: no prompt copy (set 'prompt' on the rule or in the group's defaults)")
+        return None
+    for fname, text in (
+        ("title", prompt.title),
+        ("body", prompt.body),
+        ("cta.label", prompt.cta.label),
+        ("cta.url", prompt.cta.url),
+    ):
+        for msg in _fmt_placeholders(text):
+            ctx.err(file, at.line("prompt") or line, f"{where}.prompt.{fname}: {msg}")
+    plan_by_id = ctx.plan_by_id
+    audience = merged.get("audience")
+    if audience is not None:
+        for pid in audience:
+            if pid not in plan_by_id:
+                ctx.err(
+                    file,
+                    at.line("audience") or line,
+                    f"{where}.audience: unknown plan '{pid}' (plans: {', '.join(plan_by_id)})",
+                )
+    target = merged["target_plan"]
+    if target != "next" and target not in plan_by_id:
+        ctx.err(file, line, f"{where}.target_plan: unknown plan '{target}' (use 'next' or a plan id)")
+    threshold = primary.threshold
+    rearm = merged.get("rearm")
+    if rearm is None:
+        rearm = threshold
+    elif rearm > threshold:
+        ctx.err(file, line, f"{where}.rearm: re-arm level {rearm:g} is above the threshold {threshold:g}")
+    signal = merged.get("signal") or (
+        "paywall"
+        if primary.metric == PAYWALL_METRIC
+        else "usage_limit"
+        if primary.ratio is not None
+        else "usage_threshold"
+    )
+    _warn_unreachable(ctx, at, r.id, primary, audience)
+    return Rule(
+        id=r.id,
+        group=g.id,
+        conds=tuple(conds),
+        rearm=float(rearm),
+        cooldown_ms=merged["cooldown"],
+        audience=frozenset(audience) if audience is not None else None,
+        priority=merged["priority"],
+        placement=merged["placement"],
+        bypass_cap=merged["bypass_cap"],
+        target_plan=target,
+        signal=signal,
+        title=prompt.title,
+        body=prompt.body,
+        cta_label=prompt.cta.label,
+        cta_url=prompt.cta.url,
+        source=f"{file}:{line}",
+    )
+
+
+def _warn_unreachable(ctx: Context, at: At, rule_id: str, primary: Cond, audience: list[str] | None) -> None:
+    """A warning for a rule that can fire for no plan of its audience: none limits its metric (a ratio
+    rule), or none has a higher plan to upgrade to."""
+    plans, plan_by_id = ctx.plans, ctx.plan_by_id
+    aud_plans = [plan_by_id[p] for p in audience if p in plan_by_id] if audience is not None else plans
+    if primary.ratio is not None and not any(p.limit(primary.metric) is not None for p in aud_plans):
+        ctx.warn(
+            at.file,
+            at.line(),
+            f"{at.label} '{rule_id}': unreachable: no plan in its audience limits '{primary.metric}'",
+        )
+    elif not any(p.tier < len(plans) - 1 for p in aud_plans):
+        ctx.warn(
+            at.file,
+            at.line(),
+            f"{at.label} '{rule_id}': unreachable: its audience has no higher plan to upgrade to",
+        )

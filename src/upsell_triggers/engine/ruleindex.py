@@ -1,0 +1,104 @@
+"""The RuleSet: the compiled rules with the indexes the engine reads on the hot path.
+
+Rules by the metric they read, runs of rules measuring the same level (LevelGroup), and per plan and
+metric the reading below which no rule can fire (skip bounds, from levels.py). Built once per load;
+immutable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from upsell_triggers.engine.levels import skip_bound
+from upsell_triggers.engine.rulemodel import PAYWALL_METRIC, Cond, MetricSpec, Plan, Policy, Problem, Rule
+
+
+@dataclass(frozen=True, slots=True)
+class LevelGroup:
+    """Consecutive rules whose primary conditions measure the same level (metric, kind, window, feature,
+    ratio or count). The engine computes that level once per group, and skips the group when the level
+    is below every threshold and none of its rules has state: then no rule of it can fire, re-arm or
+    change, and that is the common event."""
+
+    primary: Cond
+    rules: tuple[Rule, ...]
+    min_threshold: float
+    ids: tuple[str, ...]  # rule-state keys of feature-less rules
+
+
+def level_groups(rules: tuple[Rule, ...]) -> tuple[LevelGroup, ...]:
+    """Runs of consecutive rules only, so that decisions keep the rule order of the files."""
+    runs: list[list[Rule]] = []
+    for rule in rules:
+        p = rule.primary
+        if runs:
+            q = runs[-1][0].primary
+            if (p.metric, p.kind, p.window_ms, p.feature, p.ratio is None) == (
+                q.metric,
+                q.kind,
+                q.window_ms,
+                q.feature,
+                q.ratio is None,
+            ):
+                runs[-1].append(rule)
+                continue
+        runs.append([rule])
+    return tuple(
+        LevelGroup(run[0].primary, tuple(run), min(r.threshold for r in run), tuple(r.id for r in run))
+        for run in runs
+    )
+
+
+def skip_bounds(
+    groups_by_metric: dict[str, tuple[LevelGroup, ...]], plans: tuple[Plan, ...], default_plan: str
+) -> dict[str | None, dict[str, float]]:
+    """Per plan id (None: the default plan, as AccountState.plan says it), per metric, the reading
+    below which no rule group on the metric can fire for an account without rule states or limit
+    overrides. The engine answers such readings without evaluating the rules: three quarters of the
+    benchmark's events (bench/ANALYSIS.md)."""
+    out: dict[str | None, dict[str, float]] = {
+        plan.id: {
+            metric: min(skip_bound(g.primary, g.min_threshold, metric, plan) for g in groups)
+            for metric, groups in groups_by_metric.items()
+        }
+        for plan in plans
+    }
+    if default_plan in out:
+        out[None] = out[default_plan]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    metrics: dict[str, MetricSpec]
+    plans: tuple[Plan, ...]
+    plan_by_id: dict[str, Plan]
+    policy: Policy
+    rules: tuple[Rule, ...]
+    by_metric: dict[str, tuple[Rule, ...]]
+    version: str
+    warnings: tuple[Problem, ...] = field(default=())
+    # Derived: what the engine iterates (rules read by a metric; all rules, on a plan change).
+    groups_by_metric: dict[str, tuple[LevelGroup, ...]] = field(init=False)
+    all_groups: tuple[LevelGroup, ...] = field(init=False)
+    skip_below: dict[str | None, dict[str, float]] = field(init=False)  # skip_bounds()
+
+    def __post_init__(self) -> None:
+        groups = {m: level_groups(r) for m, r in self.by_metric.items()}
+        object.__setattr__(self, "groups_by_metric", groups)
+        object.__setattr__(self, "all_groups", level_groups(self.rules))
+        object.__setattr__(self, "skip_below", skip_bounds(groups, self.plans, self.policy.default_plan))
+
+    def next_plan(self, plan: Plan, rule: Rule, feature: str | None) -> Plan | None:
+        """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a
+        paywall rule the cheapest higher tier including the feature."""
+        metric = rule.primary.metric
+        for cand in self.plans[plan.tier + 1 :]:
+            if metric == PAYWALL_METRIC:
+                if feature and feature in cand.features:
+                    return cand
+            else:
+                cur, new = plan.limit(metric), cand.limit(metric)
+                if cur is not None and (new is None or new > cur):
+                    return cand
+        return None

@@ -1,0 +1,131 @@
+"""The compiled rule model: what rule files mean once checked, as the engine reads them, or the
+problems (file, line, message) that kept them from compiling.
+
+Plain frozen slots dataclasses, built by rulecompiler.py from the parsed files (rulefile.py) and
+indexed for the hot path by ruleindex.py. Nothing here parses or validates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from upsell_triggers.engine.timeutil import DAY, HOUR
+
+# Metric kinds: how a metric's events update the state, and what a condition on it reads.
+GAUGE, PERIOD, ROLLING = "gauge", "period_counter", "rolling_counter"
+PAYWALL_METRIC = "paywall_hits"
+BUILTIN_METRICS: dict[str, tuple[str, str]] = {
+    "seats": (GAUGE, "count"),
+    "storage_bytes": (GAUGE, "bytes"),
+    "api_calls": (PERIOD, "count"),
+    PAYWALL_METRIC: (ROLLING, "count"),
+}
+DEFAULT_ROLLING_WINDOW = 30 * DAY
+DEFAULT_BUCKET = HOUR
+MAX_BUCKETS = 24 * 31  # per series: window / bucket must stay under this
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding of the rule compiler, at a file and line."""
+
+    file: str
+    line: int | None
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.severity}: {self.message}"
+
+
+class RulesError(Exception):
+    """Rule files that do not compile: every problem found, so one run of `rules check` shows them all."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    kind: str
+    unit: str
+    window_ms: int
+    bucket_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    id: str
+    name: str
+    tier: int
+    limits: dict[str, float | None]
+    features: frozenset[str]
+
+    def limit(self, metric: str) -> float | None:
+        return self.limits.get(metric)
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """One condition of a rule: a level (levels.py) compared with a threshold."""
+
+    metric: str
+    ratio: float | None
+    at_least: float | None
+    window_ms: int
+    feature: str | None  # paywall_hits: a feature, '*' for any, None otherwise
+    kind: str  # the metric's kind, copied here for the hot path
+    threshold: float = field(init=False)  # the ratio or the count, whichever the condition sets
+
+    def __post_init__(self) -> None:
+        threshold = self.ratio if self.ratio is not None else self.at_least
+        if threshold is None:
+            raise ValueError(f"condition on {self.metric!r} has neither 'ratio' nor 'at_least'")
+        object.__setattr__(self, "threshold", threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    group: str
+    conds: tuple[Cond, ...]
+    rearm: float  # ratio level for ratio rules, count level otherwise
+    cooldown_ms: int
+    audience: frozenset[str] | None
+    priority: int
+    placement: str
+    bypass_cap: bool
+    target_plan: str
+    signal: str
+    title: str
+    body: str
+    cta_label: str
+    cta_url: str
+    source: str
+    # Derived from conds, stored because the engine reads them for every event.
+    primary: Cond = field(init=False)
+    secondary: tuple[Cond, ...] = field(init=False)  # the rest of an `all:`
+    threshold: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "primary", self.conds[0])
+        object.__setattr__(self, "secondary", self.conds[1:])
+        object.__setattr__(self, "threshold", self.conds[0].threshold)
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        return frozenset(c.metric for c in self.conds)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    default_plan: str
+    cap_max: int
+    cap_window_ms: int
+    holdout_fraction: float
+    holdout_salt: str
+    attribution_ms: int
+    expiry_ms: int
