@@ -5,41 +5,20 @@ engine import from here.
 
 from __future__ import annotations
 
-from upsell_triggers.engine.rulecompiler import PLACEHOLDERS, compile_sources, load_ruleset
-from upsell_triggers.engine.ruleindex import LevelGroup, RuleSet, level_groups, skip_bounds
-from upsell_triggers.engine.rulemodel import (
-    BUILTIN_METRICS,
-    GAUGE,
-    PAYWALL_METRIC,
-    PERIOD,
-    ROLLING,
-    Cond,
-    MetricSpec,
-    Plan,
-    Policy,
-    Problem,
-    Rule,
-    RulesError,
-)
+from upsell_triggers.engine.rulecompiler import compile_sources, load_ruleset
+from upsell_triggers.engine.ruleindex import LevelGroup, RuleSet
+from upsell_triggers.engine.rulemodel import PAYWALL_METRIC, Cond, MetricSpec, Plan, Problem, Rule, RulesError
 
 __all__ = [
-    "BUILTIN_METRICS",
-    "GAUGE",
     "PAYWALL_METRIC",
-    "PERIOD",
-    "PLACEHOLDERS",
-    "ROLLING",
     "Cond",
     "LevelGroup",
     "MetricSpec",
     "Plan",
-    "Policy",
     "Problem",
     "Rule",
     "RuleSet",
     "RulesError",
     "compile_sources",
-    "level_groups",
     "load_ruleset",
-    "skip_bounds",
 ]
