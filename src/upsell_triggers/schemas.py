@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from upsell_triggers.deadletter_model import DeadLetter
 from upsell_triggers.engine.events import FeedbackEvent, PaywallHitEvent, PlanChangedEvent, UsageEvent
 from upsell_triggers.engine.rulefile import rules_json_schema
 from upsell_triggers.prompt_model import PromptEvent
@@ -62,6 +63,17 @@ def prompts_schema() -> dict[str, Any]:
     )
 
 
+def dead_letters_schema() -> dict[str, Any]:
+    return _finish(
+        DeadLetter.model_json_schema(),
+        "dead-letters",
+        "Dead letter (embedded runtime)",
+        "A line of the embedded runtime's dead-letter output (`run --dlq FILE`, or stderr): a rejected "
+        "input and why. The Kafka worker writes the original bytes to the dead-letter topic with the "
+        "reason and error as headers instead.",
+    )
+
+
 def rules_schema() -> dict[str, Any]:
     return rules_json_schema()
 
@@ -70,6 +82,7 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "events": events_schema,
     "feedback": feedback_schema,
     "prompts": prompts_schema,
+    "dead-letters": dead_letters_schema,
     "rules": rules_schema,
 }
 

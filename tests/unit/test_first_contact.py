@@ -20,6 +20,7 @@ import pytest
 from upsell_triggers.cli import build_parser
 from upsell_triggers.devkit.worker import free_port
 
+from ..schemacheck import errors
 from .helpers import RULES, T0
 
 pytestmark = pytest.mark.timeout(60)
@@ -254,6 +255,9 @@ def test_end_of_input_prints_a_summary_and_pretty_lines(tmp_path: Path):
     assert any(
         ln.startswith("end of input: 41 events") and "1 rejected, 7 accounts" in ln for ln in err.splitlines()
     ), err
+    dead = [orjson.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
+    assert [d["reason"] for d in dead] == ["not_json"]
+    assert not errors("dead-letters", dead[0]), errors("dead-letters", dead[0])
     lines = out.splitlines()
     assert lines and not any(ln.startswith("{") for ln in lines)
     assert re.match(r"2026-11-22 10:00  a\d +seats-(80|100) +(banner|modal) +free -> team +\S", lines[0]), (
