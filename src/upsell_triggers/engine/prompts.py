@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import string
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from upsell_triggers.engine.ruleset import PAYWALL_METRIC, Plan, Rule, RuleSet
-from upsell_triggers.engine.timeutil import format_duration, to_iso
+from upsell_triggers.engine.timeutil import DAY, format_duration, to_iso
 
 SCHEMA_VERSION = 1
 
@@ -58,6 +62,55 @@ def render(template: str, values: dict[str, str]) -> str:
     return template.format_map(values if type(values) is _Copy else _Copy(values))
 
 
+@functools.lru_cache(maxsize=1024)
+def _days_later(iso_date: str, days: int) -> str:
+    return (date.fromisoformat(iso_date) + timedelta(days=days)).isoformat()
+
+
+def _created_expires(ts: int, expiry_ms: int) -> tuple[str, str]:
+    """(to_iso(ts), to_iso(ts + expiry_ms)): an expiry of whole days keeps the time of day, so the
+    second is the first's time on a later date (formatting a timestamp is a tenth of a prompt's cost)."""
+    created = to_iso(ts)
+    if expiry_ms % DAY:
+        return created, to_iso(ts + expiry_ms)
+    return created, _days_later(created[:10], expiry_ms // DAY) + created[10:]
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleCopy:
+    """A rule's four copy templates, with the placeholders they use: a prompt renders only those (most
+    copy uses three or four of the fourteen, and each costs a number formatted for people). A template
+    without placeholders is kept rendered (its '{{' already a brace)."""
+
+    rule: Rule
+    needs: frozenset[str]
+    title: str
+    body: str
+    cta_label: str
+    cta_url: str
+    static: tuple[bool, bool, bool, bool]
+
+
+_COPIES: dict[str, _RuleCopy] = {}
+_MAX_COPIES = 4096  # rule ids seen across reloads; a bound, not an expected size
+
+
+def _rule_copy(rule: Rule) -> _RuleCopy:
+    """The rule's compiled copy, built on its first prompt and kept while the rule object is current."""
+    c = _COPIES.get(rule.id)
+    if c is not None and c.rule is rule:
+        return c
+    templates = (rule.title, rule.body, rule.cta_label, rule.cta_url)
+    names = [{n for _, n, _, _ in string.Formatter().parse(t) if n is not None} for t in templates]
+    static = (not names[0], not names[1], not names[2], not names[3])
+    title, body, label, url = (t.format_map({}) if st else t for t, st in zip(templates, static, strict=True))
+    c = _RuleCopy(rule, frozenset().union(*names), title, body, label, url, static)
+    if len(_COPIES) >= _MAX_COPIES:
+        _COPIES.clear()
+    _COPIES[rule.id] = c
+    return c
+
+
 def build_prompt(
     *,
     rs: RuleSet,
@@ -73,24 +126,42 @@ def build_prompt(
     ts: int,
 ) -> dict[str, Any]:
     metric = rule.primary.metric
-    unit = rs.metrics[metric].unit
     ratio = value / limit if limit else None
-    values = _Copy(
-        account_id=account_id,
-        metric=metric,
-        feature=feature or "",
-        value=human(value, unit),
-        limit=human(limit, unit),
-        percent=_percent(ratio),
-        remaining=human(max(limit - value, 0), unit) if limit is not None else "",
-        count=human(value, "count"),
-        window=format_duration(rule.primary.window_ms) if rule.primary.window_ms else "",
-        plan=plan.id,
-        plan_name=plan.name,
-        target_plan=target.id,
-        target_plan_name=target.name,
-        threshold=f"{rule.threshold:g}",
-    )
+    copy = _rule_copy(rule)
+    needs = copy.needs
+    values = _Copy()
+    if needs:
+        unit = rs.metrics[metric].unit
+        if "account_id" in needs:
+            values["account_id"] = account_id
+        if "metric" in needs:
+            values["metric"] = metric
+        if "feature" in needs:
+            values["feature"] = feature or ""
+        if "value" in needs:
+            values["value"] = human(value, unit)
+        if "limit" in needs:
+            values["limit"] = human(limit, unit)
+        if "percent" in needs:
+            values["percent"] = _percent(ratio)
+        if "remaining" in needs:
+            values["remaining"] = human(max(limit - value, 0), unit) if limit is not None else ""
+        if "count" in needs:
+            values["count"] = human(value, "count")
+        if "window" in needs:
+            values["window"] = format_duration(rule.primary.window_ms) if rule.primary.window_ms else ""
+        if "plan" in needs:
+            values["plan"] = plan.id
+        if "plan_name" in needs:
+            values["plan_name"] = plan.name
+        if "target_plan" in needs:
+            values["target_plan"] = target.id
+        if "target_plan_name" in needs:
+            values["target_plan_name"] = target.name
+        if "threshold" in needs:
+            values["threshold"] = f"{rule.threshold:g}"
+    st_title, st_body, st_label, st_url = copy.static
+    created_at, expires_at = _created_expires(ts, rs.policy.expiry_ms)
     return {
         "schema_version": SCHEMA_VERSION,
         "prompt_id": prompt_id(account_id, rule.id, feature, trigger_event_id),
@@ -107,12 +178,15 @@ def build_prompt(
         "target_plan": target.id,
         "placement": rule.placement,
         "priority": rule.priority,
-        "title": render(rule.title, values),
-        "body": render(rule.body, values),
-        "cta": {"label": render(rule.cta_label, values), "url": render(rule.cta_url, values)},
+        "title": copy.title if st_title else copy.title.format_map(values),
+        "body": copy.body if st_body else copy.body.format_map(values),
+        "cta": {
+            "label": copy.cta_label if st_label else copy.cta_label.format_map(values),
+            "url": copy.cta_url if st_url else copy.cta_url.format_map(values),
+        },
         "trigger_event_id": trigger_event_id,
-        "created_at": to_iso(ts),
-        "expires_at": to_iso(ts + rs.policy.expiry_ms),
+        "created_at": created_at,
+        "expires_at": expires_at,
     }
 
 
