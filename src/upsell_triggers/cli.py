@@ -58,12 +58,13 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_gateway(a: argparse.Namespace) -> int:
-    from upsell_triggers import startup
+    from upsell_triggers import gctune, startup
     from upsell_triggers.gateway.run import run_gateway
     from upsell_triggers.gateway.settings import GatewaySettings
     from upsell_triggers.logs import setup_logging
 
     s = startup.load_settings({})
+    gctune.tune()  # many long-lived stream objects: young collections must not rescan them
     g = startup.validated_settings(GatewaySettings, {"host": ("--host", a.host), "port": ("--port", a.port)})
     setup_logging(s.log_level, s.log_format)
     return asyncio.run(run_gateway(s, g))

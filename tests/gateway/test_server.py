@@ -53,7 +53,8 @@ async def gw() -> AsyncIterator[tuple[TestClient, Hub, Sink, Clock]]:  # type: i
     )
     g = Gateway(s, hub, sink, clock=clock)
     server = TestServer(g.app())
-    await server.start_server(**RUNNER_OPTIONS)  # the runner options the gateway serves with
+    # the runner options the gateway serves with (TestServer always cancels handlers itself)
+    await server.start_server(**{k: v for k, v in RUNNER_OPTIONS.items() if k != "handler_cancellation"})
     client = TestClient(server)
     await client.start_server()
     try:

@@ -110,3 +110,41 @@ def test_compose_wires_service_prometheus_grafana() -> None:
     assert svc["upsell"]["environment"]["UPSELL_HTTP_HOST"] == "0.0.0.0"
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+def test_gateway_deployment_service_probes_and_secret() -> None:
+    docs = _k8s_docs()
+    dep = docs["Deployment/upsell-gateway"]
+    assert dep["spec"]["replicas"] >= 2  # any replica serves any user
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    c = pod["containers"][0]
+    assert c["args"] == ["gateway"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in c["env"]}
+    assert "secretKeyRef" in env["UPSELL_GATEWAY_SECRET"]["valueFrom"]  # never a literal in a manifest
+    port = int(env["UPSELL_GATEWAY_PORT"]["value"])
+    assert c["ports"][0]["containerPort"] == port
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    svc = docs["Service/upsell-gateway"]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert "PodDisruptionBudget/upsell-gateway" in docs
+
+
+def test_compose_and_prometheus_run_and_scrape_the_gateway() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    gw = compose["services"]["gateway"]
+    assert gw["command"] == ["gateway"]
+    assert gw["environment"]["UPSELL_GATEWAY_HOST"] == "0.0.0.0"
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert jobs["upsell-gateway"]["dns_sd_configs"][0]["names"] == ["gateway"]
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    names = {r["alert"] for g in alerts["groups"] for r in g["rules"]}
+    assert {"UpsellGatewayBehind", "UpsellGatewayNotReady"} <= names
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "upsell-triggers.json").read_text())
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    for metric in ("upsell_gateway_streams", "upsell_gateway_consumer_lag", "upsell_gateway_feedback_total"):
+        assert metric in exprs

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -41,7 +42,9 @@ log = logging.getLogger("upsell_triggers.gateway")
 MAX_BODY_BYTES = 4096
 MAX_RATE_KEYS = 100_000
 # No access log: EventSource clients send the token in the query string, and a log line would hold it.
-RUNNER_OPTIONS: dict[str, object] = {"access_log": None}
+# Handler cancellation: a stream whose browser went away ends at once, not at its next heartbeat write
+# (10,000 streams closed together otherwise all unsubscribe in the same heartbeat round).
+RUNNER_OPTIONS: dict[str, object] = {"access_log": None, "handler_cancellation": True}
 
 
 class FeedbackSink(Protocol):
@@ -230,7 +233,8 @@ class Gateway:
                 left = p.expires_s - self.clock()
                 if left <= 0:
                     break  # the token expired: the client reconnects with a fresh one
-                frames = await sub.next(min(hb, left))
+                # heartbeats jittered: streams opened together do not all write in the same instant
+                frames = await sub.next(min(hb * (0.75 + random.random() / 4), left))
                 if sub.overflowed:
                     break  # could not keep up: the client resumes from its last event id
                 await resp.write(b"".join(frames) if frames else b": hb\n\n")
