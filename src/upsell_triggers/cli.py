@@ -9,6 +9,7 @@ import difflib
 import sys
 from pathlib import Path
 
+from upsell_triggers.report import arguments as whatif
 from upsell_triggers.startup import StartupError
 
 
@@ -141,7 +142,19 @@ def _cmd_replay(a: argparse.Namespace) -> int:
             close = difflib.get_close_matches(rid, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise StartupError(f"--rule {rid!r}: no such rule in {a.rules}; {hint}rules: {', '.join(known)}")
-    return run_replay(rs, a.events, a.explain, a.rule, a.account)
+    if a.compare or a.sweep:
+        from upsell_triggers.backtest import run_backtest
+
+        return run_backtest(rs, a)
+    return run_replay(rs, a.events, a.explain, a.rule, a.account, holdout=a.holdout)
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from upsell_triggers import startup
+    from upsell_triggers.report.command import run_report
+
+    rs = startup.load_rules(a.rules)
+    return run_report(a, rs)
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -288,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="--explain only this account's decisions (repeatable; implies --explain)",
     )
+    whatif.add_replay_whatif(rep)
     rep.set_defaults(fn=_cmd_replay)
 
     sch = _sub(
@@ -306,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="PATH", help="write to PATH (a directory for `all`) instead of stdout"
     )
     sch.set_defaults(fn=_cmd_schema)
+
+    rpt = _sub(
+        sub,
+        "report",
+        "conversion report: per rule, variant and group, rates with 95% intervals, lift over the holdout",
+        "  upsell-triggers report events.jsonl --prompts prompts.jsonl --holdout holdout.jsonl\n"
+        "  upsell-triggers report --kafka --since 2026-12-01T00:00:00Z --html report.html",
+    )
+    whatif.add_report(rpt)
+    rpt.set_defaults(fn=_cmd_report)
     return p
 
 

@@ -10,10 +10,11 @@ from typing import IO, Any
 
 import orjson
 
-from upsell_triggers.engine.engine import EMITTED, SUPPRESSIONS, Decision
+from upsell_triggers.engine.engine import EMITTED, HOLDOUT, SUPPRESSIONS, Decision
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.processor import MemoryStore, Processor
+from upsell_triggers.report.holdout import holdout_line
 
 # Feedback naming a prompt this replay did not make (made before the file starts) has no rule.
 UNATTRIBUTED = "unknown"
@@ -154,9 +155,11 @@ def replay(
     err: IO[str],
     explain: bool | ExplainFilter = False,
     total_bytes: int | None = None,
+    holdout: IO[bytes] | None = None,
 ) -> Summary:
     """Prompts to `out` as JSON lines; rejected lines and (with `explain`) decisions to `err`.
-    Progress is shown when `err` is a terminal."""
+    Progress is shown when `err` is a terminal. `holdout`: where to write the holdout decisions as JSON
+    lines, for `report` (report/holdout.py)."""
     store = MemoryStore(max_accounts=10_000_000)
     proc = Processor(rules, store=store)
     summary = Summary([r.id for r in rules.rules])
@@ -195,6 +198,8 @@ def replay(
             for d in res.decisions:
                 if d.prompt is not None:
                     write(orjson.dumps(d.prompt) + b"\n")
+                elif holdout is not None and d.outcome == HOLDOUT:
+                    holdout.write(holdout_line(d))
                 if wanted is not None and wanted(d):
                     err.write(
                         orjson.dumps({"line": lineno, "ts": to_iso(d.ts), **d.explain()}).decode() + "\n"
@@ -216,6 +221,7 @@ def run_replay(
     explain: bool,
     only_rules: Sequence[str] = (),
     only_accounts: Sequence[str] = (),
+    holdout: str | None = None,
 ) -> int:
     import os
 
@@ -232,11 +238,14 @@ def run_replay(
     else:
         src = open(path, "rb")  # noqa: SIM115
         total = os.path.getsize(path)
+    hold = open(holdout, "wb") if holdout else None  # noqa: SIM115
     try:
-        s = replay(rules, src, sys.stdout.buffer, sys.stderr, explain_arg, total)
+        s = replay(rules, src, sys.stdout.buffer, sys.stderr, explain_arg, total, hold)
     finally:
         if src is not sys.stdin.buffer:
             src.close()
+        if hold is not None:
+            hold.close()
     sys.stdout.flush()
     sys.stderr.write(s.table() + "\n")
     return 0

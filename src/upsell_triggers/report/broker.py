@@ -1,0 +1,82 @@
+"""`report --kafka`: the service's own topics as the report's input.
+
+Each topic is read whole, from its first retained record to its end when the report starts: plan
+changes from before `--since` say which plan an account was on, feedback arrives after its prompt, and
+the engine that finds the holdout (report/holdout.py) starts from the same history the service kept.
+`--since`/`--until` then select the prompts and holdout decisions that count, by event time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from typing import IO, Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from upsell_triggers.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prompts: list[bytes]
+    events: list[bytes]  # the events topic, then the feedback topic
+    usage: list[bytes]  # the events topic alone (for finding the holdout)
+    names: tuple[str, str]
+
+
+async def read_topic(bootstrap: str, topic: str, client: dict[str, Any]) -> list[bytes]:
+    """Every record value of `topic`, partition by partition (an account's records stay in order),
+    up to the end offsets seen at the start."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client)
+    await c.start()
+    try:
+        if topic not in await c.topics():  # topics() fetches the cluster's metadata
+            raise SystemExit(f"report: topic {topic!r} does not exist at {bootstrap}")
+        parts = c.partitions_for_topic(topic)
+        if not parts:
+            raise SystemExit(f"report: topic {topic!r} does not exist at {bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        end = await c.end_offsets(tps)
+        out: dict[int, list[bytes]] = {tp.partition: [] for tp in tps}
+        pending = {tp for tp in tps if end[tp] > await c.position(tp)}
+        while pending:
+            batch = await c.getmany(*pending, timeout_ms=1000, max_records=50_000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < end[tp] and r.value is not None:
+                        out[tp.partition].append(r.value)
+                if await c.position(tp) >= end[tp]:
+                    pending.discard(tp)
+        return [v for p in sorted(out) for v in out[p]]
+    finally:
+        await c.stop()
+
+
+def read_topics(err: IO[str] = sys.stderr) -> Topics:
+    s = Settings()
+    if not s.kafka_bootstrap_servers:
+        raise SystemExit("report --kafka: set KAFKA_BOOTSTRAP_SERVERS to the service's brokers")
+    from upsell_triggers.runtime.faust_app import _aiokafka_auth
+
+    client = {"security_protocol": s.security_protocol, **_aiokafka_auth(s)}
+
+    async def all_three() -> tuple[list[bytes], ...]:
+        return tuple(
+            await asyncio.gather(
+                *(
+                    read_topic(s.kafka_bootstrap_servers or "", t, client)
+                    for t in (s.topic_prompts, s.topic_events, s.topic_feedback)
+                )
+            )
+        )
+
+    prompts, usage, feedback = asyncio.run(all_three())
+    err.write(
+        f"read {len(prompts):,} prompts ({s.topic_prompts}), {len(usage):,} events ({s.topic_events}), "
+        f"{len(feedback):,} feedback events ({s.topic_feedback})\n"
+    )
+    return Topics(prompts, usage + feedback, usage, (s.topic_prompts, f"{s.topic_events}+{s.topic_feedback}"))
