@@ -27,7 +27,7 @@ from upsell_triggers.engine.ruleset import RulesError, RuleSet, compile_sources,
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.processor import MemoryStore
 from upsell_triggers.report.csvout import write_csv
-from upsell_triggers.report.html import compare_svg, line_svg, table_html, write_page
+from upsell_triggers.report.html import accounts_html, compare_svg, line_svg, table_html, write_page
 
 SWEEPABLE = ("ratio", "at_least", "rearm")
 PROGRESS_EVERY = 50_000
@@ -279,6 +279,12 @@ def _fmt(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _shown(head: list[str], rows: list[list[Any]]) -> list[list[str]]:
+    """Table cells as text; differences with their sign."""
+    diff = [h.endswith("_diff") for h in head]
+    return [[_signed(v) if d else _fmt(v) for v, d in zip(r, diff, strict=True)] for r in rows]
+
+
 def _footer(p: Pass) -> str:
     return (
         f"events: {p.events:,}  invalid: {p.invalid:,}  accounts: {p.accounts:,}  "
@@ -333,7 +339,7 @@ def _compare_output(p: Pass, a: argparse.Namespace) -> int:
     head, rows, changed = compare_table(p, label_a, label_b)
     out = [
         f"compare: {label_a}, {label_b} (diff = B - A)",
-        _align([head, *([_fmt(v) for v in r] for r in rows)]),
+        _align([head, *_shown(head, rows)]),
     ]
     for rule, (new, lost) in changed.items():
         for what, accts in (("newly prompted", new), ("no longer prompted", lost)):
@@ -349,16 +355,13 @@ def _compare_output(p: Pass, a: argparse.Namespace) -> int:
             "<h2>Prompts per rule</h2>",
             compare_svg([(r[0], r[1], r[2]) for r in rows], label_a, label_b),
             "<h2>Per rule (diff = B - A)</h2>",
-            table_html(head, [[_fmt(v) for v in r] for r in rows]),
+            table_html(head, _shown(head, rows)),
             "<h2>Accounts that newly get or lose a prompt</h2>",
         ]
         for rule, (new, lost) in changed.items():
             for what, accts in (("newly prompted", new), ("no longer prompted", lost)):
                 if accts:
-                    shown = " ".join(accts[:100]) + (
-                        f" ... and {len(accts) - 100:,} more" if len(accts) > 100 else ""
-                    )
-                    body.append(table_html([f"{rule}: {what} ({len(accts):,})"], [[shown]]))
+                    body.append(accounts_html(f"{rule}: {what} ({len(accts):,})", accts))
         write_page(a.html, "What-if: compare rule sets", _footer(p), body)
     return 0
 

@@ -22,7 +22,8 @@ td:first-child,th:first-child,td.l,th.l{text-align:left}
 .verdict{margin:6px 0 0;padding:6px 10px;border-left:4px solid #8a94a6;background:#f6f8fb}
 .good{border-color:#1f9d55}.bad{border-color:#d64545}.wait{border-color:#d69e2e}
 svg text{font:12px system-ui,"DejaVu Sans",sans-serif;fill:#1d2330}svg .muted{fill:#5b6577}
-.note{color:#5b6577;font-size:12px}
+.note{color:#5b6577;font-size:12px}.wide{overflow-x:auto}.accounts{font:12px ui-monospace,monospace;
+word-break:break-word;margin:4px 0 12px}
 """
 TREAT, HOLD, A_COL, B_COL = "#3867d6", "#8a94a6", "#8a94a6", "#3867d6"
 
@@ -42,7 +43,7 @@ def write_page(path: str | Path, title: str, subtitle: str, body: Sequence[str])
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     h = "".join(f"<th>{escape(x)}</th>" for x in head)
     b = "".join("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{b}</table>"
+    return f"<div class='wide'><table><tr>{h}</tr>{b}</table></div>"
 
 
 def _pct(x: float) -> str:
@@ -245,3 +246,8 @@ def line_svg(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: st
 
 def table_html(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return _table(head, rows)
+
+
+def accounts_html(title: str, accounts: Sequence[str], limit: int = 100) -> str:
+    more = f" ... and {len(accounts) - limit:,} more" if len(accounts) > limit else ""
+    return f"<h3>{escape(title)}</h3><p class='accounts'>{escape(' '.join(accounts[:limit]) + more)}</p>"
