@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from upsell_triggers.settings import Settings
 
@@ -29,15 +30,21 @@ class Topics:
 async def read_topic(bootstrap: str, topic: str, client: dict[str, Any]) -> list[bytes]:
     """Every record value of `topic`, partition by partition (an account's records stay in order),
     up to the end offsets seen at the start."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
+    await admin.start()
+    try:
+        (desc,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if desc.get("error_code") or not desc.get("partitions"):
+        raise SystemExit(f"report: topic {topic!r} does not exist at {bootstrap} (set UPSELL_TOPIC_*)")
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client)
     await c.start()
     try:
-        if topic not in await c.topics():  # topics() fetches the cluster's metadata
-            raise SystemExit(f"report: topic {topic!r} does not exist at {bootstrap}")
-        parts = c.partitions_for_topic(topic)
-        if not parts:
-            raise SystemExit(f"report: topic {topic!r} does not exist at {bootstrap}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [
+            TopicPartition(topic, p["partition"])
+            for p in sorted(desc["partitions"], key=lambda p: p["partition"])
+        ]
         c.assign(tps)
         await c.seek_to_beginning(*tps)
         end = await c.end_offsets(tps)
@@ -64,15 +71,9 @@ def read_topics(err: IO[str] = sys.stderr) -> Topics:
 
     client = {"security_protocol": s.security_protocol, **_aiokafka_auth(s)}
 
-    async def all_three() -> tuple[list[bytes], ...]:
-        return tuple(
-            await asyncio.gather(
-                *(
-                    read_topic(s.kafka_bootstrap_servers or "", t, client)
-                    for t in (s.topic_prompts, s.topic_events, s.topic_feedback)
-                )
-            )
-        )
+    async def all_three() -> list[list[bytes]]:
+        bs = s.kafka_bootstrap_servers or ""
+        return [await read_topic(bs, t, client) for t in (s.topic_prompts, s.topic_events, s.topic_feedback)]
 
     prompts, usage, feedback = asyncio.run(all_three())
     err.write(
