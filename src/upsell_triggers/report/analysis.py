@@ -69,14 +69,15 @@ def verdict(
     need = accounts_per_group(base, target) if base + target <= 1 else None
     if need is None:
         return "no clear difference", None, None
-    have = min(treat.n, hold.n)
-    if need > have:
-        return (
-            f"not enough data yet: need about {need - have:,} more accounts per group "
-            f"for a lift of {pp(target)}",
-            need,
-            target,
-        )
+    short_t, short_h = max(0, need - treat.n), max(0, need - hold.n)
+    if short_t or short_h:
+        if short_t and short_h:
+            more = f"{max(short_t, short_h):,} more accounts per group"
+        elif short_h:
+            more = f"{short_h:,} more held-out accounts (each group needs about {need:,})"
+        else:
+            more = f"{short_t:,} more prompted accounts (each group needs about {need:,})"
+        return f"not enough data yet: need about {more} for a lift of {pp(target)}", need, target
     return (
         f"no lift of {pp(target)} or more: enough accounts to see one, and the interval "
         f"{pp(diff.low)} to {pp(diff.high)} includes zero",
