@@ -42,7 +42,9 @@ def write_page(path: str | Path, title: str, subtitle: str, body: Sequence[str])
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     h = "".join(f"<th>{escape(x)}</th>" for x in head)
-    b = "".join("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in r) + "</tr>" for r in rows)
+    b = "".join(
+        "<tr>" + "".join(f"<td>{escape(x).replace(chr(10), '<br>')}</td>" for x in r) + "</tr>" for r in rows
+    )  # a line break in a cell's text is a line break on the page
     return f"<div class='wide'><table><tr>{h}</tr>{b}</table></div>"
 
 
@@ -152,7 +154,7 @@ def report_body(reports: Sequence[RuleReport]) -> list[str]:
                 cells.append(
                     "-"
                     if r is None
-                    else f"{r.k:,} ({_pct(r.k / r.n)}, {_pct(r.low)}-{_pct(r.high)})"
+                    else f"{r.k:,} ({_pct(r.k / r.n)})\n{_pct(r.low)} to {_pct(r.high)}"
                     if r.n
                     else "0"
                 )
