@@ -307,13 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     sch = _sub(
         sub,
         "schema",
-        "print the JSON Schema (draft 2020-12) of input events, feedback events, prompts, dead letters or "
-        "rule files",
+        "print the JSON Schema (draft 2020-12) of input events, feedback events, prompts, dead letters, "
+        "holdout records or rule files",
         "  upsell-triggers schema prompts\n  upsell-triggers schema all -o schemas",
     )
     sch.add_argument(
         "name",
-        choices=("events", "feedback", "prompts", "dead-letters", "rules", "all"),
+        choices=("events", "feedback", "prompts", "dead-letters", "holdout", "rules", "all"),
         help="which schema; `all` writes every one into the -o directory",
     )
     sch.add_argument(

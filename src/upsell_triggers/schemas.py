@@ -74,6 +74,18 @@ def dead_letters_schema() -> dict[str, Any]:
     )
 
 
+def holdout_schema() -> dict[str, Any]:
+    from upsell_triggers.report.holdout_model import HoldoutDecision
+
+    return _finish(
+        HoldoutDecision.model_json_schema(),
+        "holdout",
+        "Holdout decision",
+        "A line of `replay --holdout FILE`: an account a rule would have prompted, held out instead "
+        "(policy.holdout). `report --holdout FILE` reads these.",
+    )
+
+
 def rules_schema() -> dict[str, Any]:
     return rules_json_schema()
 
@@ -83,6 +95,7 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "feedback": feedback_schema,
     "prompts": prompts_schema,
     "dead-letters": dead_letters_schema,
+    "holdout": holdout_schema,
     "rules": rules_schema,
 }
 

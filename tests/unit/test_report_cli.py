@@ -16,6 +16,7 @@ import pytest
 from upsell_triggers.devkit.funnel_sim import Rates, funnel_events
 from upsell_triggers.engine.ruleset import load_ruleset
 
+from ..schemacheck import errors
 from .helpers import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,7 @@ def test_replay_holdout_file_matches_the_summary(run: Path) -> None:
     row = next(ln for ln in p.stderr.decode().splitlines() if ln.startswith("seats-80 "))
     held = [orjson.loads(x) for x in (run / "holdout.jsonl").read_bytes().splitlines()]
     assert set(held[0]) == {"account_id", "rule_id", "rule_group", "feature", "ts"}
+    assert not [e for h in held for e in errors("holdout", h)]  # schemas/holdout.schema.json
     assert sum(1 for h in held if h["rule_id"] == "seats-80") == int(row.split()[5])  # the holdout column
     assert p.stdout == (run / "prompts.jsonl").read_bytes()  # --holdout changes nothing else
 
