@@ -1,5 +1,5 @@
 """Who was held out: the holdout decisions of a run, as the records `replay --holdout FILE` writes
-(schemas/holdout-decision.schema.json), or recovered by running the engine over the events again.
+(schemas/holdout.schema.json), or recovered by running the engine over the events again.
 
 The holdout gets no prompt, so the prompts alone cannot say who was in it; the engine decides it
 deterministically (a hash of salt and account, on the rule's trigger), so running the same rules over

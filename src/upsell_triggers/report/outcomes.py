@@ -42,7 +42,7 @@ class PromptRecord(msgspec.Struct):
 
 
 class HoldoutRecord(msgspec.Struct):
-    """One line of `replay --holdout`: schemas/holdout-decision.schema.json."""
+    """One line of `replay --holdout`: schemas/holdout.schema.json."""
 
     account_id: str
     rule_id: str
