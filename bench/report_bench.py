@@ -1,5 +1,6 @@
 """`report` over 1M prompt/feedback/plan records and `replay --sweep` with 5 values over the replay
-benchmark's 1M-event file, each beside one plain `replay` of that file, in one sitting.
+benchmark's 1M-event file (the "typical" workload), each beside one plain `replay` of that file, in
+one sitting.
 
     python bench/report_bench.py [--runs 3]
 
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 import orjson
-from replay_bench import generate
+from replay_bench import files
 
 from upsell_triggers import gctune
 from upsell_triggers.backtest import parse_sweep, run_pass, swept_ruleset
@@ -81,11 +82,10 @@ def main() -> int:
     ap.add_argument(
         "--records", type=int, default=1_000_000, help="report input: prompt/feedback/plan records"
     )
-    ap.add_argument("--file", type=Path, default=Path("/tmp/upsell-bench-events.jsonl"))
+    ap.add_argument("--dir", type=Path, default=Path("/tmp"), help="where the generated files are kept")
     a = ap.parse_args()
-    if not a.file.exists() or a.file.stat().st_size == 0:
-        generate(a.file, 1_000_000, 100_000)
-    data = a.file.read_bytes()
+    # The replay benchmark's "typical" file: 1M events over 100k accounts (bench/workloads.py).
+    data = files(a.dir, 1_000_000, 100_000)["typical"].read_bytes()
     n_events = data.count(b"\n")
     gctune.tune()
     rules = load_ruleset(ROOT / "rules")
