@@ -8,9 +8,13 @@ import asyncio
 import difflib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from upsell_triggers.report import arguments as whatif
 from upsell_triggers.startup import StartupError
+
+if TYPE_CHECKING:
+    from upsell_triggers.engine.ruleset import Problem
 
 
 def _version() -> str:
@@ -79,17 +83,25 @@ def _cmd_check(a: argparse.Namespace) -> int:
     try:
         rs = load_ruleset(d)
     except RulesError as err:
-        for p in err.problems:
+        for p in sorted([*err.problems, *err.warnings], key=_where):
             print(p, file=sys.stderr)
-        print(f"{len(err.problems)} error(s): rules rejected", file=sys.stderr)
+        warned = f", {len(err.warnings)} warning(s)" if err.warnings else ""
+        print(f"{len(err.problems)} error(s){warned}: rules rejected", file=sys.stderr)
         return 1
-    for w in rs.warnings:
+    for w in sorted(rs.warnings, key=_where):
         print(w, file=sys.stderr)
     print(
         f"ok: {len(rs.rules)} rules, {len(rs.plans)} plans, {len(rs.metrics)} metrics "
         f"(version {rs.version}){f', {len(rs.warnings)} warning(s)' if rs.warnings else ''}"
     )
+    if rs.warnings and a.strict:
+        print("warnings fail the check (--strict)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _where(p: Problem) -> tuple[str, int]:
+    return (p.file, p.line or 0)
 
 
 def _cmd_test(a: argparse.Namespace) -> int:
@@ -246,9 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         rsub,
         "check",
         "validate a rules directory: every error as file:line, exit 1 if any",
-        "  upsell-triggers rules check rules",
+        "  upsell-triggers rules check rules\n  upsell-triggers rules check --strict rules   # in CI",
     )
     chk.add_argument("dir", nargs="?", default="rules", help="rules directory (default ./rules)")
+    chk.add_argument(
+        "--strict", action="store_true", help="exit 1 on warnings too (rules that can never fire, ...)"
+    )
     chk.set_defaults(fn=_cmd_check)
     tst = _sub(
         rsub,

@@ -34,6 +34,7 @@ from upsell_triggers.engine.rulemodel import (
     Rule,
     RulesError,
 )
+from upsell_triggers.engine.suggest import did_you_mean, unknown_field
 from upsell_triggers.engine.timeutil import DAY, format_duration
 from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
 
@@ -93,26 +94,39 @@ class Context:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
-    def err(self, file: str, line: int | None, msg: str) -> None:
-        self.problems.append(Problem(file, line, msg))
+    def err(self, file: str, line: int | None, msg: str, rule: str | None = None) -> None:
+        self.problems.append(Problem(file, line, msg, "error", rule))
 
-    def warn(self, file: str, line: int | None, msg: str) -> None:
-        self.warnings.append(Problem(file, line, msg, "warning"))
+    def warn(self, file: str, line: int | None, msg: str, rule: str | None = None) -> None:
+        self.warnings.append(Problem(file, line, msg, "warning", rule))
 
 
 @dataclass(frozen=True, slots=True)
 class At:
-    """Where a definition is: its file, the file's line map, its YAML path, and that path as messages
-    write it (`groups[0].rules[2]`)."""
+    """Where a rule is: its file, the file's line map, its YAML path, and its id (problems name it)."""
 
     file: str
     lines: Lines
     path: tuple[Any, ...]
-    label: str
+    rule: str
 
     def line(self, *sub: Any) -> int | None:
         """The line of the definition, or of a part of it (`at.line("prompt")`)."""
         return line_for(self.lines, (*self.path, *sub))
+
+    def err(self, ctx: Context, line: int | None, msg: str) -> None:
+        ctx.err(self.file, line, msg, self.rule)
+
+    def warn(self, ctx: Context, line: int | None, msg: str) -> None:
+        ctx.warn(self.file, line, msg, self.rule)
+
+
+def path_label(loc: tuple[Any, ...]) -> str:
+    """A YAML path as messages write it: `plans[1].limits.seats`, `when.all[0].ratio`."""
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
 def _fmt_placeholders(text: str) -> list[str]:
@@ -155,24 +169,29 @@ def compile_sources(sources: list[tuple[str, str]]) -> RuleSet:
     ctx = Context(_builtin_metrics())
     parsed: list[tuple[str, RulesFile, Lines]] = []
     digest = hashlib.sha256()
+    whole = True  # every file parsed in full (some rules left out of a file stop nothing else)
     for name, text in sources:
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+        before = len(ctx.problems)
         rf = _parse(ctx, name, text)
-        if rf is not None:
-            parsed.append((name, *rf))
+        if rf is None:
+            whole = whole and len(ctx.problems) == before
+        else:
+            parsed.append((name, rf[0], rf[1]))
     if not sources:
         ctx.err("<rules>", None, "no rule files (*.yaml) found")
-    if ctx.problems:
-        raise RulesError(ctx.problems)
+    if not whole:  # a file's catalog (metrics, plans) is unknown: later checks would only mislead
+        raise RulesError(ctx.problems, ctx.warnings)
     rs = _compile(ctx, parsed, digest.hexdigest()[:12])
     if ctx.problems or rs is None:
-        raise RulesError(ctx.problems)
+        raise RulesError(ctx.problems, ctx.warnings)
     return rs
 
 
 def _parse(ctx: Context, name: str, text: str) -> tuple[RulesFile, Lines] | None:
-    """One file's YAML against the file schema; None (with its problems recorded) if it does not fit,
-    or if it is empty."""
+    """One file's YAML against the file schema; None if it is empty, or if it does not fit (problems
+    recorded). When every schema error is inside rules, the file is returned without those rules, so
+    the other rules are still checked and one run reports all the directory's errors."""
     try:
         data, lines = load_yaml(text)
     except YamlError as err:
@@ -183,14 +202,76 @@ def _parse(ctx: Context, name: str, text: str) -> tuple[RulesFile, Lines] | None
     try:
         return RulesFile.model_validate(data), lines
     except ValidationError as verr:
+        broken: set[tuple[int, int]] = set()
         for e in verr.errors(include_url=False):
             loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            field_path = ".".join(str(p) for p in loc) or "file"
+            rule = _rule_at(data, loc)
+            if rule is not None:
+                broken.add((int(loc[1]), int(loc[3])))
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
-                msg = "unknown field (check the spelling; see the JSON Schema)"
-            ctx.err(name, line_for(lines, loc), f"{field_path}: {msg}")
+                msg = unknown_field(_FILE_SCHEMA, loc)
+            where = path_label(loc[4:] if rule is not None else loc) or "file"
+            ctx.err(name, line_for(lines, loc), f"{where}: {msg}", rule)
+        if _all_in_rules(verr):
+            return _without_rules(data, lines, broken)
         return None
+
+
+_FILE_SCHEMA = RulesFile.model_json_schema()
+
+
+def _rule_at(data: Any, loc: tuple[Any, ...]) -> str | None:
+    """The id of the rule `loc` points into (groups[g].rules[r]...), or None if it is not in a rule.
+    A rule without a usable id is named by its position."""
+    if len(loc) < 4 or loc[0] != "groups" or loc[2] != "rules":
+        return None
+    if not isinstance(loc[1], int) or not isinstance(loc[3], int):
+        return None
+    try:
+        rid = data["groups"][loc[1]]["rules"][loc[3]].get("id")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        rid = None
+    return rid if isinstance(rid, str) and rid else f"groups[{loc[1]}].rules[{loc[3]}]"
+
+
+def _all_in_rules(verr: ValidationError) -> bool:
+    return all(
+        len(e["loc"]) >= 4
+        and e["loc"][0] == "groups"
+        and e["loc"][2] == "rules"
+        and isinstance(e["loc"][3], int)
+        for e in verr.errors(include_url=False)
+    )
+
+
+def _without_rules(data: Any, lines: Lines, broken: set[tuple[int, int]]) -> tuple[RulesFile, Lines] | None:
+    """The file with the broken rules (group, index) left out, if the rest fits the schema, and its
+    line map renumbered to match (a kept rule's problems keep their lines)."""
+    try:
+        groups: list[dict[str, Any]] = []
+        moved: dict[tuple[int, int], tuple[int, int]] = {}  # (group, rule) as kept -> as written
+        for gi, g in enumerate(data["groups"]):
+            kept = [ri for ri in range(len(g["rules"])) if (gi, ri) not in broken]
+            if kept:
+                moved.update(((len(groups), new), (gi, old)) for new, old in enumerate(kept))
+                groups.append({**g, "rules": [g["rules"][ri] for ri in kept]})
+        rf = RulesFile.model_validate({**data, "groups": groups or None})
+    except (ValidationError, KeyError, TypeError, AttributeError):
+        return None
+    rule_at = {old: new for new, old in moved.items()}
+    group_at = {old[0]: new[0] for new, old in moved.items()}
+    remapped: Lines = {}
+    for path, line in lines.items():
+        if len(path) < 2 or path[0] != "groups" or not isinstance(path[1], int):
+            remapped[path] = line
+        elif len(path) >= 4 and path[2] == "rules" and isinstance(path[3], int):
+            if (path[1], path[3]) in rule_at:
+                ng, nr = rule_at[path[1], path[3]]
+                remapped[("groups", ng, "rules", nr, *path[4:])] = line
+        elif path[1] in group_at:
+            remapped[("groups", group_at[path[1]], *path[2:])] = line
+    return rf, remapped
 
 
 def _builtin_metrics() -> dict[str, MetricSpec]:
@@ -232,10 +313,10 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
     seen: dict[str, str] = {}
     for gfile, gi, g, lines in groups:
         for ri, r in enumerate(g.rules):
-            at = At(gfile, lines, ("groups", gi, "rules", ri), f"groups[{gi}].rules[{ri}]")
+            at = At(gfile, lines, ("groups", gi, "rules", ri), r.id)
             line = at.line()
             if r.id in seen:
-                ctx.err(gfile, line, f"{at.label}: duplicate rule id '{r.id}' (first in {seen[r.id]})")
+                at.err(ctx, line, f"duplicate rule id (first in {seen[r.id]})")
                 continue
             seen[r.id] = f"{gfile}:{line}"
             rule = _compile_rule(ctx, at, g, r)
@@ -319,49 +400,77 @@ def _compile_policy(ctx: Context, policy_def: tuple[str, PolicyDef, Lines] | Non
     )
 
 
-def _compile_cond(ctx: Context, at: At, line: int | None, c: Condition) -> Cond | None:
-    """One condition of a rule's `when` (reported at `line`, the condition's own)."""
+def _compile_cond(ctx: Context, at: At, line: int | None, c: Condition, where: str) -> Cond | None:
+    """One condition of a rule's `when` (reported at `line`, the condition's own; `where` is its path
+    in the rule, `when` or `when.all[i]`)."""
     assert c.metric is not None
-    file, where = at.file, f"{at.label}.when"
     metrics = ctx.metrics
     spec = metrics.get(c.metric)
     if spec is None:
-        ctx.err(
-            file,
+        at.err(
+            ctx,
             line,
-            f"{where}: unknown metric '{c.metric}'; declare it under 'metrics:' "
-            f"(known: {', '.join(sorted(metrics))})",
+            f"{where}.metric: unknown metric '{c.metric}'"
+            + (
+                did_you_mean(c.metric, metrics)
+                or f"; declare it under 'metrics:' (known: {', '.join(sorted(metrics))})"
+            ),
         )
         return None
     window = 0
     if spec.kind == ROLLING:
         window = c.window or spec.window_ms
         if window > spec.window_ms:
-            ctx.err(
-                file,
+            at.err(
+                ctx,
                 line,
-                f"{where}: window {format_duration(window)} is longer than the "
+                f"{where}.window: {format_duration(window)} is longer than the "
                 f"{format_duration(spec.window_ms)} that metric '{c.metric}' keeps",
             )
             return None
         if window < spec.bucket_ms:
-            ctx.err(file, line, f"{where}: window is shorter than the metric's bucket")
+            at.err(ctx, line, f"{where}.window: shorter than the metric's bucket")
             return None
     elif c.window is not None:
-        ctx.err(
-            file, line, f"{where}: 'window' only applies to rolling counters ('{c.metric}' is a {spec.kind})"
-        )
+        at.err(ctx, line, f"{where}.window: only applies to rolling counters ('{c.metric}' is a {spec.kind})")
         return None
     if c.feature is not None and c.metric != PAYWALL_METRIC:
-        ctx.err(file, line, f"{where}: 'feature' only applies to metric '{PAYWALL_METRIC}'")
+        at.err(ctx, line, f"{where}.feature: only applies to metric '{PAYWALL_METRIC}'")
         return None
     feature = c.feature if c.metric == PAYWALL_METRIC else None
     if c.metric == PAYWALL_METRIC:
         feature = feature or "*"
         if c.ratio is not None:
-            ctx.err(file, line, f"{where}: paywall conditions count hits: use 'at_least', not 'ratio'")
+            at.err(ctx, line, f"{where}: paywall conditions count hits: use 'at_least', not 'ratio'")
             return None
+    if c.ratio is not None and c.ratio > 1:
+        _check_ratio_above_one(ctx, at, line, where, c.ratio)
     return Cond(c.metric, c.ratio, c.at_least, window, feature, spec.kind)
+
+
+# A ratio at or above this is read as a percentage written as a number (`ratio: 90` for 90%).
+PERCENT_LIKE = 10
+
+
+def _check_ratio_above_one(ctx: Context, at: At, line: int | None, where: str, ratio: float) -> None:
+    """A ratio is a share of the plan limit (1 = the limit). `ratio: 90` is almost surely 90%: an error
+    that says so. Between 1 and PERCENT_LIKE it fires only above the limit (overage on a soft limit may
+    be meant): a warning."""
+    if ratio >= PERCENT_LIKE:
+        at.err(
+            ctx,
+            line,
+            f"{where}.ratio: {ratio:g} is {ratio:g} times the plan limit, which usage never reaches; a "
+            f"ratio is a share of the limit (1 = 100%): did you mean {ratio / 100:g}?",
+        )
+    else:
+        at.warn(
+            ctx,
+            line,
+            f"{where}.ratio: {ratio:g} fires only when usage reaches {ratio * 100:g}% of the plan limit, "
+            f"past the limit itself; a ratio is a share of the limit (0.9 = 90%): keep {ratio:g} only "
+            "for usage that may exceed its limit",
+        )
 
 
 def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
@@ -372,27 +481,28 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
             v = getattr(src, k)
             if v is not None:
                 merged[k] = v
-    file, where, line = at.file, at.label, at.line()
+    line = at.line()
     if not merged["enabled"]:
         return None
     conds_def = r.when.all if r.when.all is not None else [r.when]
     conds: list[Cond] = []
     for ci, c in enumerate(conds_def):
-        cline = at.line("when", "all", ci) if r.when.all is not None else at.line("when")
-        cc = _compile_cond(ctx, at, cline, c)
+        in_all = r.when.all is not None
+        cline = at.line("when", "all", ci) if in_all else at.line("when")
+        cc = _compile_cond(ctx, at, cline, c, f"when.all[{ci}]" if in_all else "when")
         if cc is None:
             return None
         conds.append(cc)
     if sum(1 for c in conds if c.metric == PAYWALL_METRIC) > 1:
-        ctx.err(file, line, f"{where}.when: at most one paywall_hits condition per rule")
+        at.err(ctx, at.line("when"), "when: at most one paywall_hits condition per rule")
         return None
     primary = conds[0]
     if any(c.metric == PAYWALL_METRIC for c in conds[1:]):
-        ctx.err(file, line, f"{where}.when: a paywall_hits condition must come first in 'all'")
+        at.err(ctx, at.line("when"), "when: a paywall_hits condition must come first in 'all'")
         return None
     prompt = merged.get("prompt")
     if prompt is None:
-        ctx.err(file, line, f"{where}: no prompt copy (set 'prompt' on the rule or in the group's defaults)")
+        at.err(ctx, line, "no prompt copy (set 'prompt' on the rule or in the group's defaults)")
         return None
     for fname, text in (
         ("title", prompt.title),
@@ -401,26 +511,39 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         ("cta.url", prompt.cta.url),
     ):
         for msg in _fmt_placeholders(text):
-            ctx.err(file, at.line("prompt") or line, f"{where}.prompt.{fname}: {msg}")
+            at.err(ctx, at.line("prompt") or line, f"prompt.{fname}: {msg}")
     plan_by_id = ctx.plan_by_id
     audience = merged.get("audience")
     if audience is not None:
         for pid in audience:
             if pid not in plan_by_id:
-                ctx.err(
-                    file,
+                at.err(
+                    ctx,
                     at.line("audience") or line,
-                    f"{where}.audience: unknown plan '{pid}' (plans: {', '.join(plan_by_id)})",
+                    f"audience: unknown plan '{pid}'{did_you_mean(pid, plan_by_id)} "
+                    f"(plans: {', '.join(plan_by_id)})",
                 )
+        if not audience:
+            at.err(
+                ctx,
+                at.line("audience") or line,
+                "audience: empty, so the rule applies to no plan; remove 'audience' to apply it to every "
+                "plan, or list the plans it is for",
+            )
     target = merged["target_plan"]
     if target != "next" and target not in plan_by_id:
-        ctx.err(file, line, f"{where}.target_plan: unknown plan '{target}' (use 'next' or a plan id)")
+        at.err(
+            ctx,
+            at.line("target_plan") or line,
+            f"target_plan: unknown plan '{target}'{did_you_mean(target, plan_by_id)} "
+            "(use 'next' or a plan id)",
+        )
     threshold = primary.threshold
     rearm = merged.get("rearm")
     if rearm is None:
         rearm = threshold
-    elif rearm > threshold:
-        ctx.err(file, line, f"{where}.rearm: re-arm level {rearm:g} is above the threshold {threshold:g}")
+    else:
+        _check_rearm(ctx, at, primary, rearm)
     signal = merged.get("signal") or (
         "paywall"
         if primary.metric == PAYWALL_METRIC
@@ -428,7 +551,7 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         if primary.ratio is not None
         else "usage_threshold"
     )
-    _warn_unreachable(ctx, at, r.id, primary, audience)
+    _warn_unreachable(ctx, at, primary, audience, target)
     return Rule(
         id=r.id,
         group=g.id,
@@ -445,24 +568,71 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         body=prompt.body,
         cta_label=prompt.cta.label,
         cta_url=prompt.cta.url,
-        source=f"{file}:{line}",
+        source=f"{at.file}:{line}",
     )
 
 
-def _warn_unreachable(ctx: Context, at: At, rule_id: str, primary: Cond, audience: list[str] | None) -> None:
-    """A warning for a rule that can fire for no plan of its audience: none limits its metric (a ratio
-    rule), or none has a higher plan to upgrade to."""
+def _check_rearm(ctx: Context, at: At, primary: Cond, rearm: float) -> None:
+    """The re-arm level is where usage must fall back below before the rule can fire again: above the
+    threshold, the rule would re-arm while still over it. Says what was probably meant."""
+    threshold = primary.threshold
+    line = at.line("rearm") or at.line()
+    if rearm > threshold:
+        if primary.ratio is not None and rearm > 1 and rearm / 100 < threshold:
+            hint = f"a ratio rule's rearm is a share of the limit too: did you mean {rearm / 100:g}?"
+        else:
+            hint = f"it must be at most the threshold {threshold:g} (the rule fires at the threshold)"
+        at.err(ctx, line, f"rearm: re-arm level {rearm:g} is above the threshold {threshold:g}; {hint}")
+    elif primary.ratio is None and 0 < rearm < 1 <= threshold / 2:
+        at.warn(
+            ctx,
+            line,
+            f"rearm: {rearm:g} is a count for an at_least rule (threshold {threshold:g}), so the rule "
+            f"re-arms only when the level falls below {rearm:g}; did you mean {rearm * threshold:g} "
+            f"({rearm:g} of the threshold)?",
+        )
+
+
+def _warn_unreachable(ctx: Context, at: At, primary: Cond, audience: list[str] | None, target: str) -> None:
+    """A warning for a rule that can fire for no plan of its audience, saying what was probably meant:
+    no audience plan limits its metric (a ratio rule), none has a higher plan to upgrade to, or its
+    target plan is not above any of them."""
     plans, plan_by_id = ctx.plans, ctx.plan_by_id
     aud_plans = [plan_by_id[p] for p in audience if p in plan_by_id] if audience is not None else plans
+    if not aud_plans:
+        return  # an empty or unknown audience is an error already
+    names = ", ".join(p.id for p in aud_plans)
+    line = at.line("audience") or at.line()
     if primary.ratio is not None and not any(p.limit(primary.metric) is not None for p in aud_plans):
-        ctx.warn(
-            at.file,
-            at.line(),
-            f"{at.label} '{rule_id}': unreachable: no plan in its audience limits '{primary.metric}'",
+        limited = [p.id for p in plans if p.limit(primary.metric) is not None]
+        hint = (
+            f"did you mean an audience with a limit on it ({', '.join(limited)}), or at_least (an "
+            "absolute level)?"
+            if limited
+            else f"no plan limits it: set limits.{primary.metric} in the plans, or use at_least"
+        )
+        at.warn(
+            ctx,
+            line,
+            f"unreachable: a ratio of the plan limit, but no plan of its audience ({names}) limits "
+            f"'{primary.metric}'; {hint}",
         )
     elif not any(p.tier < len(plans) - 1 for p in aud_plans):
-        ctx.warn(
-            at.file,
-            at.line(),
-            f"{at.label} '{rule_id}': unreachable: its audience has no higher plan to upgrade to",
+        lower = [p.id for p in plans[:-1]]
+        at.warn(
+            ctx,
+            line,
+            f"unreachable: its audience ({names}) has no higher plan to upgrade to; did you mean an "
+            f"audience of {', '.join(lower) or 'lower plans'}?",
         )
+    elif target != "next" and target in plan_by_id:
+        tier = plan_by_id[target].tier
+        if not any(p.tier < tier for p in aud_plans):
+            below = [p.id for p in plans if p.tier < tier]
+            at.warn(
+                ctx,
+                at.line("target_plan") or at.line(),
+                f"unreachable: target_plan '{target}' is not above any plan of its audience ({names}), "
+                f"so there is never an upgrade to offer; did you mean an audience of {', '.join(below)}, "
+                "or target_plan: next?",
+            )

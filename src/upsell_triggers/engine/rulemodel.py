@@ -27,24 +27,28 @@ MAX_BUCKETS = 24 * 31  # per series: window / bucket must stay under this
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One finding of the rule compiler, at a file and line."""
+    """One finding of the rule compiler, at a file and line, and the rule it is about (if one):
+    `rules/usage-limits.yaml:14: error: rule seats-80: when.ratio: ...`."""
 
     file: str
     line: int | None
     message: str
     severity: str = "error"
+    rule: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.severity}: {self.message}"
+        about = f"rule {self.rule}: " if self.rule else ""
+        return f"{where}: {self.severity}: {about}{self.message}"
 
 
 class RulesError(Exception):
     """Rule files that do not compile: every problem found, so one run of `rules check` shows them all."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+        self.warnings = warnings or []  # found alongside: shown by `rules check`, never a reason to reject
 
 
 @dataclass(frozen=True, slots=True)
