@@ -24,6 +24,7 @@ from upsell_triggers.engine.events import (
     _fast,
     _from_model,
     _parse_ts,
+    _ts_ms,
     decode_event,
     validate_event,
 )
@@ -298,3 +299,22 @@ def test_rejected_string_timestamps_are_worded_by_the_models(ts: str) -> None:
         _decode_common(json.dumps(raw).encode())
     ev = decode_event(json.dumps(raw).encode())
     assert isinstance(ev, InvalidEvent) and ev.reason == "invalid_field" and "'ts'" in ev.message
+
+
+def test_strings_of_one_minute_read_alike_through_the_minute_cache() -> None:
+    """The fast path keeps each minute's start per offset: every second and fraction of a minute, in
+    offsets that share the minute's text and in every spelling, reads as the long way reads it."""
+    minutes = ("2026-11-22T15:30", "2026-11-22T15:31", "2026-11-22T16:30", "2026-11-23T15:30")
+    for minute in (*minutes, "2004-10-20T21:33", "2199-12-31T23:59", "2000-01-01T05:29"):
+        for zone in ("+05:30", "-03:00", "+0530", "+05:30:15", "Z", "+00:00", "-00:00", "+14:00", "-11:59"):
+            for rest in (":00", ":59.999", ":02.324", ":07.5", ":59.9999995", ":30.000001"):
+                text = minute + rest + zone
+                try:
+                    expected: int | None = _parse_ts(text)
+                except ValueError:
+                    expected = None
+                try:
+                    got: int | None = _ts_ms(text)
+                except ValueError:
+                    got = None
+                assert got == expected, text
