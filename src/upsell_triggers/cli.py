@@ -71,6 +71,11 @@ def _cmd_gateway(a: argparse.Namespace) -> int:
     s = startup.load_settings({})
     gctune.tune()  # many long-lived stream objects: young collections must not rescan them
     g = startup.validated_settings(GatewaySettings, {"host": ("--host", a.host), "port": ("--port", a.port)})
+    if s.kafka_bootstrap_servers:  # without, run_gateway says what to set
+        from upsell_triggers.gateway.kafka import client_options
+
+        startup.port_free(g.host, g.port)
+        startup.broker_answers(s, client_options(s))
     setup_logging(s.log_level, s.log_format)
     return asyncio.run(run_gateway(s, g))
 

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -156,21 +157,41 @@ def port_free(host: str, port: int) -> None:
 def broker_reachable(settings: Settings) -> None:
     """Creates the topics (what the worker does first) within settings.kafka_connect_timeout_s: a broker
     that refuses or never answers is one line, not a hang or an aiokafka traceback."""
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
     from upsell_triggers.runtime.faust_app import ensure_topics
+
+    _bounded(settings, ensure_topics(settings), "or run without Kafka: upsell-triggers run --embedded")
+
+
+def broker_answers(settings: Settings, options: dict[str, Any]) -> None:
+    """The broker answers a metadata request (aiokafka client `options`), within the same bound: for
+    commands that read topics but do not create them (the gateway)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(**options)
+        await admin.start()
+        try:
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    _bounded(settings, probe(), "")
+
+
+def _bounded(settings: Settings, probe: Coroutine[Any, Any, None], alternative: str) -> None:
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
     timeout = settings.kafka_connect_timeout_s
     servers = settings.kafka_bootstrap_servers
     fix = (
         "check KAFKA_BOOTSTRAP_SERVERS (and UPSELL_SECURITY_PROTOCOL / UPSELL_SASL_* for a secured "
-        "cluster), or run without Kafka: upsell-triggers run --embedded"
+        f"cluster){', ' + alternative if alternative else ''}"
     )
     quiet = logging.getLogger("aiokafka")  # it logs each failed connection attempt: the line below says it
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        asyncio.run(asyncio.wait_for(ensure_topics(settings), timeout))
+        asyncio.run(asyncio.wait_for(probe, timeout))
     except TimeoutError:
         raise StartupError(
             f"Kafka at {servers} did not answer within {timeout:g}s: {fix}", ENVIRONMENT

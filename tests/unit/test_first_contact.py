@@ -272,3 +272,13 @@ def test_gateway_settings_mistakes_are_one_line_too():
     one_line_error(p, 2, "--port 999999", "65535")
     p = cli("run", "--embedded", "--demo", "--rules", str(RULES), env={"UPSELL_GATEWAY_MAX_STREAMS": "0"})
     one_line_error(p, 2, "UPSELL_GATEWAY_MAX_STREAMS='0'")
+
+
+def test_gateway_with_a_broker_that_refuses():
+    port = free_port()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "UPSELL_GATEWAY_SECRET": "s" * 40,
+        "UPSELL_GATEWAY_PORT": "0",
+    }
+    one_line_error(cli("gateway", env=env), 1, f"cannot connect to Kafka at 127.0.0.1:{port}")
