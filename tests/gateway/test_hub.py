@@ -112,3 +112,12 @@ async def test_subscriber_wakes_and_times_out() -> None:
     assert frame_ids(await s.next(5)) == ["p1"]
     hub.unsubscribe(s)
     assert hub.streams == 0 and hub.subs == {}
+
+
+def test_a_resumed_stream_never_receives_what_it_had() -> None:
+    hub = Hub(Clock())
+    s, snap = hub.subscribe("acct-1", "u", after_seq=5)
+    assert snap == []
+    hub.publish(prompt("old"), seq=5)  # e.g. read while the topic is read again
+    hub.publish(prompt("new"), seq=6)
+    assert frame_ids(s.frames) == ["new"]

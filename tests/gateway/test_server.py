@@ -289,3 +289,23 @@ async def test_pages_and_probes(gw: Any) -> None:
     assert "export function connect" in await (await client.get("/client/upsell.mjs")).text()
     assert (await client.get("/demo")).status == 200
     assert (await client.get("/demo/token")).status == 404  # demo tokens only in demo mode
+
+
+async def test_not_served_until_ready() -> None:
+    ready = False
+    g = Gateway(
+        GatewaySettings(secret=SECRET.decode()), Hub(Clock()), Sink(), ready=lambda: ready, clock=Clock()
+    )
+    server = TestServer(g.app())
+    await server.start_server()
+    client = TestClient(server)
+    await client.start_server()
+    try:
+        for path in ("/v1/stream", "/v1/prompts"):
+            r = await client.get(path, headers=auth(tok()))
+            assert r.status == 503 and r.headers["Retry-After"] == "2"
+        assert (await client.get("/readyz")).status == 503
+        ready = True
+        assert (await client.get("/v1/prompts", headers=auth(tok()))).status == 200
+    finally:
+        await client.close()

@@ -119,7 +119,11 @@ function safeUrl(u) {
 // Parses Server-Sent Events from text chunks; calls onEvent({id, event, data}) per complete event.
 export function sseParser(onEvent) {
   let buf = "";
+  let cr = false; // a chunk ended in CR: it may be the first half of a CRLF
   return (chunk) => {
+    if (cr) chunk = "\r" + chunk;
+    cr = chunk.endsWith("\r");
+    if (cr) chunk = chunk.slice(0, -1);
     buf += chunk.replace(/\r\n?/g, "\n");
     let i;
     while ((i = buf.indexOf("\n\n")) >= 0) {

@@ -43,11 +43,12 @@ class Pending:
 class Subscriber:
     """One open stream of one user. `frames` collects what the hub publishes until the stream writes it."""
 
-    __slots__ = ("account_id", "frames", "overflowed", "user_id", "wake")
+    __slots__ = ("account_id", "after", "frames", "overflowed", "user_id", "wake")
 
-    def __init__(self, account_id: str, user_id: str) -> None:
+    def __init__(self, account_id: str, user_id: str, after: int | None = None) -> None:
         self.account_id = account_id
         self.user_id = user_id
+        self.after = after  # the stream resumed after this event id: nothing at or below it is sent
         self.frames: list[bytes] = []
         self.wake = asyncio.Event()
         self.overflowed = False
@@ -160,7 +161,7 @@ class Hub:
         self.total += 1
         heapq.heappush(self._expiry, (expires_ms, acct, pid, seq))
         for sub in self.subs.get(acct, ()):
-            if uid is None or uid == sub.user_id:
+            if (uid is None or uid == sub.user_id) and (sub.after is None or seq > sub.after):
                 self._push(sub, entry.frame)
         return "delivered"
 
@@ -238,7 +239,7 @@ class Hub:
     ) -> tuple[Subscriber, list[Pending]]:
         """A new stream and what it must send first. Both in one step of the event loop, so nothing
         published between the snapshot and the subscription is lost or sent twice."""
-        sub = Subscriber(account_id, user_id)
+        sub = Subscriber(account_id, user_id, after_seq)
         self.subs.setdefault(account_id, set()).add(sub)
         self.streams += 1
         return sub, self.visible(account_id, user_id, after_seq)

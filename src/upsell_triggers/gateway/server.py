@@ -188,6 +188,14 @@ class Gateway:
         return cls(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
 
     def _auth(self, request: web.Request) -> Principal:
+        if not self.ready():
+            # Until the pending prompts are rebuilt, a snapshot would miss prompts and a resumed
+            # stream would receive the rebuilt ones again: the client retries (another replica).
+            raise web.HTTPServiceUnavailable(
+                text='{"error":"rebuilding pending prompts; retry"}',
+                content_type="application/json",
+                headers={"Retry-After": "2"},
+            )
         header = request.headers.get("Authorization", "")
         token = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
         try:
