@@ -121,3 +121,12 @@ def test_a_resumed_stream_never_receives_what_it_had() -> None:
     hub.publish(prompt("old"), seq=5)  # e.g. read while the topic is read again
     hub.publish(prompt("new"), seq=6)
     assert frame_ids(s.frames) == ["new"]
+
+
+def test_expiry_index_stays_bounded_under_per_account_eviction() -> None:
+    hub = Hub(Clock(), max_per_account=3)
+    for i in range(5000):  # one hot account: every publish evicts one
+        hub.publish(prompt(f"p{i}"))
+    assert hub.total == 3
+    assert len(hub._expiry) <= 2 * hub.total + 1025
+    assert sorted(hub.pending["acct-1"]) == ["p4997", "p4998", "p4999"]

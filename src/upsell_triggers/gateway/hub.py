@@ -160,6 +160,8 @@ class Hub:
         prompts[pid] = entry
         self.total += 1
         heapq.heappush(self._expiry, (expires_ms, acct, pid, seq))
+        if len(self._expiry) > 2 * self.total + 1024:
+            self._compact()
         for sub in self.subs.get(acct, ()):
             if (uid is None or uid == sub.user_id) and (sub.after is None or seq > sub.after):
                 self._push(sub, entry.frame)
@@ -187,6 +189,15 @@ class Hub:
             return False  # already evicted by the per-account bound
         self._drop(acct, pid)
         return True
+
+    def _compact(self) -> None:
+        """Rebuilds the expiry heap from what is pending: entries of prompts evicted by the per-account
+        bound stay in the heap until their expiry otherwise, so a hot account could grow it past the
+        bound on pending prompts."""
+        self._expiry = [
+            (p.expires_ms, a, p.prompt_id, p.seq) for a, ps in self.pending.items() for p in ps.values()
+        ]
+        heapq.heapify(self._expiry)
 
     def expire(self) -> int:
         """Drops prompts past their expires_at; returns how many."""
