@@ -5,16 +5,16 @@ engine import from here.
 
 from __future__ import annotations
 
-from upsell_triggers.engine.rulecompiler import compile_sources, load_ruleset
+from upsell_triggers.engine.rulecompiler import PLACEHOLDERS, compile_sources, load_ruleset
 from upsell_triggers.engine.ruleindex import LevelGroup, RuleSet
-from upsell_triggers.engine.rulemodel import PAYWALL_METRIC, Cond, MetricSpec, Plan, Problem, Rule, RulesError
+from upsell_triggers.engine.rulemodel import PAYWALL_METRIC, Plan, Policy, Problem, Rule, RulesError
 
 __all__ = [
     "PAYWALL_METRIC",
-    "Cond",
+    "PLACEHOLDERS",
     "LevelGroup",
-    "MetricSpec",
     "Plan",
+    "Policy",
     "Problem",
     "Rule",
     "RuleSet",
