@@ -1,7 +1,7 @@
 """Delivery gateway: open streams one process holds, prompt latency, feedback rate, rebuild rate.
 
-    python bench/gateway_bench.py [--streams 10000] [--clients 1000] [--prompts 300] [--feedback 4000]
-                                  [--rebuild 200000]
+    python bench/gateway_bench.py [--streams 10000] [--clients 1000] [--prompts 300] [--follow 50000]
+                                  [--feedback 4000] [--rebuild 200000]
 
 One `upsell-triggers gateway` process on fresh topics of the local broker, clients in this process,
 all on loopback:
@@ -14,7 +14,10 @@ all on loopback:
    Target: p99 <= 100 ms with 1,000 clients.
 3. feedback: --feedback POSTs of distinct (prompt, user, action), 64 in flight, each produced to the
    feedback topic with acks=all before the answer; requests/s.
-4. rebuild: --rebuild prompts on a fresh prompts topic, then a new gateway: seconds until /readyz, i.e.
+4. follow: --follow prompts produced at once while --clients streams are open (over ten times as
+   many accounts, so a tenth of the prompts fan out to 10 streams each): prompts per second one
+   replica takes in live, against the rate the workers emit them at.
+5. rebuild: --rebuild prompts on a fresh prompts topic, then a new gateway: seconds until /readyz, i.e.
    the prompts per second one replica takes in (each replica reads every partition; compare with the
    rate the workers emit prompts at).
 Writes bench/results/gateway.json. Loopback only; every loop is bounded.
@@ -50,7 +53,7 @@ from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.gateway.tokens import sign
 
 USERS_PER_ACCOUNT = 10
-PID = re.compile(rb'"prompt_id":"(bp-\d+)"')
+PID = re.compile(rb'"prompt_id":"(b[pf]-\d+)"')
 
 
 def prompt(pid: str, account: str) -> bytes:
@@ -197,6 +200,48 @@ async def latency(g: GatewayProc, bs: str, topic: str, clients: int, prompts: in
     }
 
 
+def delivered(g: GatewayProc) -> float:
+    m = re.search(r'^upsell_gateway_prompts_total\{outcome="delivered"\} (\S+)$', g.get("/metrics")[1], re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def follow(g: GatewayProc, bs: str, topic: str, clients: int, n: int) -> dict[str, Any]:
+    """Prompts per second one replica takes in while it serves `clients` streams: n prompts produced
+    at once over 10x as many accounts as have streams (a tenth of them fan out to 10 streams)."""
+    streams = await open_many(g.port, clients, follow=True)
+    accounts = clients // USERS_PER_ACCOUNT * 10
+    before = delivered(g)
+    recs = [(f"acct-{i % accounts}".encode(), prompt(f"bf-{i}", f"acct-{i % accounts}")) for i in range(n)]
+    t0 = time.perf_counter()
+    await produce_fast(bs, topic, recs, 4)
+    produced_s = time.perf_counter() - t0
+    for _ in range(600):  # at most 120 s
+        if delivered(g) - before >= n:
+            break
+        await asyncio.sleep(0.2)
+    took = time.perf_counter() - t0
+    got = delivered(g) - before
+    with_streams = clients // USERS_PER_ACCOUNT
+    expected = sum(USERS_PER_ACCOUNT for i in range(n) if i % accounts < with_streams)
+    for _ in range(100):  # the clients share this process: give them up to 20 s to read the rest
+        frames = sum(1 for s in streams for pid in s.seen if pid.startswith("bf-"))
+        if frames >= expected:
+            break
+        await asyncio.sleep(0.2)
+    for s in streams:
+        s.close()
+    return {
+        "clients": clients,
+        "prompts": n,
+        "accounts": accounts,
+        "produced_seconds": round(produced_s, 2),
+        "all_read_seconds": round(took, 2),
+        "prompts_per_second": round(got / took),
+        "frames_expected": expected,
+        "frames_read_by_clients": frames,
+    }
+
+
 async def feedback(g: GatewayProc, clients: int, prompts: int, n: int) -> dict[str, Any]:
     accounts = clients // USERS_PER_ACCOUNT
     jobs = []
@@ -237,6 +282,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=1_000)
     ap.add_argument("--prompts", type=int, default=300)
     ap.add_argument("--feedback", type=int, default=4_000)
+    ap.add_argument("--follow", type=int, default=50_000)
     ap.add_argument("--rebuild", type=int, default=200_000)
     a = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -268,6 +314,9 @@ def main() -> int:
         print("latency:", result["latency"], flush=True)
         result["feedback"] = asyncio.run(feedback(g, a.clients, a.prompts, a.feedback))
         print("feedback:", result["feedback"], flush=True)
+        # last: its prompts evict the earlier ones at the per-account bound
+        result["follow"] = asyncio.run(follow(g, bs, topics["prompts"], a.clients, a.follow))
+        print("follow:", result["follow"], flush=True)
     finally:
         g.stop()
     if not a.rebuild:

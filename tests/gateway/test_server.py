@@ -241,6 +241,10 @@ async def test_cors_allow_list(gw: Any) -> None:
     hub.publish(prompt("p1", account=ACCT))
     ok = await client.get("/v1/prompts", headers={**auth(tok()), "Origin": "https://app.example.com"})
     assert ok.status == 200 and ok.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    refused = await client.get("/v1/stream", headers={**auth("bad"), "Origin": "https://app.example.com"})
+    assert (
+        refused.status == 401 and refused.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    )
     pre = await client.options(
         "/v1/feedback",
         headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},

@@ -161,7 +161,12 @@ class Gateway:
         origin = request.headers.get("Origin")
         if request.path.startswith("/v1/") and not self._origin_ok(request):
             raise web.HTTPForbidden(text='{"error":"origin not allowed"}', content_type="application/json")
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:  # a refusal must be readable too: the client acts on 401/403
+            if origin is not None and origin in self.origins:
+                self._cors_headers(exc, origin)
+            raise
         if origin is not None and origin in self.origins and not resp.prepared:
             self._cors_headers(resp, origin)
         return resp
