@@ -375,7 +375,7 @@ class Engine:
             if pf is None:
                 value, limit, level = measure(state, plan, primary, None, ts)
                 if (level is None or level < grp.min_threshold) and (
-                    not rstates or not any(rid in rstates for rid in grp.ids)
+                    not rstates or rstates.keys().isdisjoint(grp.ids)
                 ):
                     continue  # no rule of the group can fire, and none has state to re-arm or uncap
                 levels = ((None, value, limit, level),)
@@ -456,19 +456,22 @@ class Engine:
                 suppress(t, "cooldown", f"fired at {rst.last_fired}, cooldown {rule.cooldown_ms // 1000}s")
                 continue
             live.append((t, target))
-        # Highest threshold wins among rules on the same metric (and feature) firing on this event.
-        best: dict[tuple[str, str | None], float] = {}
-        for t, _ in live:
-            k = (t.rule.primary.metric, t.feature)
-            best[k] = max(best.get(k, float("-inf")), t.rule.threshold)
-        kept: list[tuple[_Trigger, Plan]] = []
-        for t, target in live:
-            if t.rule.threshold < best[(t.rule.primary.metric, t.feature)]:
-                suppress(t, "superseded", "a higher threshold on the same metric fired on this event")
-            else:
-                kept.append((t, target))
-        if not kept:
+        if not live:
             return out
+        if len(live) == 1:  # the common crossing: one rule, nothing to supersede or order
+            kept = live
+        else:
+            # Highest threshold wins among rules on the same metric (and feature) firing on this event.
+            best: dict[tuple[str, str | None], float] = {}
+            for t, _ in live:
+                k = (t.rule.primary.metric, t.feature)
+                best[k] = max(best.get(k, float("-inf")), t.rule.threshold)
+            kept = []
+            for t, target in live:
+                if t.rule.threshold < best[(t.rule.primary.metric, t.feature)]:
+                    suppress(t, "superseded", "a higher threshold on the same metric fired on this event")
+                else:
+                    kept.append((t, target))
         pol = rs.policy
         if in_holdout(account, pol.holdout_salt, pol.holdout_fraction):
             for t, _ in kept:
@@ -476,7 +479,8 @@ class Engine:
                 _rule_state(state, t.key).last_fired = ts
                 state.attribution = ("holdout:" + t.rule.id, t.rule.id, t.rule.group, HOLDOUT, ts)
             return out
-        kept.sort(key=lambda x: (-x[0].rule.priority, -x[0].rule.threshold, x[0].rule.id))
+        if len(kept) > 1:
+            kept.sort(key=lambda x: (-x[0].rule.priority, -x[0].rule.threshold, x[0].rule.id))
         for t, target in kept:
             recent = sum(1 for s in state.sent or () if ts - s < pol.cap_window_ms)
             rule = t.rule
