@@ -23,7 +23,9 @@ from upsell_triggers.engine.prompts import (
     prompt_id,
     render,
 )
-from upsell_triggers.engine.ruleset import PLACEHOLDERS, Plan, Policy, Rule, RuleSet, load_ruleset
+from upsell_triggers.engine.rulecompiler import PLACEHOLDERS
+from upsell_triggers.engine.rulemodel import Policy
+from upsell_triggers.engine.ruleset import Plan, Rule, RuleSet, load_ruleset
 from upsell_triggers.engine.timeutil import DAY, HOUR, format_duration, to_iso
 
 ROOT = Path(__file__).resolve().parents[2]
