@@ -152,6 +152,10 @@ def test_rebuild_ready_deliver_feedback_and_replicas(
         ]
     finally:
         g3.stop()
+    for g in (g1, g2, g3):  # no account id, user id or token in any log line
+        text = g.log.read_text()
+        assert "gateway ready" in text
+        assert "acct-a" not in text and "alice" not in text and "Bearer" not in text and "v1." not in text
 
 
 def test_not_ready_until_topic_exists_and_one_line_start_errors(kafka_bootstrap: str, tmp_path: Path) -> None:
