@@ -171,3 +171,15 @@ def test_strict_check_fails_on_warnings(tmp_path: Path, capsys):
 
 def test_shipped_rules_have_no_warnings():
     assert main(["rules", "check", "--strict", str(RULES)]) == 0
+
+
+def test_a_problem_with_a_block_value_is_at_its_key():
+    text = rules_file(
+        "      - id: r\n        when:\n          metric: seats\n          ratio: 0.5\n          at_least: 3\n"
+        + COPY
+    )
+    errors, _ = problems(text)
+    assert errors == [
+        "pm.yaml:6: error: rule r: when: a condition needs exactly one of 'ratio' (of the plan limit) or "
+        "'at_least'"
+    ]

@@ -78,6 +78,7 @@ def _build(node: yaml.Node, path: Path, lines: dict[Path, int], seen: set[int]) 
             if key in out:
                 raise YamlError(f"duplicate key {key!r}", knode.start_mark.line + 1)
             out[key] = _build(vnode, (*path, key), lines, seen)
+            lines[(*path, key)] = knode.start_mark.line + 1  # a problem with a value is at its key
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, (*path, i), lines, seen) for i, v in enumerate(node.value)]
