@@ -1,4 +1,4 @@
-"""Faust's consumer with a batch drain loop for the hot topics.
+"""Faust's consumer with a batch drain loop for the hot topics: drain, acks and write-behind.
 
 Faust keeps doing what it is good at: group membership, partition assignment, the commit timer, and
 changelog recovery of the table. What it is slow at is per-message delivery: its drain loop wraps every
@@ -7,32 +7,26 @@ agent moves ~9k events/s on this machine class). Here each fetch's records of th
 sink at once; the states they changed are written when this consumer decides (after the batch when
 caught up, at each commit or at the sink's bound while behind), and only then are their offsets acked
 the way `Consumer.ack()` does, so Faust's commit (which flushes the producer first) moves the committed
-offsets. During recovery, the records of each active changelog partition go to the table's store in
-one `apply_changelog_batch` per fetch (Faust's own per-record path took 67-125 s for 1M accounts on
-this machine, this one 9 s); records of any other topic (standby changelogs, anything else) keep
-Faust's path.
+offsets. Records of the other topics go to changelog_restore; the hot topics' records reach this
+module as aiokafka's own record objects (raw_records).
 
-This depends on private members of faust-streaming's Consumer (`_drain_messages`, `_wait_next_records`,
-`_read_offset`, `_committed_offset`, `_n_acked`, `_add_gap`, `_buffered_partitions`,
-`maybe_wait_for_commit_to_finish`; it overrides `_new_offset` and `_filter_tps_with_pending_acks`
-to keep the hot partitions' acked offsets as ranges), of Faust's Recovery (`in_recovery`,
-`active_tps`, `tp_to_table`, `active_offsets`, and the changelog queue its loop waits on) and replaces
-aiokafka's `PartitionRecords._consumer_record`; pyproject.toml pins faust-streaming==0.15.3, aiokafka
-0.14.x, and tests/integration exercise restart, rebalance and exactness against a real broker. See
-README, Design.
+Faust's private members (its offset bookkeeping, the hooks overridden here) are reached through
+kafka.compat.ConsumerAdapter, which checks them at start-up. See README, Design.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
-from mode import Service
 
+from upsell_triggers.runtime.changelog_restore import ChangelogRestore, unread
+from upsell_triggers.runtime.kafka.compat import ConsumerAdapter
+from upsell_triggers.runtime.kafka.raw_records import serve_raw_records
 from upsell_triggers.runtime.offset_ranges import add_range, committable
 
 log = logging.getLogger("upsell_triggers.consumer")
@@ -76,7 +70,7 @@ async def run_to_end(aw: Coroutine[Any, Any, None]) -> None:
         raise asyncio.CancelledError
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
+class BatchConsumer(ConsumerAdapter):
     """Reads its hot topics and handler from its BatchTransport."""
 
     _in_flight: asyncio.Lock | None = None
@@ -133,7 +127,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not self.app.client_only:
                     # A commit already under way (the timer's) may predate the acks just made; Faust
                     # coalesces a commit requested meanwhile into it, so wait for it and commit again.
-                    await self.maybe_wait_for_commit_to_finish()
+                    await self.wait_for_commit_in_progress()
                     await super().commit()
             except Exception as exc:  # the next owner reprocesses; offset dedup makes that exact
                 log.warning("write and commit before revoke failed: %r", exc)
@@ -142,8 +136,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.acked_ranges.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
-    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Any:
-        tps = list(super()._filter_tps_with_pending_acks(topics))
+    def tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        tps = list(super().tps_with_pending_acks(topics))
         tps += [
             tp
             for tp, ranges in self.acked_ranges.items()
@@ -151,12 +145,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         ]
         return iter(tps)
 
-    def _new_offset(self, tp: TP) -> int | None:
+    def new_offset(self, tp: TP) -> int | None:
         ranges = self.acked_ranges.get(tp)
         if ranges is None:
-            result: int | None = super()._new_offset(tp)
-            return result
-        return committable(ranges, self._committed_offset[tp])
+            return super().new_offset(tp)
+        return committable(ranges, self.committed_offsets[tp])
 
     async def commit(self, *args: Any, **kwargs: Any) -> bool:
         """Faust's commit (on its timer, at stop, on rebalance) commits acked offsets only: write the
@@ -181,7 +174,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.app.crash(exc)
             raise
         generation = self.app.consumer_generation_id
-        active = self._active_partitions
+        active = self.active_partitions
         for gen, tp, first, last in self.unwritten:
             # Revoked meanwhile, or from before a rebalance: Faust dropped its bookkeeping, and the
             # partition's owner resumes from the committed offset (offset dedup in the state).
@@ -189,9 +182,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._ack_range(tp, first, last)
         self.unwritten.clear()
 
-    async def _drain_messages(self, fetcher: Any) -> None:
-        consumer_should_stop = cast(Service, self)._stopped.is_set
-        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+    async def drain(self, fetcher: Any) -> None:
+        consumer_should_stop, fetcher_should_stop = self.stop_flags(fetcher)
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 await self.sleep(0)
@@ -212,7 +204,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             raise
 
     async def _drain_once(self) -> None:
-        records, active = await self._wait_next_records(1.0)
+        records, active = await self.next_records(1.0)
         # Stamped after the fetch, as Faust's getmany does (stamping before left recovery stuck).
         generation = self.app.consumer_generation_id
         if records is None or self.should_stop:
@@ -223,7 +215,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return
         hot: dict[TP, Sequence[Any]] = {}
         other: dict[TP, Sequence[Any]] = {}
-        buffered = self._buffered_partitions
+        buffered = self.buffered_partitions
         paused: dict[TP, Sequence[Any]] = {}
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in buffered:
@@ -231,7 +223,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     paused[tp] = recs  # fetched before its partition was paused: read it again later
                 continue
             if tp.topic in transport.hot_topics:
-                fresh = self._unread(tp, recs)
+                fresh = unread(self, tp, recs)
                 if fresh:
                     hot[tp] = fresh
             else:
@@ -247,7 +239,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     return
                 await run_to_end(self._handle_hot(transport, hot, generation))
         if other:
-            await self._deliver_other(other, generation)
+            await transport.restore_for(self).deliver(other, generation)
 
     async def _rewind(self, records: Mapping[TP, Sequence[Any]]) -> None:
         """Puts a fetch back: each partition still assigned is sought to its first record, so the
@@ -266,15 +258,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 log.warning(
                     "could not seek %s[%d] back to %d: %r", tp.topic, tp.partition, recs[0].offset, ex
                 )
-
-    def _unread(self, tp: TP, recs: Sequence[Any]) -> Sequence[Any]:
-        """Drops records below the read offset, with Faust's semantics: after a seek (rebalance,
-        recovery) the read offset is the next offset to read, so a record AT it is kept (a strict test
-        here once skipped the first record after every seek: caught by test_exactness.py)."""
-        r_offset = self._read_offset[tp]
-        if r_offset is None or recs[0].offset >= r_offset:
-            return recs
-        return [r for r in recs if r.offset >= r_offset]
 
     async def _handle_hot(
         self, transport: BatchTransport, hot: dict[TP, Sequence[Any]], generation: int
@@ -302,19 +285,19 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # offset and offset-dedup in the account state makes that a no-op for what we applied.
             log.info("rebalance during a batch: not acking it")
             return
-        active = self._active_partitions
-        unwritten = self.unwritten
+        active = self.active_partitions
+        unwritten, read_offsets = self.unwritten, self.read_offsets
         for tp, recs in hot.items():
             if active is not None and tp not in active:
                 continue  # revoked while in flight: Faust already dropped its offset bookkeeping
             # One range from the first record to the last: offsets the broker skipped before and
             # between them (transaction markers, compacted records) are done too, or the commit would
             # stall at them (Faust records them as gaps one by one).
-            first, prev = recs[0].offset, self._read_offset[tp]
+            first, prev = recs[0].offset, read_offsets[tp]
             if prev is not None and first - prev > 1:
                 first = prev + 1
             unwritten.append((generation, tp, first, recs[-1].offset))
-            self._read_offset[tp] = recs[-1].offset
+            read_offsets[tp] = recs[-1].offset
         # Caught up: write now, so that state is durable within a batch (and the flush never delays a
         # prompt at low load). Behind: keep writing behind until the commit timer or the bound.
         if not behind or transport.sink.must_write():
@@ -322,117 +305,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self._write_state()
             except Exception:  # logged, and the worker is crashing
                 return
-        commit_every = self._commit_every
-        if not behind and commit_every is not None and self._n_acked >= commit_every:
+        commit_every = self.commit_every
+        if not behind and commit_every is not None and self.n_acked >= commit_every:
             # Faust's commit every N acked records, kept when caught up. While behind the commit timer
             # commits alone: inline, a commit waits until the producer delivered all it was given (every
             # state just written) and stalled the batch loop after each write at the bound.
-            self._n_acked = 0
+            self.n_acked = 0
             await super().commit()
 
     def _ack_range(self, tp: TP, first: int, last: int) -> None:
         """Consumer.ack() for offsets first..last of one partition (no Message objects)."""
-        committed = self._committed_offset[tp]
+        committed = self.committed_offsets[tp]
         if committed is not None:
             first = max(first, committed)
         if first > last:
             return
         add_range(self.acked_ranges.setdefault(tp, []), first, last)
-        self._n_acked += last - first + 1
-
-    async def _deliver_other(self, records: Mapping[TP, Sequence[Any]], generation: int) -> None:
-        """Records of the topics that are not hot: the active changelog partitions under recovery are
-        restored in one batch each, the rest go through Faust's per-message path."""
-        tables: Any = self.app.tables  # faust's TableManagerT does not declare its recovery
-        recovery = tables.recovery
-        restoring = recovery.active_tps if recovery.in_recovery else ()
-        slow: list[tuple[TP, Any]] = []
-        for tp, recs in records.items():
-            table = recovery.tp_to_table.get(tp) if tp in restoring else None
-            if table is None:
-                slow.extend((tp, r) for r in recs)
-            elif not await self._restore(tables, table, tp, recs, generation):
-                return  # a rebalance began: Faust seeks again afterwards
-        if slow:
-            await self._deliver(slow, generation)
-
-    async def _restore(self, tables: Any, table: Any, tp: TP, recs: Sequence[Any], generation: int) -> bool:
-        """Applies one fetch of an active changelog partition to the table's store, as Faust's recovery
-        loop would record by record: what the store does with each record (a put, a tombstone's delete,
-        RocksDB's persisted offset) is its own apply_changelog_batch's. Then the loop's offset for the
-        partition moves to the last record, and the loop is woken with that offset (which it skips as
-        seen) so that it checks, as after every record, whether recovery is complete.
-
-        Every record of an active partition takes this path while recovery runs (Recovery sets
-        in_recovery before it resumes those partitions), so none waits in Faust's buffers to be applied
-        after a newer one. Faust's loop also awaits table.on_changelog_event per record: a user hook that
-        this table does not set. False if a rebalance began: nothing of the fetch was applied."""
-        rebalancing = self.suspend_flow.is_set() or not self.flow_active
-        if rebalancing or generation != self.app.consumer_generation_id:
-            return False
-        recs = self._unread(tp, recs)
-        if not recs:
-            return True
-        self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-        wake = recs[-1]
-        last = wake.offset
-        recovery = tables.recovery
-        seen = recovery.active_offsets.get(tp)
-        if seen is not None and recs[0].offset <= seen:
-            recs = [r for r in recs if r.offset > seen]
-        step = table.recovery_buffer_size  # as many light events alive at once as Faust buffers
-        for i in range(0, len(recs), step):
-            table.apply_changelog_batch([_ChangelogEvent(tp, r) for r in recs[i : i + step]])
-        if recs:
-            recovery.active_offsets[tp] = last
-            on_restored = cast(BatchTransport, self.transport).on_restored
-            if on_restored is not None:
-                on_restored(len(recs))
-        self._read_offset[tp] = last
-        await tables.changelog_queue.put(_ChangelogEvent(tp, wake))
-        return True
-
-    async def _deliver(self, items: list[tuple[TP, Any]], generation: int) -> None:
-        """Faust's per-message path (standby changelogs and any other topic that is not hot)."""
-        to_message = self._to_message
-        callback = self.callback
-        for n, (tp, record) in enumerate(items):
-            if not self.flow_active or self.app.consumer_generation_id != generation:
-                return
-            r_offset = self._read_offset[tp]
-            if r_offset is not None and record.offset < r_offset:
-                continue
-            if (
-                r_offset is not None
-                and record.offset - r_offset > 1
-                and self.app.topics.acks_enabled_for(tp.topic)
-            ):
-                await self._add_gap(tp, r_offset + 1, record.offset)
-            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            if self.suspend_flow.is_set():
-                return  # a rebalance began: Faust seeks again afterwards
-            # Faust wraps this in wait_first(callback, suspend_flow.wait()): two tasks per record, which
-            # made changelog recovery ~2x slower; the callback only queues the record for the recovery.
-            await callback(to_message(tp, record))
-            self._read_offset[tp] = record.offset
-            if n % 100 == 99:
-                await asyncio.sleep(0)
-
-
-class _ChangelogEvent:
-    """What a store's apply_changelog_batch and Faust's recovery loop read of a changelog event: key
-    and value (raw codecs: the record's bytes) and message.{tp, partition, offset, key, value}. One
-    light object per record, instead of Faust's ConsumerMessage, Event and a queue round trip."""
-
-    __slots__ = ("key", "offset", "partition", "tp", "value")
-
-    def __init__(self, tp: TP, record: Any) -> None:
-        self.tp, self.partition = tp, tp.partition
-        self.offset, self.key, self.value = record.offset, record.key, record.value
-
-    @property
-    def message(self) -> _ChangelogEvent:
-        return self
+        self.n_acked += last - first + 1
 
 
 class BatchTransport(faust_aiokafka.Transport):
@@ -452,36 +341,13 @@ class BatchTransport(faust_aiokafka.Transport):
         self.sink = sink
         self.on_lag = on_lag  # (partition, records behind its high watermark) after each batch
         self.on_restored = on_restored  # (changelog records applied) after each restored fetch
+        self._restore: ChangelogRestore | None = None
 
-
-_RAW_RECORD_TOPICS: set[str] = set()
-
-
-def _serve_raw_records(topics: frozenset[str]) -> None:
-    """aiokafka wraps every fetched record in a ConsumerRecord (a dataclass of 11 fields, with sizes and
-    a headers tuple computed in Python): 7.7% of the worker's samples, on the consumer thread that
-    shares the GIL with the handler. The batch path reads only offset, timestamp, key and value, which
-    aiokafka's own (Cython) record object already has, so for the hot topics that object is handed on
-    as is. Other topics (the changelog, read by Faust's path) keep ConsumerRecord. Patches
-    aiokafka.consumer.fetcher.PartitionRecords (aiokafka pinned to 0.14.x)."""
-    from aiokafka.consumer.fetcher import PartitionRecords
-
-    _RAW_RECORD_TOPICS.update(topics)
-    if getattr(PartitionRecords, "_upsell_raw", False):
-        return
-    wrap = PartitionRecords._consumer_record
-
-    def _consumer_record(self: Any, tp: Any, record: Any) -> Any:
-        if (
-            tp.topic in _RAW_RECORD_TOPICS
-            and self._key_deserializer is None
-            and self._value_deserializer is None
-        ):
-            return record
-        return wrap(self, tp, record)
-
-    PartitionRecords._consumer_record = _consumer_record
-    PartitionRecords._upsell_raw = True
+    def restore_for(self, consumer: ConsumerAdapter) -> ChangelogRestore:
+        """Where `consumer` hands the records of the topics that are not hot."""
+        if self._restore is None or self._restore.consumer is not consumer:
+            self._restore = ChangelogRestore(consumer, self.on_restored)
+        return self._restore
 
 
 def install(
@@ -492,5 +358,5 @@ def install(
     on_restored: Callable[[int], None] | None = None,
 ) -> None:
     """Makes `app` consume `hot_topics` through BatchConsumer (call before the worker starts)."""
-    _serve_raw_records(hot_topics)
+    serve_raw_records(hot_topics)
     app.transport = BatchTransport(app.conf.broker_consumer, app, hot_topics, sink, on_lag, on_restored)

@@ -31,6 +31,8 @@ from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor
 from upsell_triggers.runtime.batch_consumer import install
 from upsell_triggers.runtime.http import make_app, serve_in_thread
+from upsell_triggers.runtime.kafka import compat
+from upsell_triggers.runtime.kafka.compat import RecoveryView
 from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, pin_mmap_threshold
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.runtime.table_state import TableState
@@ -183,8 +185,7 @@ def create_app(s: Settings) -> faust.App:
     broker_ok = [True]  # the last broker probe answered (see readiness below)
 
     def ready() -> bool:
-        tables: Any = app.tables
-        return bool(tables.recovery.completed.is_set() and not app.rebalancing and broker_ok[0])
+        return bool(RecoveryView(app.tables).completed and not app.rebalancing and broker_ok[0])
 
     def apply(batch: Mapping[TP, Sequence[Any]]) -> tuple[_Outputs, int | None]:
         """Synchronous on purpose: no rebalance can interleave with a batch's state changes."""
@@ -250,7 +251,7 @@ def create_app(s: Settings) -> faust.App:
             return states.must_flush()
 
     def _producer() -> Any:
-        producer = app.producer._producer  # type: ignore[attr-defined]  # aiokafka's; Faust's commit flushes it
+        producer = compat.aiokafka_producer(app)  # Faust's commit flushes it
         if producer is None:
             raise RuntimeError("producer not started")
         return producer
@@ -292,7 +293,7 @@ def create_app(s: Settings) -> faust.App:
     async def readiness() -> None:
         # A worker cut off from Kafka is not ready (aiokafka reconnects in the background; this only
         # reports it).
-        producer = getattr(app.producer, "_producer", None)
+        producer = compat.aiokafka_producer(app)
         if producer is not None:
             try:
                 broker_ok[0] = await asyncio.wait_for(broker_answers(producer.client), 3.0)
@@ -370,6 +371,7 @@ def run_worker(s: Settings) -> int:
 
     from upsell_triggers.logs import setup_logging
 
+    compat.check(rocksdb=s.store.startswith("rocksdb"))
     pin_mmap_threshold()  # before the first fetch: see memory_release
     asyncio.run(ensure_topics(s))
     app = create_app(s)

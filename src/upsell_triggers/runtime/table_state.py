@@ -15,17 +15,17 @@ changelog, and a second dict of decoded states cost ~52 bytes per account, its b
 (bench/ANALYSIS.md, session 11).
 
 Store access goes around Faust's Table API (which needs a current stream event per write) into the two
-store classes' data: faust.stores.memory.Store (`data`, `_key_partition`) and faust.stores.rocksdb.Store
-(`_db_for_partition`, `_key_index`, `set_persisted_offset`). Pinned with faust-streaming==0.15.3.
+store classes' data, reached through kafka.compat (checked at start-up).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from upsell_triggers.engine.state import AccountState
+from upsell_triggers.runtime.kafka import compat
 
 
 class TableState:
@@ -48,6 +48,11 @@ class TableState:
         self.partition = 0  # the partition of the records being handled: set by the batch loop
         self._bound = False
         self._memory = False
+        # Bound with the store (see _bind): memory store key -> partition; RocksDB partition -> database
+        # and key -> partition.
+        self._key_partition: MutableMapping[bytes, int] = {}
+        self._db_for: Callable[[int], Any] = _unbound
+        self._key_index: MutableMapping[bytes, int] = {}
 
     @property
     def _store(self) -> Any:
@@ -55,13 +60,17 @@ class TableState:
 
     @property
     def rocksdb(self) -> bool:
-        return hasattr(self._store, "_db_for_partition")
+        return compat.is_rocksdb(self._store)
 
     def _bind(self) -> None:
         store = self._store
         self._memory = not self.rocksdb
         if self._memory:
-            self.cache = store.data
+            self.cache = compat.memory_store_data(store)
+            self._key_partition = compat.memory_store_partitions(store)
+        else:
+            self._db_for = compat.rocksdb_partition_db(store)
+            self._key_index = compat.rocksdb_key_index(store)
         self._bound = True
 
     def get(self, account_id: str) -> AccountState:
@@ -81,9 +90,9 @@ class TableState:
                 return raw
         if self._memory:
             if raw is None:
-                self._store._key_partition[key] = self.partition
+                self._key_partition[key] = self.partition
         else:
-            raw = self._store._db_for_partition(self.partition).get(key)
+            raw = self._db_for(self.partition).get(key)
         st = AccountState.from_bytes(raw) if raw else AccountState()
         self.cache[key] = st
         self.decoded.append(key)
@@ -121,15 +130,15 @@ class TableState:
         records to send, by partition."""
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         cache, encode = self.cache, self.encode
-        db = None if self._memory else self._store
+        db_for, key_index = (None, None) if self._memory else (self._db_for, self._key_index)
         for key, partition in self.dirty.items():
             st = cache[key]
             if st.__class__ is not AccountState:  # replaced by the store's bytes: a bug, not a state
                 raise RuntimeError(f"account state {key!r} is no longer held decoded before it was written")
             value = encode(st)
-            if db is not None:
-                db._db_for_partition(partition).put(key, value)
-                db._key_index[key] = partition
+            if db_for is not None and key_index is not None:
+                db_for(partition).put(key, value)
+                key_index[key] = partition
             out.setdefault(partition, []).append((key, value))
         self.dirty.clear()
         self.trim()
@@ -148,3 +157,7 @@ class TableState:
         """RocksDB remembers the changelog offset it holds, so recovery reads only what is newer."""
         if self.rocksdb:
             self._store.set_persisted_offset(tp, offset)
+
+
+def _unbound(partition: int) -> Any:
+    raise RuntimeError("the table's store is not bound yet")

@@ -1,0 +1,326 @@
+"""Every member of faust-streaming, mode and aiokafka that is not their public API, in one place.
+
+The batch path (batch_consumer, changelog_restore, raw_records, table_state, the sink's producer)
+replaces Faust's per-message delivery and reads Faust's offset bookkeeping, its table recovery and its
+stores' data; this module is the only one that names those members. `check()` runs at start-up: a
+library upgrade that renamed or reshaped one of them stops the worker with one line naming the member
+and the versions this service is pinned to, instead of a failure in the middle of a rebalance.
+
+pyproject.toml pins faust-streaming exactly and aiokafka to a minor version for this reason; the
+integration and reliability suites exercise these members against a real broker.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+PINNED_FALLBACK = ("faust-streaming==0.15.3", "aiokafka<0.15,>=0.14.0")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member relied on: `params` lists a method's parameter names (None: an attribute)."""
+
+    module: str
+    owner: str
+    name: str
+    params: tuple[str, ...] | None = None
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.owner}.{self.name}"
+
+
+_CONSUMER = ("faust.transport.drivers.aiokafka", "Consumer")
+_RECOVERY = ("faust.tables.recovery", "Recovery")
+_MEMORY = ("faust.stores.memory", "Store")
+_ROCKSDB = ("faust.stores.rocksdb", "Store")
+
+MEMBERS: tuple[Member, ...] = (
+    Member(*_CONSUMER, "_drain_messages", ("self", "fetcher")),
+    Member(*_CONSUMER, "_wait_next_records", ("self", "timeout")),
+    Member(*_CONSUMER, "_new_offset", ("self", "tp")),
+    Member(*_CONSUMER, "_filter_tps_with_pending_acks", ("self", "topics")),
+    Member(*_CONSUMER, "_add_gap", ("self", "tp", "offset_from", "offset_to")),
+    Member(*_CONSUMER, "_to_message", ("self", "tp", "record")),
+    Member(*_CONSUMER, "maybe_wait_for_commit_to_finish", ("self",)),
+    Member(*_CONSUMER, "_read_offset"),
+    Member(*_CONSUMER, "_committed_offset"),
+    Member(*_CONSUMER, "_n_acked"),
+    Member(*_CONSUMER, "_commit_every"),
+    Member(*_CONSUMER, "_active_partitions"),
+    Member(*_CONSUMER, "_buffered_partitions"),
+    Member(*_CONSUMER, "_stopped"),
+    Member(*_RECOVERY, "in_recovery"),
+    Member(*_RECOVERY, "active_tps"),
+    Member(*_RECOVERY, "tp_to_table"),
+    Member(*_RECOVERY, "active_offsets"),
+    Member(*_RECOVERY, "completed"),
+    Member("faust.tables.manager", "TableManager", "changelog_queue"),
+    Member("faust.tables.manager", "TableManager", "recovery"),
+    Member("faust.transport.drivers.aiokafka", "Producer", "_producer"),
+    Member(*_MEMORY, "data"),
+    Member(*_MEMORY, "_key_partition"),
+    Member("aiokafka.consumer.fetcher", "PartitionRecords", "_consumer_record", ("self", "tp", "record")),
+    Member("aiokafka.consumer.fetcher", "PartitionRecords", "_key_deserializer"),
+    Member("aiokafka.consumer.fetcher", "PartitionRecords", "_value_deserializer"),
+)
+ROCKSDB_MEMBERS: tuple[Member, ...] = (
+    Member(*_ROCKSDB, "_db_for_partition", ("self", "partition")),
+    Member(*_ROCKSDB, "_key_index"),
+    Member(*_ROCKSDB, "set_persisted_offset", ("self", "tp", "offset")),
+)
+
+
+def _names_used(cls: type) -> set[str]:
+    """Attribute names the class (with its bases) defines or uses in its methods: an instance attribute
+    assigned in __init__ exists only on instances, but its name is in the code that assigns it."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        names.update(vars(klass))
+        for value in vars(klass).values():
+            func = getattr(value, "fget", value)
+            code = getattr(func, "__code__", None)
+            if code is not None:
+                names.update(code.co_names)
+    return names
+
+
+def problem(member: Member) -> str | None:
+    """What is wrong with one member, or None if it is there with the expected shape."""
+    try:
+        module = __import__(member.module, fromlist=[member.owner])
+        cls = getattr(module, member.owner)
+    except (ImportError, AttributeError):
+        return f"{member.module}.{member.owner} is missing"
+    if member.params is None:
+        return None if member.name in _names_used(cls) else f"{member.qualname} is missing"
+    func = inspect.getattr_static(cls, member.name, None)
+    if func is None or not callable(func):
+        return f"{member.qualname}() is missing"
+    params = tuple(inspect.signature(func).parameters)
+    if params[: len(member.params)] != member.params:
+        return f"{member.qualname}{params} does not take {member.params}"
+    return None
+
+
+def _versions() -> tuple[str, str]:
+    installed = []
+    for dist in ("faust-streaming", "aiokafka"):
+        try:
+            installed.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            installed.append(f"{dist} (not installed)")
+    try:
+        requires = metadata.requires("upsell-triggers") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    pinned = [r.replace(" ", "") for r in requires if r.startswith(("faust-streaming", "aiokafka"))]
+    return ", ".join(installed), ", ".join(pinned or PINNED_FALLBACK)
+
+
+def check(rocksdb: bool = False, members: Iterable[Member] | None = None) -> None:
+    """Stops start-up with one line if a member this service relies on is missing or reshaped."""
+    wanted = list(members if members is not None else MEMBERS + (ROCKSDB_MEMBERS if rocksdb else ()))
+    for member in wanted:
+        found = problem(member)
+        if found is not None:
+            installed, pinned = _versions()
+            raise SystemExit(
+                f"upsell-triggers cannot run on the installed Kafka libraries: {found} "
+                f"(installed {installed}; install the pinned versions {pinned})"
+            )
+
+
+class ConsumerAdapter(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with its private bookkeeping under names of this service's own.
+
+    Subclasses override the public hooks (drain, new_offset, tps_with_pending_acks); the private methods
+    Faust calls route to them here."""
+
+    # Faust's hooks -> this service's.
+    async def _drain_messages(self, fetcher: Any) -> None:
+        await self.drain(fetcher)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        return self.new_offset(tp)
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        return self.tps_with_pending_acks(topics)
+
+    async def drain(self, fetcher: Any) -> None:
+        await super()._drain_messages(fetcher)
+
+    def new_offset(self, tp: TP) -> int | None:
+        """The offset to commit for tp (Faust's: from its per-offset acks)."""
+        result: int | None = super()._new_offset(tp)
+        return result
+
+    def tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        """The partitions with acked offsets not committed yet (Faust's: from its per-offset acks)."""
+        return iter(super()._filter_tps_with_pending_acks(topics))
+
+    # Faust's bookkeeping, read and written by the batch path.
+    @property
+    def read_offsets(self) -> MutableMapping[TP, int | None]:
+        """tp -> the last offset handed on (a defaultdict: None if none)."""
+        offsets: MutableMapping[TP, int | None] = self._read_offset
+        return offsets
+
+    @property
+    def committed_offsets(self) -> MutableMapping[TP, int | None]:
+        offsets: MutableMapping[TP, int | None] = self._committed_offset
+        return offsets
+
+    @property
+    def n_acked(self) -> int:
+        """Records acked since the last commit by count (Faust commits every commit_every of them)."""
+        return int(self._n_acked)
+
+    @n_acked.setter
+    def n_acked(self, n: int) -> None:
+        self._n_acked = n
+
+    @property
+    def commit_every(self) -> int | None:
+        every: int | None = self._commit_every
+        return every
+
+    @property
+    def active_partitions(self) -> set[TP] | None:
+        """The partitions not paused (None before the first assignment)."""
+        active: set[TP] | None = self._active_partitions
+        return active
+
+    @property
+    def buffered_partitions(self) -> set[TP]:
+        buffered: set[TP] = self._buffered_partitions
+        return buffered
+
+    def stop_flags(self, fetcher: Any) -> tuple[Callable[[], bool], Callable[[], bool]]:
+        """(consumer stopped, fetcher stopped): what Faust's drain loop checks before each fetch."""
+        return self._stopped.is_set, fetcher._stopped.is_set
+
+    async def next_records(self, timeout: float) -> tuple[Any, set[TP] | None]:
+        """(records by partition or None, the active partitions) of the next fetch."""
+        result: tuple[Any, set[TP] | None] = await self._wait_next_records(timeout)
+        return result
+
+    async def add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        await self._add_gap(tp, offset_from, offset_to)
+
+    def to_message(self, tp: TP, record: Any) -> Any:
+        return self._to_message(tp, record)
+
+    async def wait_for_commit_in_progress(self) -> None:
+        await self.maybe_wait_for_commit_to_finish()
+
+
+class RecoveryView:
+    """Faust's table recovery (app.tables.recovery), which TableManagerT does not declare."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self, tables: Any) -> None:
+        self._tables = tables
+
+    @property
+    def _recovery(self) -> Any:
+        return self._tables.recovery
+
+    @property
+    def in_recovery(self) -> bool:
+        return bool(self._recovery.in_recovery)
+
+    @property
+    def completed(self) -> bool:
+        return bool(self._recovery.completed.is_set())
+
+    @property
+    def active_tps(self) -> set[TP]:
+        active: set[TP] = self._recovery.active_tps
+        return active
+
+    def table_of(self, tp: TP) -> Any:
+        """The table whose changelog partition tp is, or None."""
+        return self._recovery.tp_to_table.get(tp)
+
+    @property
+    def active_offsets(self) -> MutableMapping[TP, int]:
+        """tp -> the last changelog offset the recovery loop counts as applied."""
+        offsets: MutableMapping[TP, int] = self._recovery.active_offsets
+        return offsets
+
+    def wake(self, event: Any) -> Awaitable[None]:
+        """Puts an event on the queue the recovery loop waits on (it checks then whether it is done)."""
+        put: Awaitable[None] = self._tables.changelog_queue.put(event)
+        return put
+
+
+def aiokafka_producer(app: Any) -> Any:
+    """aiokafka's producer under Faust's (None until started). Faust's commit flushes it first."""
+    return getattr(app.producer, "_producer", None)
+
+
+def memory_store_data(store: Any) -> MutableMapping[bytes, Any]:
+    """faust.stores.memory.Store's dict: key -> value bytes (as recovery writes them)."""
+    data: MutableMapping[bytes, Any] = store.data
+    return data
+
+
+def memory_store_partitions(store: Any) -> MutableMapping[bytes, int]:
+    """faust.stores.memory.Store's key -> partition (it drops a revoked partition's keys by it)."""
+    partitions: MutableMapping[bytes, int] = store._key_partition
+    return partitions
+
+
+def is_rocksdb(store: Any) -> bool:
+    return hasattr(store, "_db_for_partition")
+
+
+def rocksdb_partition_db(store: Any) -> Callable[[int], Any]:
+    """faust.stores.rocksdb.Store's partition -> database (a rocksdict Rdict: get, put)."""
+    db_for: Callable[[int], Any] = store._db_for_partition
+    return db_for
+
+
+def rocksdb_key_index(store: Any) -> MutableMapping[bytes, int]:
+    """faust.stores.rocksdb.Store's key -> partition cache (it looks keys up there first)."""
+    index: MutableMapping[bytes, int] = store._key_index
+    return index
+
+
+def serve_raw_records(raw_topics: set[str]) -> None:
+    """Makes aiokafka's fetcher hand on its own record object, not a ConsumerRecord, for the topics in
+    `raw_topics` (a set read at each record: topics added later count too). See raw_records."""
+    from aiokafka.consumer.fetcher import PartitionRecords
+
+    if getattr(PartitionRecords, "_upsell_raw", False):
+        return
+    wrap = PartitionRecords._consumer_record
+
+    def _consumer_record(self: Any, tp: Any, record: Any) -> Any:
+        if tp.topic in raw_topics and self._key_deserializer is None and self._value_deserializer is None:
+            return record
+        return wrap(self, tp, record)
+
+    PartitionRecords._consumer_record = _consumer_record
+    PartitionRecords._upsell_raw = True
+
+
+__all__ = [
+    "MEMBERS",
+    "ROCKSDB_MEMBERS",
+    "ConsumerAdapter",
+    "Member",
+    "RecoveryView",
+    "aiokafka_producer",
+    "check",
+]
