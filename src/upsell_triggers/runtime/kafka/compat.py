@@ -269,9 +269,9 @@ def aiokafka_producer(app: Any) -> Any:
     return getattr(app.producer, "_producer", None)
 
 
-def memory_store_data(store: Any) -> MutableMapping[bytes, Any]:
+def memory_store_data(store: Any) -> dict[bytes, Any]:
     """faust.stores.memory.Store's dict: key -> value bytes (as recovery writes them)."""
-    data: MutableMapping[bytes, Any] = store.data
+    data: dict[bytes, Any] = store.data
     return data
 
 
