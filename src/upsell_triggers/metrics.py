@@ -1,5 +1,10 @@
 """Prometheus metrics (contract §5). Labels are rules, outcomes, reasons: never accounts.
 
+A runtime registers only the metrics it writes: the Kafka runtime's batch, lag, changelog and
+redelivery metrics are not served by the embedded runtime, nor the embedded store's account count and
+evictions by the Kafka runtime (tests/integration/test_metrics_written.py scrapes both after a workload
+and fails on a registered metric that nothing wrote).
+
 The per-event counters are `Tally`s: plain dicts of ints read by a registered collector at scrape time,
 so the hot path pays one dict update instead of prometheus-client's labels() lookup and lock per event
 (about 1 µs, a fifth of the engine's per-event budget).
@@ -8,6 +13,7 @@ so the hot path pays one dict update instead of prometheus-client's labels() loo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -47,10 +53,17 @@ class _TallyCollector(Collector):
             yield t.family()
 
 
+Runtime = Literal["kafka", "embedded"]
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """All of the service's metrics as attributes; those of `runtime` (all if None) are registered."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, runtime: Runtime | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        kafka = r if runtime in (None, "kafka") else None  # the Kafka runtime's own metrics
+        embedded = r if runtime in (None, "embedded") else None  # the embedded store's
         self.events = Tally("upsell_events_consumed", "Events consumed, by type", ("type",))
         self.invalid = Tally("upsell_invalid_events", "Events rejected to the DLQ, by reason", ("reason",))
         self.duplicates = Tally("upsell_duplicate_events", "Events dropped as duplicate event_id")
@@ -79,23 +92,18 @@ class Metrics:
             "upsell_state_restored_records",
             "Changelog records applied to the account-state store while recovering (start, rebalance)",
         )
-        r.register(
-            _TallyCollector(
-                [
-                    self.events,
-                    self.invalid,
-                    self.duplicates,
-                    self.ignored,
-                    self.decisions,
-                    self.prompts,
-                    self.feedback,
-                    self.conversions,
-                    self.dlq,
-                    self.redelivered,
-                    self.restored,
-                ]
-            )
-        )
+        tallies = [
+            self.events,
+            self.invalid,
+            self.duplicates,
+            self.ignored,
+            self.decisions,
+            self.prompts,
+            self.feedback,
+            self.conversions,
+            self.dlq,
+        ]
+        r.register(_TallyCollector(tallies + ([self.redelivered, self.restored] if kafka else [])))
         self.latency = Histogram(
             "upsell_event_to_prompt_latency_seconds",
             "From event receipt to prompt handed to the output",
@@ -107,27 +115,34 @@ class Metrics:
             "Records handed to the handler per batch (Kafka runtime); batches at UPSELL_MAX_BATCH_RECORDS "
             "mean the worker is working off a backlog",
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000),
-            registry=r,
+            registry=kafka,
         )
         self.lag = Gauge(
-            "upsell_event_time_lag_seconds", "Processing clock minus the newest event time seen", registry=r
+            "upsell_event_time_lag_seconds",
+            "Processing clock minus the newest event time seen",
+            registry=kafka,
         )
         self.consumer_lag = Gauge(
             "upsell_consumer_lag_records",
             "Records behind the partition's high watermark after the last batch (Kafka runtime)",
             ["topic", "partition"],
-            registry=r,
+            registry=kafka,
         )
         self.rules_loaded = Gauge("upsell_rules_loaded", "Rules in the running rule set", registry=r)
         self.reloads = Counter("upsell_rule_reloads_total", "Rule reloads, by result", ["result"], registry=r)
-        self.accounts = Gauge("upsell_accounts_in_memory", "Account states held by this process", registry=r)
+        self.accounts = Gauge(
+            "upsell_accounts_in_memory", "Account states held by this process", registry=embedded
+        )
         self.unwritten_accounts = Gauge(
             "upsell_state_unwritten_accounts",
             "Accounts changed since their state was last written to the changelog (Kafka runtime)",
-            registry=r,
+            registry=kafka,
         )
         self.evictions = Counter(
-            "upsell_account_evictions_total", "Account states evicted by TTL or bound", ["cause"], registry=r
+            "upsell_account_evictions_total",
+            "Account states dropped by the embedded store: idle past its TTL (ttl) or at its bound (bound)",
+            ["cause"],
+            registry=embedded,
         )
         self.ready = Gauge(
             "upsell_ready", "1 when partitions are assigned and state is recovered", registry=r

@@ -5,11 +5,9 @@ Kafka-free; the embedded runner, `replay` and the Faust runtime all drive it, so
 
 from __future__ import annotations
 
-import base64
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
 from upsell_triggers.engine.events import InvalidEvent, decode_event
@@ -147,17 +145,3 @@ class Processor:
                 state.events_offset = source[1]
         self.metrics.record(ev.type, out)
         return _APPLIED if out is APPLIED else Result(out, None, out.decisions)
-
-
-def dlq_record(raw: bytes, invalid: InvalidEvent, source: dict[str, Any]) -> dict[str, Any]:
-    """The dead-letter envelope for outputs that are not Kafka (files, stdout)."""
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    out: dict[str, Any] = {"reason": invalid.reason, "error": invalid.message, **source}
-    if text is not None:
-        out["original"] = text
-    else:
-        out["original_b64"] = base64.b64encode(raw).decode()
-    return out

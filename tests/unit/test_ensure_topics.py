@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from upsell_triggers.runtime import faust_app
+from upsell_triggers.runtime.kafka import topics
 from upsell_triggers.settings import Settings
 
 
@@ -45,18 +45,18 @@ def settings() -> Settings:
 async def test_waits_for_partitions_of_a_topic_another_replica_just_created(monkeypatch) -> None:
     fake = FakeAdmin([{"ev": 4, "fb": 0}, {"ev": 4, "fb": 0}, {"ev": 4, "fb": 4}], [("ev", 36, "exists")])
     monkeypatch.setattr("aiokafka.admin.AIOKafkaAdminClient", fake)
-    await faust_app.ensure_topics(settings())  # no SystemExit: it waited for fb's partitions
+    await topics.ensure_topics(settings())  # no SystemExit: it waited for fb's partitions
     assert fake.describes == [{"ev": 4, "fb": 4}]
 
 
 async def test_a_real_mismatch_still_stops_start_up(monkeypatch) -> None:
     monkeypatch.setattr("aiokafka.admin.AIOKafkaAdminClient", FakeAdmin([{"ev": 4, "fb": 2}], []))
     with pytest.raises(SystemExit, match="same partition count"):
-        await faust_app.ensure_topics(settings())
+        await topics.ensure_topics(settings())
 
 
 async def test_other_creation_errors_stop_start_up(monkeypatch) -> None:
     fake = FakeAdmin([{"ev": 4, "fb": 4}], [("ev", 29, "TOPIC_AUTHORIZATION_FAILED")])
     monkeypatch.setattr("aiokafka.admin.AIOKafkaAdminClient", fake)
     with pytest.raises(SystemExit, match="cannot create topic ev"):
-        await faust_app.ensure_topics(settings())
+        await topics.ensure_topics(settings())

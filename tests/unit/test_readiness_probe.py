@@ -6,7 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from upsell_triggers.runtime.faust_app import broker_answers
+from upsell_triggers.runtime.kafka.broker_probe import broker_answers
 
 
 class FakeClient:

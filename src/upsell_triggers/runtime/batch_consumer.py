@@ -11,42 +11,27 @@ offsets. Records of the other topics go to changelog_restore; the hot topics' re
 module as aiokafka's own record objects (raw_records).
 
 Faust's private members (its offset bookkeeping, the hooks overridden here) are reached through
-kafka.compat.ConsumerAdapter, which checks them at start-up. See README, Design.
+kafka.compat.ConsumerAdapter, which checks them at start-up. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from upsell_triggers.runtime.changelog_restore import ChangelogRestore, unread
+from upsell_triggers.runtime.changelog_restore import unread
 from upsell_triggers.runtime.kafka.compat import ConsumerAdapter
-from upsell_triggers.runtime.kafka.raw_records import serve_raw_records
-from upsell_triggers.runtime.offset_ranges import add_range, committable
+from upsell_triggers.runtime.offset_ranges import AckedRanges, committable
+from upsell_triggers.runtime.sink import BatchSink
+
+if TYPE_CHECKING:
+    from upsell_triggers.runtime.kafka.transport import BatchTransport
 
 log = logging.getLogger("upsell_triggers.consumer")
-
-
-class BatchSink(Protocol):
-    """Where the hot topics' fetches go. State changes are kept in memory and written later, in one go
-    for many batches (the write-behind cache of Kafka Streams): while the worker is behind, an account
-    that appears in several fetches is serialized and written once, not once per fetch."""
-
-    async def deliver(self, batch: Mapping[TP, Sequence[Any]]) -> None:
-        """Applies (tp, records) of every hot partition of one fetch and returns once its outputs are
-        acknowledged by the broker. Raising crashes the worker (nothing of the batch is acked)."""
-
-    async def write_state(self) -> None:
-        """Writes every state changed since the last call (store, and changelog records queued in the
-        producer, which Faust's commit flushes before it commits offsets)."""
-
-    def must_write(self) -> bool:
-        """Whether the unwritten states reached their bound (they are held in memory until written)."""
 
 
 async def run_to_end(aw: Coroutine[Any, Any, None]) -> None:
@@ -74,24 +59,17 @@ class BatchConsumer(ConsumerAdapter):
     """Reads its hot topics and handler from its BatchTransport."""
 
     _in_flight: asyncio.Lock | None = None
-    # Offsets of batches applied whose states are not written yet: acked (committable) only once they
-    # are. (generation, tp, first, last) in the order applied.
-    _unwritten: list[tuple[int, TP, int, int]] | None = None
-    # Acked offsets of the hot partitions, as ranges (offset_ranges); Faust's per-offset _acked list
-    # and set keep serving the other topics.
-    _acked_ranges: dict[TP, list[list[int]]] | None = None
+    _hot_acked: AckedRanges | None = None  # not Faust's _acked, which serves the other topics
 
     @property
-    def unwritten(self) -> list[tuple[int, TP, int, int]]:
-        if self._unwritten is None:
-            self._unwritten = []
-        return self._unwritten
+    def sink(self) -> BatchSink:
+        return cast("BatchTransport", self.transport).sink
 
     @property
-    def acked_ranges(self) -> dict[TP, list[list[int]]]:
-        if self._acked_ranges is None:
-            self._acked_ranges = {}
-        return self._acked_ranges
+    def acked_ranges(self) -> AckedRanges:
+        if self._hot_acked is None:
+            self._hot_acked = AckedRanges()
+        return self._hot_acked
 
     @property
     def in_flight(self) -> asyncio.Lock:
@@ -131,22 +109,17 @@ class BatchConsumer(ConsumerAdapter):
                     await super().commit()
             except Exception as exc:  # the next owner reprocesses; offset dedup makes that exact
                 log.warning("write and commit before revoke failed: %r", exc)
-            self.unwritten.clear()  # not written: reprocessed by the partition's next owner
+            self.sink.drop_held()  # not written: reprocessed by the partition's next owner
         for tp in revoked:  # as Faust drops its acked offsets of revoked partitions
-            self.acked_ranges.pop(tp, None)
+            self.acked_ranges.forget(tp)
         await super().on_partitions_revoked(revoked)
 
     def tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         tps = list(super().tps_with_pending_acks(topics))
-        tps += [
-            tp
-            for tp, ranges in self.acked_ranges.items()
-            if ranges and (topics is None or tp in topics or tp.topic in topics) and tp not in tps
-        ]
-        return iter(tps)
+        return iter(tps + [tp for tp in self.acked_ranges.pending(topics) if tp not in tps])
 
     def new_offset(self, tp: TP) -> int | None:
-        ranges = self.acked_ranges.get(tp)
+        ranges = self.acked_ranges.ranges.get(tp)
         if ranges is None:
             return super().new_offset(tp)
         return committable(ranges, self.committed_offsets[tp])
@@ -161,26 +134,21 @@ class BatchConsumer(ConsumerAdapter):
 
     async def _write_state(self) -> None:
         """Writes the pending states, then acks the batches they came from (call with in_flight held)."""
-        if not self.unwritten:
-            return
-        transport = cast(BatchTransport, self.transport)
         try:
-            await transport.sink.write_state()
+            await self.sink.write(self._ack_if_current)
         except Exception as exc:
             # As for a failed delivery: nothing unwritten is acked; crash rather than go on (or, raised
             # into the drain loop, stop the fetcher and leave a worker that reads nothing).
             log.exception("writing account states failed; crashing the worker to reprocess")
-            self.unwritten.clear()
             await self.app.crash(exc)
             raise
-        generation = self.app.consumer_generation_id
+
+    def _ack_if_current(self, generation: int, tp: TP, first: int, last: int) -> None:
+        # Revoked meanwhile, or from before a rebalance: Faust dropped its bookkeeping, and the
+        # partition's owner resumes from the committed offset (offset dedup in the state).
         active = self.active_partitions
-        for gen, tp, first, last in self.unwritten:
-            # Revoked meanwhile, or from before a rebalance: Faust dropped its bookkeeping, and the
-            # partition's owner resumes from the committed offset (offset dedup in the state).
-            if gen == generation and (active is None or tp in active):
-                self._ack_range(tp, first, last)
-        self.unwritten.clear()
+        if generation == self.app.consumer_generation_id and (active is None or tp in active):
+            self.n_acked += self.acked_ranges.ack(tp, first, last, self.committed_offsets[tp])
 
     async def drain(self, fetcher: Any) -> None:
         consumer_should_stop, fetcher_should_stop = self.stop_flags(fetcher)
@@ -209,7 +177,7 @@ class BatchConsumer(ConsumerAdapter):
         generation = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
-        transport = cast(BatchTransport, self.transport)
+        transport = cast("BatchTransport", self.transport)
         if not self.flow_active:
             await self._rewind({tp: r for tp, r in records.items() if tp.topic in transport.hot_topics})
             return
@@ -286,7 +254,7 @@ class BatchConsumer(ConsumerAdapter):
             log.info("rebalance during a batch: not acking it")
             return
         active = self.active_partitions
-        unwritten, read_offsets = self.unwritten, self.read_offsets
+        sink, read_offsets = transport.sink, self.read_offsets
         for tp, recs in hot.items():
             if active is not None and tp not in active:
                 continue  # revoked while in flight: Faust already dropped its offset bookkeeping
@@ -296,7 +264,7 @@ class BatchConsumer(ConsumerAdapter):
             first, prev = recs[0].offset, read_offsets[tp]
             if prev is not None and first - prev > 1:
                 first = prev + 1
-            unwritten.append((generation, tp, first, recs[-1].offset))
+            sink.hold(generation, tp, first, recs[-1].offset)
             read_offsets[tp] = recs[-1].offset
         # Caught up: write now, so that state is durable within a batch (and the flush never delays a
         # prompt at low load). Behind: keep writing behind until the commit timer or the bound.
@@ -312,51 +280,3 @@ class BatchConsumer(ConsumerAdapter):
             # state just written) and stalled the batch loop after each write at the bound.
             self.n_acked = 0
             await super().commit()
-
-    def _ack_range(self, tp: TP, first: int, last: int) -> None:
-        """Consumer.ack() for offsets first..last of one partition (no Message objects)."""
-        committed = self.committed_offsets[tp]
-        if committed is not None:
-            first = max(first, committed)
-        if first > last:
-            return
-        add_range(self.acked_ranges.setdefault(tp, []), first, last)
-        self.n_acked += last - first + 1
-
-
-class BatchTransport(faust_aiokafka.Transport):
-    Consumer = BatchConsumer
-
-    def __init__(
-        self,
-        url: Any,
-        app: Any,
-        hot_topics: frozenset[str],
-        sink: BatchSink,
-        on_lag: Callable[[TP, int], None] | None = None,
-        on_restored: Callable[[int], None] | None = None,
-    ) -> None:
-        super().__init__(url, app)
-        self.hot_topics = hot_topics
-        self.sink = sink
-        self.on_lag = on_lag  # (partition, records behind its high watermark) after each batch
-        self.on_restored = on_restored  # (changelog records applied) after each restored fetch
-        self._restore: ChangelogRestore | None = None
-
-    def restore_for(self, consumer: ConsumerAdapter) -> ChangelogRestore:
-        """Where `consumer` hands the records of the topics that are not hot."""
-        if self._restore is None or self._restore.consumer is not consumer:
-            self._restore = ChangelogRestore(consumer, self.on_restored)
-        return self._restore
-
-
-def install(
-    app: Any,
-    hot_topics: frozenset[str],
-    sink: BatchSink,
-    on_lag: Callable[[TP, int], None] | None = None,
-    on_restored: Callable[[int], None] | None = None,
-) -> None:
-    """Makes `app` consume `hot_topics` through BatchConsumer (call before the worker starts)."""
-    serve_raw_records(hot_topics)
-    app.transport = BatchTransport(app.conf.broker_consumer, app, hot_topics, sink, on_lag, on_restored)

@@ -16,9 +16,10 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.metrics import Metrics
-from upsell_triggers.processor import Processor, dlq_record
+from upsell_triggers.processor import Processor
 from upsell_triggers.runtime.console import PromptWriter, RunSummary
 from upsell_triggers.runtime.http import make_app, serve
 from upsell_triggers.runtime.reload import try_reload, watch_rules
@@ -74,7 +75,7 @@ async def run_embedded(
 ) -> int:
     """`fmt`: prompts as JSON lines (`json`) or one readable line each (`pretty`, for a terminal)."""
     rules = load_ruleset(settings.rules_dir)
-    metrics = Metrics()
+    metrics = Metrics(runtime="embedded")
     proc = Processor(rules, metrics)
     proc.engine.max_future_ms = settings.max_future_skew_s * 1000
     metrics.accounts.set_function(lambda: len(proc.store))  # read at scrape time: always current
@@ -123,10 +124,8 @@ async def run_embedded(
             res = proc.handle(raw.strip(), now_ms=int(time.time() * 1000) if source else None)
             if res.invalid is not None:
                 summary.rejected += 1
-                dlq_out.write(
-                    orjson.dumps(dlq_record(raw, res.invalid, {"source": source or "simulator", "line": n}))
-                    + b"\n"
-                )
+                letter = DeadLetter.of(raw, res.invalid, {"source": source or "simulator", "line": n})
+                dlq_out.write(orjson.dumps(letter.envelope()) + b"\n")
                 dlq_out.flush()
                 continue
             for d in res.decisions:

@@ -11,6 +11,7 @@ partition holds a single range between commits.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 
 def add_range(ranges: list[list[int]], first: int, last: int) -> None:
@@ -39,3 +40,33 @@ def committable(ranges: list[list[int]], committed: int | None) -> int | None:
     if committed and ranges[0][0] - committed > 1:
         return None
     return ranges[0][1] + 1
+
+
+class AckedRanges:
+    """The acked offsets of the hot partitions, as ranges; Faust's per-offset _acked list and set keep
+    serving the other topics."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self) -> None:
+        self.ranges: dict[Any, list[list[int]]] = {}
+
+    def ack(self, tp: Any, first: int, last: int, committed: int | None) -> int:
+        """Consumer.ack() for offsets first..last of tp (no Message objects): how many were new."""
+        if committed is not None:
+            first = max(first, committed)
+        if first > last:
+            return 0
+        add_range(self.ranges.setdefault(tp, []), first, last)
+        return last - first + 1
+
+    def pending(self, topics: Any = None) -> list[Any]:
+        """The partitions with acked ranges, of `topics` (partitions or topic names; None: all)."""
+        return [
+            tp
+            for tp, ranges in self.ranges.items()
+            if ranges and (topics is None or tp in topics or tp.topic in topics)
+        ]
+
+    def forget(self, tp: Any) -> None:
+        self.ranges.pop(tp, None)
