@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from upsell_triggers.devkit.kafka_io import delete_topics, sim_records
-from upsell_triggers.devkit.worker import ROOT, Worker, bootstrap
+from devkit.kafka_io import delete_topics, sim_records
+from devkit.worker import ROOT, Worker, bootstrap
 
 RESULTS = ROOT / "bench" / "results"
 KAFKA_VERSION = "3.9.1"

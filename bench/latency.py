@@ -32,7 +32,7 @@ from kafkabench import (
     write_result,
 )
 
-from upsell_triggers.devkit.kafka_io import event
+from devkit.kafka_io import event
 
 
 def percentile(xs: list[float], q: float) -> float:

@@ -29,7 +29,7 @@ from kafkabench import (
     write_result,
 )
 
-from upsell_triggers.devkit.exactness import wait_committed
+from devkit.exactness import wait_committed
 
 
 def one(bs: str, tmp: Path, n: int, accounts: int, workers: int, rid: str, partitions: int) -> float:

@@ -39,8 +39,8 @@ from kafkabench import (
     write_result,
 )
 
-from upsell_triggers.devkit.exactness import wait_committed
-from upsell_triggers.devkit.kafka_io import event
+from devkit.exactness import wait_committed
+from devkit.kafka_io import event
 
 
 def events(accounts: int) -> Iterator[tuple[bytes, bytes]]:

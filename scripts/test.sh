@@ -46,10 +46,10 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
 fi
 
 echo "== ruff"
-"$VENV/bin/ruff" check src tests bench
-"$VENV/bin/ruff" format --check src tests bench
+"$VENV/bin/ruff" check src tests bench devkit
+"$VENV/bin/ruff" format --check src tests bench devkit
 echo "== mypy"
-"$VENV/bin/mypy" src
+"$VENV/bin/mypy" src devkit
 echo "== rules check + rule unit tests"
 "$VENV/bin/upsell-triggers" rules check rules
 "$VENV/bin/upsell-triggers" rules test rules/tests

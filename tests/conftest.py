@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from upsell_triggers.devkit.kafka_io import delete_topics
-from upsell_triggers.devkit.worker import ROOT, Worker, start_local_kafka
+from devkit.kafka_io import delete_topics
+from devkit.worker import ROOT, Worker, start_local_kafka
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ def _delete_test_topics_at_end() -> Iterator[None]:
     yield
     bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bs or not _TEST_TOPIC_PREFIXES or os.environ.get("UPSELL_TEST_KEEP_TOPICS"):
-        return  # kept on request: to diagnose a failed run (python -m upsell_triggers.devkit.diagnose)
+        return  # kept on request: to diagnose a failed run (python -m devkit.diagnose)
     try:
         n = asyncio.run(delete_topics(bs, sorted(_TEST_TOPIC_PREFIXES)))
         sys.stderr.write(f"\n[kafka] deleted {n} topics created by this session\n")

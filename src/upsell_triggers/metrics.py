@@ -2,7 +2,7 @@
 
 A runtime registers only the metrics it writes: the Kafka runtime's batch, lag, changelog and
 redelivery metrics are not served by the embedded runtime, nor the embedded store's account count and
-evictions by the Kafka runtime (tests/integration/test_metrics_written.py scrapes both after a workload
+evictions by the Kafka runtime (tests/unit/test_metrics_written.py scrapes both after a workload
 and fails on a registered metric that nothing wrote).
 
 The per-event counters are `Tally`s: plain dicts of ints read by a registered collector at scrape time,
@@ -167,6 +167,9 @@ class Metrics:
                 self.decisions.inc(d.rule_id, d.outcome)
                 if d.outcome == EMITTED and d.prompt is not None:
                     self.prompts.inc(d.rule_id, d.prompt["placement"])
+
+    def count_evictions(self, cause: str, n: int) -> None:
+        self.evictions.labels(cause).inc(n)
 
     def record_invalid(self, reason: str) -> None:
         self.invalid.inc(reason)

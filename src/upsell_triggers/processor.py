@@ -23,14 +23,15 @@ class _States(dict[str, AccountState]):
     """Account id -> state; a missing account gets a new state, evicting one at the bound. A subclass
     so that a hit is one C-level lookup (no Python frame per event); only a miss runs Python."""
 
-    __slots__ = ("evicted", "max_accounts")
+    __slots__ = ("evicted", "max_accounts", "on_evict")
 
     EVICTION_SAMPLE = 32
 
-    def __init__(self, max_accounts: int) -> None:
+    def __init__(self, max_accounts: int, on_evict: Callable[[str, int], None] | None = None) -> None:
         super().__init__()
         self.max_accounts = max_accounts
         self.evicted = 0
+        self.on_evict = on_evict
 
     def __missing__(self, account_id: str) -> AccountState:
         if len(self) >= self.max_accounts:
@@ -43,20 +44,34 @@ class _States(dict[str, AccountState]):
         victim = min(sample, key=lambda kv: kv[1].last_seen)[0]
         del self[victim]
         self.evicted += 1
+        if self.on_evict is not None:
+            self.on_evict("bound", 1)
 
 
 class MemoryStore:
     """Account states in memory, bounded: at most max_accounts, and an account idle for ttl_ms of event
-    time is dropped by expire().
+    time is dropped (expire_step, which the embedded runtime runs every second).
 
     At the bound, the stalest of the EVICTION_SAMPLE longest-held accounts goes (approximate LRU, as
     Redis does): exact LRU would cost an OrderedDict move on every event, a fifth of the engine's time.
+    `on_evict(cause, n)` hears of every account dropped, at the bound ("bound") or idle ("ttl").
     """
 
-    def __init__(self, max_accounts: int = 2_000_000, ttl_ms: int = 90 * DAY) -> None:
+    EXPIRE_STEP = 10_000  # accounts checked per expire_step: a bounded pause, whatever the store holds
+
+    def __init__(
+        self,
+        max_accounts: int = 2_000_000,
+        ttl_ms: int = 90 * DAY,
+        on_evict: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.ttl_ms = ttl_ms
-        self.states = _States(max_accounts)
+        self.states = _States(max_accounts, on_evict)
         self.get: Callable[[str], AccountState] = self.states.__getitem__
+        self.on_evict = on_evict
+        # The newest event time of the accounts checked so far: expire_step's clock. It lags the true
+        # newest event time by at most one pass over the store, so an account is never dropped early.
+        self.watermark_ms = 0
 
     @property
     def max_accounts(self) -> int:
@@ -67,11 +82,34 @@ class MemoryStore:
         return self.states.evicted
 
     def expire(self, watermark_ms: int) -> int:
+        """Drops every account idle for ttl_ms before watermark_ms (one pass over all of them)."""
         cutoff = watermark_ms - self.ttl_ms
         old = [a for a, s in self.states.items() if s.last_seen < cutoff]
         for a in old:
             del self.states[a]
+        if old and self.on_evict is not None:
+            self.on_evict("ttl", len(old))
         return len(old)
+
+    def expire_step(self, budget: int = EXPIRE_STEP) -> int:
+        """Checks the `budget` longest-held accounts: those idle for ttl_ms are dropped, the others move
+        to the back, so that successive steps go round the whole store. Returns how many were dropped."""
+        states = self.states
+        checked = list(itertools.islice(states.items(), min(budget, len(states))))
+        if not checked:
+            return 0
+        self.watermark_ms = max(self.watermark_ms, max(st.last_seen for _, st in checked))
+        cutoff = self.watermark_ms - self.ttl_ms
+        dropped = 0
+        for account, st in checked:
+            del states[account]
+            if st.last_seen < cutoff:
+                dropped += 1
+            else:
+                states[account] = st
+        if dropped and self.on_evict is not None:
+            self.on_evict("ttl", dropped)
+        return dropped
 
     def __len__(self) -> int:
         return len(self.states)
@@ -102,7 +140,7 @@ class Processor:
     ) -> None:
         self.engine = Engine(rules)
         self.metrics = metrics or Metrics()
-        self.store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else MemoryStore(on_evict=self.metrics.count_evictions)
         self._get = get_state or self.store.get
         self.metrics.rules_loaded.set(len(rules.rules))
 

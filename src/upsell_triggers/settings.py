@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     watch_rules: bool = Field(
         default=True, description="reload rules when files change; with false only on SIGHUP"
     )
+    embedded_max_accounts: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="embedded runtime: account states held in memory; at the bound the stalest of a "
+        'sample is dropped (upsell_account_evictions_total{cause="bound"})',
+    )
+    embedded_account_ttl_days: float = Field(
+        default=90,
+        gt=0,
+        description="embedded runtime: an account idle this long in event time is dropped "
+        '(upsell_account_evictions_total{cause="ttl"}); checked a slice of the store each second',
+    )
     state_cache_accounts: int = Field(
         default=100_000,
         ge=0,

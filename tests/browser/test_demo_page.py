@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from upsell_triggers.devkit.gateway import SECRET, GatewayProc
-from upsell_triggers.devkit.kafka_io import collect, event, produce
-from upsell_triggers.devkit.worker import ROOT, Worker
+from devkit.gateway import SECRET, GatewayProc
+from devkit.kafka_io import collect, event, produce
+from devkit.worker import ROOT, Worker
 from upsell_triggers.gateway.tokens import sign
 
 pytestmark = pytest.mark.kafka

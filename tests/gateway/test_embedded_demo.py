@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from upsell_triggers.devkit.worker import free_port
+from devkit.worker import free_port
 
 
 def get(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:

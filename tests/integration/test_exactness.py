@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from upsell_triggers.devkit.exactness import Report, check_exact, wait_committed
-from upsell_triggers.devkit.kafka_io import produce, sim_records
-from upsell_triggers.devkit.worker import ROOT
+from devkit.exactness import Report, check_exact, wait_committed
+from devkit.kafka_io import produce, sim_records
+from devkit.worker import ROOT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 

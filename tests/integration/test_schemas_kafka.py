@@ -7,8 +7,8 @@ import io
 import orjson
 import pytest
 
-from upsell_triggers.devkit.kafka_io import collect, produce, sim_records
-from upsell_triggers.devkit.worker import ROOT
+from devkit.kafka_io import collect, produce, sim_records
+from devkit.worker import ROOT
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.replay import replay
 

@@ -10,8 +10,8 @@ import msgspec
 import orjson
 import pytest
 
-from upsell_triggers.devkit.exactness import read_all
-from upsell_triggers.devkit.kafka_io import collect, event, produce
+from devkit.exactness import read_all
+from devkit.kafka_io import collect, event, produce
 from upsell_triggers.engine.state import STATE_VERSION, AccountState, event_hash
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
@@ -221,7 +221,7 @@ async def test_bad_rules_edit_keeps_worker_on_old_rules_then_good_edit_applies(
 ):
     import shutil
 
-    from upsell_triggers.devkit.worker import ROOT
+    from devkit.worker import ROOT
 
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
@@ -311,7 +311,7 @@ async def test_sighup_reloads_rules_when_file_watching_is_off(worker_factory, ka
     import shutil
     import signal
 
-    from upsell_triggers.devkit.worker import ROOT
+    from devkit.worker import ROOT
 
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))

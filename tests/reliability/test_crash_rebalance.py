@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from upsell_triggers.devkit.exactness import Report, check_exact
-from upsell_triggers.devkit.kafka_io import produce, sim_records
-from upsell_triggers.devkit.worker import KAFKA_LOCAL, ROOT
+from devkit.exactness import Report, check_exact
+from devkit.kafka_io import produce, sim_records
+from devkit.worker import KAFKA_LOCAL, ROOT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.reliability, pytest.mark.timeout(900)]
 

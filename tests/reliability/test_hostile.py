@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upsell_triggers.devkit.kafka_io import sim_records
+from devkit.kafka_io import sim_records
 from upsell_triggers.engine.events import MAX_EVENT_BYTES, InvalidEvent, decode_event
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.state import DEDUP_HORIZON, MAX_SERIES

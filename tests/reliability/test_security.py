@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from upsell_triggers.devkit.kafka_io import collect, event, produce
-from upsell_triggers.devkit.worker import KAFKA_LOCAL, ROOT, Worker, free_port
+from devkit.kafka_io import collect, event, produce
+from devkit.worker import KAFKA_LOCAL, ROOT, Worker, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.reliability, pytest.mark.timeout(600)]
 USER, PASSWORD = "upsell", "s3cret-scram-pw"

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from upsell_triggers.cli import build_parser
-from upsell_triggers.devkit.worker import free_port
+from devkit.worker import free_port
 
 from ..schemacheck import errors
 from .helpers import RULES, T0

@@ -18,8 +18,9 @@ import orjson
 
 from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.engine.ruleset import load_ruleset
+from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
-from upsell_triggers.processor import Processor
+from upsell_triggers.processor import MemoryStore, Processor
 from upsell_triggers.runtime.console import PromptWriter, RunSummary
 from upsell_triggers.runtime.http import make_app, serve
 from upsell_triggers.runtime.reload import try_reload, watch_rules
@@ -62,6 +63,13 @@ async def _simulated(accounts: int, rate: float, limit: int | None) -> AsyncIter
             await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
 
 
+async def _expire_idle(store: MemoryStore) -> None:
+    """The store's TTL: a slice of the accounts checked each second (MemoryStore.expire_step)."""
+    while True:
+        await asyncio.sleep(1.0)
+        store.expire_step()
+
+
 async def run_embedded(
     settings: Settings,
     source: str | None,
@@ -76,7 +84,12 @@ async def run_embedded(
     """`fmt`: prompts as JSON lines (`json`) or one readable line each (`pretty`, for a terminal)."""
     rules = load_ruleset(settings.rules_dir)
     metrics = Metrics(runtime="embedded")
-    proc = Processor(rules, metrics)
+    store = MemoryStore(
+        settings.embedded_max_accounts,
+        int(settings.embedded_account_ttl_days * DAY),
+        on_evict=metrics.count_evictions,
+    )
+    proc = Processor(rules, metrics, store)
     proc.engine.max_future_ms = settings.max_future_skew_s * 1000
     metrics.accounts.set_function(lambda: len(proc.store))  # read at scrape time: always current
     if sink is not None:
@@ -105,6 +118,7 @@ async def run_embedded(
         if settings.watch_rules
         else asyncio.sleep(0)
     )
+    expiry = asyncio.create_task(_expire_idle(store))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -148,9 +162,10 @@ async def run_embedded(
         summary.events = n
         if why:
             sys.stderr.write(summary.text(prompts.by_rule, len(proc.store), why) + "\n")
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, expiry):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runner.cleanup()
         if output:
             out.close()

@@ -6,7 +6,7 @@ engine saw them, so `replay` of the log makes exactly the prompts the outcomes r
 report benchmark and docs/growth.md use it; the rates are known, so the report's figures can be
 checked against them.
 
-    python -m upsell_triggers.devkit.funnel_sim --accounts 5000 --events 500000 --rules DIR -o FILE
+    python -m devkit.funnel_sim --accounts 5000 --events 500000 --rules DIR -o FILE
 """
 
 from __future__ import annotations

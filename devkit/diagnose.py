@@ -1,6 +1,6 @@
 """Where a Kafka run lost or doubled events: its changelog against a replay of its own input topic.
 
-    python -m upsell_triggers.devkit.diagnose BOOTSTRAP APP_ID [ACCOUNT]
+    python -m devkit.diagnose BOOTSTRAP APP_ID [ACCOUNT]
 
 Replays the app's events topic (per partition, in offset order: accounts are independent, so this is
 the order that matters), compares each account's last changelog state with the replay's, and prints the
@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
-from upsell_triggers.devkit.exactness import differing_fields, read_all, replay_expected, view
+from devkit.exactness import differing_fields, read_all, replay_expected, view
 from upsell_triggers.engine.state import AccountState, event_hash
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ring(st: AccountState) -> list[bytes]:

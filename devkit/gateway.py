@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from upsell_triggers.devkit.worker import free_port
+from devkit.worker import free_port
 
 SECRET = "test-secret-" + "x" * 32
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 KAFKA_LOCAL = ROOT / "deploy" / "kafka-local" / "kafka-local.sh"
 
 
