@@ -1,4 +1,4 @@
-"""Prometheus metrics (contract §5). Labels are rules, outcomes, reasons: never accounts.
+"""Prometheus metrics (listed in docs/operations.md). Labels are rules, outcomes, reasons: never accounts.
 
 A runtime registers only the metrics it writes: the Kafka runtime's batch, lag, changelog and
 redelivery metrics are not served by the embedded runtime, nor the embedded store's account count and

@@ -13,7 +13,7 @@ glibc also raises its mmap threshold (from 128 KiB, up to 32 MiB) each time a fr
 after the first freed fetch, fetch-sized buffers come from the heap, where the long-lived account states
 allocated between them keep pages from being returned. Pinned at 128 KiB, every large buffer is its own
 mapping, unmapped when freed: at 100k accounts, 1,026-1,102 -> 919-928 bytes per account at rest with
-the memory store and 1,096-1,176 -> 1,005-1,026 with RocksDB (bench/ANALYSIS.md, session 11).
+the memory store and 1,096-1,176 -> 1,005-1,026 with RocksDB (bench/ANALYSIS.md).
 """
 
 from __future__ import annotations

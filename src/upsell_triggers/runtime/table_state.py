@@ -12,7 +12,7 @@ cache in front of the database. The memory store holds them itself, in place of 
 dict's value is a state's bytes (as Faust's recovery writes them) or, once the account is active, the
 decoded state, turned back into bytes when evicted. A decoded state's bytes are only needed by the
 changelog, and a second dict of decoded states cost ~52 bytes per account, its bytes ~175 more
-(bench/ANALYSIS.md, session 11).
+(bench/ANALYSIS.md).
 
 Store access goes around Faust's Table API (which needs a current stream event per write) into the two
 store classes' data, reached through kafka.compat (checked at start-up).
