@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from upsell_triggers.runtime.batch_consumer import run_to_end
+from upsell_triggers.runtime.run_to_end import run_to_end
 
 
 async def test_a_cancelled_caller_waits_for_the_batch_then_is_cancelled() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from faust.types import TP
@@ -26,33 +26,13 @@ from faust.types import TP
 from upsell_triggers.runtime.changelog_restore import unread
 from upsell_triggers.runtime.kafka.compat import ConsumerAdapter
 from upsell_triggers.runtime.offset_ranges import AckedRanges, committable
+from upsell_triggers.runtime.run_to_end import run_to_end
 from upsell_triggers.runtime.sink import BatchSink
 
 if TYPE_CHECKING:
     from upsell_triggers.runtime.kafka.transport import BatchTransport
 
 log = logging.getLogger("upsell_triggers.consumer")
-
-
-async def run_to_end(aw: Coroutine[Any, Any, None]) -> None:
-    """Awaits a batch to its end even when the awaiting task is cancelled meanwhile, then passes the
-    cancellation on. Faust cancels the drain loop on stop (Fetcher.on_stop, again every second while it
-    runs); cancelled between applying a batch and acking it, the batch was in the account states but
-    not among the unwritten batches, so the clean stop's commit left its offsets out (a CI run of
-    test_rebalance_commits_what_was_acked) and the states written later said applied while its offsets
-    were not acked. The caller holds in_flight, so the stop's commit waits for the batch."""
-    task = asyncio.ensure_future(aw)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    task.result()
-    if cancelled:
-        raise asyncio.CancelledError
 
 
 class BatchConsumer(ConsumerAdapter):
