@@ -46,14 +46,10 @@ class Settings(BaseSettings):
     embedded_max_accounts: int = Field(
         default=2_000_000,
         ge=1,
-        description="embedded runtime: account states held in memory; at the bound the stalest of a "
-        'sample is dropped (upsell_account_evictions_total{cause="bound"})',
+        description="embedded run: account states held; at the bound the stalest goes",
     )
     embedded_account_ttl_days: float = Field(
-        default=90,
-        gt=0,
-        description="embedded runtime: an account idle this long in event time is dropped "
-        '(upsell_account_evictions_total{cause="ttl"}); checked a slice of the store each second',
+        default=90, gt=0, description="embedded run: an account idle this long in event time is dropped"
     )
     state_cache_accounts: int = Field(
         default=100_000,

@@ -37,7 +37,7 @@ from upsell_triggers.runtime.kafka import compat
 from upsell_triggers.runtime.kafka.auth import faust_credentials
 from upsell_triggers.runtime.kafka.broker_probe import broker_answers
 from upsell_triggers.runtime.kafka.topics import ensure_topics
-from upsell_triggers.runtime.kafka.transport import install
+from upsell_triggers.runtime.kafka.transport import HotPath, install
 from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, pin_mmap_threshold
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.runtime.sink import BatchSink, SinkTopics
@@ -190,7 +190,7 @@ def create_app(s: Settings) -> Worker:
     release = malloc_trim()
     policy = ReleasePolicy(s.memory_release_interval_s)  # asked only if release is not None
     watch = PartitionWatch(metrics, policy, states)
-    install(app, frozenset(topic_index), sink, watch.on_lag, watch.on_restored)
+    install(app, HotPath(frozenset(topic_index), sink, watch.on_lag, watch.on_restored))
     app.on_partitions_revoked.connect(watch.on_revoked)
 
     ready = Readiness(app, metrics)

@@ -4,6 +4,7 @@ topics, the sink and the observers the consumer reads."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -16,23 +17,23 @@ from upsell_triggers.runtime.kafka.raw_records import serve_raw_records
 from upsell_triggers.runtime.sink import BatchSink
 
 
+@dataclass(frozen=True, slots=True)
+class HotPath:
+    """The hot topics, where their batches go, and who hears about the batch path's progress."""
+
+    topics: frozenset[str]
+    sink: BatchSink
+    on_lag: Callable[[TP, int], None] | None = None  # (partition, records behind its high watermark)
+    on_restored: Callable[[int], None] | None = None  # (changelog records applied) per restored fetch
+
+
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
 
-    def __init__(
-        self,
-        url: Any,
-        app: Any,
-        hot_topics: frozenset[str],
-        sink: BatchSink,
-        on_lag: Callable[[TP, int], None] | None = None,
-        on_restored: Callable[[int], None] | None = None,
-    ) -> None:
+    def __init__(self, url: Any, app: Any, hot: HotPath) -> None:
         super().__init__(url, app)
-        self.hot_topics = hot_topics
-        self.sink = sink
-        self.on_lag = on_lag  # (partition, records behind its high watermark) after each batch
-        self.on_restored = on_restored  # (changelog records applied) after each restored fetch
+        self.hot_topics, self.sink, self.on_lag = hot.topics, hot.sink, hot.on_lag
+        self.on_restored = hot.on_restored
         self._restore: ChangelogRestore | None = None
 
     def restore_for(self, consumer: ConsumerAdapter) -> ChangelogRestore:
@@ -42,13 +43,7 @@ class BatchTransport(faust_aiokafka.Transport):
         return self._restore
 
 
-def install(
-    app: Any,
-    hot_topics: frozenset[str],
-    sink: BatchSink,
-    on_lag: Callable[[TP, int], None] | None = None,
-    on_restored: Callable[[int], None] | None = None,
-) -> None:
-    """Makes `app` consume `hot_topics` through BatchConsumer (call before the worker starts)."""
-    serve_raw_records(hot_topics)
-    app.transport = BatchTransport(app.conf.broker_consumer, app, hot_topics, sink, on_lag, on_restored)
+def install(app: Any, hot: HotPath) -> None:
+    """Makes `app` consume the hot topics through BatchConsumer (call before the worker starts)."""
+    serve_raw_records(hot.topics)
+    app.transport = BatchTransport(app.conf.broker_consumer, app, hot)
