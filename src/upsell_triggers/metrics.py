@@ -1,8 +1,8 @@
 """Prometheus metrics (listed in docs/operations.md). Labels are rules, outcomes, reasons: never accounts.
 
 A runtime registers only the metrics it writes: the Kafka runtime's batch, lag, changelog and
-redelivery metrics are not served by the embedded runtime, nor the embedded store's account count and
-evictions by the Kafka runtime (tests/unit/test_metrics_written.py scrapes both after a workload
+redelivery metrics are not served by the embedded runtime, nor the embedded store's evictions by the
+Kafka runtime (tests/unit/test_metrics_written.py scrapes both after a workload
 and fails on a registered metric that nothing wrote).
 
 The per-event counters are `Tally`s: plain dicts of ints read by a registered collector at scrape time,
@@ -130,9 +130,7 @@ class Metrics:
         )
         self.rules_loaded = Gauge("upsell_rules_loaded", "Rules in the running rule set", registry=r)
         self.reloads = Counter("upsell_rule_reloads_total", "Rule reloads, by result", ["result"], registry=r)
-        self.accounts = Gauge(
-            "upsell_accounts_in_memory", "Account states held by this process", registry=embedded
-        )
+        self.accounts = Gauge("upsell_accounts_in_memory", "Account states held by this process", registry=r)
         self.unwritten_accounts = Gauge(
             "upsell_state_unwritten_accounts",
             "Accounts changed since their state was last written to the changelog (Kafka runtime)",

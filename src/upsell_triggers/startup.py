@@ -157,7 +157,7 @@ def port_free(host: str, port: int) -> None:
 def broker_reachable(settings: Settings) -> None:
     """Creates the topics (what the worker does first) within settings.kafka_connect_timeout_s: a broker
     that refuses or never answers is one line, not a hang or an aiokafka traceback."""
-    from upsell_triggers.runtime.faust_app import ensure_topics
+    from upsell_triggers.runtime.kafka.topics import ensure_topics
 
     _bounded(settings, ensure_topics(settings), "or run without Kafka: upsell-triggers run --embedded")
 

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import ClientSession
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.gateway.helpers import prompt
 from devkit.gateway import SECRET, GatewayProc
 from devkit.kafka_io import collect, delete_topics, produce
+from tests.gateway.helpers import prompt
 from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.gateway.tokens import sign
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from upsell_triggers.cli import build_parser
 from devkit.worker import free_port
+from upsell_triggers.cli import build_parser
 
 from ..schemacheck import errors
 from .helpers import RULES, T0

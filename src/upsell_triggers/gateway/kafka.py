@@ -32,12 +32,12 @@ log = logging.getLogger("upsell_triggers.gateway")
 
 
 def client_options(s: Settings) -> dict[str, Any]:
-    from upsell_triggers.runtime.faust_app import _aiokafka_auth  # the broker-security mapping, once
+    from upsell_triggers.runtime.kafka.auth import aiokafka_auth  # the broker-security mapping, once
 
     return {
         "bootstrap_servers": s.kafka_bootstrap_servers,
         "security_protocol": s.security_protocol,
-        **_aiokafka_auth(s),
+        **aiokafka_auth(s),
     }
 
 
