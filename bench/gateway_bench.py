@@ -48,7 +48,7 @@ from kafkabench import (
     write_result,
 )
 
-from upsell_triggers.devkit.gateway import SECRET, GatewayProc
+from devkit.gateway import SECRET, GatewayProc
 from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.gateway.tokens import sign
 

@@ -2,8 +2,8 @@
 
 The Kafka runtime sends it to the dead-letter topic with the original bytes as the value and the reason
 and source as headers (`kafka_headers`); outputs that are not Kafka (files, stderr) write it as a JSON
-envelope (`envelope`). Both read the same fields, so a reason or a source field added here reaches
-both.
+envelope (`envelope`), whose schema is deadletter_model.DeadLetter (schemas/dead-letters.schema.json).
+Both read the same fields, so a reason or a source field added here reaches both.
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from upsell_triggers import schemas
+from upsell_triggers.deadletter import DeadLetter as Letter
 from upsell_triggers.deadletter_model import DeadLetter
 from upsell_triggers.engine import prompts as engine_prompts
 from upsell_triggers.engine.events import InvalidEvent, decode_event, validate_event
 from upsell_triggers.engine.rulefile import PLACEMENTS
-from upsell_triggers.processor import dlq_record
 from upsell_triggers.prompt_model import PROMPT_SCHEMA_VERSION, PromptEvent
 from upsell_triggers.simulate import Simulator
 
@@ -143,9 +143,11 @@ def test_feedback_schema(action: str):
     [b"not json", b"[1]", b'{"event_id": "e", "account_id": "a", "ts": 1, "type": "usage"}', b"\xff\xfe{"],
 )
 def test_dead_letters_match_their_schema(raw: bytes):
-    """The envelope the embedded runtime writes (processor.dlq_record), for text and non-UTF-8 input."""
+    """The envelope the embedded runtime writes (deadletter.DeadLetter.envelope), for text and non-UTF-8
+    input."""
     invalid = decode_event(raw)
     assert isinstance(invalid, InvalidEvent)
-    record = orjson.loads(orjson.dumps(dlq_record(raw, invalid, {"source": "events.jsonl", "line": 3})))
+    letter = Letter.of(raw, invalid, {"source": "events.jsonl", "line": 3})
+    record = orjson.loads(orjson.dumps(letter.envelope()))
     assert not errors("dead-letters", record), errors("dead-letters", record)
     DeadLetter.model_validate(record)
