@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from devkit.funnel_sim import Rates, funnel_events
+from devkit.kafka_io import produce
 from tests.conftest import _TEST_TOPIC_PREFIXES
-from upsell_triggers.devkit.funnel_sim import Rates, funnel_events
-from upsell_triggers.devkit.kafka_io import produce
 from upsell_triggers.engine.ruleset import load_ruleset
-from upsell_triggers.runtime.faust_app import ensure_topics
+from upsell_triggers.runtime.kafka.topics import ensure_topics
 from upsell_triggers.settings import Settings
 
 pytestmark = pytest.mark.kafka

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from upsell_triggers.devkit.funnel_sim import Rates, funnel_events
+from devkit.funnel_sim import Rates, funnel_events
 from upsell_triggers.engine.ruleset import load_ruleset
 
 from ..schemacheck import errors

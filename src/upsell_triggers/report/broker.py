@@ -67,9 +67,9 @@ def read_topics(err: IO[str] = sys.stderr) -> Topics:
     s = Settings()
     if not s.kafka_bootstrap_servers:
         raise SystemExit("report --kafka: set KAFKA_BOOTSTRAP_SERVERS to the service's brokers")
-    from upsell_triggers.runtime.faust_app import _aiokafka_auth
+    from upsell_triggers.runtime.kafka.auth import aiokafka_auth
 
-    client = {"security_protocol": s.security_protocol, **_aiokafka_auth(s)}
+    client = {"security_protocol": s.security_protocol, **aiokafka_auth(s)}
 
     async def all_three() -> list[list[bytes]]:
         bs = s.kafka_bootstrap_servers or ""
