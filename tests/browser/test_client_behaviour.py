@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from devkit.worker import free_port
 from tests.gateway.helpers import prompt
-from upsell_triggers.devkit.worker import free_port
 from upsell_triggers.gateway.hub import Hub
 from upsell_triggers.gateway.server import Gateway, serve
 from upsell_triggers.gateway.settings import GatewaySettings
