@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
-from upsell_triggers.engine.events import InvalidEvent, decode_event
+from upsell_triggers.engine.events import MAX_ID_LEN, InvalidEvent, decode_event
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import DAY
@@ -161,9 +161,17 @@ class Processor:
     ) -> Result:
         """`source` = (topic index, offset) of a Kafka record: a record at or below the newest offset the
         account has applied from that topic is a redelivery (after a crash or rebalance) and is skipped,
-        exactly, however many events the account sent since the last commit."""
+        exactly, however many events the account sent since the last commit.
+
+        A rejected record is dead-lettered once: its offset is applied to the account its record key
+        names (the key decides the partition, so that account's state is on it), and a redelivery of it
+        is skipped like any other. A rejected record without a usable key (none, not UTF-8, empty or
+        longer than an id may be) has no account to remember it: it is dead-lettered again when it is
+        redelivered (RELIABILITY.md, the delivery guarantee of each output topic)."""
         ev = decode_event(raw, key)
         if isinstance(ev, InvalidEvent):
+            if source is not None and key is not None and self._rejected_before(key, source):
+                return Result(REDELIVERED)
             self.metrics.record_invalid(ev.reason)
             return Result(None, ev)
         state = self._get(ev.account_id)
@@ -172,14 +180,34 @@ class Processor:
             if offset <= (state.feedback_offset if src else state.events_offset):
                 self.metrics.redelivered.inc()
                 return Result(REDELIVERED)
+            if src:
+                state.feedback_offset = offset
+            else:
+                state.events_offset = offset
         out = self.engine.process(ev, state, now_ms)
         if out.invalid is not None:
             self.metrics.record_invalid(out.invalid.reason)
             return Result(out, out.invalid)
-        if source is not None:
-            if source[0]:
-                state.feedback_offset = source[1]
-            else:
-                state.events_offset = source[1]
         self.metrics.record(ev.type, out)
         return _APPLIED if out is APPLIED else Result(out, None, out.decisions)
+
+    def _rejected_before(self, key: bytes, source: tuple[int, int]) -> bool:
+        """Whether a rejected record was applied (dead-lettered) already, by the applied offset of the
+        account its key names; if not, that offset moves to it. Rejections are rare, so the account's
+        state is looked up (and, for a key with no state yet, created) only for them."""
+        try:
+            account_id = key.decode()
+        except UnicodeDecodeError:
+            return False
+        if not 0 < len(account_id) <= MAX_ID_LEN:
+            return False
+        state = self._get(account_id)
+        src, offset = source
+        if offset <= (state.feedback_offset if src else state.events_offset):
+            self.metrics.redelivered.inc()
+            return True
+        if src:
+            state.feedback_offset = offset
+        else:
+            state.events_offset = offset
+        return False
