@@ -141,6 +141,40 @@ async def test_malformed_bytes_go_to_dlq_with_reason(worker_factory, kafka_boots
     assert 'upsell_invalid_events_total{reason="not_json"} 1.0' in body
 
 
+async def test_redelivered_malformed_records_are_dead_lettered_once_per_account_key(
+    worker_factory, kafka_bootstrap
+):
+    """A SIGKILL before any offset commit redelivers every record: the rejected records whose key names
+    an account are skipped by that account's applied offset; one without a key is dead-lettered again
+    (RELIABILITY.md: the dead-letter topic's delivery guarantee)."""
+    env = {"UPSELL_COMMIT_INTERVAL_S": "600"}  # nothing committed: the restart reads the topic again
+    w = worker_factory(extra_env=env).start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+    keyed = [
+        (b"acme", b"\xff\xfe not json"),
+        (b"acme", orjson.dumps({"event_id": "x", "account_id": "acme", "type": "usage", "ts": now})),
+        (b"globex", event("acme", "k", now, type="paywall_hit", feature="sso")[1]),  # key mismatch
+        (b"initech", event("initech", "u", now, type="usage", metric="bogus", value=1)[1]),
+    ]
+    unkeyed = (None, b"[1, 2")
+    await produce(kafka_bootstrap, w.topics["events"], [*keyed, unkeyed])
+    assert len(await collect(kafka_bootstrap, [w.topics["dlq"]], want=5, settle=1.0)) == 5
+    await asyncio.sleep(1.5)  # the states (with the applied offsets) are written after each batch
+    w.stop(kill=True)
+    w2 = worker_factory(name=w.name, extra_env=env).start()
+    w2.wait_ready(90)
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [event("acme", "e-1", now, type="usage", metric="seats", value=4)],
+    )
+    assert len(await collect(kafka_bootstrap, [w.topics["prompts"]], want=1)) == 1
+    dead = await collect(kafka_bootstrap, [w.topics["dlq"]], want=7, timeout=5, settle=1.0)
+    counts = {v: sum(1 for r in dead if r.value == v) for _, v in [*keyed, unkeyed]}
+    assert counts == {**{v: 1 for _, v in keyed}, unkeyed[1]: 2}, counts
+
+
 async def test_restart_keeps_state_and_dedups(worker_factory, kafka_bootstrap):
     """State survives a SIGKILL (changelog recovery): a crossing after restart is not re-fired, and
     a re-sent event changes nothing."""
