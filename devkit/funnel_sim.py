@@ -35,6 +35,7 @@ class Rates:
     dismissed: float = 0.5  # of shown and not clicked
     upgrade_treatment: float = 0.12  # of prompted accounts, within a week
     upgrade_holdout: float = 0.08  # of held-out accounts, within a week
+    upgrade_by_variant: tuple[tuple[str, float], ...] = ()  # a copy variant's own upgrade_treatment
 
 
 def funnel_events(
@@ -89,7 +90,8 @@ def funnel_events(
                                 "prompt_id": pid,
                             }
                         )
-                if rng.random() < rates.upgrade_treatment:
+                upgrade = dict(rates.upgrade_by_variant).get(d.variant or "", rates.upgrade_treatment)
+                if rng.random() < upgrade:
                     later(
                         {
                             **base,
@@ -138,9 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--upgrade-treatment", type=float, default=Rates().upgrade_treatment)
     ap.add_argument("--upgrade-holdout", type=float, default=Rates().upgrade_holdout)
+    ap.add_argument(
+        "--variant-upgrade",
+        action="append",
+        default=[],
+        metavar="VARIANT=RATE",
+        help="a copy variant's upgrade rate (repeatable; others use --upgrade-treatment)",
+    )
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args(argv)
-    rates = Rates(upgrade_treatment=a.upgrade_treatment, upgrade_holdout=a.upgrade_holdout)
+    by_variant = tuple((v, float(r)) for v, _, r in (x.partition("=") for x in a.variant_upgrade))
+    rates = Rates(
+        upgrade_treatment=a.upgrade_treatment,
+        upgrade_holdout=a.upgrade_holdout,
+        upgrade_by_variant=by_variant,
+    )
     with Path(a.output).open("wb") as f:
         for ev in funnel_events(load_ruleset(a.rules), a.accounts, a.events, rates, a.seed):
             f.write(orjson.dumps(ev) + b"\n")

@@ -27,12 +27,13 @@ def errors(name: str, doc: Any) -> list[str]:
 
 
 def assert_valid_prompts(prompts: list[dict[str, Any]]) -> None:
-    """Every prompt valid against schemas/prompts.schema.json and the pydantic model, with exactly the
-    schema's fields (the published schema allows unknown fields for consumers; the service must not
-    emit undocumented ones)."""
+    """Every prompt valid against schemas/prompts.schema.json and the pydantic model, with every one of
+    the schema's required fields and no field it does not document (the published schema allows unknown fields
+    for consumers; the service must not emit undocumented ones)."""
     assert prompts, "no prompts to check"
     fields = set(validator("prompts").schema["properties"])
+    required = set(validator("prompts").schema["required"])
     for p in prompts:
         assert not errors("prompts", p), (errors("prompts", p), p)
         PromptEvent.model_validate(p)
-        assert set(p) == fields, (set(p) ^ fields, p)
+        assert required <= set(p) <= fields, (set(p) - fields, required - set(p), p)

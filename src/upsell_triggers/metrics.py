@@ -73,14 +73,21 @@ class Metrics:
             ("kind",),
         )
         self.decisions = Tally("upsell_decisions", "Rule decisions, by rule and outcome", ("rule", "outcome"))
+        # `variant` is the copy variant of rules that have them, empty otherwise (PromQL: absent).
         self.prompts = Tally(
-            "upsell_prompts_emitted", "Prompts emitted, by rule and placement", ("rule", "placement")
+            "upsell_prompts_emitted",
+            "Prompts emitted, by rule, copy variant and placement",
+            ("rule", "variant", "placement"),
         )
-        self.feedback = Tally("upsell_feedback", "Prompt feedback, by rule and action", ("rule", "action"))
+        self.feedback = Tally(
+            "upsell_feedback",
+            "Prompt feedback, by rule, copy variant and action",
+            ("rule", "variant", "action"),
+        )
         self.conversions = Tally(
             "upsell_conversions",
-            "Upgrades attributed to a rule, by group (treatment/holdout)",
-            ("rule", "group"),
+            "Upgrades attributed to a rule, by copy variant and group (treatment/holdout)",
+            ("rule", "variant", "group"),
         )
         self.dlq = Tally("upsell_dlq_records", "Records written to the dead letter output")
         self.redelivered = Tally(
@@ -158,13 +165,13 @@ class Metrics:
             self.ignored.inc(status)
         for d in outcome.decisions:
             if d.outcome == "feedback":
-                self.feedback.inc(d.rule_id, d.action or "")
+                self.feedback.inc(d.rule_id, d.variant or "", d.action or "")
             elif d.outcome == "conversion":
-                self.conversions.inc(d.rule_id, d.group or "")
+                self.conversions.inc(d.rule_id, d.variant or "", d.group or "")
             else:
                 self.decisions.inc(d.rule_id, d.outcome)
                 if d.outcome == EMITTED and d.prompt is not None:
-                    self.prompts.inc(d.rule_id, d.prompt["placement"])
+                    self.prompts.inc(d.rule_id, d.variant or "", d.prompt["placement"])
 
     def count_evictions(self, cause: str, n: int) -> None:
         self.evictions.labels(cause).inc(n)

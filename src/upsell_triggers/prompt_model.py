@@ -77,3 +77,8 @@ class PromptEvent(BaseModel):
     expires_at: AwareDatetime = Field(
         description="do not show the prompt after this time (RFC 3339, UTC; policy.prompt_expiry)"
     )
+    variant: _RuleId | None = Field(
+        default=None,
+        description="the copy variant this prompt shows, when its rule has variants (absent otherwise); "
+        "feedback and conversions are counted per variant",
+    )

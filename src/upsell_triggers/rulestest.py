@@ -5,6 +5,7 @@ tests:
   - name: seats-80 fires at 4 of 5 seats
     start: 2026-11-22T10:00:00Z   # optional
     account: acme                 # optional
+    variants: {seats-80: short}   # optional: pin a rule's copy variant (default: the account's own)
     events:                       # `at` is an offset from start; event_id defaults to e<index>
       - {at: 0s, type: usage, metric: seats, value: 4}
     expect_prompts:               # exactly these prompts, in order; listed fields must match
@@ -38,6 +39,9 @@ class TestCase(BaseModel):
     name: str
     start: str = "2026-01-05T09:00:00Z"
     account: str = "acme"
+    variants: dict[str, str] = Field(
+        default_factory=dict, description="rule id -> copy variant id: pin the variant this test checks"
+    )
     events: list[dict[str, Any]] = Field(min_length=1)
     expect_prompts: list[dict[str, Any]] | None = None
     expect_absent: list[str] = Field(default_factory=list)
@@ -101,8 +105,24 @@ def _explain(rules: RuleSet, rule_ids: list[str], decisions: list[tuple[int, Dec
     return out
 
 
+def _pin_problems(rules: RuleSet, pins: dict[str, str]) -> list[str]:
+    out = []
+    by_id = {r.id: r for r in rules.rules}
+    for rule_id, variant in pins.items():
+        rule = by_id.get(rule_id)
+        if rule is None:
+            out.append(f"variants: no rule {rule_id!r}")
+        elif variant not in (ids := [v.id for v in rule.variants]):
+            have = ", ".join(ids) if ids else "none"
+            out.append(f"variants: rule {rule_id!r} has no variant {variant!r} (its variants: {have})")
+    return out
+
+
 def run_case(rules: RuleSet, case: TestCase) -> list[str]:
-    engine = Engine(rules)
+    pin_problems = _pin_problems(rules, case.variants)
+    if pin_problems:
+        return pin_problems
+    engine = Engine(rules, pinned_variants=case.variants)
     state = AccountState()
     start = datetime_to_ms(datetime.fromisoformat(case.start))
     prompts: list[dict[str, Any]] = []

@@ -17,7 +17,7 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 def test_the_example_rules_load_without_warnings():
     rs = load_ruleset(EXAMPLES / "rules")
-    assert len(rs.rules) == 6
+    assert len(rs.rules) == 7  # one per condition kind, and one with copy variants
     assert rs.warnings == ()
 
 

@@ -118,6 +118,8 @@ def test_variants_are_separate_cells_and_share_the_holdout() -> None:
     lifts = {lf.variant: lf for lf in rep.lifts}
     assert lifts["short"].verdict.startswith("prompts raise upgrades: +40.0 pp")
     assert lifts["long"].verdict.startswith("prompts lower upgrades: -10.0 pp")
+    (vd,) = rep.variant_diffs  # which copy converts better: short minus long, 50% vs 0%
+    assert (vd.variant, vd.base) == ("short", "long") and vd.diff.estimate == 0.5 and vd.diff.excludes_zero
 
 
 def test_verdict_asks_for_more_accounts_when_the_interval_spans_zero() -> None:

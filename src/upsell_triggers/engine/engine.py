@@ -7,15 +7,24 @@ future) is passed in by the runtime. Every rule edge yields an explicit Decision
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from upsell_triggers.engine.events import Event, Feedback, InvalidEvent, PaywallHit, PlanChanged, Usage
 from upsell_triggers.engine.levels import holds, measure
-from upsell_triggers.engine.prompts import build_prompt, in_holdout
+from upsell_triggers.engine.prompts import build_prompt, choose_variant, in_holdout
 from upsell_triggers.engine.ruleindex import LevelGroup, RuleSet
-from upsell_triggers.engine.rulemodel import GAUGE, PAYWALL_METRIC, PERIOD, Cond, MetricSpec, Plan, Rule
+from upsell_triggers.engine.rulemodel import (
+    GAUGE,
+    PAYWALL_METRIC,
+    PERIOD,
+    Cond,
+    MetricSpec,
+    Plan,
+    Rule,
+    Variant,
+)
 from upsell_triggers.engine.state import (
     CAP_HISTORY,
     MAX_SERIES,
@@ -54,6 +63,7 @@ class Decision:
     group: str | None = None  # treatment | holdout (conversions)
     action: str | None = None  # shown | clicked | dismissed (feedback)
     prompt: dict[str, Any] | None = None
+    variant: str | None = None  # the copy variant (prompts, their feedback, treatment conversions)
 
     def explain(self) -> dict[str, Any]:
         d = {
@@ -67,6 +77,8 @@ class Decision:
             d["group"] = self.group
         if self.action:
             d["action"] = self.action
+        if self.variant:
+            d["variant"] = self.variant
         if self.prompt:
             d["prompt_id"] = self.prompt["prompt_id"]
         return d
@@ -121,10 +133,29 @@ class _Trigger:
 class Engine:
     """Holds the current RuleSet (swappable at any event boundary) and applies events to states."""
 
-    def __init__(self, rules: RuleSet, max_future_ms: int = HOUR) -> None:
+    def __init__(
+        self, rules: RuleSet, max_future_ms: int = HOUR, pinned_variants: Mapping[str, str] | None = None
+    ) -> None:
+        """`pinned_variants`: rule id -> variant id, for rule tests that check one variant's copy."""
         self.rules = rules
         self.max_future_ms = max_future_ms
+        self.pinned_variants = dict(pinned_variants or {})
         self._periods: dict[int | None, tuple[int, int]] = {}
+
+    def variant(self, account_id: str, rule: Rule) -> Variant:
+        """The account's variant of a rule with variants (prompts.choose_variant, unless pinned)."""
+        pinned = self.pinned_variants.get(rule.id)
+        if pinned is not None:
+            for v in rule.variants:
+                if v.id == pinned:
+                    return v
+        return choose_variant(account_id, rule)
+
+    def _variant_id(self, account_id: str, rule_id: str, rs: RuleSet) -> str | None:
+        """The variant of a prompt or conversion of `rule_id`, recomputed (assignment is a pure function
+        of account and rule): None for rules without variants, at the cost of one lookup."""
+        rule = rs.variant_rules.get(rule_id)
+        return self.variant(account_id, rule).id if rule is not None else None
 
     def swap_rules(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -214,7 +245,7 @@ class Engine:
         if type(ev) is PlanChanged:
             return self._plan_changed(ev, state, rs)
         assert isinstance(ev, Feedback)
-        return self._feedback(ev, state)
+        return self._feedback(ev, state, rs)
 
     def _future(self, ev: Event) -> InvalidEvent:
         return InvalidEvent(
@@ -315,6 +346,9 @@ class Engine:
                         f"upgrade {old.id}->{new.id} within the attribution window of "
                         f"{attr[3]} decision {attr[0]}",
                         group=attr[3],
+                        variant=self._variant_id(ev.account_id, attr[1], rs)
+                        if rs.variant_rules and attr[3] == TREATMENT
+                        else None,
                     )
                 )
             state.attribution = None
@@ -333,7 +367,7 @@ class Engine:
         decisions += self._evaluate(ev, state, rs, rs.all_groups, features)
         return Outcome("applied", decisions)
 
-    def _feedback(self, ev: Feedback, state: AccountState) -> Outcome:
+    def _feedback(self, ev: Feedback, state: AccountState, rs: RuleSet) -> Outcome:
         rule_id, rule_group = "unknown", "unknown"
         for pid, rid, grp in state.recent_prompts or ():
             if pid == ev.prompt_id:
@@ -350,6 +384,7 @@ class Engine:
                     ev.ts,
                     f"prompt {ev.prompt_id} {action}",
                     action=action,
+                    variant=self._variant_id(ev.account_id, rule_id, rs) if rs.variant_rules else None,
                 )
             ],
         )
@@ -503,6 +538,7 @@ class Engine:
                         )
                     )
                 continue
+            variant = self.variant(account, rule) if rule.variants else None
             prompt = build_prompt(
                 rs=rs,
                 rule=rule,
@@ -515,6 +551,7 @@ class Engine:
                 target=target,
                 trigger_event_id=ev.event_id,
                 ts=ts,
+                variant=variant,
             )
             rst = _rule_state(state, t.key)
             rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
@@ -536,6 +573,7 @@ class Engine:
                     f"(threshold {rule.threshold:g})",
                     t.feature,
                     prompt=prompt,
+                    variant=variant.id if variant is not None else None,
                 )
             )
         return out

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from upsell_triggers.engine.rulemodel import Variant
 from upsell_triggers.engine.ruleset import PAYWALL_METRIC, Plan, Rule, RuleSet
 from upsell_triggers.engine.timeutil import DAY, format_duration, to_iso
 
@@ -27,6 +28,28 @@ def in_holdout(account_id: str, salt: str, fraction: float) -> bool:
         return False
     h = hashlib.blake2b(f"{salt}\x1f{account_id}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64 < fraction
+
+
+def choose_variant(account_id: str, rule: Rule) -> Variant:
+    """The account's copy variant for the rule: weighted rendezvous (highest random weight) hashing.
+
+    Each (account, variant) pair gets a uniform u from a hash of the rule's salt, the rule, the account
+    and the variant; the variant with the lowest -ln(u) / weight wins, which happens with probability
+    weight / sum of weights. An account keeps its variant for as long as the variants and weights stay.
+    When they change, accounts move only where they must: raising one variant's weight moves accounts
+    into it and nowhere else, lowering it moves only its own accounts out, adding a variant takes
+    accounts only into the new one, removing one moves only its accounts. No two unchanged variants ever
+    swap accounts (a split into ranges of one hash would shift every range after the changed one)."""
+    best = rule.variants[0]
+    best_score = math.inf
+    prefix = f"{rule.variant_salt}\x1f{rule.id}\x1f{account_id}\x1f"
+    for v in rule.variants:
+        h = hashlib.blake2b((prefix + v.id).encode(), digest_size=8).digest()
+        u = (int.from_bytes(h, "big") + 0.5) / 2**64  # in (0, 1): the log is finite
+        score = -math.log(u) / v.weight
+        if score < best_score:
+            best, best_score = v, score
+    return best
 
 
 def _num(x: float) -> int | float:
@@ -95,19 +118,22 @@ _COPIES: dict[str, _RuleCopy] = {}
 _MAX_COPIES = 4096  # rule ids seen across reloads; a bound, not an expected size
 
 
-def _rule_copy(rule: Rule) -> _RuleCopy:
-    """The rule's compiled copy, built on its first prompt and kept while the rule object is current."""
-    c = _COPIES.get(rule.id)
+def _rule_copy(rule: Rule, variant: Variant | None = None) -> _RuleCopy:
+    """The rule's (or one of its variants') compiled copy, built on its first prompt and kept while the
+    rule object is current."""
+    key = rule.id if variant is None else f"{rule.id}\x1f{variant.id}"
+    c = _COPIES.get(key)
     if c is not None and c.rule is rule:
         return c
-    templates = (rule.title, rule.body, rule.cta_label, rule.cta_url)
+    src: Rule | Variant = rule if variant is None else variant
+    templates = (src.title, src.body, src.cta_label, src.cta_url)
     names = [{n for _, n, _, _ in string.Formatter().parse(t) if n is not None} for t in templates]
     static = (not names[0], not names[1], not names[2], not names[3])
     title, body, label, url = (t.format_map({}) if st else t for t, st in zip(templates, static, strict=True))
     c = _RuleCopy(rule, frozenset().union(*names), title, body, label, url, static)
     if len(_COPIES) >= _MAX_COPIES:
         _COPIES.clear()
-    _COPIES[rule.id] = c
+    _COPIES[key] = c
     return c
 
 
@@ -124,10 +150,12 @@ def build_prompt(
     target: Plan,
     trigger_event_id: str,
     ts: int,
+    variant: Variant | None = None,
 ) -> dict[str, Any]:
+    """The prompt event; with a `variant`, its copy and a `variant` field (absent otherwise)."""
     metric = rule.primary.metric
     ratio = value / limit if limit else None
-    copy = _rule_copy(rule)
+    copy = _rule_copy(rule, variant)
     needs = copy.needs
     values = _Copy()
     if needs:
@@ -162,7 +190,7 @@ def build_prompt(
             values["threshold"] = f"{rule.threshold:g}"
     st_title, st_body, st_label, st_url = copy.static
     created_at, expires_at = _created_expires(ts, rs.policy.expiry_ms)
-    return {
+    prompt: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "prompt_id": prompt_id(account_id, rule.id, feature, trigger_event_id),
         "account_id": account_id,
@@ -188,6 +216,9 @@ def build_prompt(
         "created_at": created_at,
         "expires_at": expires_at,
     }
+    if variant is not None:
+        prompt["variant"] = variant.id
+    return prompt
 
 
-__all__ = ["PAYWALL_METRIC", "build_prompt", "in_holdout", "prompt_id"]
+__all__ = ["PAYWALL_METRIC", "build_prompt", "choose_variant", "in_holdout", "prompt_id"]

@@ -33,6 +33,7 @@ from upsell_triggers.engine.rulemodel import (
     Problem,
     Rule,
     RulesError,
+    Variant,
 )
 from upsell_triggers.engine.suggest import did_you_mean, unknown_field
 from upsell_triggers.engine.timeutil import DAY, format_duration
@@ -512,6 +513,23 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
     ):
         for msg in _fmt_placeholders(text):
             at.err(ctx, at.line("prompt") or line, f"prompt.{fname}: {msg}")
+    variants: list[Variant] = []
+    for vi, v in enumerate(r.variants or ()):
+        vline = at.line("variants", vi) or line
+        if any(x.id == v.id for x in variants):
+            at.err(ctx, vline, f"variants[{vi}]: duplicate variant id '{v.id}'")
+            continue
+        copy = v.prompt or prompt
+        if v.prompt is not None:
+            for fname, text in (
+                ("title", copy.title),
+                ("body", copy.body),
+                ("cta.label", copy.cta.label),
+                ("cta.url", copy.cta.url),
+            ):
+                for msg in _fmt_placeholders(text):
+                    at.err(ctx, vline, f"variants[{vi}].prompt.{fname}: {msg}")
+        variants.append(Variant(v.id, v.weight, copy.title, copy.body, copy.cta.label, copy.cta.url))
     plan_by_id = ctx.plan_by_id
     audience = merged.get("audience")
     if audience is not None:
@@ -569,6 +587,8 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         cta_label=prompt.cta.label,
         cta_url=prompt.cta.url,
         source=f"{at.file}:{line}",
+        variants=tuple(variants),
+        variant_salt=r.variant_salt or "",
     )
 
 

@@ -171,10 +171,32 @@ class _RuleFields(_Strict):
     enabled: bool | None = None
 
 
+class VariantDef(_Strict):
+    """One copy variant of a rule: accounts the rule prompts are split between the variants by weight,
+    each account always to the same one (docs/rules.md, "Copy variants")."""
+
+    id: RuleId
+    weight: float = Field(
+        default=1.0, gt=0, le=1_000_000, description="share of the rule's accounts, relative to the others"
+    )
+    prompt: PromptCopy | None = Field(default=None, description="this variant's copy (default: the rule's)")
+
+
 class RuleDef(_RuleFields):
     id: RuleId
     when: Condition
     description: Text = ""
+    variants: list[VariantDef] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=20,
+        description="copy variants: the prompt carries the variant's id; the holdout stays separate",
+    )
+    variant_salt: Text | None = Field(
+        default=None,
+        description="changing it reassigns every account's variant (default: none; the hash already "
+        "includes the rule id)",
+    )
 
 
 class GroupDef(_Strict):

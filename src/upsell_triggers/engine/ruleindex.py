@@ -82,12 +82,14 @@ class RuleSet:
     groups_by_metric: dict[str, tuple[LevelGroup, ...]] = field(init=False)
     all_groups: tuple[LevelGroup, ...] = field(init=False)
     skip_below: dict[str | None, dict[str, float]] = field(init=False)  # skip_bounds()
+    variant_rules: dict[str, Rule] = field(init=False)  # rules with copy variants, by id
 
     def __post_init__(self) -> None:
         groups = {m: level_groups(r) for m, r in self.by_metric.items()}
         object.__setattr__(self, "groups_by_metric", groups)
         object.__setattr__(self, "all_groups", level_groups(self.rules))
         object.__setattr__(self, "skip_below", skip_bounds(groups, self.plans, self.policy.default_plan))
+        object.__setattr__(self, "variant_rules", {r.id: r for r in self.rules if r.variants})
 
     def next_plan(self, plan: Plan, rule: Rule, feature: str | None) -> Plan | None:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a

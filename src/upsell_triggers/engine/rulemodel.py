@@ -92,6 +92,18 @@ class Cond:
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """A rule's copy variant, with its copy resolved (a variant without its own copy has the rule's)."""
+
+    id: str
+    weight: float
+    title: str
+    body: str
+    cta_label: str
+    cta_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     group: str
@@ -109,6 +121,8 @@ class Rule:
     cta_label: str
     cta_url: str
     source: str
+    variants: tuple[Variant, ...] = ()  # empty: one copy, and prompts carry no variant
+    variant_salt: str = ""
     # Derived from conds, stored because the engine reads them for every event.
     primary: Cond = field(init=False)
     secondary: tuple[Cond, ...] = field(init=False)  # the rest of an `all:`

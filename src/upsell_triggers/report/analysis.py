@@ -3,7 +3,7 @@ holdout, and a verdict in plain words."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from upsell_triggers.engine.engine import HOLDOUT, TREATMENT
 from upsell_triggers.report.outcomes import ACTIONS, Cell
@@ -32,10 +32,20 @@ class Lift:
 
 
 @dataclass(frozen=True, slots=True)
+class VariantDiff:
+    """Upgrade rate of one copy variant minus another's (the first listed): which copy converts better."""
+
+    variant: str
+    base: str
+    diff: Difference
+
+
+@dataclass(frozen=True, slots=True)
 class RuleReport:
     rule: str
     rows: list[Row]
     lifts: list[Lift]
+    variant_diffs: list[VariantDiff] = field(default_factory=list)
 
 
 def pp(x: float) -> str:
@@ -113,5 +123,13 @@ def analyse(cells: list[Cell], min_lift: float = DEFAULT_MIN_LIFT) -> list[RuleR
             diff = difference(treat, hold_rate) if hold_rate else None
             words, need, target = verdict(treat, hold_rate, diff, min_lift)
             lifts.append(Lift(rule, r.cell.variant, diff, words, need, target))
-        out.append(RuleReport(rule, rows, lifts))
+        treated = [r for r in rows if r.cell.group == TREATMENT]
+        vdiffs = []
+        if len(treated) > 1:
+            base = treated[0]
+            for r in treated[1:]:
+                d = difference(r.rates["upgraded"], base.rates["upgraded"])
+                if d is not None:
+                    vdiffs.append(VariantDiff(r.cell.variant, base.cell.variant, d))
+        out.append(RuleReport(rule, rows, lifts, vdiffs))
     return out

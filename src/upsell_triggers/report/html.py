@@ -166,6 +166,13 @@ def report_body(reports: Sequence[RuleReport]) -> list[str]:
             body.append(
                 f"<p class='verdict {_verdict_class(lf.verdict)}'>Verdict{who}: {escape(lf.verdict)}</p>"
             )
+        for vd in rep.variant_diffs:
+            d = vd.diff
+            body.append(
+                f"<p class='verdict {'good' if d.low > 0 else 'bad' if d.high < 0 else 'wait'}'>"
+                f"Upgrades, {escape(vd.variant)} minus {escape(vd.base)}: {pp(d.estimate)} "
+                f"[{pp(d.low)}, {pp(d.high)}]</p>"
+            )
     body.append(
         "<p class='note'>Rates are shares of the group's accounts with 95% Wilson intervals (the whiskers); "
         "lift is the treatment's upgrade rate minus the holdout's, with Newcombe's 95% interval.</p>"

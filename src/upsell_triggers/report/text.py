@@ -48,6 +48,11 @@ def render_text(reports: list[RuleReport], header: str = "") -> str:
                 d = lift.diff
                 lines.append(f"  lift of upgrades{who}: {pp(d.estimate)} [{pp(d.low)}, {pp(d.high)}]")
             lines.append(f"  verdict{who}: {lift.verdict}")
+        for vd in rep.variant_diffs:
+            d = vd.diff
+            clear = " (clear)" if d.excludes_zero else " (interval includes zero)"
+            span = f"[{pp(d.low)}, {pp(d.high)}]"
+            lines.append(f"  upgrades, {vd.variant} minus {vd.base}: {pp(d.estimate)} {span}{clear}")
         lines.append("")
     lines.append(
         "rates are of the group's accounts, with 95% Wilson intervals; lift = treatment - holdout upgrade "
