@@ -1,4 +1,4 @@
-"""Input events (contract §2): pydantic models at the edge, decoded from bytes with orjson.
+"""Input events (docs/events.md): pydantic models at the edge, decoded from bytes with orjson.
 
 The common, well-formed shapes take a shortcut: msgspec decodes them straight into the engine's structs
 (below). Anything it rejects is decoded with orjson and judged by the pydantic models, so the models

@@ -1,4 +1,4 @@
-"""Prompt events (contract §3): stable ids, copy rendered from a fixed placeholder set."""
+"""Prompt events (docs/prompts.md): stable ids, copy rendered from a fixed placeholder set."""
 
 from __future__ import annotations
 
