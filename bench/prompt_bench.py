@@ -75,7 +75,7 @@ def main() -> int:
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "command": "python bench/prompt_bench.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/prompt_bench.py", *sys.argv[1:]]),
     }
     shown = ", ".join(f"{p:.2f}" for p in passes)
     print(f"build_prompt: {min(passes):.2f} us per prompt (best of {a.repeats}; passes {shown})")
