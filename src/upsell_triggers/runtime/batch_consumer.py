@@ -25,6 +25,7 @@ from faust.types import TP
 
 from upsell_triggers.runtime.changelog_restore import unread
 from upsell_triggers.runtime.kafka.compat import ConsumerAdapter
+from upsell_triggers.runtime.kafka.fetch_wait import FETCH_MAX_WAIT_MS
 from upsell_triggers.runtime.offset_ranges import AckedRanges, committable
 from upsell_triggers.runtime.run_to_end import run_to_end
 from upsell_triggers.runtime.sink import BatchSink
@@ -37,6 +38,8 @@ log = logging.getLogger("upsell_triggers.consumer")
 
 class BatchConsumer(ConsumerAdapter):
     """Reads its hot topics and handler from its BatchTransport."""
+
+    fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # see kafka.fetch_wait
 
     _in_flight: asyncio.Lock | None = None
     _hot_acked: AckedRanges | None = None  # not Faust's _acked, which serves the other topics

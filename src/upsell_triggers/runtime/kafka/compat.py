@@ -71,6 +71,10 @@ MEMBERS: tuple[Member, ...] = (
     Member("aiokafka.consumer.fetcher", "PartitionRecords", "_consumer_record", ("self", "tp", "record")),
     Member("aiokafka.consumer.fetcher", "PartitionRecords", "_key_deserializer"),
     Member("aiokafka.consumer.fetcher", "PartitionRecords", "_value_deserializer"),
+    Member("faust.transport.drivers.aiokafka", "Consumer", "_new_consumer_thread", ("self",)),
+    Member("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer", ("self",)),
+    Member("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_fetcher"),
+    Member("aiokafka.consumer.fetcher", "Fetcher", "_fetch_max_wait_ms"),
 )
 ROCKSDB_MEMBERS: tuple[Member, ...] = (
     Member(*_ROCKSDB, "_db_for_partition", ("self", "partition")),
@@ -139,11 +143,30 @@ def check(rocksdb: bool = False, members: Iterable[Member] | None = None) -> Non
             )
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread; once its aiokafka consumer started, the fetch wait is set (fetch_wait)."""
+
+    fetch_max_wait_ms: int | None = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.fetch_max_wait_ms is not None:
+            set_fetch_max_wait(self._ensure_consumer(), self.fetch_max_wait_ms)
+
+
 class ConsumerAdapter(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with its private bookkeeping under names of this service's own.
 
-    Subclasses override the public hooks (drain, new_offset, tps_with_pending_acks); the private methods
-    Faust calls route to them here."""
+    Subclasses override the public hooks (drain, new_offset, tps_with_pending_acks) and may set
+    fetch_max_wait_ms (how long the broker may hold a fetch that finds nothing; None: Faust's 1.5 s);
+    the private methods Faust calls route to them here."""
+
+    fetch_max_wait_ms: int | None = None
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        thread = _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        thread.fetch_max_wait_ms = self.fetch_max_wait_ms
+        return thread
 
     # Faust's hooks -> this service's.
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -313,6 +336,11 @@ def serve_raw_records(raw_topics: set[str]) -> None:
 
     PartitionRecords._consumer_record = _consumer_record
     PartitionRecords._upsell_raw = True
+
+
+def set_fetch_max_wait(consumer: Any, max_wait_ms: int) -> None:
+    """How long the broker may hold a fetch of a started aiokafka consumer that finds nothing."""
+    consumer._fetcher._fetch_max_wait_ms = max_wait_ms
 
 
 __all__ = [
