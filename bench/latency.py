@@ -1,38 +1,64 @@
-"""Benchmark 2: event -> prompt latency at fixed input rates, on Kafka.
+"""Benchmark 2: event -> prompt latency at fixed input rates, every run reported, with the worker's capacity.
 
-    python bench/latency.py [--rates 1000 10000] [--seconds 15] [--runs 3]
+    python bench/latency.py [--rates 1000 10000] [--runs 3] [--seconds 15] [--warmup 1]
+                            [--mode kafka|embedded] [--capacity-events 300000] [--busy-core]
+                            [--timings DIR] [--env NAME=VALUE ...] [--name latency]
 
 A producer sends events at a fixed rate (wall-clock paced, 1 ms ticks). One in ten starts a new account
 that crosses 80% of its seats (plan_changed free, then seats=4: a seats-80 prompt); the rest are API-call
 deltas on other accounts (load). A consumer on `upgrade-prompts` matches each prompt's
-trigger_event_id to the time its event was handed to the producer. Reports p50/p99/max per rate (median
-over runs) in steady state: events of the first --warmup second (1 by default) are sent but not measured,
-because prompts of the first ~0.3 s after the load starts on fresh topics took 60-140 ms (measured: the
-worker's first fetch came ~0.1 s after the first events were produced, and its first batch of ~1,200
-records took 20-30 ms). Target: p99 <= 50 ms at 10k events/s. Writes bench/results/latency.json.
+trigger_event_id to the wall-clock time its event was handed to the producer. Events of the first
+--warmup second are sent but not measured (steady state).
+
+Every run is printed and kept: p50/p99/max, where the time went (event handed to the producer ->
+prompt created by the worker's producer, its record timestamp; -> prompt received by the measuring
+consumer), and how far the pacing producer fell behind its schedule. The summary per rate gives the
+median of runs, the worst run, how many runs' p99 exceed the target and how many stalled (p50 above
+--stall-ms: the worker stayed behind). --capacity-events times the worker working off a backlog of that
+many events of the same mix, before and after the runs, so the rate is stated as a share of capacity
+measured in the same sitting. --busy-core keeps one core busy with a spinning process (CPU contention,
+as the reliability runs do). --timings DIR keeps each worker's per-batch timings
+(UPSELL_BATCH_TIMINGS_FILE) and log there and prints their summary per run. --mode embedded measures
+`upsell-triggers run --embedded` end to end the same way (events on its stdin, prompts on its stdout).
+
+Targets: p99 <= 50 ms at 10k events/s in at least 19 of 20 runs and no run with p50 above 100 ms; p99
+<= 25 ms at 1k events/s. Writes bench/results/<name>.json (latency.json by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafkabench import (
+    ROOT,
     bootstrap,
     create_topics,
     delete_created_topics_at_exit,
     median,
+    produce_fast,
     run_id,
     start_service,
+    wait_consumed,
     write_result,
 )
 
 from devkit.kafka_io import event
+from devkit.worker import free_port
+
+TARGET_P99_MS = {1000: 25.0, 10000: 50.0}
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -42,9 +68,76 @@ def percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def measure(bs: str, topics: dict[str, str], rate: int, seconds: float, warmup: float) -> list[float]:
-    sent: dict[str, float] = {}
-    got: list[float] = []
+def mix(n: int, base: int) -> Iterator[tuple[str | None, bytes, bytes]]:
+    """Event n of the benchmark's mix: (id of an event whose prompt is measured or None, key, value)."""
+    if n % 10 == 0:
+        acct = f"lat-{n}"
+        key, value = event(acct, f"p{n}", base, type="plan_changed", plan="free")
+        yield None, key, value
+        key, value = event(acct, f"s{n}", base + 1, type="usage", metric="seats", value=4)
+        yield f"s{n}", key, value
+    else:
+        key, value = event(f"load-{n % 5000}", f"a{n}", base, type="usage", metric="api_calls", delta=1)
+        yield None, key, value
+
+
+class Run:
+    """One run's clocks: send times of the measured events, receive times of their prompts."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, float] = {}  # event id -> wall clock when handed to the producer
+        self.latency: list[float] = []  # s, event handed over -> prompt received
+        self.worker: list[float] = []  # s, event handed over -> prompt record's timestamp (worker side)
+        self.behind_max = 0.0  # s, most the pacing producer was behind its schedule
+        self.t0 = 0.0  # wall clock of the first event sent
+
+    def received(self, value: bytes, created_ms: int, now: float) -> None:
+        try:
+            t = self.sent.get(orjson.loads(value)["trigger_event_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return  # not a prompt (a log line of the embedded runtime)
+        if t is not None:
+            self.latency.append(now - t)
+            self.worker.append(created_ms / 1000 - t)
+
+    async def pace(self, send: Any, rate: int, seconds: float, warmup: float) -> None:
+        """Calls `await send(key, value)` for the mix at `rate` per second for warmup + seconds."""
+        start = time.perf_counter()
+        self.t0 = time.time()
+        n = 0
+        base = int(time.time() * 1000) - 60_000
+        while (elapsed := time.perf_counter() - start) < warmup + seconds:
+            due = int(elapsed * rate)
+            self.behind_max = max(self.behind_max, (due - n) / rate)
+            while n < due:
+                n += 1
+                for measured, key, value in mix(n, base):
+                    await send(key, value)
+                    if measured is not None and elapsed >= warmup:
+                        self.sent[measured] = time.time()
+            await asyncio.sleep(0.001)
+
+    def summary(self) -> dict[str, float]:
+        lat, wk = self.latency, self.worker
+        consumer = sorted(a - b for a, b in zip(lat, wk, strict=True))
+        return {
+            "p50_ms": 1000 * percentile(lat, 0.50),
+            "p99_ms": 1000 * percentile(lat, 0.99),
+            "max_ms": 1000 * max(lat, default=float("nan")),
+            "prompts": len(lat),
+            "worker_p50_ms": 1000 * percentile(wk, 0.50),
+            "worker_p99_ms": 1000 * percentile(wk, 0.99),
+            "consumer_p99_ms": 1000 * percentile(consumer, 0.99),
+            "producer_behind_max_ms": 1000 * self.behind_max,
+        }
+
+    def check(self) -> None:
+        if len(self.latency) < 0.99 * len(self.sent):
+            raise RuntimeError(f"only {len(self.latency)} of {len(self.sent)} prompts arrived")
+
+
+async def measure_kafka(bs: str, topics: dict[str, str], rate: int, seconds: float, warmup: float) -> Run:
+    run = Run()
     cons = AIOKafkaConsumer(
         topics["prompts"], bootstrap_servers=bs, auto_offset_reset="latest", group_id=None
     )
@@ -55,49 +148,217 @@ async def measure(bs: str, topics: dict[str, str], rate: int, seconds: float, wa
     stop = asyncio.Event()
 
     async def receive() -> None:
-        while not stop.is_set() or len(got) < len(sent):
+        while not stop.is_set() or len(run.latency) < len(run.sent):
             batch = await cons.getmany(timeout_ms=200)
-            now = time.perf_counter()
+            now = time.time()
             for msgs in batch.values():
                 for m in msgs:
-                    t = sent.get(orjson.loads(m.value)["trigger_event_id"])
-                    if t is not None:
-                        got.append(now - t)
+                    run.received(m.value, m.timestamp, now)
             if stop.is_set() and not batch:
                 break
 
+    async def send(key: bytes, value: bytes) -> None:
+        await prod.send(topics["events"], value, key=key)
+
     rx = asyncio.create_task(receive())
-    t0 = time.perf_counter()
-    n = 0
-    base = int(time.time() * 1000) - 60_000
-    while (elapsed := time.perf_counter() - t0) < warmup + seconds:
-        due = int(elapsed * rate)
-        while n < due:
-            n += 1
-            if n % 10 == 0:
-                acct = f"lat-{n}"
-                for key, value in (
-                    event(acct, f"p{n}", base, type="plan_changed", plan="free"),
-                    event(acct, f"s{n}", base + 1, type="usage", metric="seats", value=4),
-                ):
-                    await prod.send(topics["events"], value, key=key)
-                if elapsed >= warmup:
-                    sent[f"s{n}"] = time.perf_counter()
-            else:
-                key, value = event(
-                    f"load-{n % 5000}", f"a{n}", base, type="usage", metric="api_calls", delta=1
-                )
-                await prod.send(topics["events"], value, key=key)
-        await asyncio.sleep(0.001)
+    await run.pace(send, rate, seconds, warmup)
     await prod.flush()
     await asyncio.sleep(2)
     stop.set()
     await rx
     await prod.stop()
     await cons.stop()
-    if len(got) < 0.99 * len(sent):
-        raise RuntimeError(f"only {len(got)} of {len(sent)} prompts arrived")
-    return got
+    run.check()
+    return run
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+async def measure_embedded(tmp: Path, rate: int, seconds: float, warmup: float, log: Path) -> Run:
+    """`upsell-triggers run --embedded --input -`: events on stdin, prompts as JSON lines on stdout (the
+    prompt's own created_at is its creation time there: no record timestamp, so worker = end to end)."""
+    run = Run()
+    env = {**os.environ, "UPSELL_HTTP_PORT": str(free_port()), "UPSELL_RULES_DIR": str(ROOT / "rules")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "upsell_triggers",
+        "run",
+        "--embedded",
+        "--input",
+        "-",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
+        env=env,
+        limit=1 << 20,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    deadline = time.monotonic() + 120
+    while "embedded runtime up" not in _text(log):
+        if proc.returncode is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"embedded runtime did not start:\n{_text(log)[-3000:]}")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+
+    async def receive() -> None:
+        while line := await stdout.readline():
+            now = time.time()
+            run.received(line, int(now * 1000), now)
+
+    async def send(key: bytes, value: bytes) -> None:
+        stdin.write(value + b"\n")
+
+    rx = asyncio.create_task(receive())
+    run.t0 = time.time()
+    await run.pace(send, rate, seconds, warmup)
+    await stdin.drain()
+    await asyncio.sleep(2)
+    stdin.close()  # the end of its input; then it serves metrics until stopped
+    await asyncio.sleep(0.5)
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+    rx.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await rx
+    run.check()
+    return run
+
+
+def capacity(bs: str, tmp: Path, n: int, env: dict[str, str]) -> float:
+    """Events/s of one worker working off a backlog of n events of the benchmark's mix."""
+    rid = f"{run_id()}-cap"
+    topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
+    asyncio.run(create_topics(bs, topics.values(), 4))
+    base = int(time.time() * 1000) - 60_000
+    records = ((k, v) for i in range(1, n + 1) for _, k, v in mix(i, base))
+    total = asyncio.run(produce_fast(bs, topics["events"], records, 4))
+    w = start_service(bs, tmp, topics, f"lat-{rid}", env)
+    try:
+        first, done, at_first = wait_consumed([w], total, timeout=600)
+    finally:
+        w.stop()
+    return (total - at_first) / (done - first)
+
+
+def _schedstat(pid: int) -> tuple[float, float]:
+    """(s on a CPU, s waiting in the run queue) of all threads of a process so far."""
+    run = wait = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            a, b, _ = (task / "schedstat").read_text().split()
+            run, wait = run + int(a), wait + int(b)
+    return run / 1e9, wait / 1e9
+
+
+def _psi_some() -> float:
+    """s during which some task waited for a CPU (Linux pressure stall information), 0 if unavailable."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return int(line.rsplit("total=", 1)[1]) / 1e6
+    return 0.0
+
+
+def broker_pid() -> int | None:
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"kafka.Kafka" in (d / "cmdline").read_bytes():
+                    return int(d.name)
+    return None
+
+
+class CpuWatch:
+    """CPU time and run-queue wait of the processes of a run, and the machine's CPU pressure, between
+    start() and stop(): a run that waited for a CPU much of its time measured the machine."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {k: v for k, v in pids.items() if v is not None}
+        self.t = 0.0
+        self.at: dict[str, tuple[float, float]] = {}
+        self.psi = 0.0
+
+    def start(self) -> None:
+        self.t, self.psi = time.monotonic(), _psi_some()
+        self.at = {k: _schedstat(p) for k, p in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.t
+        out = {"cpu_pressure_share": round((_psi_some() - self.psi) / wall, 3)}
+        for k, p in self.pids.items():
+            with contextlib.suppress(OSError):
+                run, wait = _schedstat(p)
+                out[f"{k}_cpu_share"] = round((run - self.at[k][0]) / wall, 3)
+                out[f"{k}_runqueue_wait_share"] = round((wait - self.at[k][1]) / wall, 3)
+        return out
+
+
+def timings_summary(path: Path, t0: float, events_topic: str) -> dict[str, Any]:
+    """What the worker's per-batch timings say about one run (t in s after the first event sent)."""
+    if not path.exists():
+        return {}
+    batches, gcs, commits, assigned, idle = [], [], [], [], []
+    for line in path.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            r = orjson.loads(line)
+            kind = r.get("event")
+            if kind is None:
+                batches.append(r)
+            elif kind == "gc":
+                gcs.append(r)
+            elif kind == "commit":
+                commits.append(r)
+            elif kind == "assigned":
+                assigned.append(round(r["t"] - t0, 3))
+            elif kind == "fetch" and r["t"] >= t0 and events_topic not in r["parts"] and not r["data"]:
+                idle.append(r["ms"])  # a fetch of idle partitions only, in flight while events waited
+    during = [b for b in batches if b["t"] >= t0]
+    out: dict[str, Any] = {
+        "assigned_at_s": assigned,
+        "batches": len(during),
+        "idle_fetches": len(idle),
+        "idle_fetch_sum_ms": round(sum(idle), 1),
+        "idle_fetch_max_ms": round(max(idle, default=0.0), 1),
+    }
+    if during:
+        out["records_per_batch_max"] = max(b.get("records", 0) for b in during)
+        out["first_batch_at_s"] = round(during[0]["t"] - t0, 3)
+        out["first_batch_oldest_age_ms"] = during[0].get("oldest_age_ms")
+        out["oldest_age_p99_ms"] = percentile([b.get("oldest_age_ms", 0) for b in during], 0.99)
+        for phase in ("fetch", "lock", "apply", "deliver", "write", "commit"):
+            xs = [b.get(phase + "_ms", 0.0) for b in during]
+            out[f"{phase}_sum_ms"] = round(sum(xs), 1)
+            out[f"{phase}_max_ms"] = round(max(xs), 1)
+    gc_during = [g for g in gcs if g["t"] >= t0]
+    out["gc_pauses"] = len(gc_during)
+    out["gc_max_ms"] = round(max((g["ms"] for g in gc_during), default=0.0), 1)
+    out["commit_max_ms"] = round(
+        max((c["lock_ms"] + c["write_ms"] + c["commit_ms"] for c in commits if c["t"] >= t0), default=0.0), 1
+    )
+    return out
+
+
+@contextlib.contextmanager
+def busy_core(on: bool) -> Iterator[None]:
+    """A process spinning on CPU 0 for the block (contention, as in the reliability runs)."""
+    if not on:
+        yield
+        return
+    spin = "import os; os.sched_setaffinity(0, {0})\nwhile True: pass"
+    p = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        yield
+    finally:
+        p.kill()
+        p.wait()
 
 
 def main() -> int:
@@ -106,49 +367,130 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds at the rate before measuring")
+    ap.add_argument("--mode", choices=["kafka", "embedded"], default="kafka")
+    ap.add_argument("--capacity-events", type=int, default=300_000, help="0: do not measure capacity")
+    ap.add_argument("--busy-core", action="store_true", help="keep one core busy during the runs")
+    ap.add_argument("--stall-ms", type=float, default=100.0, help="a run whose p50 exceeds this stalled")
+    ap.add_argument("--timings", type=Path, help="keep per-batch timings and worker logs in this directory")
+    ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for the worker (A/B of settings)")
+    ap.add_argument("--name", default="latency", help="results file bench/results/<name>.json")
     a = ap.parse_args()
-    bs = bootstrap()
-    delete_created_topics_at_exit(bs)
-    results: dict[str, dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory() as d:
+    env = dict(kv.split("=", 1) for kv in a.env)
+    embedded = a.mode == "embedded"
+    bs = "" if embedded else bootstrap()
+    if not embedded:
+        delete_created_topics_at_exit(bs)
+    if a.timings:
+        a.timings.mkdir(parents=True, exist_ok=True)
+    broker = None if embedded else broker_pid()
+    runs: dict[str, list[dict[str, Any]]] = {str(r): [] for r in a.rates}
+    caps: list[float] = []
+    with tempfile.TemporaryDirectory() as d, busy_core(a.busy_core):
+        tmp = Path(d)
+        if a.capacity_events and not embedded:
+            caps.append(capacity(bs, tmp, a.capacity_events, env))
+            print(f"capacity: {caps[-1]:,.0f} events/s working off {a.capacity_events:,} events", flush=True)
         for i in range(a.runs):
             for rate in a.rates:
                 rid = f"{run_id()}-{rate}"
-                topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
-                asyncio.run(create_topics(bs, topics.values(), 4))
-                w = start_service(bs, Path(d), topics, f"lat-{rid}")
-                try:
-                    w.wait_ready(120)
-                    time.sleep(2)
-                    lat = asyncio.run(measure(bs, topics, rate, a.seconds, a.warmup))
-                finally:
-                    w.stop()
-                r = results.setdefault(str(rate), {"p50_ms": [], "p99_ms": [], "max_ms": [], "prompts": []})
-                r["p50_ms"].append(1000 * percentile(lat, 0.50))
-                r["p99_ms"].append(1000 * percentile(lat, 0.99))
-                r["max_ms"].append(1000 * max(lat))
-                r["prompts"].append(len(lat))
-                p50, p99, mx = r["p50_ms"][-1], r["p99_ms"][-1], r["max_ms"][-1]
+                if embedded:
+                    elog = tmp / f"emb-{rid}.log"
+                    run = asyncio.run(measure_embedded(tmp, rate, a.seconds, a.warmup, elog))
+                    r: dict[str, Any] = run.summary()
+                else:
+                    topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
+                    asyncio.run(create_topics(bs, topics.values(), 4))
+                    wenv = dict(env)
+                    tfile = (a.timings or tmp) / f"timings-{rid}.jsonl"
+                    if a.timings:
+                        wenv["UPSELL_BATCH_TIMINGS_FILE"] = str(tfile)
+                    w = start_service(bs, tmp, topics, f"lat-{rid}", wenv)
+                    try:
+                        w.wait_ready(120)
+                        time.sleep(2)
+                        assert w.proc is not None
+                        watch = CpuWatch({"worker": w.proc.pid, "bench": os.getpid(), "broker": broker})
+                        watch.start()
+                        run = asyncio.run(measure_kafka(bs, topics, rate, a.seconds, a.warmup))
+                        cpu = watch.stop()
+                    finally:
+                        w.stop()
+                    r = run.summary()
+                    r["cpu"] = cpu
+                    if a.timings:
+                        shutil.copy(w.log, a.timings / f"worker-{rid}.log")
+                        r["timings"] = timings_summary(tfile, run.t0, topics["events"])
+                        r["timings_file"] = str(tfile)
+                r["run"] = i + 1
+                r["started"] = round(run.t0, 3)
+                runs[str(rate)].append(r)
                 print(
-                    f"run {i + 1}: {rate:>6,} events/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {mx:.1f} ms "
-                    f"({len(lat)} prompts)",
+                    f"run {i + 1}: {rate:>6,} events/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                    f"max {r['max_ms']:.1f} ms ({r['prompts']} prompts; worker p99 "
+                    f"{r['worker_p99_ms']:.1f} ms, producer behind <= {r['producer_behind_max_ms']:.0f} ms)",
                     flush=True,
                 )
-    med = {rate: {k: median(v) for k, v in r.items()} for rate, r in results.items()}
-    for rate, m in med.items():
-        p50, p99, mx = m["p50_ms"], m["p99_ms"], m["max_ms"]
-        print(f"median at {int(rate):,}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {mx:.1f} ms")
+                if "cpu" in r:
+                    print("       cpu:", orjson.dumps(r["cpu"]).decode(), flush=True)
+                if "timings" in r:
+                    print("       timings:", orjson.dumps(r["timings"]).decode(), flush=True)
+        if a.capacity_events and not embedded:
+            caps.append(capacity(bs, tmp, a.capacity_events, env))
+            print(f"capacity: {caps[-1]:,.0f} events/s working off {a.capacity_events:,} events", flush=True)
+    summary: dict[str, dict[str, Any]] = {}
+    for rate_s, rs in runs.items():
+        rate = int(rate_s)
+        target = TARGET_P99_MS.get(rate)
+        worst = max(rs, key=lambda r: r["p99_ms"])
+        s: dict[str, Any] = {
+            "runs": len(rs),
+            "median_p50_ms": median([r["p50_ms"] for r in rs]),
+            "median_p99_ms": median([r["p99_ms"] for r in rs]),
+            "worst_p50_ms": max(r["p50_ms"] for r in rs),
+            "worst_p99_ms": worst["p99_ms"],
+            "worst_max_ms": max(r["max_ms"] for r in rs),
+            "stalled": sum(r["p50_ms"] > a.stall_ms for r in rs),
+            "target_p99_ms": target,
+        }
+        if target is not None:
+            s["over_target"] = sum(r["p99_ms"] > target for r in rs)
+            s["over_target_share"] = s["over_target"] / len(rs)
+        if caps:
+            s["share_of_capacity"] = rate / median(caps)
+        summary[rate_s] = s
+        print(
+            f"{rate:,}/s over {len(rs)} runs: median p50 {s['median_p50_ms']:.1f} ms, p99 "
+            f"{s['median_p99_ms']:.1f} ms; worst run p50 {s['worst_p50_ms']:.1f} ms, p99 "
+            f"{s['worst_p99_ms']:.1f} ms; {s['stalled']} stalled (p50 > {a.stall_ms:.0f} ms)"
+            + (f"; p99 over {target:.0f} ms in {s['over_target']} of {len(rs)}" if target is not None else "")
+            + (f"; {s['share_of_capacity']:.0%} of capacity" if caps else "")
+        )
+    if caps:
+        listed = ", ".join(f"{c:,.0f}" for c in caps)
+        print(f"capacity (events/s, backlog of {a.capacity_events:,}): {listed}")
     print(
         "wrote",
         write_result(
-            "latency",
+            a.name,
             {
                 "benchmark": "event -> prompt latency",
+                "mode": a.mode,
                 "seconds": a.seconds,
                 "warmup_seconds": a.warmup,
-                "median": med,
-                "runs": results,
-                "target": {"rate": 10000, "p99_ms": 50},
+                "busy_core": a.busy_core,
+                "worker_env": env,
+                "stall_p50_ms": a.stall_ms,
+                "capacity_events_per_s": caps,
+                "summary": summary,
+                "median": {
+                    rate: {k: median([r[k] for r in rs]) for k in ("p50_ms", "p99_ms", "max_ms", "prompts")}
+                    for rate, rs in runs.items()
+                },
+                "runs": runs,
+                "targets": {
+                    "10000": {"p99_ms": 50, "runs_within": "19 of 20", "p50_ms_every_run": 100},
+                    "1000": {"p99_ms": 25},
+                },
             },
         ),
     )
