@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         description="consumer-group session timeout: how long a crashed worker's partitions wait before "
         "another worker takes them (Faust's default is 60 s)",
     )
+    batch_timings_file: str | None = Field(
+        default=None,
+        description="append one JSON line per batch (fetch wait, apply, delivery, state write, commit) "
+        "and per group assignment, commit, fetch request and collector pause to this file; for "
+        "diagnosing latency",
+    )
 
     # Kafka security (aiokafka semantics)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from faust.types import TP
 
+from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.changelog_restore import unread
 from upsell_triggers.runtime.kafka.compat import ConsumerAdapter
 from upsell_triggers.runtime.kafka.fetch_wait import FETCH_MAX_WAIT_MS
@@ -71,6 +73,16 @@ class BatchConsumer(ConsumerAdapter):
             pass
         await super().wait_empty()
 
+    @property
+    def timings(self) -> BatchTimings | None:
+        return cast("BatchTransport", self.transport).timings
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        timings = self.timings
+        if timings is not None:
+            timings.event("assigned", generation=generation_id, partitions=len(assigned))
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit what was acked before Faust forgets it. Faust's revoke drops the acked offsets of every
         revoked partition (with the eager protocol: all of them, also those this worker keeps) before
@@ -110,9 +122,16 @@ class BatchConsumer(ConsumerAdapter):
     async def commit(self, *args: Any, **kwargs: Any) -> bool:
         """Faust's commit (on its timer, at stop, on rebalance) commits acked offsets only: write the
         pending states first so that their batches' offsets are acked and committed with them."""
+        timings = self.timings
+        t0 = time.perf_counter()
         async with self.in_flight:
+            t1 = time.perf_counter()
             await self._write_state()
+        t2 = time.perf_counter()
         result: bool = await super().commit(*args, **kwargs)
+        if timings is not None:
+            ms = {"lock_ms": t1 - t0, "write_ms": t2 - t1, "commit_ms": time.perf_counter() - t2}
+            timings.event("commit", **{k: round(1000 * v, 3) for k, v in ms.items()})
         return result
 
     async def _write_state(self) -> None:
@@ -155,12 +174,26 @@ class BatchConsumer(ConsumerAdapter):
             raise
 
     async def _drain_once(self) -> None:
+        timings = self.timings
+        if timings is None:
+            await self._drain_fetch()
+            return
+        timings.start()
+        try:
+            await self._drain_fetch()
+        finally:
+            timings.end()
+
+    async def _drain_fetch(self) -> None:
+        transport = cast("BatchTransport", self.transport)
+        timings = transport.timings
         records, active = await self.next_records(1.0)
+        if timings is not None:
+            timings.lap("fetch")
         # Stamped after the fetch, as Faust's getmany does (stamping before left recovery stuck).
         generation = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
-        transport = cast("BatchTransport", self.transport)
         if not self.flow_active:
             await self._rewind({tp: r for tp, r in records.items() if tp.topic in transport.hot_topics})
             return
@@ -183,6 +216,8 @@ class BatchConsumer(ConsumerAdapter):
             await self._rewind(paused)
         if hot:
             async with self.in_flight:
+                if timings is not None:
+                    timings.lap("lock")
                 if not self.flow_active or self.app.consumer_generation_id != generation:
                     # A rebalance began while this batch waited for the lock (the commit before a
                     # revoke holds it): apply nothing after the revoke started, and read it again.
@@ -215,6 +250,10 @@ class BatchConsumer(ConsumerAdapter):
     ) -> None:
         for tp in hot:
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+        timings = transport.timings
+        if timings is not None:
+            oldest = min(recs[0].timestamp for recs in hot.values())
+            timings.note(records=sum(map(len, hot.values())), oldest_age_ms=int(time.time() * 1000) - oldest)
         try:
             await transport.sink.deliver(hot)
         except Exception as exc:
@@ -226,11 +265,15 @@ class BatchConsumer(ConsumerAdapter):
             return
         on_lag = transport.on_lag
         behind = False
+        total_lag = 0
         for tp, recs in hot.items():
             lag = max(0, self.highwater(tp) - recs[-1].offset - 1)
             behind = behind or lag > 0
+            total_lag += lag
             if on_lag is not None:
                 on_lag(tp, lag)
+        if timings is not None:
+            timings.note(lag=total_lag)
         if self.app.consumer_generation_id != generation:
             # Revoked while outputs were queued: do not ack; the new owner reprocesses from the committed
             # offset and offset-dedup in the account state makes that a no-op for what we applied.
@@ -256,6 +299,8 @@ class BatchConsumer(ConsumerAdapter):
                 await self._write_state()
             except Exception:  # logged, and the worker is crashing
                 return
+            if timings is not None:
+                timings.lap("write")
         commit_every = self.commit_every
         if not behind and commit_every is not None and self.n_acked >= commit_every:
             # Faust's commit every N acked records, kept when caught up. While behind the commit timer
@@ -263,3 +308,5 @@ class BatchConsumer(ConsumerAdapter):
             # state just written) and stalled the batch loop after each write at the bound.
             self.n_acked = 0
             await super().commit()
+            if timings is not None:
+                timings.lap("commit")

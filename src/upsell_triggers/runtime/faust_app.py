@@ -32,6 +32,7 @@ from upsell_triggers.engine.state import STATE_WRITERS
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor
 from upsell_triggers.runtime.batch_apply import BatchApplier
+from upsell_triggers.runtime.batch_timings import open_timings
 from upsell_triggers.runtime.http import make_app, serve_in_thread
 from upsell_triggers.runtime.kafka import compat
 from upsell_triggers.runtime.kafka.auth import faust_credentials
@@ -180,17 +181,19 @@ def create_app(s: Settings) -> Worker:
     metrics.accounts.set_function(lambda: len(states.cache))
     proc = Processor(rules, metrics, get_state=states.get)
     proc.engine.max_future_ms = s.max_future_skew_s * 1000
+    timings = open_timings(s.batch_timings_file)
     sink = BatchSink(
         BatchApplier(proc, states, topic_index, metrics),
         lambda: started_producer(app),
         SinkTopics(s.topic_prompts, s.topic_dlq, lambda: table.changelog_topic.get_topic_name()),
         states,
         metrics,
+        timings,
     )
     release = malloc_trim()
     policy = ReleasePolicy(s.memory_release_interval_s)  # asked only if release is not None
     watch = PartitionWatch(metrics, policy, states)
-    install(app, HotPath(frozenset(topic_index), sink, watch.on_lag, watch.on_restored))
+    install(app, HotPath(frozenset(topic_index), sink, watch.on_lag, watch.on_restored, timings))
     app.on_partitions_revoked.connect(watch.on_revoked)
 
     ready = Readiness(app, metrics)

@@ -26,6 +26,7 @@ from faust.types import TP
 
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.runtime.batch_apply import Outputs
+from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.kafka.changelog_writer import send_changelog
 
 Ack = Callable[[int, TP, int, int], None]  # (consumer generation, partition, first offset, last offset)
@@ -58,8 +59,10 @@ class BatchSink:
         topics: SinkTopics,
         states: StateBuffer,
         metrics: Metrics,
+        timings: BatchTimings | None = None,
     ) -> None:
         self.apply = apply
+        self.timings = timings  # per-batch phase timings (batch_timings), None when off
         self.producer = producer  # aiokafka's producer (send, create_batch, send_batch), once started
         self.topics = topics
         self.states = states
@@ -72,6 +75,9 @@ class BatchSink:
         metrics.batch_records.observe(sum(map(len, batch.values())))
         out = self.apply(batch)
         self.states.trim()
+        timings = self.timings
+        if timings is not None:
+            timings.lap("apply")
         producer, topics = self.producer(), self.topics
         sent = [await producer.send(topics.prompts, value, key=key) for key, value in out.prompts]
         sent += [
@@ -80,6 +86,9 @@ class BatchSink:
         ]
         if sent:
             await asyncio.gather(*sent)
+        if timings is not None:
+            timings.lap("deliver")
+            timings.note(prompts=len(out.prompts))
         if out.prompts:
             metrics.latency.observe(time.perf_counter() - t0)
         if out.newest_ts:

@@ -13,6 +13,7 @@ integration and reliability suites exercise these members against a real broker.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -75,6 +76,12 @@ MEMBERS: tuple[Member, ...] = (
     Member("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer", ("self",)),
     Member("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_fetcher"),
     Member("aiokafka.consumer.fetcher", "Fetcher", "_fetch_max_wait_ms"),
+    Member(
+        "aiokafka.consumer.fetcher",
+        "Fetcher",
+        "_proc_fetch_request",
+        ("self", "assignment", "node_id", "request"),
+    ),
 )
 ROCKSDB_MEMBERS: tuple[Member, ...] = (
     Member(*_ROCKSDB, "_db_for_partition", ("self", "partition")),
@@ -341,6 +348,25 @@ def serve_raw_records(raw_topics: set[str]) -> None:
 def set_fetch_max_wait(consumer: Any, max_wait_ms: int) -> None:
     """How long the broker may hold a fetch of a started aiokafka consumer that finds nothing."""
     consumer._fetcher._fetch_max_wait_ms = max_wait_ms
+
+
+def time_fetches(on_fetch: Callable[[float, dict[str, int], bool], None]) -> None:
+    """Calls on_fetch(seconds, partitions per topic, whether records came) after each fetch request of
+    aiokafka's fetchers in this process (in Faust's consumer thread). For per-batch timings only."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if getattr(Fetcher, "_upsell_timed", False):
+        return
+    proc = Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        t0 = time.perf_counter()
+        result = await proc(self, assignment, node_id, request)
+        on_fetch(time.perf_counter() - t0, {topic: len(ps) for topic, ps in request.topics}, bool(result))
+        return result
+
+    Fetcher._proc_fetch_request = _proc_fetch_request
+    Fetcher._upsell_timed = True
 
 
 __all__ = [

@@ -1,0 +1,105 @@
+"""Per-batch phase timings of the Kafka worker, as JSON lines in a file (UPSELL_BATCH_TIMINGS_FILE).
+
+A latency tail or a worker that stays behind is explained by where each batch's time goes: waiting for
+the fetch, applying the records, delivering the prompts (broker-acknowledged), writing the states,
+committing; and by what happened between batches (group assignment, collector pauses). Histograms of
+those phases would average the one slow second away, so this writes one line per batch with wall-clock
+stamps that line up with a producer's and a consumer's own clocks (bench/latency.py reads them).
+
+Off by default: the hot path then pays one `is None` test per phase. On, a line costs a few µs
+(orjson, a buffered write), flushed once a second.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import time
+from typing import IO, Any
+
+import orjson
+
+
+class BatchTimer:
+    """Laps of one batch: `lap(phase)` adds the time since the previous lap to that phase."""
+
+    __slots__ = ("_last", "fields", "phases")
+
+    def __init__(self, wall: float, now: float) -> None:
+        self.fields: dict[str, Any] = {"t": round(wall, 6)}
+        self.phases: dict[str, float] = {}
+        self._last = now
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
+class BatchTimings:
+    """Writes batches, group events and collector pauses to one file, in the order they happen."""
+
+    def __init__(self, path: str) -> None:
+        self._out: IO[bytes] = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 (closed by close())
+        self._flushed = time.monotonic()
+        self._gc_start = 0.0
+        self._current: BatchTimer | None = None
+        atexit.register(self.close)
+        gc.callbacks.append(self._on_gc)
+
+    def start(self) -> None:
+        """A batch begins (its fetch wait is the first lap)."""
+        self._current = BatchTimer(time.time(), time.perf_counter())
+
+    def lap(self, phase: str) -> None:
+        if self._current is not None:
+            self._current.lap(phase)
+
+    def note(self, **fields: Any) -> None:
+        if self._current is not None:
+            self._current.fields.update(fields)
+
+    def end(self) -> None:
+        """Writes the batch begun last, if it handled records: its laps in ms and its noted fields."""
+        timer, self._current = self._current, None
+        if timer is None or "records" not in timer.fields:
+            return
+        line = timer.fields
+        for phase, s in timer.phases.items():
+            line[phase + "_ms"] = round(1000 * s, 3)
+        self._write(line)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Something between batches (a partition assignment, a revoke)."""
+        self._write({"t": round(time.time(), 6), "event": kind, **fields})
+
+    def on_fetch(self, seconds: float, parts: dict[str, int], data: bool) -> None:
+        """A fetch request: its round trip, partitions per topic, and whether it brought records."""
+        self.event("fetch", ms=round(1000 * seconds, 3), parts=parts, data=data)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+            return
+        ms = 1000 * (time.perf_counter() - self._gc_start)
+        if ms >= 1.0 or info.get("generation") == 2:
+            self._write(
+                {"t": round(time.time(), 6), "event": "gc", "generation": info.get("generation"), "ms": ms}
+            )
+
+    def _write(self, line: dict[str, Any]) -> None:
+        self._out.write(orjson.dumps(line, default=str) + b"\n")
+        now = time.monotonic()
+        if now - self._flushed >= 1.0:
+            self._out.flush()
+            self._flushed = now
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+        if not self._out.closed:
+            self._out.close()
+
+
+def open_timings(path: str | None) -> BatchTimings | None:
+    return BatchTimings(path) if path else None
