@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpt = _sub(
         sub,
         "report",
-        "conversion report: per rule, variant and group, rates with 95%% intervals, lift over the holdout",
+        "conversion report: per rule, variant and group, rates with intervals, lift over the holdout",
         "  upsell-triggers report events.jsonl --prompts prompts.jsonl --holdout holdout.jsonl\n"
         "  upsell-triggers report --kafka --since 2026-12-01T00:00:00Z --html report.html",
     )
