@@ -2,7 +2,10 @@
 
 Each topic is read whole, from its first retained record to its end when the report starts: plan
 changes from before `--since` say which plan an account was on, feedback arrives after its prompt, and
-the engine that finds the holdout (report/holdout.py) starts from the same history the service kept.
+the engine that finds the holdout (report/holdout.py) sees as much history as the topic keeps. An
+account whose rule state depends on events the topic no longer holds (a cooldown started before the
+retention window) can be decided differently there than it was by the service: the holdout from the
+topics is exact when the topic holds the account's whole history, close otherwise.
 `--since`/`--until` then select the prompts and holdout decisions that count, by event time.
 """
 
