@@ -113,13 +113,11 @@ def wait_consumed(ws: list[Worker], n: int, timeout: float) -> tuple[float, floa
     """Polls the workers' counters until together they consumed n records and wrote every state they
     changed (store and changelog): (first seen, done, records consumed when first seen).
 
-    Until session 6 a worker answered /metrics between batches (its HTTP server shared the event loop
-    with the batch loop), so the first count was seen only after the first batch (a fetch of up to
-    UPSELL_FETCH_PARTITION_BYTES per partition); HTTP now has its own thread, but the rule stays:
-    time the records counted after the first count, `(n - consumed at first) / (done - first)`.
-    Dividing all n by that time, as the benchmarks did until session 6, left the first batch's work
-    out of the time and overstated the rate by the first batch's share of the run (4 x 4 MiB of the
-    ~220 MB throughput topic: ~7%); the raw and Faust baselines time their first batch.
+    The rate counts the records consumed after the first count was seen,
+    `(n - consumed at first) / (done - first)`: the first count can arrive only after the first batch
+    (a fetch of up to UPSELL_FETCH_PARTITION_BYTES per partition), and dividing all n by the time
+    after it would leave that batch's work out and overstate the rate by its share of the run (~7% of
+    the throughput topic with 4 x 4 MiB fetches); the raw and Faust baselines time their first batch.
 
     Only exact without rebalances (a redelivered record counts again): the 1-worker runs."""
     first = None

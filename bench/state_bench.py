@@ -8,8 +8,8 @@ idle on an empty topic (per-account = difference / accounts), at rest after the 
 gives freed memory back to the OS within 10 s of catching up) and at its peak (VmHWM). Then stop it
 cleanly and start a new one on the same data directory: recovery time = start until /readyz answers 200 (state
 restored from the changelog, or from RocksDB files plus the changelog tail), and its memory per account
-at rest after that (until session 9 read at /readyz, when the restore's fetches were not freed yet:
-~570 B at 100k accounts against ~400 B at rest since session 10's batch restore). Then the same after a
+at rest after that (read at rest, not at /readyz, when the restore's fetches are not freed yet: ~570 B
+at 100k accounts against ~400 B at rest). Then the same after a
 SIGKILL, which adds the wait for the dead member's session timeout (UPSELL_SESSION_TIMEOUT_S).
 Writes bench/results/state.json.
 Targets: <= 1 KiB per account; recovery of 1M accounts <= 60 s.

@@ -50,6 +50,8 @@ echo "== ruff"
 "$VENV/bin/ruff" format --check src tests bench devkit
 echo "== mypy"
 "$VENV/bin/mypy" src devkit
+echo "== docs: no development-history words in tracked files"
+"$VENV/bin/python" scripts/check_docs.py
 echo "== rules check + rule unit tests"
 "$VENV/bin/upsell-triggers" rules check rules
 "$VENV/bin/upsell-triggers" rules test rules/tests

@@ -67,9 +67,9 @@ async def test_two_workers_split_and_take_over(worker_factory, kafka_bootstrap):
 
 
 async def test_rebalance_commits_what_was_acked(worker_factory, kafka_bootstrap):
-    """A worker that processed its partitions to the end within one commit interval, then kept them
-    through a rebalance, left them uncommitted (-1) until new records came: Faust drops acked offsets
-    on revoke. The commit timer is set beyond the test here, so only the commit on revoke can move them."""
+    """Partitions a worker processed to the end within one commit interval and kept through a
+    rebalance are committed to their end (Faust drops acked offsets on revoke; RELIABILITY.md #7).
+    The commit timer is set beyond the test here, so only the commit on revoke can move them."""
     records = list(sim_records(5_000, 1_200, seed=4))
     env = {"UPSELL_COMMIT_INTERVAL_S": "600"}
     a = worker_factory(extra_env=env).start()

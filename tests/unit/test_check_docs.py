@@ -89,3 +89,8 @@ def test_the_command_exits_1_on_a_planted_line_and_0_on_a_clean_file(tmp_path: P
     run = [sys.executable, str(ROOT / "scripts" / "check_docs.py")]
     assert subprocess.run([*run, str(bad)], capture_output=True).returncode == 1
     assert subprocess.run([*run, str(good)], capture_output=True).returncode == 0
+
+
+def test_the_repository_has_no_development_history_words():
+    check = _checker()
+    assert check.scan(check.tracked_files(ROOT), ROOT) == []

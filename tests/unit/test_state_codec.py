@@ -143,8 +143,8 @@ def as_lists(v: Any) -> Any:
 
 
 class _ReleasedV3(msgspec.Struct, array_like=True):
-    """The state schema of the last release before version 4 (9c07856), as its decoder read it:
-    containers are never null there."""
+    """The state schema of the last build that wrote version 3, as its decoder read it: containers are
+    never null there."""
 
     version: int
     plan: str | None
@@ -176,7 +176,7 @@ def test_version_3_written_for_a_rolling_upgrade_is_what_the_previous_release_re
 
 
 class _ReleasedV4(msgspec.Struct, array_like=True, gc=False):
-    """The state schema of the last release before version 5 (2d8515d), as its decoder read it."""
+    """The state schema of the last build that wrote version 4, as its decoder read it."""
 
     version: int = 4
     plan: str | None = None

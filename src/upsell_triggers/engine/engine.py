@@ -1,4 +1,4 @@
-"""Decisions (contract §4): applies one event to one account's state and says what happened.
+"""Decisions (docs/rules.md): applies one event to one account's state and says what happened.
 
 Pure: no I/O, no wall clock. Event time comes from the event; `now` (for rejecting events from the
 future) is passed in by the runtime. Every rule edge yields an explicit Decision, emitted or not.

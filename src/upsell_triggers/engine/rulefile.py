@@ -1,4 +1,4 @@
-"""The rule-file format growth PMs edit (contract §4). These models are the JSON Schema's source.
+"""The rule-file format growth PMs edit (docs/rules.md). These models are the JSON Schema's source.
 
 One format for every file in rules/: a file may hold any of `metrics`, `plans`, `policy`, `groups`;
 the directory is merged (plans and policy may each be declared once).

@@ -24,11 +24,11 @@ _RING_BYTES = 8 * DEDUP_HORIZON  # the dedup ring's length when full: 8-byte has
 RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
-# 5: gauges as one flat list, the dedup ring as bytes, the two source offsets as fields (a decoded
-# state 730 -> 480 bytes); 4: MessagePack, containers an account has not used are nil; 3: JSON by
-# msgspec, rule states as booleans, dedup ring packed (base64); 2: crc32|adler32 dedup hashes as ints and
-# source offsets; 1: blake2b hashes (dropped on load). All are still read; 1-3 are JSON arrays (their
-# first byte is '['), 4 and 5 MessagePack arrays.
+# 5: gauges as one flat list, the dedup ring as bytes, the two source offsets as fields (a decoded state takes
+# 480 bytes, 730 in version 4's layout); 4: MessagePack, containers an account has not used are nil; 3: JSON
+# by msgspec, rule states as booleans, dedup ring packed (base64); 2: crc32|adler32 dedup hashes as ints and
+# source offsets; 1: blake2b hashes (dropped on load). All are still read; 1-3 are JSON arrays (their first
+# byte is '['), 4 and 5 MessagePack arrays.
 STATE_VERSION = 5
 V4 = 4
 _Num = int | float  # kept apart on decode: event times stay ints, readings stay floats
@@ -80,13 +80,13 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
 
     The decoded state is what a worker holds per active account (100k by default), so its layout is
     chosen for memory: containers are None until the account uses them (a typical account uses one or
-    two of the seven; each empty dict or list cost 56-64 bytes), gauge readings are one flat list
-    instead of a dict of tuples (a one-reading dict and its tuple were 240 bytes, the list is 80), the
+    two of the seven; each empty dict or list costs 56-64 bytes), gauge readings are one flat list
+    instead of a dict of tuples (a one-reading dict and its tuple take 240 bytes, the list 80), the
     dedup ring is one bytes object, and the source offsets are two fields instead of a list
     (bench/ANALYSIS.md, "memory per account")."""
 
-    # The version is the struct's tag: encoded first, as a field was until session 11, and checked on
-    # decode, without 8 bytes per decoded state.
+    # The version is the struct's tag: encoded first (the same bytes as a leading version field) and
+    # checked on decode, without 8 bytes per decoded state.
     plan: str | None = None  # None: the policy's default plan
     plan_ts: int = 0
     period_anchor: int | None = None
@@ -179,7 +179,7 @@ def gauge_readings(gauges: list[str | _Num] | None) -> dict[str, tuple[_Num, _Nu
 def _shared_strings(st: AccountState) -> AccountState:
     """Names decoded from bytes are new strings per account (~55 bytes each); interned, every account
     shares one copy of each plan, metric and rule name, as the states the engine creates do. Runs on
-    every cache miss, so written for speed (0.94 -> 0.58 us for a typical state)."""
+    every cache miss, so written for speed (0.58 us for a typical state)."""
     p = st.plan
     if p is not None:
         st.plan = intern(p)

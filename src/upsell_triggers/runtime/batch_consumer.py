@@ -66,9 +66,8 @@ class BatchConsumer(ConsumerAdapter):
     async def wait_empty(self) -> None:
         """Faust calls this on rebalance and shutdown before flushing the producer and committing. Our
         batches are not Faust messages, so wait for the one in flight here: otherwise its changelog
-        records could reach the broker after the partition's next owner read the changelog, and that
-        owner would resume from a state missing events whose offsets we committed (seen in
-        tests/integration/test_exactness.py before this)."""
+        records could reach the broker after the partition's next owner read the changelog
+        (RELIABILITY.md #2)."""
         async with self.in_flight:
             pass
         await super().wait_empty()
@@ -86,14 +85,11 @@ class BatchConsumer(ConsumerAdapter):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit what was acked before Faust forgets it. Faust's revoke drops the acked offsets of every
         revoked partition (with the eager protocol: all of them, also those this worker keeps) before
-        its own wait_empty/flush, and commits only on its timer. A worker that processed a partition to
-        its end within one commit interval kept it after a rebalance with its committed offset unmoved
-        (-1 if never committed) until new records came: lag tools saw lag on an idle partition and a
-        crash reprocessed it (tests/integration/test_exactness.py::test_rebalance_commits_what_was_acked).
-        Kafka accepts commits of the current generation until the member rejoins, as in the Java
-        client's onPartitionsRevoked. The batch in flight finishes first, and the states not written
-        yet are written (the next owner of a partition recovers them from the changelog), so all the
-        offsets applied are included."""
+        its own wait_empty/flush, and commits only on its timer, which would leave a kept partition's
+        processed records uncommitted (RELIABILITY.md #7). Kafka accepts commits of the current
+        generation until the member rejoins, as in the Java client's onPartitionsRevoked. The batch in
+        flight finishes first, and the states not written yet are written (the next owner of a
+        partition recovers them from the changelog), so all the offsets applied are included."""
         async with self.in_flight:
             try:
                 await self._write_state()
@@ -229,11 +225,9 @@ class BatchConsumer(ConsumerAdapter):
 
     async def _rewind(self, records: Mapping[TP, Sequence[Any]]) -> None:
         """Puts a fetch back: each partition still assigned is sought to its first record, so the
-        records are read again. Faust drops such a fetch and seeks to the committed offsets instead;
-        when that seek moved nothing (after a rebalance that kept a worker its partitions, Faust's read
-        and committed offsets were unset), the next fetch started past the dropped one, nothing
-        marked the hole, and the commit went past it: ~600 records per kept partition lost under CPU
-        contention (RELIABILITY.md, test_rebalance_two_three_one)."""
+        records are read again. Faust drops such a fetch and seeks to the committed offsets instead,
+        which after some rebalances moves nothing, so the next fetch starts past the dropped one
+        (RELIABILITY.md #8)."""
         assigned = self.assignment()
         for tp, recs in records.items():
             if not recs or tp not in assigned:

@@ -80,9 +80,9 @@ def faust_app(s: Settings) -> faust.App:
         producer_max_batch_size=512 * 1024,
         producer_max_request_size=2 * 1024 * 1024,
         consumer_max_fetch_size=s.fetch_partition_bytes,
-        # A backlog's fetches (4 x 8 MiB, ~180k records) were one batch: all its records and the decoded
-        # states of all its accounts alive at once. 20k per batch: peak memory per account 929 -> 549 B
-        # at 1M accounts, 2,489 -> 1,922 B at 100k; events/s unchanged (bench/ANALYSIS.md).
+        # Uncapped, a backlog's fetches (4 x 8 MiB, ~180k records) are one batch: all its records and the
+        # decoded states of all its accounts alive at once. 20k per batch: peak memory per account 549 B
+        # against 929 B at 1M accounts, 1,922 against 2,489 B at 100k; events/s the same (bench/ANALYSIS.md).
         broker_max_poll_records=s.max_batch_records,
         consumer_auto_offset_reset="earliest",
     )

@@ -12,8 +12,8 @@ at most once per interval, in a thread (ctypes releases the GIL; the event loop 
 glibc also raises its mmap threshold (from 128 KiB, up to 32 MiB) each time a freed block was mmapped:
 after the first freed fetch, fetch-sized buffers come from the heap, where the long-lived account states
 allocated between them keep pages from being returned. Pinned at 128 KiB, every large buffer is its own
-mapping, unmapped when freed: at 100k accounts, 1,026-1,102 -> 919-928 bytes per account at rest with
-the memory store and 1,096-1,176 -> 1,005-1,026 with RocksDB (bench/ANALYSIS.md).
+mapping, unmapped when freed: at 100k accounts, 919-928 bytes per account at rest against 1,026-1,102
+unpinned with the memory store, and 1,005-1,026 against 1,096-1,176 with RocksDB (bench/ANALYSIS.md).
 """
 
 from __future__ import annotations

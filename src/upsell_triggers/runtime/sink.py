@@ -11,7 +11,7 @@ then ack.
    write-behind cache of Kafka Streams).
 
 A crash between 1 and 3 re-emits the outputs on reprocessing (same ids, same content) instead of losing
-them; the other order lost prompts under SIGKILL (tests/reliability).
+them; the other order loses prompts under SIGKILL (RELIABILITY.md #5).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The table's store holds each account's state (memory dict, or RocksDB per partition) and its changelog
 topic makes it durable; Faust recovers it on start and rebalance. Touched states are written back when
 the consumer asks (each batch when caught up, each commit while behind): one changelog record (and
-RocksDB write) per dirty account, not per event (a changelog record per event was measured 10x slower).
+RocksDB write) per dirty account, not per event (a changelog record per event measured 10x slower).
 
 Active accounts are held decoded, as AccountState objects, so an event does not decode its account's
 state: dirty ones until written (`max_unwritten` bounds them), written ones while fewer than
