@@ -50,9 +50,9 @@ class TableState:
         self._memory = False
         # Bound with the store (see _bind): memory store key -> partition; RocksDB partition -> database
         # and key -> partition.
-        self._key_partition: MutableMapping[bytes, int] = {}
+        self._partition_of: MutableMapping[bytes, int] = {}
         self._db_for: Callable[[int], Any] = _unbound
-        self._key_index: MutableMapping[bytes, int] = {}
+        self._rocksdb_partition_of: MutableMapping[bytes, int] = {}
 
     @property
     def _store(self) -> Any:
@@ -67,10 +67,10 @@ class TableState:
         self._memory = not self.rocksdb
         if self._memory:
             self.cache = compat.memory_store_data(store)
-            self._key_partition = compat.memory_store_partitions(store)
+            self._partition_of = compat.memory_store_partitions(store)
         else:
             self._db_for = compat.rocksdb_partition_db(store)
-            self._key_index = compat.rocksdb_key_index(store)
+            self._rocksdb_partition_of = compat.rocksdb_key_index(store)
         self._bound = True
 
     def get(self, account_id: str) -> AccountState:
@@ -90,7 +90,7 @@ class TableState:
                 return raw
         if self._memory:
             if raw is None:
-                self._key_partition[key] = self.partition
+                self._partition_of[key] = self.partition
         else:
             raw = self._db_for(self.partition).get(key)
         st = AccountState.from_bytes(raw) if raw else AccountState()
@@ -130,7 +130,7 @@ class TableState:
         records to send, by partition."""
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         cache, encode = self.cache, self.encode
-        db_for, key_index = (None, None) if self._memory else (self._db_for, self._key_index)
+        db_for, key_index = (None, None) if self._memory else (self._db_for, self._rocksdb_partition_of)
         for key, partition in self.dirty.items():
             st = cache[key]
             if st.__class__ is not AccountState:  # replaced by the store's bytes: a bug, not a state
