@@ -22,7 +22,7 @@ class DeadLetter(BaseModel):
     reason: Annotated[str, Field(pattern=r"^[a-z_]+$")] = Field(
         description="a stable code (also the `reason` label of upsell_invalid_events_total): not_json, "
         "not_object, too_large, missing_field, invalid_field, unknown_type, unknown_metric, "
-        "unknown_plan, ts_in_future"
+        "unknown_plan, unknown_trait, ts_in_future"
     )
     error: str = Field(description="a readable message naming the field")
     source: str = Field(description="where the input came from: the events file (or `-`), or `simulator`")

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import orjson
 
-from upsell_triggers.engine.engine import EMITTED, HOLDOUT, SUPPRESSIONS, Decision
+from upsell_triggers.engine.engine import EMITTED, HOLDOUT, INELIGIBLE, SUPPRESSIONS, Decision
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.processor import MemoryStore, Processor
@@ -48,7 +48,10 @@ class Summary:
                     self.prompted[d.rule_id].add(d.account_id)
 
     def rows(self) -> list[list[str]]:
-        head = ["rule", "fired", *SUPPRESSIONS, "accounts", *FEEDBACK, "ctr", "dismiss_rate"]
+        # `ineligible` has a column only when the eligibility gate held a rule back (a rule set without
+        # one keeps the table it always had).
+        supp = [k for k in SUPPRESSIONS if k != INELIGIBLE or any(c.get(k) for c in self.counts.values())]
+        head = ["rule", "fired", *supp, "accounts", *FEEDBACK, "ctr", "dismiss_rate"]
         head += ["conversions", "per_1k_accounts"]
         rows = [head]
         known = set(self.rule_ids)
@@ -62,7 +65,7 @@ class Summary:
                 [
                     rule,
                     str(fired),
-                    *(str(c.get(k, 0)) for k in SUPPRESSIONS),
+                    *(str(c.get(k, 0)) for k in supp),
                     str(len(self.prompted.get(rule, ()))),
                     *(str(c.get(k, 0)) for k in FEEDBACK),
                     _rate(c.get("clicked", 0), shown),

@@ -15,14 +15,22 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, TypeAdapter
 
 from upsell_triggers.deadletter_model import DeadLetter
-from upsell_triggers.engine.events import FeedbackEvent, PaywallHitEvent, PlanChangedEvent, UsageEvent
+from upsell_triggers.engine.events import (
+    AccountUpdatedEvent,
+    FeedbackEvent,
+    PaywallHitEvent,
+    PlanChangedEvent,
+    UsageEvent,
+)
 from upsell_triggers.engine.rulefile import rules_json_schema
 from upsell_triggers.prompt_model import PromptEvent
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE_URL = "https://upsell-triggers.dev/schema/"
 
-_UsageTopicEvent = Annotated[UsageEvent | PaywallHitEvent | PlanChangedEvent, Field(discriminator="type")]
+_UsageTopicEvent = Annotated[
+    UsageEvent | PaywallHitEvent | PlanChangedEvent | AccountUpdatedEvent, Field(discriminator="type")
+]
 
 
 def _finish(schema: dict[str, Any], name: str, title: str, description: str) -> dict[str, Any]:

@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from upsell_triggers.engine.events import Event, Feedback, InvalidEvent, PaywallHit, PlanChanged, Usage
+from upsell_triggers.engine.events import (
+    AccountUpdated,
+    Event,
+    Feedback,
+    InvalidEvent,
+    PaywallHit,
+    PlanChanged,
+    Usage,
+)
 from upsell_triggers.engine.levels import holds, measure
 from upsell_triggers.engine.prompts import build_prompt, choose_variant, in_holdout
 from upsell_triggers.engine.ruleindex import LevelGroup, RuleSet
@@ -40,9 +48,19 @@ from upsell_triggers.engine.state import (
     split_feature_key,
 )
 from upsell_triggers.engine.timeutil import HOUR, billing_period
+from upsell_triggers.engine.traits import check_traits, gate_failure
 
 EMITTED = "emitted"
-SUPPRESSIONS = ("superseded", "cooldown", "frequency_cap", "holdout", "no_upgrade_path", "audience")
+INELIGIBLE = "ineligible"
+SUPPRESSIONS = (
+    "superseded",
+    "cooldown",
+    "frequency_cap",
+    "holdout",
+    "no_upgrade_path",
+    "audience",
+    INELIGIBLE,
+)
 FEEDBACK_ACTIONS = {"prompt_shown": "shown", "prompt_clicked": "clicked", "prompt_dismissed": "dismissed"}
 TREATMENT, HOLDOUT = "treatment", "holdout"
 INF = float("inf")
@@ -227,6 +245,8 @@ class Engine:
             bad = self._check_plan(ev, rs)
             if bad is not None:
                 return Outcome("invalid", invalid=bad)
+        elif type(ev) is AccountUpdated:
+            return self._account_updated(ev, state, rs)
         if seen(state, event_hash(ev.event_id)):
             return DUPLICATE
         if ts > state.last_seen:
@@ -367,6 +387,31 @@ class Engine:
         decisions += self._evaluate(ev, state, rs, rs.all_groups, features)
         return Outcome("applied", decisions)
 
+    @staticmethod
+    def _account_updated(ev: AccountUpdated, state: AccountState, rs: RuleSet) -> Outcome:
+        """Sets the account's traits (validated against the catalog; null unsets one). Rules are not
+        evaluated: traits are read when the next usage or paywall event evaluates them."""
+        values = check_traits(ev, rs.traits)
+        if isinstance(values, InvalidEvent):
+            return Outcome("invalid", invalid=values)
+        if seen(state, event_hash(ev.event_id)):
+            return DUPLICATE
+        ts = ev.ts
+        if ts > state.last_seen:
+            state.last_seen = ts
+        if ts < state.traits_ts:
+            return STALE
+        catalog = rs.traits
+        # Traits a reloaded catalog no longer declares are dropped here (conditions cannot name them).
+        traits = {k: v for k, v in (state.traits or UNUSED).items() if k in catalog}
+        for name, v in values.items():
+            if v is None:
+                traits.pop(name, None)
+            else:
+                traits[catalog[name].name] = v  # the catalog's string: one copy, not one per account
+        state.traits, state.traits_ts = traits, ts
+        return APPLIED
+
     def _feedback(self, ev: Feedback, state: AccountState, rs: RuleSet) -> Outcome:
         rule_id, rule_group = "unknown", "unknown"
         for pid, rid, grp in state.recent_prompts or ():
@@ -474,6 +519,20 @@ class Engine:
 
         for t in triggered:
             rule = t.rule
+            if rule.checks:  # trait conditions or the eligibility gate (compiled to False when unused)
+                verdict = gate_failure(rule, state, plan, t.feature, ts)
+                if verdict is not None:
+                    outcome, reason = verdict
+                    if outcome is None:
+                        continue  # a trait condition of `when` does not hold: the rule does not fire
+                    if outcome == INELIGIBLE:  # stays armed (it fires once eligible); recorded once
+                        gst = _rule_state(state, t.key)
+                        if not gst.capped:
+                            gst.capped = True
+                            out.append(Decision(outcome, rule.id, rule.group, account, ts, reason, t.feature))
+                        continue
+                    suppress(t, outcome, reason)
+                    continue
             if rule.audience is not None and plan.id not in rule.audience:
                 suppress(t, "audience", f"plan '{plan.id}' is not in the rule's audience")
                 continue

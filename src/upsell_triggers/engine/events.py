@@ -34,8 +34,10 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TS_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z
 MAX_EVENT_BYTES = 64 * 1024
 MAX_ID_LEN = 256
+MAX_TRAITS = 32  # traits per account_updated event, and per account (the catalog's bound)
+MAX_TRAIT_TEXT = 128  # characters of a string trait value
 
-USAGE_TYPES = ("usage", "paywall_hit", "plan_changed")
+USAGE_TYPES = ("usage", "paywall_hit", "plan_changed", "account_updated")
 FEEDBACK_TYPES = ("prompt_shown", "prompt_clicked", "prompt_dismissed")
 EVENT_TYPES = USAGE_TYPES + FEEDBACK_TYPES
 
@@ -175,7 +177,25 @@ class FeedbackEvent(_Event):
     prompt_id: Id = Field(description="the prompt's prompt_id")
 
 
-EventModel = UsageEvent | PaywallHitEvent | PlanChangedEvent | FeedbackEvent
+TraitValue = (
+    Annotated[str, Field(strict=True, max_length=MAX_TRAIT_TEXT)]
+    | Annotated[bool, Field(strict=True)]
+    | Number
+    | None
+)
+
+
+class AccountUpdatedEvent(_Event):
+    """Account attributes (traits) changed: each value replaces the trait's, null removes it. Traits must
+    be declared in the rules' trait catalog; `time` traits are RFC 3339 strings or epoch milliseconds."""
+
+    type: Literal["account_updated"]
+    traits: dict[Id, TraitValue] = Field(
+        max_length=MAX_TRAITS, description="trait name -> value (string, number, boolean, time; null: unset)"
+    )
+
+
+EventModel = UsageEvent | PaywallHitEvent | PlanChangedEvent | AccountUpdatedEvent | FeedbackEvent
 
 
 # ---- what the engine reads: msgspec structs, also the decoder of the common shapes -----------------
@@ -251,6 +271,15 @@ class PlanChanged(_Common, tag="plan_changed", gc=False):
             self.period_start = _ts_ms(start)
 
 
+_TraitValue = Annotated[str, Meta(max_length=MAX_TRAIT_TEXT)] | bool | float | None
+
+
+class AccountUpdated(_Common, tag="account_updated", gc=False):
+    traits: Annotated[dict[_Id, _TraitValue], Meta(max_length=MAX_TRAITS)]
+    user_id: _UserId | None = None
+    type: ClassVar[str] = "account_updated"
+
+
 class Feedback(_Common, gc=False):
     prompt_id: _Id
     user_id: _UserId | None = None
@@ -274,9 +303,9 @@ FEEDBACK_CLASSES: dict[str, type[Feedback]] = {
     "prompt_clicked": PromptClicked,
     "prompt_dismissed": PromptDismissed,
 }
-Event = Usage | PaywallHit | PlanChanged | Feedback
+Event = Usage | PaywallHit | PlanChanged | AccountUpdated | Feedback
 _decode_common = msgspec.json.Decoder(
-    Usage | PaywallHit | PlanChanged | PromptShown | PromptClicked | PromptDismissed
+    Usage | PaywallHit | PlanChanged | AccountUpdated | PromptShown | PromptClicked | PromptDismissed
 ).decode
 
 
@@ -288,6 +317,8 @@ def _from_model(m: _Event) -> Event:
     if isinstance(m, PlanChangedEvent):
         limits = dict(m.limits) if m.limits is not None else None
         return PlanChanged(m.event_id, m.account_id, m.ts, m.plan, m.user_id, m.period_start, limits)
+    if isinstance(m, AccountUpdatedEvent):
+        return AccountUpdated(m.event_id, m.account_id, m.ts, dict(m.traits), m.user_id)
     assert isinstance(m, FeedbackEvent)
     return FEEDBACK_CLASSES[m.type](m.event_id, m.account_id, m.ts, m.prompt_id, m.user_id)
 
@@ -367,6 +398,7 @@ _MODELS: dict[str, type[_Event]] = {
     "usage": UsageEvent,
     "paywall_hit": PaywallHitEvent,
     "plan_changed": PlanChangedEvent,
+    "account_updated": AccountUpdatedEvent,
     "prompt_shown": FeedbackEvent,
     "prompt_clicked": FeedbackEvent,
     "prompt_dismissed": FeedbackEvent,

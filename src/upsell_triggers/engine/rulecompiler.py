@@ -9,15 +9,26 @@ collects problems, and an At, which says where in which file the definition is.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from upsell_triggers.engine.rulefile import Condition, GroupDef, PlanDef, PolicyDef, RuleDef, RulesFile
+from upsell_triggers.engine.rulefile import (
+    AudienceDef,
+    Condition,
+    GroupDef,
+    PlanDef,
+    PolicyDef,
+    RuleDef,
+    RulesFile,
+)
 from upsell_triggers.engine.ruleindex import RuleSet
 from upsell_triggers.engine.rulemodel import (
     BUILTIN_METRICS,
@@ -26,6 +37,8 @@ from upsell_triggers.engine.rulemodel import (
     MAX_BUCKETS,
     PAYWALL_METRIC,
     ROLLING,
+    STRING,
+    TIME,
     Cond,
     MetricSpec,
     Plan,
@@ -34,6 +47,9 @@ from upsell_triggers.engine.rulemodel import (
     Rule,
     RulesError,
     Variant,
+    TraitCond,
+    TraitSpec,
+    trait_fits,
 )
 from upsell_triggers.engine.suggest import did_you_mean, unknown_field
 from upsell_triggers.engine.timeutil import DAY, format_duration
@@ -79,6 +95,7 @@ _INHERITED = (
     "signal",
     "prompt",
     "enabled",
+    "eligibility",
 )
 
 Lines = dict[Any, int]  # a parsed file's YAML path -> line (yamlload.load_yaml)
@@ -90,8 +107,10 @@ class Context:
     and the problems found (errors reject the set; warnings ride along on the RuleSet)."""
 
     metrics: dict[str, MetricSpec]
+    traits: dict[str, TraitSpec] = field(default_factory=dict)
     plans: list[Plan] = field(default_factory=list)
     plan_by_id: dict[str, Plan] = field(default_factory=dict)
+    gate: tuple[Cond | TraitCond, ...] = ()  # the policy's eligibility, once compiled
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
@@ -290,6 +309,7 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
     groups: list[tuple[str, int, GroupDef, Lines]] = []
     for name, rf, lines in parsed:
         _declare_metrics(ctx, name, rf, lines)
+        _declare_traits(ctx, name, rf, lines)
         if rf.plans is not None:
             if plans_def:
                 ctx.err(name, line_for(lines, ("plans",)), f"plans: already declared in {plans_def[0]}")
@@ -309,6 +329,10 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
         return None
     _compile_plans(ctx, *plans_def)
     policy = _compile_policy(ctx, policy_def, plans_def[0])
+    gate = _compile_gate(ctx, policy_def)
+    if gate:
+        policy = dataclasses.replace(policy, eligibility=gate)
+        ctx.gate = gate
 
     rules: list[Rule] = []
     seen: dict[str, str] = {}
@@ -336,7 +360,82 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
         {m: tuple(rs) for m, rs in by_metric.items()},
         version,
         tuple(ctx.warnings),
+        ctx.traits,
     )
+
+
+def _declare_traits(ctx: Context, name: str, rf: RulesFile, lines: Lines) -> None:
+    """A file's `traits:` added to the trait catalog."""
+    for tname, t in (rf.traits or {}).items():
+        if tname in ctx.traits:
+            ctx.err(name, line_for(lines, ("traits", tname)), f"traits.{tname}: declared twice")
+            continue
+        values = frozenset(t.values) if t.values is not None else None
+        ctx.traits[tname] = TraitSpec(tname, t.type, values)
+
+
+def _compile_trait_cond(
+    ctx: Context, err: Callable[[str], None], c: Condition, where: str
+) -> TraitCond | None:
+    """A condition on a trait (`err` reports a problem at the condition)."""
+    assert c.trait is not None
+    spec = ctx.traits.get(c.trait)
+    if spec is None:
+        known = ", ".join(sorted(ctx.traits)) or "none"
+        err(
+            f"{where}.trait: unknown trait '{c.trait}'"
+            + (did_you_mean(c.trait, ctx.traits) or f"; declare it under 'traits:' (known: {known})")
+        )
+        return None
+    kind = spec.type
+    if (c.at_least is not None or c.at_most is not None) and kind != "number":
+        err(f"{where}: at_least/at_most apply to number traits ('{c.trait}' is a {kind})")
+        return None
+    if (c.age_at_least is not None or c.age_at_most is not None) and kind != TIME:
+        err(f"{where}: age_at_least/age_at_most apply to time traits ('{c.trait}' is a {kind})")
+        return None
+    values: frozenset[str | bool | float | int] | None = None
+    if c.in_ is not None:
+        if kind == TIME:
+            err(f"{where}.in: a time trait is compared by age (age_at_least / age_at_most)")
+            return None
+        for v in c.in_:
+            if not trait_fits(kind, v):
+                err(f"{where}.in: {v!r} is not a {kind}")
+                return None
+            if kind == STRING and spec.values is not None and v not in spec.values:
+                err(f"{where}.in: '{v}' is not an allowed value of trait '{c.trait}'")
+                return None
+        values = frozenset(c.in_)
+    return TraitCond(c.trait, kind, values, c.at_least, c.at_most, c.age_at_least, c.age_at_most)
+
+
+def _compile_gate(
+    ctx: Context, policy_def: tuple[str, PolicyDef, Lines] | None
+) -> tuple[Cond | TraitCond, ...]:
+    """The policy's eligibility conditions (metric or trait)."""
+    if policy_def is None:
+        return ()
+    pfile, pol, plines = policy_def
+    out: list[Cond | TraitCond] = []
+    for i, c in enumerate(pol.eligibility):
+        line = line_for(plines, ("policy", "eligibility", i))
+        where = f"policy.eligibility[{i}]"
+        if c.all is not None:
+            ctx.err(pfile, line, f"{where}: list the conditions directly (every one must hold), not 'all'")
+            continue
+        if c.trait is not None:
+            tc = _compile_trait_cond(ctx, partial(ctx.err, pfile, line), c, where)
+            if tc is not None:
+                out.append(tc)
+            continue
+        if c.metric == PAYWALL_METRIC:
+            ctx.err(pfile, line, f"{where}: paywall_hits counts per feature; the gate needs another metric")
+            continue
+        mc = _compile_cond(ctx, At(pfile, plines, ("policy", "eligibility", i), ""), line, c, where)
+        if mc is not None:
+            out.append(mc)
+    return tuple(out)
 
 
 def _declare_metrics(ctx: Context, name: str, rf: RulesFile, lines: Lines) -> None:
@@ -487,10 +586,21 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         return None
     conds_def = r.when.all if r.when.all is not None else [r.when]
     conds: list[Cond] = []
+    when_traits: list[TraitCond] = []
     for ci, c in enumerate(conds_def):
         in_all = r.when.all is not None
         cline = at.line("when", "all", ci) if in_all else at.line("when")
-        cc = _compile_cond(ctx, at, cline, c, f"when.all[{ci}]" if in_all else "when")
+        where = f"when.all[{ci}]" if in_all else "when"
+        if c.trait is not None:
+            if ci == 0:
+                at.err(ctx, cline, f"{where}: a rule fires on a metric: put the trait condition after it")
+                return None
+            tc = _compile_trait_cond(ctx, partial(at.err, ctx, cline), c, where)
+            if tc is None:
+                return None
+            when_traits.append(tc)
+            continue
+        cc = _compile_cond(ctx, at, cline, c, where)
         if cc is None:
             return None
         conds.append(cc)
@@ -531,7 +641,22 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
                     at.err(ctx, vline, f"variants[{vi}].prompt.{fname}: {msg}")
         variants.append(Variant(v.id, v.weight, copy.title, copy.body, copy.cta.label, copy.cta.url))
     plan_by_id = ctx.plan_by_id
-    audience = merged.get("audience")
+    audience_def = merged.get("audience")
+    audience: list[str] | None
+    audience_traits: list[TraitCond] = []
+    if isinstance(audience_def, AudienceDef):
+        audience = audience_def.plans
+        aline = at.line("audience") or line
+        for ai, c in enumerate(audience_def.traits):
+            if c.trait is None:
+                at.err(ctx, aline, f"audience.traits[{ai}]: needs 'trait' (plans go under audience.plans)")
+                return None
+            tc = _compile_trait_cond(ctx, partial(at.err, ctx, aline), c, f"audience.traits[{ai}]")
+            if tc is None:
+                return None
+            audience_traits.append(tc)
+    else:
+        audience = audience_def
     if audience is not None:
         for pid in audience:
             if pid not in plan_by_id:
@@ -589,6 +714,9 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         source=f"{at.file}:{line}",
         variants=tuple(variants),
         variant_salt=r.variant_salt or "",
+        when_traits=tuple(when_traits),
+        audience_traits=tuple(audience_traits),
+        gate=ctx.gate if merged.get("eligibility") != "skip" else (),
     )
 
 

@@ -83,6 +83,23 @@ class MetricDef(_Strict):
     description: Text = ""
 
 
+class TraitDef(_Strict):
+    """An account attribute `account_updated` events may set. string: text, optionally one of `values`;
+    number; bool; time: a moment (RFC 3339 or epoch ms), read by conditions as an age."""
+
+    type: Literal["string", "number", "bool", "time"]
+    values: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, min_length=1, max_length=100, description="string: the allowed values"
+    )
+    description: Text = ""
+
+    @model_validator(mode="after")
+    def _values_for_strings(self) -> TraitDef:
+        if self.values is not None and self.type != "string":
+            raise ValueError("'values' only applies to string traits")
+        return self
+
+
 class PlanDef(_Strict):
     id: RuleId
     name: Text | None = Field(default=None, description="display name used in prompt copy")
@@ -102,6 +119,15 @@ class Holdout(_Strict):
     salt: Annotated[str, Field(max_length=128)] = "upsell-holdout-v1"
 
 
+class AudienceDef(_Strict):
+    """Who a rule is for: plans and/or trait conditions (all must hold)."""
+
+    plans: list[RuleId] | None = Field(default=None, description="plans the rule applies to (default: all)")
+    traits: list[Condition] = Field(
+        default_factory=list, max_length=8, description="trait conditions the account must meet"
+    )
+
+
 class PolicyDef(_Strict):
     default_plan: RuleId | None = Field(
         default=None, description="plan of accounts never seen in plan_changed (default: the first plan)"
@@ -110,31 +136,73 @@ class PolicyDef(_Strict):
     holdout: Holdout = Holdout()
     attribution_window: Duration = Field(default=parse_duration("14d"))
     prompt_expiry: Duration = Field(default=parse_duration("7d"))
+    eligibility: list[Condition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="conditions (traits, metrics) every rule requires unless it sets `eligibility: skip`",
+    )
+
+
+TraitValue = Annotated[str, Field(max_length=128)] | bool | float
 
 
 class Condition(_Strict):
     """One of: `metric` with `ratio` (of the plan limit) or `at_least` (absolute, over `window` for rolling
-    counters, per `feature` for paywall_hits); or `all:` a list of conditions, the first being primary."""
+    counters, per `feature` for paywall_hits); `trait` with `in` (a list of values), `at_least` /
+    `at_most` (number traits) or `age_at_least` / `age_at_most` (time traits); or `all:` a list of
+    conditions, the first being primary (a metric)."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     metric: RuleId | None = None
     ratio: float | None = Field(default=None, gt=0, le=100)
     at_least: Quantity = None
     window: Duration | None = None
     feature: RuleId | Literal["*"] | None = Field(default=None, description="paywall_hits: a feature or '*'")
+    trait: RuleId | None = Field(default=None, description="a trait of the trait catalog")
+    in_: list[TraitValue] | None = Field(
+        default=None, alias="in", min_length=1, max_length=100, description="trait: one of these values"
+    )
+    at_most: Quantity = Field(default=None, description="number trait: at most this")
+    age_at_least: Duration | None = Field(default=None, description="time trait: at least this long ago")
+    age_at_most: Duration | None = Field(default=None, description="time trait: at most this long ago")
     all: list[Condition] | None = Field(default=None, min_length=1, max_length=8)
 
     @model_validator(mode="after")
     def _shape(self) -> Condition:
         if self.all is not None:
             if any(
-                v is not None for v in (self.metric, self.ratio, self.at_least, self.window, self.feature)
+                v is not None
+                for v in (
+                    self.metric,
+                    self.ratio,
+                    self.at_least,
+                    self.window,
+                    self.feature,
+                    self.trait,
+                    self.in_,
+                    self.at_most,
+                    self.age_at_least,
+                    self.age_at_most,
+                )
             ):
-                raise ValueError("'all' cannot be combined with metric/ratio/at_least/window/feature")
+                raise ValueError("'all' cannot be combined with other keys of a condition")
             if any(c.all is not None for c in self.all):
                 raise ValueError("'all' cannot be nested")
             return self
+        trait_keys = (self.in_, self.at_most, self.age_at_least, self.age_at_most)
+        if self.trait is not None:
+            if any(v is not None for v in (self.metric, self.ratio, self.window, self.feature)):
+                raise ValueError("a trait condition cannot have metric/ratio/window/feature")
+            if all(v is None for v in (*trait_keys, self.at_least)):
+                raise ValueError(
+                    "a trait condition needs 'in', 'at_least'/'at_most' or 'age_at_least'/'age_at_most'"
+                )
+            return self
+        if any(v is not None for v in trait_keys):
+            raise ValueError("in/at_most/age_at_least/age_at_most only apply to a 'trait' condition")
         if self.metric is None:
-            raise ValueError("a condition needs 'metric' (or 'all')")
+            raise ValueError("a condition needs 'metric', 'trait' (or 'all')")
         if (self.ratio is None) == (self.at_least is None):
             raise ValueError("a condition needs exactly one of 'ratio' (of the plan limit) or 'at_least'")
         return self
@@ -157,8 +225,11 @@ class _RuleFields(_Strict):
         description="re-arm level: ratio for ratio rules, count otherwise (default: the threshold)",
     )
     cooldown: Duration | None = None
-    audience: list[RuleId] | None = Field(
-        default=None, description="plans the rule applies to (default: all)"
+    audience: list[RuleId] | AudienceDef | None = Field(
+        default=None, description="plans the rule applies to (default: all), or plans and trait conditions"
+    )
+    eligibility: Literal["required", "skip"] | None = Field(
+        default=None, description="skip: the policy's eligibility gate does not apply (default: required)"
     )
     priority: int | None = Field(default=None, ge=0, le=1000)
     placement: Literal["banner", "modal", "toast", "inline"] | None = None
@@ -211,6 +282,9 @@ class RulesFile(_Strict):
 
     version: Literal[1] = 1
     metrics: dict[RuleId, MetricDef] | None = None
+    traits: dict[RuleId, TraitDef] | None = Field(
+        default=None, max_length=32, description="the trait catalog: account attributes events may set"
+    )
     plans: list[PlanDef] | None = Field(
         default=None, min_length=1, max_length=50, description="tiers in upgrade order, cheapest first"
     )

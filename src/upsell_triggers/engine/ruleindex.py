@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from upsell_triggers.engine.levels import skip_bound
-from upsell_triggers.engine.rulemodel import PAYWALL_METRIC, Cond, MetricSpec, Plan, Policy, Problem, Rule
+from upsell_triggers.engine.rulemodel import (
+    PAYWALL_METRIC,
+    Cond,
+    MetricSpec,
+    Plan,
+    Policy,
+    Problem,
+    Rule,
+    TraitSpec,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,7 @@ class RuleSet:
     by_metric: dict[str, tuple[Rule, ...]]
     version: str
     warnings: tuple[Problem, ...] = field(default=())
+    traits: dict[str, TraitSpec] = field(default_factory=dict)  # the trait catalog
     # Derived: what the engine iterates (rules read by a metric; all rules, on a plan change).
     groups_by_metric: dict[str, tuple[LevelGroup, ...]] = field(init=False)
     all_groups: tuple[LevelGroup, ...] = field(init=False)

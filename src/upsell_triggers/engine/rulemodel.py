@@ -91,6 +91,79 @@ class Cond:
         object.__setattr__(self, "threshold", threshold)
 
 
+STRING, NUMBER, BOOL, TIME = "string", "number", "bool", "time"  # trait types
+TraitValue = str | bool | float | int  # as AccountState.traits holds it (a time trait: epoch ms)
+
+
+@dataclass(frozen=True, slots=True)
+class TraitSpec:
+    """A trait of the catalog: its type, and for a string trait the allowed values (None: any)."""
+
+    name: str
+    type: str
+    values: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TraitCond:
+    """A condition on an account trait: one of `values`, within [at_least, at_most] for a number, or an
+    age (event time minus the trait's time) within [age_at_least, age_at_most]. An unset trait fails."""
+
+    trait: str
+    type: str
+    values: frozenset[TraitValue] | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+    age_at_least_ms: int | None = None
+    age_at_most_ms: int | None = None
+
+    def failure(self, traits: dict[str, TraitValue] | None, ts: int) -> str | None:
+        """Why the condition does not hold for an account with these traits at event time ts (None:
+        it holds). The reason is what `ineligible` and `audience` decisions say."""
+        v = traits.get(self.trait) if traits else None
+        if v is None:
+            return f"trait '{self.trait}' is not set"
+        if not trait_fits(self.type, v):  # set under an older catalog that typed it otherwise
+            return f"trait '{self.trait}' holds {_show(v)}, not a {self.type}"
+        if self.values is not None and v not in self.values:
+            shown = ", ".join(sorted(map(_show, self.values)))
+            return f"trait '{self.trait}' is {_show(v)}, not one of {shown}"
+        if self.type == TIME:
+            age = ts - v  # type: ignore[operator]
+            if self.age_at_least_ms is not None and age < self.age_at_least_ms:
+                return f"trait '{self.trait}' is {_age(age)} old, under {_age(self.age_at_least_ms)}"
+            if self.age_at_most_ms is not None and age > self.age_at_most_ms:
+                return f"trait '{self.trait}' is {_age(age)} old, over {_age(self.age_at_most_ms)}"
+        if self.at_least is not None and v < self.at_least:  # type: ignore[operator]
+            return f"trait '{self.trait}' is {_show(v)}, under {self.at_least:g}"
+        if self.at_most is not None and v > self.at_most:  # type: ignore[operator]
+            return f"trait '{self.trait}' is {_show(v)}, over {self.at_most:g}"
+        return None
+
+
+def trait_fits(type_: str, v: object) -> bool:
+    """Whether a stored or sent value has the trait type's Python type (a time: epoch ms as a number)."""
+    if type_ == STRING:
+        return type(v) is str
+    if type_ == BOOL:
+        return type(v) is bool
+    return type(v) is float or type(v) is int
+
+
+def _show(v: TraitValue) -> str:
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) is str:
+        return repr(v)
+    return f"{v:g}"
+
+
+def _age(ms: float) -> str:
+    if ms % DAY == 0 or abs(ms) >= DAY:
+        return f"{ms / DAY:g}d"
+    return f"{ms / HOUR:g}h"
+
+
 @dataclass(frozen=True, slots=True)
 class Variant:
     """A rule's copy variant, with its copy resolved (a variant without its own copy has the rule's)."""
@@ -123,12 +196,19 @@ class Rule:
     source: str
     variants: tuple[Variant, ...] = ()  # empty: one copy, and prompts carry no variant
     variant_salt: str = ""
+    # Compiled to () for a rule that uses no trait condition and no eligibility gate: the engine then
+    # checks nothing more than before (engine._decide reads `checks` once per triggered rule).
+    when_traits: tuple[TraitCond, ...] = ()  # trait conditions of `when.all`
+    audience_traits: tuple[TraitCond, ...] = ()
+    gate: tuple[Cond | TraitCond, ...] = ()  # the policy's eligibility, unless the rule skips it
     # Derived from conds, stored because the engine reads them for every event.
     primary: Cond = field(init=False)
     secondary: tuple[Cond, ...] = field(init=False)  # the rest of an `all:`
     threshold: float = field(init=False)
+    checks: bool = field(init=False)  # any of when_traits, audience_traits, gate
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "checks", bool(self.when_traits or self.audience_traits or self.gate))
         object.__setattr__(self, "primary", self.conds[0])
         object.__setattr__(self, "secondary", self.conds[1:])
         object.__setattr__(self, "threshold", self.conds[0].threshold)
@@ -147,3 +227,4 @@ class Policy:
     holdout_salt: str
     attribution_ms: int
     expiry_ms: int
+    eligibility: tuple[Cond | TraitCond, ...] = ()

@@ -110,13 +110,22 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     # partition of each, so a redelivered record is one at or below it.
     events_offset: int = -1
     feedback_offset: int = -1
+    # Account traits (account_updated): name -> value (a time trait as epoch ms), at most MAX_TRAITS, and
+    # the event time they were last set at. Trailing and left out of the bytes of an account that never
+    # had traits (to_bytes), so such a state is byte for byte what it is without the feature; a state
+    # written without them decodes with these defaults.
+    traits: dict[str, str | bool | _Num] | None = None
+    traits_ts: int = 0
 
     @property
     def version(self) -> int:
         return STATE_VERSION
 
     def to_bytes(self) -> bytes:
-        return _encode(self)
+        data = _encode(self)
+        if self.traits is None:  # the two trailing defaults dropped, the array header counting 2 fewer
+            return _HEAD_NO_TRAITS + data[_HEAD_LEN:-2]
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
@@ -272,6 +281,11 @@ def seen(st: AccountState, h: bytes) -> bool:
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(AccountState).decode
+_HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and 17 fields)
+_HEAD_NO_TRAITS = b"\xdc" + (len(AccountState.__struct_fields__) - 1).to_bytes(2, "big")
+assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (len(AccountState.__struct_fields__) + 1).to_bytes(
+    2, "big"
+), "AccountState's array header is not array16"
 _decode_v4 = msgspec.msgpack.Decoder(StateV4).decode
 _decode_v3 = msgspec.json.Decoder(StateV4).decode
 _encode_v3 = msgspec.json.Encoder().encode
