@@ -101,7 +101,18 @@ timestamps = st.one_of(
 )
 anything: st.SearchStrategy[Any] = st.one_of(ids, numbers, timestamps, st.lists(st.integers(), max_size=2))
 types = st.sampled_from(
-    ["usage", "paywall_hit", "plan_changed", "prompt_shown", "prompt_clicked", "prompt_dismissed"]
+    [
+        "usage",
+        "paywall_hit",
+        "plan_changed",
+        "account_updated",
+        "prompt_shown",
+        "prompt_clicked",
+        "prompt_dismissed",
+    ]
+)
+trait_values = st.one_of(
+    numbers, st.text(max_size=3), st.text(min_size=127, max_size=129), st.lists(st.integers(), max_size=1)
 )
 
 
@@ -120,6 +131,7 @@ WELL_FORMED: dict[str, Any] = {
     "plan": "pro",
     "period_start": MIN_TS_MS,
     "limits": {"seats": 5},
+    "traits": {"segment": "smb", "employees": 40, "verified": True, "region": None},
 }
 
 
@@ -142,6 +154,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         ("plan", ids),
         ("period_start", st.one_of(timestamps, st.none())),
         ("limits", st.one_of(st.none(), st.dictionaries(ids, numbers, max_size=2))),
+        ("traits", st.one_of(st.none(), st.dictionaries(ids, trait_values, max_size=3))),
         ("extra", anything),
     ):
         how = draw(st.sampled_from(["absent", "well-formed", "well-formed", "any"]))
@@ -213,6 +226,9 @@ def test_msgspec_path_agrees_with_the_long_way(obj: dict[str, Any]) -> None:
         b'{"type":"plan_changed","event_id":"e","account_id":"a","ts":1700000000000,"plan":"p","limits":{"s":-1}}',
         b'{"type":"plan_changed","event_id":"e","account_id":"a","ts":1700000000000,"plan":"p","limits":{"s":3}}',
         b'{"type":"prompt_shown","event_id":"e","account_id":"a","ts":1700000000000,"prompt_id":"p","x":[[[]]]}',
+        b'{"type":"account_updated","event_id":"e","account_id":"a","ts":1700000000000,"traits":{"n":1e400}}',
+        b'{"type":"account_updated","event_id":"e","account_id":"a","ts":1700000000000,"traits":{"n":7,"b":false}}',
+        b'{"type":"account_updated","event_id":"e","account_id":"a","ts":1700000000000,"traits":{"":1}}',
         b'{"type":"usage","event_id":"e","account_id":"a","ts":1700000000000,"metric":"m","value":1,"x":'
         + b"[" * 5000
         + b"]" * 5000
