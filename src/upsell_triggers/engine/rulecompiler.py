@@ -46,9 +46,9 @@ from upsell_triggers.engine.rulemodel import (
     Problem,
     Rule,
     RulesError,
-    Variant,
     TraitCond,
     TraitSpec,
+    Variant,
     trait_fits,
 )
 from upsell_triggers.engine.suggest import did_you_mean, unknown_field
