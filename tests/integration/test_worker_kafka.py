@@ -425,3 +425,74 @@ async def test_recovery_restores_the_newest_state_of_every_account(worker_factor
     after = [orjson.loads(r.value) for r in recs][n:]
     assert sorted(p["account_id"] for p in after) == accounts
     assert {(p["rule_id"], p["plan"], p["limit"]) for p in after} == {("seats-100", "team", 25)}
+
+
+async def test_traits_and_the_eligibility_gate_survive_a_restart(worker_factory, kafka_bootstrap):
+    """rules/examples (a trait catalog and an eligibility gate) in the worker: traits set before a
+    SIGKILL are recovered from the changelog and still decide the audience and the gate after it; an
+    undeclared trait is dead-lettered with its reason."""
+    from devkit.worker import ROOT
+
+    w = worker_factory(rules_dir=ROOT / "rules" / "examples").start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+    old, new = now - 60 * 86_400_000, now - 86_400_000  # signed up 60 days ago; 1 day ago
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [
+            event(
+                "acme",
+                "a-1",
+                now - 9000,
+                type="account_updated",
+                traits={"segment": "self_serve", "signed_up_at": new},
+            ),
+            event("acme", "a-2", now - 8000, type="usage", metric="seats", value=4),  # ineligible: 1 day old
+            event(
+                "globex",
+                "g-1",
+                now - 9000,
+                type="account_updated",
+                traits={"segment": "self_serve", "signed_up_at": old},
+            ),
+            event("globex", "g-2", now - 8000, type="usage", metric="seats", value=4),  # eligible: prompt
+            event(
+                "initech",
+                "i-1",
+                now - 9000,
+                type="account_updated",
+                traits={"segment": "self_serve", "signed_up_at": old},
+            ),
+            event("initech", "i-2", now - 8000, type="usage", metric="seats", value=3),  # below 80%
+            event("hooli", "h-1", now - 9000, type="account_updated", traits={"tier": "gold"}),
+        ],
+    )
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=1.0)
+    assert [(r.key, orjson.loads(r.value)["rule_id"]) for r in recs] == [(b"globex", "seats-80-self-serve")]
+    dlq = await collect(kafka_bootstrap, [w.topics["dlq"]], want=1, settle=0.5)
+    assert [dict(r.headers)["reason"] for r in dlq] == [b"unknown_trait"]
+    _, body = w.get("/metrics")
+    assert 'upsell_decisions_total{outcome="ineligible",rule="seats-80-self-serve"} 1.0' in body
+    await asyncio.sleep(1.5)  # let the commit interval pass (offsets + changelog)
+    w.stop(kill=True)
+    w2 = worker_factory(name=w.name, rules_dir=ROOT / "rules" / "examples").start()
+    w2.wait_ready(90)
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [
+            # acme keeps its segment (recovered) and is now old enough; its rule stayed armed
+            event("acme", "a-3", now - 7000, type="account_updated", traits={"signed_up_at": old}),
+            event("acme", "a-4", now - 6000, type="usage", metric="seats", value=4),
+            # initech's traits (recovered) put it in the audience and through the gate
+            event("initech", "i-3", now - 6000, type="usage", metric="seats", value=4),
+        ],
+    )
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=3, settle=1.5)
+    got = sorted((r.key, orjson.loads(r.value)["rule_id"]) for r in recs)
+    assert got == [
+        (b"acme", "seats-80-self-serve"),
+        (b"globex", "seats-80-self-serve"),
+        (b"initech", "seats-80-self-serve"),
+    ], got
