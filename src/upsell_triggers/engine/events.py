@@ -95,6 +95,12 @@ def _ts_ms(text: str) -> int:
     raise ValueError("ts outside the accepted range")
 
 
+def time_ms(text: str) -> int:
+    """An RFC 3339 string as epoch ms, read exactly as an event's `ts` is (a `time` trait's value);
+    ValueError if it is not one or lies outside the accepted range."""
+    return _ts_ms(text)
+
+
 EpochMs = Annotated[
     int,
     BeforeValidator(_parse_ts),

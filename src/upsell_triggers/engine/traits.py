@@ -4,7 +4,7 @@ conditions and eligibility gate a triggered rule must pass (engine._decide asks 
 
 from __future__ import annotations
 
-from upsell_triggers.engine.events import MAX_TS_MS, MIN_TS_MS, AccountUpdated, InvalidEvent, _ts_ms
+from upsell_triggers.engine.events import MAX_TS_MS, MIN_TS_MS, AccountUpdated, InvalidEvent, time_ms
 from upsell_triggers.engine.levels import holds
 from upsell_triggers.engine.rulemodel import (
     TIME,
@@ -68,7 +68,7 @@ def check_traits(
 def _time_ms(v: object) -> int | None:
     if type(v) is str:
         try:
-            return _ts_ms(v)
+            return time_ms(v)
         except ValueError:
             return None
     if type(v) is float and v.is_integer() and MIN_TS_MS <= v < MAX_TS_MS:
