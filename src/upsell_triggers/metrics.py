@@ -143,6 +143,12 @@ class Metrics:
             "Accounts changed since their state was last written to the changelog (Kafka runtime)",
             registry=kafka,
         )
+        self.expired = Counter(
+            "upsell_accounts_expired_total",
+            "Account states removed, with a changelog tombstone, because their newest event is older than "
+            "UPSELL_STATE_RETENTION_DAYS before their partition's newest (Kafka runtime)",
+            registry=kafka,
+        )
         self.evictions = Counter(
             "upsell_account_evictions_total",
             "Account states dropped by the embedded store: idle past its TTL (ttl) or at its bound (bound)",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
 from upsell_triggers.engine.events import MAX_ID_LEN, InvalidEvent, decode_event
+from upsell_triggers.engine.retention import expired
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import DAY
@@ -83,8 +84,8 @@ class MemoryStore:
 
     def expire(self, watermark_ms: int) -> int:
         """Drops every account idle for ttl_ms before watermark_ms (one pass over all of them)."""
-        cutoff = watermark_ms - self.ttl_ms
-        old = [a for a, s in self.states.items() if s.last_seen < cutoff]
+        ttl = self.ttl_ms
+        old = [a for a, s in self.states.items() if expired(s.last_seen, watermark_ms, ttl)]
         for a in old:
             del self.states[a]
         if old and self.on_evict is not None:
@@ -98,12 +99,12 @@ class MemoryStore:
         checked = list(itertools.islice(states.items(), min(budget, len(states))))
         if not checked:
             return 0
-        self.watermark_ms = max(self.watermark_ms, max(st.last_seen for _, st in checked))
-        cutoff = self.watermark_ms - self.ttl_ms
+        self.watermark_ms = watermark = max(self.watermark_ms, max(st.last_seen for _, st in checked))
+        ttl = self.ttl_ms
         dropped = 0
         for account, st in checked:
             del states[account]
-            if st.last_seen < cutoff:
+            if expired(st.last_seen, watermark, ttl):
                 dropped += 1
             else:
                 states[account] = st

@@ -11,6 +11,7 @@ from typing import IO, Any
 import orjson
 
 from upsell_triggers.engine.engine import EMITTED, HOLDOUT, INELIGIBLE, SUPPRESSIONS, Decision
+from upsell_triggers.engine.retention import DEFAULT_RETENTION_MS
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.processor import MemoryStore, Processor
@@ -20,6 +21,7 @@ from upsell_triggers.report.holdout import holdout_line
 UNATTRIBUTED = "unknown"
 FEEDBACK = ("shown", "clicked", "dismissed")
 PROGRESS_EVERY = 50_000  # lines between progress updates on a terminal
+SWEEP_EVERY = 1_000  # new accounts between retention steps (MemoryStore.expire_step)
 
 
 def _rate(part: int, whole: int) -> str:
@@ -159,11 +161,12 @@ def replay(
     explain: bool | ExplainFilter = False,
     total_bytes: int | None = None,
     holdout: IO[bytes] | None = None,
+    retention_ms: int = DEFAULT_RETENTION_MS,
 ) -> Summary:
     """Prompts to `out` as JSON lines; rejected lines and (with `explain`) decisions to `err`.
     Progress is shown when `err` is a terminal. `holdout`: where to write the holdout decisions as JSON
     lines, for `report` (report/holdout.py)."""
-    store = MemoryStore(max_accounts=10_000_000)
+    store = MemoryStore(max_accounts=10_000_000, ttl_ms=retention_ms)
     proc = Processor(rules, store=store)
     summary = Summary([r.id for r in rules.rules])
     wanted = explain if isinstance(explain, ExplainFilter) else ExplainFilter() if explain else None
@@ -189,10 +192,12 @@ def replay(
         if len(states) != n_accounts:
             # A new account: its state (the newest in the dict) holds its first event's time, the
             # earliest of its events when each account's events are in time order.
-            n_accounts = len(states)
             ts = next(reversed(states.values())).last_seen
             if ts and (first_ts is None or ts < first_ts):
                 first_ts = ts
+            if len(states) % SWEEP_EVERY == 0:  # retention: the store grows only with new accounts
+                store.expire_step()
+            n_accounts = len(states)
         if res.invalid is not None:
             err.write(f"line {lineno}: {res.invalid.reason}: {res.invalid.message}\n")
             continue

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         ge=1,
         description="embedded run: account states held; at the bound the stalest goes",
     )
+    state_retention_days: float = Field(
+        default=400,
+        gt=0,
+        description="an account whose newest event is this much older (event time) than the newest event of "
+        "its partition is removed from the store, with a changelog tombstone; it starts afresh if it returns",
+    )
     embedded_account_ttl_days: float = Field(
         default=90, gt=0, description="embedded run: an account idle this long in event time is dropped"
     )

@@ -14,8 +14,16 @@ from upsell_triggers.runtime.table_state import TableState
 
 
 class _DB(dict[bytes, bytes]):
+    """rocksdict's Rdict as TableState uses it: keys in byte order."""
+
     def put(self, key: bytes, value: bytes) -> None:
         self[key] = value
+
+    def delete(self, key: bytes) -> None:
+        del self[key]
+
+    def items(self, from_key: bytes | None = None) -> Any:  # type: ignore[override]
+        return iter([(k, self[k]) for k in sorted(self) if from_key is None or k >= from_key])
 
 
 def memory_table() -> SimpleNamespace:

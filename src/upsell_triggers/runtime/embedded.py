@@ -96,7 +96,7 @@ async def run_embedded(
     metrics = Metrics(runtime="embedded")
     store = MemoryStore(
         settings.embedded_max_accounts,
-        int(settings.embedded_account_ttl_days * DAY),
+        int(min(settings.embedded_account_ttl_days, settings.state_retention_days) * DAY),
         on_evict=metrics.count_evictions,
     )
     proc = Processor(rules, metrics, store)

@@ -29,6 +29,7 @@ from faust.types import TP
 
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.state import STATE_WRITERS
+from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor
 from upsell_triggers.runtime.batch_apply import BatchApplier
@@ -174,7 +175,12 @@ def create_app(s: Settings) -> Worker:
         partitions=s.topic_partitions,
     )
     states = TableState(
-        table, s.state_cache_accounts, STATE_WRITERS[s.state_write_version], s.state_unwritten_accounts
+        table,
+        s.state_cache_accounts,
+        STATE_WRITERS[s.state_write_version],
+        s.state_unwritten_accounts,
+        retention_ms=int(s.state_retention_days * DAY),
+        on_expired=metrics.expired.inc,
     )
     # Read at scrape time: right after every batch, write and rebalance (drop_cache), with no copy to keep.
     metrics.unwritten_accounts.set_function(lambda: len(states.dirty))

@@ -15,7 +15,7 @@ async def send_changelog(
     producer: Any,
     topic: str,
     partition: int,
-    recs: list[tuple[bytes, bytes]],
+    recs: list[tuple[bytes, bytes | None]],
     on_persisted: Callable[[TP, int], None],
 ) -> None:
     """Queues (key, value) records for one partition; on_persisted(tp, last offset) once each batch is

@@ -1,0 +1,21 @@
+"""How long an account's state is kept: the one rule the Kafka worker's store, the embedded store and
+`replay` apply alike.
+
+An account whose newest event (`AccountState.last_seen`) is older than the retention, measured in event
+time against the watermark of its partition (the newest event time seen there), is expired: its state
+is removed, and an account that sends an event after that starts from a fresh state. Event time, not
+the clock, so that reprocessing old data expires the same accounts as processing it live did.
+"""
+
+from __future__ import annotations
+
+from upsell_triggers.engine.timeutil import DAY
+
+DEFAULT_RETENTION_DAYS = 400.0
+DEFAULT_RETENTION_MS = int(DEFAULT_RETENTION_DAYS * DAY)
+
+
+def expired(last_seen_ms: int, watermark_ms: int, retention_ms: int) -> bool:
+    """Whether a state last changed by an event at last_seen_ms is past retention_ms of event time at
+    watermark_ms (the newest event time of its partition)."""
+    return last_seen_ms < watermark_ms - retention_ms
