@@ -240,6 +240,9 @@ class TableState:
         if not self._memory:
             self.cache.clear()
             self.decoded.clear()
+            # The sweep reads only partitions written since: a revoked one's database is not reopened.
+            self.watermarks.clear()
+            self._cursors.clear()
 
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
         """RocksDB remembers the changelog offset it holds, so recovery reads only what is newer."""
