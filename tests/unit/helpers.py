@@ -9,23 +9,26 @@ from upsell_triggers.engine.ruleset import RuleSet, compile_sources, load_rulese
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import DAY, HOUR
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+# The engine's tests decide with their own rules (fixtures/rules/README.md); the shipped ones are the
+# product's, tested as files where a test says so.
+RULES = Path(__file__).resolve().parent / "fixtures" / "rules"
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
 T0 = 1_795_341_600_000  # 2026-11-22T10:00:00Z
 
 
-def shipped() -> RuleSet:
+def fixture_rules() -> RuleSet:
     return load_ruleset(RULES)
 
 
 def with_policy(policy_yaml: str) -> RuleSet:
-    """The shipped rules with another policy file."""
+    """The fixture rules with another policy file."""
     sources = [(str(p), p.read_text()) for p in sorted(RULES.glob("*.yaml")) if p.name != "policy.yaml"]
     return compile_sources([*sources, ("policy.yaml", policy_yaml)])
 
 
 class Account:
     def __init__(self, rules: RuleSet | None = None, account: str = "acme") -> None:
-        self.engine = Engine(rules or shipped())
+        self.engine = Engine(rules or fixture_rules())
         self.state = AccountState()
         self.account = account
         self.n = 0
@@ -48,4 +51,14 @@ def outcomes(ds: list[Decision]) -> list[tuple[str, str]]:
     return [(d.rule_id, d.outcome) for d in ds]
 
 
-__all__ = ["DAY", "HOUR", "T0", "Account", "outcomes", "shipped", "with_policy"]
+__all__ = [
+    "DAY",
+    "HOUR",
+    "RULES",
+    "SHIPPED_RULES",
+    "T0",
+    "Account",
+    "fixture_rules",
+    "outcomes",
+    "with_policy",
+]

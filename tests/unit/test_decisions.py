@@ -1,4 +1,4 @@
-"""Contract §4 semantics, one by one, on the shipped rules."""
+"""Decision semantics, one by one, on the fixture rules (fixtures/rules)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from upsell_triggers.cli import main
 from upsell_triggers.engine.events import InvalidEvent, decode_event
 from upsell_triggers.engine.ruleset import RulesError, compile_sources
 
-from .helpers import RULES
+from .helpers import RULES, SHIPPED_RULES
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,7 @@ def test_bad_rule_files_rejected_with_file_and_line(text, line, needle):
 
 
 def test_rules_check_cli(tmp_path: Path, capsys):
-    assert main(["rules", "check", str(RULES)]) == 0
+    assert main(["rules", "check", str(SHIPPED_RULES)]) == 0
     for p in RULES.glob("*.yaml"):
         (tmp_path / p.name).write_text(p.read_text())
     (tmp_path / "usage-limits.yaml").write_text(
@@ -153,14 +153,14 @@ def test_unreachable_rule_warns(tmp_path: Path, capsys):
 def test_schema_is_published_and_current():
     from upsell_triggers.engine.rulefile import rules_json_schema
 
-    shipped = json.loads((RULES / "rules.schema.json").read_text())
+    shipped = json.loads((SHIPPED_RULES / "rules.schema.json").read_text())
     assert shipped == rules_json_schema(), "run: upsell-triggers rules schema -o rules/rules.schema.json"
-    for p in RULES.glob("*.yaml"):
+    for p in SHIPPED_RULES.glob("*.yaml"):
         assert "$schema=./rules.schema.json" in p.read_text().splitlines()[0]
 
 
 def test_shipped_rule_tests_pass(capsys):
-    assert main(["rules", "test", str(RULES / "tests")]) == 0
+    assert main(["rules", "test", str(SHIPPED_RULES / "tests")]) == 0
     out = capsys.readouterr().out
     for rid in (
         "seats-80",

@@ -13,7 +13,7 @@ from upsell_triggers.engine.state import rolling_add, rolling_sum
 from upsell_triggers.engine.timeutil import DAY, HOUR
 from upsell_triggers.replay import replay
 
-from .helpers import T0, Account, shipped
+from .helpers import T0, Account, fixture_rules
 
 BUCKET, WINDOW = HOUR, 7 * DAY
 
@@ -74,7 +74,7 @@ def _events(ops: list[tuple[str, object]], gaps: list[int]) -> list[dict[str, ob
     st.lists(st.integers(0, 2 * DAY), min_size=120, max_size=120),
 )
 def test_no_rule_fires_twice_inside_its_cooldown(ops, gaps):
-    rs = shipped()
+    rs = fixture_rules()
     cooldown = {r.id: r.cooldown_ms for r in rs.rules}
     a = Account(rs)
     fired: dict[tuple[str, str | None], list[int]] = {}
@@ -94,6 +94,6 @@ def test_replay_twice_is_identical(ops, gaps):
     outs = []
     for _ in range(2):
         out, err = io.BytesIO(), io.StringIO()
-        replay(shipped(), io.BytesIO(data), out, err)
+        replay(fixture_rules(), io.BytesIO(data), out, err)
         outs.append(out.getvalue())
     assert outs[0] == outs[1]

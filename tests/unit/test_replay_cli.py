@@ -10,7 +10,7 @@ import orjson
 
 from upsell_triggers import replay as replay_mod
 
-from .helpers import RULES, T0, shipped
+from .helpers import RULES, T0, fixture_rules
 
 
 def test_replay_prints_prompts_summary_and_reports_bad_lines(tmp_path: Path):
@@ -85,7 +85,9 @@ def test_summary_lists_every_rule_with_feedback_rates_accounts_and_event_time(tm
     ]
     err = _replay(tmp_path, lines).stderr.decode()
     rows = _table(err)
-    assert list(rows) == [r.id for r in shipped().rules]  # zero rows included, in file order; no "unknown"
+    assert list(rows) == [
+        r.id for r in fixture_rules().rules
+    ]  # zero rows included, in file order; no "unknown"
     s80 = rows["seats-80"]
     assert (s80["fired"], s80["accounts"], s80["shown"], s80["clicked"], s80["dismissed"]) == (
         "2",
@@ -157,7 +159,7 @@ def test_progress_on_a_terminal_shows_rate_and_eta_and_ends_its_line(monkeypatch
     lines = [_ev(f"e{i}", f"a{i}", i, type="usage", metric="seats", value=1) + b"\n" for i in range(6)]
     data = b"".join(lines)
     err = _Tty()
-    replay_mod.replay(shipped(), io.BytesIO(data), io.BytesIO(), err, total_bytes=len(data))
+    replay_mod.replay(fixture_rules(), io.BytesIO(data), io.BytesIO(), err, total_bytes=len(data))
     text = err.getvalue()
     updates = text.split("\r")[1:]
     assert re.match(r" 33\.3%  2 events  [\d,]+/s  ETA \d+:\d\d\x1b\[K$", updates[0]), updates

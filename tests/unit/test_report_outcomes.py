@@ -9,7 +9,7 @@ from upsell_triggers.engine.timeutil import DAY, HOUR, to_iso
 from upsell_triggers.report.analysis import analyse
 from upsell_triggers.report.outcomes import Cell, Outcomes
 
-from .helpers import T0, shipped
+from .helpers import T0, fixture_rules
 
 
 def prompt(pid: str, account: str, rule: str, at: int, variant: str | None = None) -> bytes:
@@ -40,7 +40,7 @@ def cells(o: Outcomes) -> dict[tuple[str, str, str], Cell]:
 
 
 def test_funnel_counts_accounts_not_events() -> None:
-    o = Outcomes(shipped())
+    o = Outcomes(fixture_rules())
     o.add_prompt(prompt("p1", "a", "seats-80", 0))
     o.add_prompt(prompt("p2", "a", "seats-80", 8 * DAY))  # same account again: one account
     o.add_prompt(prompt("p3", "b", "seats-80", HOUR))
@@ -56,7 +56,7 @@ def test_funnel_counts_accounts_not_events() -> None:
 
 
 def test_upgrade_goes_to_the_latest_exposure_within_the_window() -> None:
-    o = Outcomes(shipped())  # attribution window 14 d; plans free < team < business < enterprise
+    o = Outcomes(fixture_rules())  # attribution window 14 d; plans free < team < business < enterprise
     o.add_prompt(prompt("p1", "a", "seats-80", 0))
     o.add_prompt(prompt("p2", "a", "storage-80", DAY))
     o.add_event(event("a", "plan_changed", 2 * DAY, plan="team"))  # -> storage-80, the latest
@@ -80,14 +80,14 @@ def test_upgrade_goes_to_the_latest_exposure_within_the_window() -> None:
 def test_a_plan_change_at_the_instant_of_a_prompt_comes_first() -> None:
     """The engine re-evaluates the rules on a plan change, so a prompt at the same instant followed it:
     the plan change cannot be that prompt's conversion."""
-    o = Outcomes(shipped())
+    o = Outcomes(fixture_rules())
     o.add_prompt(prompt("p1", "a", "seats-80", DAY))
     o.add_event(event("a", "plan_changed", DAY, plan="team"))
     assert cells(o)[("seats-80", "-", "treatment")].upgraded == 0
 
 
 def test_time_range_selects_exposures() -> None:
-    o = Outcomes(shipped(), since=T0 + DAY, until=T0 + 3 * DAY)
+    o = Outcomes(fixture_rules(), since=T0 + DAY, until=T0 + 3 * DAY)
     o.add_prompt(prompt("p0", "a", "seats-80", 0))
     o.add_prompt(prompt("p1", "b", "seats-80", DAY))
     o.add_prompt(prompt("p2", "c", "seats-80", 3 * DAY))
@@ -100,7 +100,7 @@ def test_time_range_selects_exposures() -> None:
 
 
 def test_variants_are_separate_cells_and_share_the_holdout() -> None:
-    o = Outcomes(shipped())
+    o = Outcomes(fixture_rules())
     for i in range(400):
         variant = "short" if i % 2 else "long"
         o.add_prompt(prompt(f"p{i}", f"a{i}", "seats-80", 0, variant))
@@ -123,7 +123,7 @@ def test_variants_are_separate_cells_and_share_the_holdout() -> None:
 
 
 def test_verdict_asks_for_more_accounts_when_the_interval_spans_zero() -> None:
-    o = Outcomes(shipped())
+    o = Outcomes(fixture_rules())
     for i in range(100):
         o.add_prompt(prompt(f"p{i}", f"a{i}", "seats-80", 0))
         if i < 5:
@@ -141,7 +141,7 @@ def test_verdict_asks_for_more_accounts_when_the_interval_spans_zero() -> None:
 
 
 def test_no_holdout_says_so() -> None:
-    o = Outcomes(shipped())
+    o = Outcomes(fixture_rules())
     o.add_prompt(prompt("p1", "a", "seats-80", 0))
     (rep,) = analyse(o.cells())
     assert rep.lifts[0].diff is None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from upsell_triggers.cli import main
 
-from .helpers import RULES
+from .helpers import RULES, SHIPPED_RULES
 
 
 def _run(tmp_path: Path, body: str, capsys) -> str:  # type: ignore[no-untyped-def]
@@ -55,7 +55,7 @@ def test_a_misspelled_expected_rule_gets_a_suggestion(tmp_path: Path, capsys):
 
 
 def test_passing_tests_print_no_explanation(capsys):
-    assert main(["rules", "test", str(RULES / "tests")]) == 0
+    assert main(["rules", "test", str(SHIPPED_RULES / "tests")]) == 0
     assert "decisions of rule" not in capsys.readouterr().out
 
 

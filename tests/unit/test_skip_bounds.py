@@ -14,9 +14,9 @@ from upsell_triggers.engine.events import InvalidEvent, validate_event
 from upsell_triggers.engine.ruleset import RuleSet, compile_sources
 from upsell_triggers.engine.state import AccountState
 
-from .helpers import DAY, HOUR, RULES, T0, Account, shipped
+from .helpers import DAY, HOUR, RULES, T0, Account, fixture_rules
 
-# Plans and rules the shipped files do not have: a count threshold on a gauge, a limit of 0, an
+# Plans and rules the fixture files do not have: a count threshold on a gauge, a limit of 0, an
 # unlimited custom metric, a period counter, and a rule whose second condition reads seats (so seats'
 # groups include one whose level is another metric's).
 _PLANS = """
@@ -114,14 +114,14 @@ def test_shortcut_decides_as_full_evaluation_extended_rules(ops, gaps):
     st.lists(_ops.filter(lambda op: op[0] not in ("widgets", "credits", "limits")), min_size=1, max_size=100),
     st.lists(st.integers(0, 3 * DAY), min_size=100, max_size=100),
 )
-def test_shortcut_decides_as_full_evaluation_shipped_rules(ops, gaps):
-    _same_decisions_event_by_event(shipped(), ops, gaps)
+def test_shortcut_decides_as_full_evaluation_fixture_rules(ops, gaps):
+    _same_decisions_event_by_event(fixture_rules(), ops, gaps)
 
 
 def test_bounds_per_plan_and_metric():
     """What the shortcut may skip: ratio rules below min threshold x limit (by a margin), count rules
     below their threshold, nothing for a limit of 0 or for a metric another rule's level depends on."""
-    plain = shipped().skip_below
+    plain = fixture_rules().skip_below
     assert 4 * (1 - 1e-8) < plain["free"]["seats"] < 4  # seats-80 on 5 seats, less the rounding margin
     assert plain["free"]["api_calls"] < 8000 and plain["enterprise"]["api_calls"] == float("inf")
     rs = _extended()

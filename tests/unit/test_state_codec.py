@@ -12,12 +12,13 @@ import orjson
 from upsell_triggers.engine.state import (
     STATE_VERSION,
     AccountState,
+    Attribution,
+    RecentPrompt,
     RuleState,
     event_hash,
     seen,
-    to_bytes_v3,
-    to_bytes_v4,
 )
+from upsell_triggers.engine.statelegacy import to_bytes_v3, to_bytes_v4
 
 
 def full_state() -> AccountState:
@@ -32,8 +33,8 @@ def full_state() -> AccountState:
         "paywall-repeat\x1fsso": RuleState(),
     }
     st.sent = (1_800_000_000_123,)
-    st.attribution = ("pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123)
-    st.recent_prompts = (("pr_x", "seats-80", "seats"),)
+    st.attribution = Attribution("pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123)
+    st.recent_prompts = (RecentPrompt("pr_x", "seats-80", "seats"),)
     for i in range(20):
         seen(st, event_hash(f"e-{i}"))
     st.last_seen, st.events_offset = 1_800_000_000_123, 41
@@ -138,7 +139,10 @@ def test_a_match_straddling_two_hashes_is_not_a_duplicate():
 
 
 def as_lists(v: Any) -> Any:
-    """Tuples (this release's in-memory containers) as the lists a released decoder builds."""
+    """Tuples and array-like structs (this release's in-memory containers) as the lists a released
+    decoder builds."""
+    if isinstance(v, msgspec.Struct):
+        v = msgspec.structs.astuple(v)
     return [as_lists(x) for x in v] if isinstance(v, tuple) else v
 
 
@@ -230,5 +234,5 @@ def test_version_4_bytes_of_the_previous_release_are_read_with_names_shared():
     assert (st.events_offset, st.feedback_offset, st.last_seen) == (12, 3, 7)
     assert seen(st, event_hash("a"))  # an event applied before the upgrade stays a duplicate
     # Decoded names are the one interned copy, as in states the engine creates.
-    names = [st.plan, st.gauges[0], st.attribution[1], st.recent_prompts[0][2]]  # type: ignore[index]
+    names = [st.plan, st.gauges[0], st.attribution.rule_id, st.recent_prompts[0].rule_group]  # type: ignore[union-attr,index]
     assert all(n is sys.intern(n) for n in names) and names[1] is names[3]

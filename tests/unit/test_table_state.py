@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from upsell_triggers.engine.state import AccountState, to_bytes_v3
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statelegacy import to_bytes_v3
 from upsell_triggers.runtime.table_state import TableState
 
 

@@ -4,8 +4,11 @@ conditions and eligibility gate a triggered rule must pass (engine._decide asks 
 
 from __future__ import annotations
 
+from typing import Final
+
 from upsell_triggers.engine.events import MAX_TS_MS, MIN_TS_MS, AccountUpdated, InvalidEvent, time_ms
 from upsell_triggers.engine.levels import holds
+from upsell_triggers.engine.outcomes import INELIGIBLE, Suppression
 from upsell_triggers.engine.rulemodel import (
     TIME,
     Cond,
@@ -18,7 +21,7 @@ from upsell_triggers.engine.rulemodel import (
 )
 from upsell_triggers.engine.state import AccountState
 
-AUDIENCE, INELIGIBLE = "audience", "ineligible"
+AUDIENCE: Final = "audience"
 
 
 def check_traits(
@@ -82,7 +85,7 @@ def _json_type(v: object) -> str:
 
 def gate_failure(
     rule: Rule, state: AccountState, plan: Plan, feature: str | None, ts: int
-) -> tuple[str | None, str] | None:
+) -> tuple[Suppression | None, str] | None:
     """Why a triggered rule may not prompt, checked in this order: a trait condition of its `when`
     fails (outcome None: the rule does not fire), an audience trait condition fails (`audience`), a
     condition of the eligibility gate fails (`ineligible`). None: it passes all of them."""

@@ -28,7 +28,7 @@ from aiohttp import web
 from faust.types import TP
 
 from upsell_triggers.engine.ruleset import load_ruleset
-from upsell_triggers.engine.state import STATE_WRITERS
+from upsell_triggers.engine.statecodec import STATE_WRITERS
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import Processor

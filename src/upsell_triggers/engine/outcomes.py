@@ -1,0 +1,93 @@
+"""What the engine says about an event: its Outcome (a status and the decisions it made), each Decision
+(a rule edge emitted or suppressed, a conversion, prompt feedback), and the closed sets of words they
+use. Metrics labels, the replay summary and `--explain` all take their words from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, get_args
+
+from upsell_triggers.engine.events import InvalidEvent
+
+# What an event did: applied, or why not (`redelivered` is the runtime's: a Kafka record already applied).
+Status = Literal["applied", "duplicate", "stale", "late", "invalid", "redelivered"]
+# Why a rule that reached its threshold did not emit, in the order reports list them.
+Suppression = Literal[
+    "superseded", "cooldown", "frequency_cap", "holdout", "no_upgrade_path", "audience", "ineligible"
+]
+DecisionKind = Literal["emitted", "conversion", "feedback"] | Suppression
+Group = Literal["treatment", "holdout"]  # of an account, for conversions
+Action = Literal["shown", "clicked", "dismissed"]  # prompt feedback
+
+SUPPRESSIONS: Final[tuple[Suppression, ...]] = get_args(Suppression)
+EMITTED: Final = "emitted"
+INELIGIBLE: Final = "ineligible"  # the policy's eligibility gate (traits.py)
+TREATMENT: Final = "treatment"
+HOLDOUT: Final = "holdout"
+FEEDBACK_ACTIONS: Final[dict[str, Action]] = {
+    "prompt_shown": "shown",
+    "prompt_clicked": "clicked",
+    "prompt_dismissed": "dismissed",
+}
+
+
+@dataclass(slots=True)
+class Decision:
+    """One outcome: a rule edge (emitted or suppressed), a conversion, or prompt feedback."""
+
+    outcome: DecisionKind
+    rule_id: str
+    rule_group: str
+    account_id: str
+    ts: int
+    reason: str
+    feature: str | None = None
+    group: Group | None = None  # conversions
+    action: Action | None = None  # feedback
+    prompt: dict[str, Any] | None = None
+    variant: str | None = None  # the copy variant (prompts, their feedback, treatment conversions)
+
+    def explain(self) -> dict[str, Any]:
+        d = {
+            "outcome": self.outcome,
+            "rule_id": self.rule_id,
+            "account_id": self.account_id,
+            "feature": self.feature,
+            "reason": self.reason,
+        }
+        if self.group:
+            d["group"] = self.group
+        if self.action:
+            d["action"] = self.action
+        if self.variant:
+            d["variant"] = self.variant
+        if self.prompt:
+            d["prompt_id"] = self.prompt["prompt_id"]
+        return d
+
+
+class Outcome:
+    """What one event did. Treated as immutable (the decision-less ones are shared constants); a plain
+    slots class because a frozen dataclass's __init__ cost a measurable share of the hot path."""
+
+    __slots__ = ("decisions", "invalid", "status")
+
+    def __init__(
+        self, status: Status, decisions: Sequence[Decision] = (), invalid: InvalidEvent | None = None
+    ) -> None:
+        self.status = status
+        self.decisions = decisions
+        self.invalid = invalid
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.status}, {len(self.decisions)} decision(s))"
+
+    @property
+    def prompts(self) -> list[dict[str, Any]]:
+        return [d.prompt for d in self.decisions if d.prompt is not None]
+
+
+# The outcomes without decisions are shared: Outcome is immutable.
+DUPLICATE, STALE, LATE, APPLIED = Outcome("duplicate"), Outcome("stale"), Outcome("late"), Outcome("applied")
