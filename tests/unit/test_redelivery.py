@@ -6,7 +6,7 @@ import orjson
 
 from upsell_triggers.processor import REDELIVERED, Processor
 
-from .helpers import T0, shipped
+from .helpers import T0, fixture_rules
 
 
 def _raw(**fields: object) -> bytes:
@@ -15,7 +15,7 @@ def _raw(**fields: object) -> bytes:
 
 
 def test_a_redelivered_malformed_keyed_record_is_dead_lettered_once() -> None:
-    proc = Processor(shipped())
+    proc = Processor(fixture_rules())
     bad = b'{"event_id": "e1", "account_id": "acme", "ts": '  # not JSON
     first = proc.handle(bad, b"acme", source=(0, 5))
     assert first.invalid is not None and first.invalid.reason == "not_json"
@@ -30,7 +30,7 @@ def test_a_redelivered_malformed_keyed_record_is_dead_lettered_once() -> None:
 
 
 def test_a_record_the_engine_rejects_is_dead_lettered_once() -> None:
-    proc = Processor(shipped())
+    proc = Processor(fixture_rules())
     unknown = _raw(metric="no_such_metric", value=1)
     assert proc.handle(unknown, b"acme", source=(0, 9)).invalid is not None
     assert proc.handle(unknown, b"acme", source=(0, 9)).outcome is REDELIVERED
@@ -44,7 +44,7 @@ def test_a_record_the_engine_rejects_is_dead_lettered_once() -> None:
 
 
 def test_a_key_mismatch_is_remembered_by_the_key_that_placed_it() -> None:
-    proc = Processor(shipped())
+    proc = Processor(fixture_rules())
     other = _raw(account_id="globex", metric="seats", value=1)
     assert proc.handle(other, b"acme", source=(0, 2)).invalid is not None
     assert proc.handle(other, b"acme", source=(0, 2)).outcome is REDELIVERED
@@ -53,7 +53,7 @@ def test_a_key_mismatch_is_remembered_by_the_key_that_placed_it() -> None:
 
 def test_a_malformed_record_without_a_usable_key_is_dead_lettered_again() -> None:
     """Nothing names an account to remember it by: the documented bound (RELIABILITY.md)."""
-    proc = Processor(shipped())
+    proc = Processor(fixture_rules())
     for key in (None, b"", b"\xff\xfe", b"k" * 300):
         for _ in range(2):
             res = proc.handle(b"not json", key, source=(0, 1))

@@ -15,7 +15,7 @@ from upsell_triggers.processor import MemoryStore
 from upsell_triggers.replay import replay
 from upsell_triggers.runtime.table_state import TableState
 
-from .helpers import T0, shipped
+from .helpers import T0, fixture_rules
 from .test_table_state import TABLES, stored
 
 RETENTION = 400 * DAY
@@ -102,5 +102,5 @@ def test_the_embedded_store_and_replay_apply_the_same_rule() -> None:
 
     old = [line(f"old-{i}", i, T0) for i in range(999)]
     new = [line(f"new-{i}", i, T0 + RETENTION + DAY) for i in range(1001)]
-    summary = replay(shipped(), iter(old + new), io.BytesIO(), io.StringIO(), retention_ms=RETENTION)
+    summary = replay(fixture_rules(), iter(old + new), io.BytesIO(), io.StringIO(), retention_ms=RETENTION)
     assert summary.accounts == 1001  # the 999 old accounts expired once the newer events came

@@ -14,7 +14,7 @@ from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.replay import Summary
 
-from .helpers import DAY, HOUR, T0, Account, outcomes, shipped
+from .helpers import DAY, HOUR, T0, Account, fixture_rules, outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "rules" / "examples"
@@ -117,8 +117,8 @@ def test_audience_traits_and_when_traits() -> None:
 def test_eligibility_skip_and_the_shipped_rules_have_no_gate() -> None:
     a = example()
     assert outcomes(a.seats(0, 5)) == [("seats-80-self-serve", "audience"), ("seats-100", "emitted")]
-    assert shipped().policy.eligibility == ()
-    assert not any(r.checks for r in shipped().rules)
+    assert fixture_rules().policy.eligibility == ()
+    assert not any(r.checks for r in fixture_rules().rules)
 
 
 CATALOG = """
@@ -201,7 +201,7 @@ def test_account_updated_decodes_on_both_paths() -> None:
 
 
 def test_engine_without_traits_in_the_catalog_rejects_account_updated() -> None:
-    eng = Engine(shipped())
+    eng = Engine(fixture_rules())
     ev = validate_event(
         {"type": "account_updated", "event_id": "e", "account_id": "a", "ts": T0, "traits": {"segment": "x"}}
     )
