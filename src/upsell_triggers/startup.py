@@ -187,9 +187,14 @@ def _bounded(settings: Settings, probe: Coroutine[Any, Any, None], alternative: 
         "check KAFKA_BOOTSTRAP_SERVERS (and UPSELL_SECURITY_PROTOCOL / UPSELL_SASL_* for a secured "
         f"cluster){', ' + alternative if alternative else ''}"
     )
-    quiet = logging.getLogger("aiokafka")  # it logs each failed connection attempt: the line below says it
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
+    # aiokafka logs each failed connection attempt and then raises a bare "Unable to bootstrap": the
+    # attempts are kept (not printed) so the one line can name a refusal such as a wrong password.
+    quiet = logging.getLogger("aiokafka")
+    attempts = _RefusalCollector()
+    level, propagate = quiet.level, quiet.propagate
+    quiet.setLevel(logging.ERROR)
+    quiet.propagate = False
+    quiet.addHandler(attempts)
     try:
         asyncio.run(asyncio.wait_for(probe, timeout))
     except TimeoutError:
@@ -197,6 +202,12 @@ def _bounded(settings: Settings, probe: Coroutine[Any, Any, None], alternative: 
             f"Kafka at {servers} did not answer within {timeout:g}s: {fix}", ENVIRONMENT
         ) from None
     except KafkaConnectionError:
+        if attempts.refusal is not None:
+            raise StartupError(
+                f"Kafka at {servers} refused the credentials ({attempts.refusal}): check "
+                "UPSELL_SASL_MECHANISM, UPSELL_SASL_USERNAME and UPSELL_SASL_PASSWORD",
+                ENVIRONMENT,
+            ) from None
         raise StartupError(f"cannot connect to Kafka at {servers}: {fix}", ENVIRONMENT) from None
     except KafkaError as err:
         raise StartupError(
@@ -207,4 +218,34 @@ def _bounded(settings: Settings, probe: Coroutine[Any, Any, None], alternative: 
     except OSError as err:  # SSL files, DNS
         raise StartupError(f"cannot connect to Kafka at {servers} ({err}): {fix}", ENVIRONMENT) from None
     finally:
+        quiet.removeHandler(attempts)
         quiet.setLevel(level)
+        quiet.propagate = propagate
+
+
+class _RefusalCollector(logging.Handler):
+    """Keeps the first authentication refusal among aiokafka's logged connection attempts (the
+    exception is an argument of its log record, never re-raised to the caller)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.refusal: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from aiokafka.errors import (
+            AuthenticationFailedError,
+            IllegalSaslStateError,
+            SaslAuthenticationFailed,
+            UnsupportedSaslMechanismError,
+        )
+
+        refused = (
+            AuthenticationFailedError,
+            SaslAuthenticationFailed,
+            IllegalSaslStateError,
+            UnsupportedSaslMechanismError,
+        )
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if self.refusal is None and isinstance(arg, refused):
+                self.refusal = f"authentication failed: {type(arg).__name__}"
