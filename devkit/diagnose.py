@@ -81,7 +81,7 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
     for r in history.get(chosen, []):
         st = AccountState.from_bytes(r.value)
         hashes = [h.hex()[:8] for h in _ring(st)]
-        periods = ", ".join(f"{k}: {v[2]}" for k, v in (st.periods or {}).items())
+        periods = ", ".join(f"{k}: {v.total}" for k, v in (st.periods or {}).items())
         print(f"  {r.offset:>7} {[st.events_offset, st.feedback_offset]} {{{periods}}} {hashes}")
 
 

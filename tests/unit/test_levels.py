@@ -7,9 +7,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from upsell_triggers.engine.keys import feature_key
 from upsell_triggers.engine.levels import NEVER, measure, reference_measure, skip_bound
 from upsell_triggers.engine.rulemodel import GAUGE, PERIOD, ROLLING, Cond, Plan
-from upsell_triggers.engine.state import AccountState, feature_key
+from upsell_triggers.engine.state import AccountState, BillingPeriod
 from upsell_triggers.engine.timeutil import DAY, HOUR
 
 METRICS = ("m1", "m2", "m3")
@@ -32,7 +33,7 @@ def _states(draw: st.DrawFn) -> AccountState:
         | st.dictionaries(
             st.sampled_from(METRICS),
             st.builds(
-                lambda start, n, total: [start, start + n, total],
+                lambda start, n, total: BillingPeriod(start, start + n, total),
                 st.integers(T - DAY, T),
                 st.integers(1, 2 * DAY),
                 _num,
@@ -94,7 +95,7 @@ def test_a_reading_below_the_skip_bound_cannot_reach_the_threshold(kind, ratio, 
     if kind == GAUGE:
         state.gauges = ["m1", T, reading]
     else:
-        state.periods = {"m1": [T - DAY, T + DAY, reading]}
+        state.periods = {"m1": BillingPeriod(T - DAY, T + DAY, reading)}
     level = reference_measure(state, plan, cond, None, T)[2]
     if reading < bound:
         assert level is None or level < threshold

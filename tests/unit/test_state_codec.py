@@ -13,6 +13,7 @@ from upsell_triggers.engine.state import (
     STATE_VERSION,
     AccountState,
     Attribution,
+    BillingPeriod,
     RecentPrompt,
     RuleState,
     event_hash,
@@ -26,7 +27,7 @@ def full_state() -> AccountState:
     st.plan, st.plan_ts, st.period_anchor = "team", 1_800_000_000_000, 1_799_000_000_000
     st.limits = {"seats": 40.0, "storage_bytes": None}
     st.gauges = ["seats", 1_800_000_000_123, 33.0, "storage_bytes", 1_800_000_000_100, 1e9]
-    st.periods = {"api_calls": [1_799_000_000_000, 1_801_000_000_000, 12.5]}
+    st.periods = {"api_calls": BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12.5)}
     st.rolling = {"paywall_hits\x1fsso": {1_800_000_000_000 - 3_600_000: 2, 1_800_000_000_000: 1}}
     st.rules = {
         "seats-80": RuleState(False, 1_800_000_000_123, None, True),
@@ -236,3 +237,12 @@ def test_version_4_bytes_of_the_previous_release_are_read_with_names_shared():
     # Decoded names are the one interned copy, as in states the engine creates.
     names = [st.plan, st.gauges[0], st.attribution.rule_id, st.recent_prompts[0].rule_group]  # type: ignore[union-attr,index]
     assert all(n is sys.intern(n) for n in names) and names[1] is names[3]
+
+
+def test_a_billing_period_is_the_three_item_array_every_version_stores():
+    period = BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12.5)
+    assert msgspec.msgpack.encode(period) == msgspec.msgpack.encode([period.start, period.end, period.total])
+    old = _ReleasedV4(periods={"api_calls": [1_799_000_000_000, 1_801_000_000_000, 12]})
+    st = AccountState.from_bytes(msgspec.msgpack.encode(old))
+    assert st.periods == {"api_calls": BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12)}
+    assert type(st.periods["api_calls"].total) is int  # a count stays an int

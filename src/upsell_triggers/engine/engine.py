@@ -20,6 +20,7 @@ from upsell_triggers.engine.events import (
     PlanChanged,
     Usage,
 )
+from upsell_triggers.engine.keys import feature_key, has_feature, split_feature_key
 from upsell_triggers.engine.levels import holds, measure
 from upsell_triggers.engine.outcomes import (
     APPLIED,
@@ -55,15 +56,13 @@ from upsell_triggers.engine.state import (
     UNUSED,
     AccountState,
     Attribution,
+    BillingPeriod,
     RecentPrompt,
     RuleState,
     event_hash,
-    feature_key,
-    has_feature,
     record_gauge,
     rolling_add,
     seen,
-    split_feature_key,
 )
 from upsell_triggers.engine.timeutil import HOUR, billing_period
 from upsell_triggers.engine.traits import check_traits, gate_failure
@@ -190,13 +189,13 @@ class Engine:
             if periods is None:
                 periods = state.periods = {}
             p = periods.get(metric)
-            if p is None or ts >= p[1]:
+            if p is None or ts >= p.end:
                 start, end = self._billing_period(ts, state.period_anchor)
-                p = periods[metric] = [start, end, 0]
-            elif ts < p[0]:
+                p = periods[metric] = BillingPeriod(start, end, 0)
+            elif ts < p.start:
                 return LATE
-            p[2] += amount
-            reading = p[2]
+            p.total += amount
+            reading = p.total
         elif not self._rolling(state, metric, ts, amount, spec.bucket_ms, spec.window_ms):
             return LATE
         else:
@@ -462,7 +461,7 @@ class Engine:
         if c.kind != PERIOD:
             return None
         p = (state.periods or UNUSED).get(c.metric)
-        return int(p[0]) if p else None
+        return int(p.start) if p else None
 
     def _decide(
         self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, triggered: list[_Trigger]

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 
+from upsell_triggers.engine.keys import feature_key
 from upsell_triggers.engine.rulemodel import GAUGE, PERIOD, Cond, Plan
 from upsell_triggers.engine.state import (
     UNUSED,
     AccountState,
-    feature_key,
     gauge_readings,
     gauge_value,
     rolling_sum,
@@ -45,7 +45,7 @@ def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: i
         value = gauge_value(state.gauges, metric)
     elif kind == PERIOD:
         p = (state.periods or UNUSED).get(metric)
-        value = p[2] if p and ts < p[1] else 0  # a period that ended counts as a new, empty one
+        value = p.total if p and ts < p.end else 0  # a period that ended counts as a new, empty one
     else:
         b = (state.rolling or UNUSED).get(metric if feature is None else feature_key(metric, feature))
         value = rolling_sum(b, c.window_ms) if b else 0
@@ -72,8 +72,8 @@ def reference_measure(state: AccountState, plan: Plan, c: Cond, feature: str | N
     if c.kind == GAUGE:
         _ts, reading = gauge_readings(state.gauges).get(c.metric, (0, 0))
     elif c.kind == PERIOD:
-        _start, end, total = (state.periods or {}).get(c.metric, (0, 0, 0))
-        reading = total if ts < end else 0  # a period that ended: the next one, empty
+        period = (state.periods or {}).get(c.metric)
+        reading = period.total if period is not None and ts < period.end else 0  # ended: the next, empty
     else:
         buckets = (state.rolling or {}).get(feature_key(c.metric, feature), {})
         newest = max(buckets, default=0)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from upsell_triggers.engine.keys import composite_key
 from upsell_triggers.engine.rulemodel import Variant
 from upsell_triggers.engine.ruleset import PAYWALL_METRIC, Plan, Rule, RuleSet
 from upsell_triggers.engine.timeutil import DAY, format_duration, to_iso
@@ -19,14 +20,14 @@ SCHEMA_VERSION = 1
 
 def prompt_id(account_id: str, rule_id: str, feature: str | None, episode: str) -> str:
     """Same trigger -> same id, across restarts and reprocessing. The episode is the triggering event."""
-    h = hashlib.blake2b(f"{account_id}\x1f{rule_id}\x1f{feature or ''}\x1f{episode}".encode(), digest_size=12)
+    h = hashlib.blake2b(composite_key(account_id, rule_id, feature or "", episode).encode(), digest_size=12)
     return "pr_" + h.hexdigest()
 
 
 def in_holdout(account_id: str, salt: str, fraction: float) -> bool:
     if fraction <= 0:
         return False
-    h = hashlib.blake2b(f"{salt}\x1f{account_id}".encode(), digest_size=8).digest()
+    h = hashlib.blake2b(composite_key(salt, account_id).encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64 < fraction
 
 
@@ -42,9 +43,10 @@ def choose_variant(account_id: str, rule: Rule) -> Variant:
     swap accounts (a split into ranges of one hash would shift every range after the changed one)."""
     best = rule.variants[0]
     best_score = math.inf
-    prefix = f"{rule.variant_salt}\x1f{rule.id}\x1f{account_id}\x1f"
     for v in rule.variants:
-        h = hashlib.blake2b((prefix + v.id).encode(), digest_size=8).digest()
+        h = hashlib.blake2b(
+            composite_key(rule.variant_salt, rule.id, account_id, v.id).encode(), digest_size=8
+        ).digest()
         u = (int.from_bytes(h, "big") + 0.5) / 2**64  # in (0, 1): the log is finite
         score = -math.log(u) / v.weight
         if score < best_score:
@@ -121,7 +123,7 @@ _MAX_COPIES = 4096  # rule ids seen across reloads; a bound, not an expected siz
 def _rule_copy(rule: Rule, variant: Variant | None = None) -> _RuleCopy:
     """The rule's (or one of its variants') compiled copy, built on its first prompt and kept while the
     rule object is current."""
-    key = rule.id if variant is None else f"{rule.id}\x1f{variant.id}"
+    key = rule.id if variant is None else composite_key(rule.id, variant.id)
     c = _COPIES.get(key)
     if c is not None and c.rule is rule:
         return c

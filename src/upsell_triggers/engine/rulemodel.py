@@ -128,15 +128,17 @@ class TraitCond:
         if self.values is not None and v not in self.values:
             shown = ", ".join(sorted(map(_show, self.values)))
             return f"trait '{self.trait}' is {_show(v)}, not one of {shown}"
+        if isinstance(v, (str, bool)):
+            return None  # a string or bool trait is checked by its values only
         if self.type == TIME:
-            age = ts - v  # type: ignore[operator]
+            age = ts - v
             if self.age_at_least_ms is not None and age < self.age_at_least_ms:
                 return f"trait '{self.trait}' is {_age(age)} old, under {_age(self.age_at_least_ms)}"
             if self.age_at_most_ms is not None and age > self.age_at_most_ms:
                 return f"trait '{self.trait}' is {_age(age)} old, over {_age(self.age_at_most_ms)}"
-        if self.at_least is not None and v < self.at_least:  # type: ignore[operator]
+        if self.at_least is not None and v < self.at_least:
             return f"trait '{self.trait}' is {_show(v)}, under {self.at_least:g}"
-        if self.at_most is not None and v > self.at_most:  # type: ignore[operator]
+        if self.at_most is not None and v > self.at_most:
             return f"trait '{self.trait}' is {_show(v)}, over {self.at_most:g}"
         return None
 

@@ -32,25 +32,7 @@ MAX_SERIES = 32
 STATE_VERSION = 5
 Num = int | float  # kept apart on decode: event times stay ints, readings stay floats
 pack_hash = struct.Struct("<II").pack  # an event-id hash: CRC-32, Adler-32
-FEATURE_SEP = "\x1f"  # after the name (a metric or rule id, which cannot contain it) in a feature's key
 UNUSED: Mapping[str, Any] = MappingProxyType({})  # what an account's unused container reads as
-
-
-def feature_key(name: str, feature: str | None) -> str:
-    """The key of a per-feature entry: a rolling series (metric name) or a rule state (rule id), with
-    the paywall feature it counts; the name alone for an entry without a feature."""
-    return name if feature is None else name + FEATURE_SEP + feature
-
-
-def split_feature_key(key: str) -> tuple[str, str | None]:
-    """feature_key() undone: (name, feature or None)."""
-    name, sep, feature = key.partition(FEATURE_SEP)
-    return (name, feature) if sep else (name, None)
-
-
-def has_feature(key: str, feature: str) -> bool:
-    """Whether key is feature_key(name, feature) for some name."""
-    return key.endswith(FEATURE_SEP + feature)
 
 
 class Attribution(Struct, array_like=True, gc=False, frozen=True):
@@ -71,6 +53,16 @@ class RecentPrompt(Struct, array_like=True, gc=False, frozen=True):
     prompt_id: str
     rule_id: str
     rule_group: str
+
+
+class BillingPeriod(Struct, array_like=True, gc=False):
+    """A period counter's open billing period: [start, end) in event time and the total counted in it.
+    A MessagePack array of three on the wire, as a list would be; gc=False (numbers only), and mutable:
+    the engine adds each increment in place."""
+
+    start: int
+    end: int
+    total: Num
 
 
 # Gauge readings, flat: metric, ts, value, metric, ts, value... (a list of three-item tuples cost three
@@ -112,7 +104,7 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     period_anchor: int | None = None
     limits: dict[str, Num | None] | None = None  # per-account overrides from plan_changed
     gauges: Gauges | None = None  # metric, ts, value, ... (see Gauges)
-    periods: dict[str, list[Num]] | None = None  # metric -> [start, end, total]
+    periods: dict[str, BillingPeriod] | None = None  # metric -> its open billing period
     rolling: dict[str, dict[int, Num]] | None = None  # series -> {bucket start: sum}
     rules: dict[str, RuleState] | None = None  # feature_key(rule id, feature or None) -> state
     # Tuples, replaced when a prompt is decided (rare), where lists cost 16-40 bytes more each: MessagePack

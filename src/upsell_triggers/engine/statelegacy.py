@@ -20,6 +20,7 @@ from msgspec import Struct, field
 from upsell_triggers.engine.state import (
     AccountState,
     Attribution,
+    BillingPeriod,
     Gauges,
     Num,
     RecentPrompt,
@@ -81,7 +82,7 @@ def _from_v4(o: StateV4) -> AccountState:
             o.period_anchor,
             o.limits,
             gauges,
-            o.periods,
+            _periods(o.periods) if o.periods else None,
             o.rolling,
             o.rules,
             tuple(o.sent) if o.sent else None,
@@ -95,6 +96,11 @@ def _from_v4(o: StateV4) -> AccountState:
     )
 
 
+def _periods(periods: dict[str, list[Num]]) -> dict[str, BillingPeriod]:
+    """Billing periods as versions 1-4 hold them, [start, end, total] lists, as this version's."""
+    return {m: BillingPeriod(int(start), int(end), total) for m, (start, end, total) in periods.items()}
+
+
 def _to_v4(st: AccountState, version: int = V4) -> StateV4:
     g = st.gauges
     return StateV4(
@@ -104,7 +110,7 @@ def _to_v4(st: AccountState, version: int = V4) -> StateV4:
         st.period_anchor,
         st.limits,
         gauge_readings(g) if g else None,
-        st.periods,
+        {m: [p.start, p.end, p.total] for m, p in st.periods.items()} if st.periods else None,
         st.rolling,
         st.rules,
         list(st.sent) if st.sent else None,

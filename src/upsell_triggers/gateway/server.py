@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from upsell_triggers.engine.keys import composite_key
 from upsell_triggers.gateway.hub import Hub, Pending
 from upsell_triggers.gateway.metrics import GatewayMetrics
 from upsell_triggers.gateway.settings import GatewaySettings
@@ -82,7 +83,7 @@ class RateLimiter:
 def feedback_event(p: Principal, prompt_id: str, action: str, now_ms: int) -> bytes:
     """The worker's feedback event. The event id is a hash of (prompt, user, action): the same feedback
     sent twice (two replicas, a retried request) carries the same id."""
-    eid = hashlib.blake2b(f"{prompt_id}\x1f{p.user_id}\x1f{action}".encode(), digest_size=12).hexdigest()
+    eid = hashlib.blake2b(composite_key(prompt_id, p.user_id, action).encode(), digest_size=12).hexdigest()
     return orjson.dumps(
         {
             "event_id": "fb_" + eid,
