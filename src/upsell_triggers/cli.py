@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -364,3 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         return err.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`... | head`): what it wanted was written. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again, and exit as `head`'s peers do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

@@ -282,3 +282,25 @@ def test_gateway_with_a_broker_that_refuses():
         "UPSELL_GATEWAY_PORT": "0",
     }
     one_line_error(cli("gateway", env=env), 1, f"cannot connect to Kafka at 127.0.0.1:{port}")
+
+
+def test_embedded_run_piped_into_a_reader_that_leaves_ends_quietly():
+    """`upsell-triggers run --embedded | head -1`: the prompt reaches the reader, and the run ends with
+    exit 0 and no BrokenPipeError traceback when the reader goes away."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith("UPSELL_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "upsell_triggers", "run", "--embedded", "--rules", str(RULES), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=base,
+    )
+    assert run.stdout is not None and run.stderr is not None
+    first = run.stdout.readline()
+    run.stdout.close()  # the reader leaves, as `head -1` does
+    assert orjson.loads(first)["schema_version"] == 1
+    code = run.wait(30)
+    err = run.stderr.read().decode()
+    assert code == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
