@@ -183,3 +183,22 @@ def test_a_problem_with_a_block_value_is_at_its_key():
         "pm.yaml:6: error: rule r: when: a condition needs exactly one of 'ratio' (of the plan limit) or "
         "'at_least'"
     ]
+
+
+def test_target_plan_next_on_a_metric_its_audience_has_unlimited_is_a_warning():
+    """`target_plan: next` finds the next plan raising the metric's limit; on a plan where the metric is
+    unlimited there is none, and the engine would suppress every firing as no_upgrade_path."""
+    sources = [
+        (
+            name,
+            text.replace("api_calls: 10000000}", "api_calls: unlimited}") if name == "plans.yaml" else text,
+        )
+        for name, text in shipped_sources()
+    ]
+    text = rules_file(rule("r", "audience: [business]", "when: {metric: api_calls, at_least: 10}"))
+    rs = compile_sources([*sources, ("pm.yaml", text)])
+    warnings = [str(w) for w in rs.warnings]
+    assert len(warnings) == 1, warnings
+    assert "unreachable: target_plan: next" in warnings[0] and "(business)" in warnings[0], warnings
+    # the same rule where the audience's limit is raised by a higher plan has nothing to warn about
+    assert not compile_sources([*shipped_sources(), ("pm.yaml", text)]).warnings

@@ -741,6 +741,15 @@ def _check_rearm(ctx: Context, at: At, primary: Cond, rearm: float) -> None:
         )
 
 
+def _raises_above(plans: list[Plan], plan: Plan, metric: str) -> bool:
+    """Whether `target_plan: next` has an answer for an account on `plan` (as RuleSet.next_plan finds it):
+    the plan limits `metric` and a higher plan raises or removes that limit."""
+    cur = plan.limit(metric)
+    if cur is None:
+        return False
+    return any((new := c.limit(metric)) is None or new > cur for c in plans[plan.tier + 1 :])
+
+
 def _warn_unreachable(ctx: Context, at: At, primary: Cond, audience: list[str] | None, target: str) -> None:
     """A warning for a rule that can fire for no plan of its audience, saying what was probably meant:
     no audience plan limits its metric (a ratio rule), none has a higher plan to upgrade to, or its
@@ -772,6 +781,18 @@ def _warn_unreachable(ctx: Context, at: At, primary: Cond, audience: list[str] |
             line,
             f"unreachable: its audience ({names}) has no higher plan to upgrade to; did you mean an "
             f"audience of {', '.join(lower) or 'lower plans'}?",
+        )
+    elif (
+        target == "next"
+        and primary.metric != PAYWALL_METRIC
+        and not any(_raises_above(plans, p, primary.metric) for p in aud_plans)
+    ):
+        at.warn(
+            ctx,
+            at.line("target_plan") or line,
+            f"unreachable: target_plan: next is the next plan that raises the limit on "
+            f"'{primary.metric}', but no plan of its audience ({names}) has a limit on it that a higher plan "
+            "raises; did you mean an audience of plans that limit it, or a named target_plan?",
         )
     elif target != "next" and target in plan_by_id:
         tier = plan_by_id[target].tier
