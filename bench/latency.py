@@ -2,7 +2,7 @@
 
     python bench/latency.py [--rates 1000 10000] [--runs 3] [--seconds 15] [--warmup 1]
                             [--mode kafka|embedded] [--capacity-events 300000] [--busy-core]
-                            [--timings DIR] [--env NAME=VALUE ...] [--name latency]
+                            [--worker-core N] [--timings DIR] [--env NAME=VALUE ...] [--name latency]
 
 A producer sends events at a fixed rate (wall-clock paced, 1 ms ticks). One in ten starts a new account
 that crosses 80% of its seats (plan_changed free, then seats=4: a seats-80 prompt); the rest are API-call
@@ -17,7 +17,9 @@ median of runs, the worst run, how many runs' p99 exceed the target and how many
 --stall-ms: the worker stayed behind). --capacity-events times the worker working off a backlog of that
 many events of the same mix, before and after the runs, so the rate is stated as a share of capacity
 measured in the same sitting. --busy-core keeps one core busy with a spinning process (CPU contention,
-as the reliability runs do). --timings DIR keeps each worker's per-batch timings
+as the reliability runs do). --worker-core N gives the worker CPU N to itself and puts the broker and the
+benchmark's producer and consumer on the other cores: what a deployment with the broker on other machines
+sees, on a machine where all of them must share two cores. --timings DIR keeps each worker's per-batch timings
 (UPSELL_BATCH_TIMINGS_FILE) and log there and prints their summary per run. --mode embedded measures
 `upsell-triggers run --embedded` end to end the same way (events on its stdin, prompts on its stdout).
 
@@ -346,6 +348,36 @@ def timings_summary(path: Path, t0: float, events_topic: str) -> dict[str, Any]:
     return out
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` on `cpus` (taskset -a: the broker's JVM and the worker run several threads)."""
+    subprocess.run(
+        ["taskset", "-a", "-cp", ",".join(map(str, sorted(cpus))), str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+@contextlib.contextmanager
+def worker_core(core: int | None, broker: int | None) -> Iterator[set[int]]:
+    """The benchmark (and the broker) off `core` for the block; yields the cores the worker gets."""
+    every = os.sched_getaffinity(0)
+    if core is None:
+        yield every
+        return
+    if core not in every or len(every) < 2:
+        raise SystemExit(f"--worker-core {core}: this process may run on {sorted(every)}; pick one of them")
+    others = every - {core}
+    os.sched_setaffinity(0, others)
+    if broker is not None:
+        pin(broker, others)
+    try:
+        yield {core}
+    finally:
+        os.sched_setaffinity(0, every)
+        if broker is not None:
+            pin(broker, every)
+
+
 @contextlib.contextmanager
 def busy_core(on: bool) -> Iterator[None]:
     """A process spinning on CPU 0 for the block (contention, as in the reliability runs)."""
@@ -370,6 +402,7 @@ def main() -> int:
     ap.add_argument("--mode", choices=["kafka", "embedded"], default="kafka")
     ap.add_argument("--capacity-events", type=int, default=300_000, help="0: do not measure capacity")
     ap.add_argument("--busy-core", action="store_true", help="keep one core busy during the runs")
+    ap.add_argument("--worker-core", type=int, help="the worker alone on this CPU; the rest on the others")
     ap.add_argument("--stall-ms", type=float, default=100.0, help="a run whose p50 exceeds this stalled")
     ap.add_argument("--timings", type=Path, help="keep per-batch timings and worker logs in this directory")
     ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for the worker (A/B of settings)")
@@ -385,7 +418,11 @@ def main() -> int:
     broker = None if embedded else broker_pid()
     runs: dict[str, list[dict[str, Any]]] = {str(r): [] for r in a.rates}
     caps: list[float] = []
-    with tempfile.TemporaryDirectory() as d, busy_core(a.busy_core):
+    with (
+        tempfile.TemporaryDirectory() as d,
+        busy_core(a.busy_core),
+        worker_core(a.worker_core, broker) as worker_cpus,
+    ):
         tmp = Path(d)
         if a.capacity_events and not embedded:
             caps.append(capacity(bs, tmp, a.capacity_events, env))
@@ -409,6 +446,8 @@ def main() -> int:
                         w.wait_ready(120)
                         time.sleep(2)
                         assert w.proc is not None
+                        if a.worker_core is not None:
+                            pin(w.proc.pid, worker_cpus)
                         watch = CpuWatch({"worker": w.proc.pid, "bench": os.getpid(), "broker": broker})
                         watch.start()
                         run = asyncio.run(measure_kafka(bs, topics, rate, a.seconds, a.warmup))
@@ -478,6 +517,7 @@ def main() -> int:
                 "seconds": a.seconds,
                 "warmup_seconds": a.warmup,
                 "busy_core": a.busy_core,
+                "worker_core": a.worker_core,
                 "worker_env": env,
                 "stall_p50_ms": a.stall_ms,
                 "capacity_events_per_s": caps,
