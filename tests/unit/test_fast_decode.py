@@ -334,3 +334,14 @@ def test_strings_of_one_minute_read_alike_through_the_minute_cache() -> None:
                 except ValueError:
                     got = None
                 assert got == expected, text
+
+
+@pytest.mark.parametrize("zone", ["Z", "+05:30", "-03:00"])
+def test_every_millisecond_of_a_second_reads_as_written(zone: str) -> None:
+    """Sub-second digits are milliseconds as written, truncated below the millisecond in integer
+    arithmetic (a float product reads some, such as .123, as one less), on both the fast and the long way."""
+    second = _parse_ts("2026-11-22T10:00:07" + zone)
+    for milli in range(1000):
+        for extra in ("", "999"):
+            text = f"2026-11-22T10:00:07.{milli:03d}{extra}{zone}"
+            assert _ts_ms(text) == _parse_ts(text) == second + milli, text

@@ -61,9 +61,15 @@ _EPOCH = date(1970, 1, 1)
 
 
 def datetime_to_ms(dt: datetime) -> int:
+    """Epoch milliseconds, truncating sub-millisecond digits in integer arithmetic (a float product of
+    timestamp() reads some times such as .123 as .122)."""
     if dt.tzinfo is None:
         raise ValueError("timestamp needs a UTC offset (RFC 3339), e.g. 2026-11-22T10:00:00Z")
-    return int(dt.timestamp() * 1000)
+    return (dt - _EPOCH_UTC) // _ONE_MS
+
+
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def _add_months(anchor: datetime, months: int) -> datetime:
