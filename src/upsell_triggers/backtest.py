@@ -23,9 +23,16 @@ import yaml
 
 from upsell_triggers.engine.engine import EMITTED, SUPPRESSIONS, Engine
 from upsell_triggers.engine.events import InvalidEvent, decode_event
+from upsell_triggers.engine.retention import (
+    DEFAULT_ERASURE_HOLD_DAYS,
+    DEFAULT_ERASURE_HOLD_MS,
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_RETENTION_MS,
+)
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, compile_sources, load_ruleset
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.processor import MemoryStore
+from upsell_triggers.replay import SWEEP_EVERY
 from upsell_triggers.report.csvout import write_csv
 from upsell_triggers.report.html import accounts_html, compare_svg, line_svg, table_html, write_page
 
@@ -65,11 +72,18 @@ class Pass:
 
 
 def run_pass(
-    rulesets: Sequence[RuleSet], lines: Iterable[bytes], err: IO[str], total_bytes: int | None = None
+    rulesets: Sequence[RuleSet],
+    lines: Iterable[bytes],
+    err: IO[str],
+    total_bytes: int | None = None,
+    retention_ms: int = DEFAULT_RETENTION_MS,
+    hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
 ) -> Pass:
-    """One read of the events, every rule set's engine fed each decoded event."""
+    """One read of the events, every rule set's engine fed each decoded event. Each engine's store
+    applies the retention and erasure hold as `replay` does."""
     engines = [Engine(rs) for rs in rulesets]
-    stores = [MemoryStore(max_accounts=10_000_000) for _ in rulesets]
+    stores = [MemoryStore(max_accounts=10_000_000, ttl_ms=retention_ms, hold_ms=hold_ms) for _ in rulesets]
+    n_accounts = 0
     lanes = [(e.process, s.get, Tally()) for e, s in zip(engines, stores, strict=True)]
     suppressions = frozenset(SUPPRESSIONS)
     progress = total_bytes is not None and err.isatty()
@@ -108,6 +122,11 @@ def run_pass(
                         tally.suppressed[d.rule_id] += 1
             elif out.invalid is not None:
                 tally.invalid += 1
+        if len(stores[0]) != n_accounts:  # retention, as replay applies it: per SWEEP_EVERY new accounts
+            n_accounts = len(stores[0])
+            if n_accounts % SWEEP_EVERY == 0:
+                for store in stores:
+                    store.expire_step()
     if progress:
         err.write("\r" + " " * 60 + "\r")
     return Pass([t for _, _, t in lanes], events, invalid, len(stores[0]), first, last)
@@ -302,7 +321,12 @@ def _open(path: str) -> tuple[Iterable[bytes], int | None, Any]:
     return f, os.path.getsize(path), f
 
 
-def run_backtest(rules: RuleSet, a: argparse.Namespace) -> int:
+def run_backtest(
+    rules: RuleSet,
+    a: argparse.Namespace,
+    retention_days: float = DEFAULT_RETENTION_DAYS,
+    hold_days: float = DEFAULT_ERASURE_HOLD_DAYS,
+) -> int:
     """`replay --compare` / `--sweep`: tables on stdout (no prompts), progress on a terminal's stderr."""
     from upsell_triggers import gctune
 
@@ -325,7 +349,7 @@ def run_backtest(rules: RuleSet, a: argparse.Namespace) -> int:
         return 1
     src, total, handle = _open(a.events)
     try:
-        p = run_pass(rulesets, src, sys.stderr, total)
+        p = run_pass(rulesets, src, sys.stderr, total, int(retention_days * DAY), int(hold_days * DAY))
     finally:
         if handle is not None:
             handle.close()

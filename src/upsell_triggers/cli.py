@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.report import arguments as whatif
 from upsell_triggers.startup import StartupError
 
@@ -153,6 +154,7 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     from upsell_triggers.replay import run_replay
 
     startup.readable_file(a.events, "events file")
+    settings = startup.load_settings({})  # the retention and erasure hold the workers apply
     rs = startup.load_rules(a.rules)
     known = [r.id for r in rs.rules]
     for rid in a.rule:
@@ -163,8 +165,24 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     if a.compare or a.sweep:
         from upsell_triggers.backtest import run_backtest
 
-        return run_backtest(rs, a)
-    return run_replay(rs, a.events, a.explain, a.rule, a.account, holdout=a.holdout)
+        return run_backtest(rs, a, settings.state_retention_days, settings.erasure_hold_days)
+    return run_replay(
+        rs,
+        a.events,
+        a.explain,
+        a.rule,
+        a.account,
+        holdout=a.holdout,
+        retention_ms=int(settings.state_retention_days * DAY),
+        hold_ms=int(settings.erasure_hold_days * DAY),
+    )
+
+
+def _cmd_erase(a: argparse.Namespace) -> int:
+    from upsell_triggers import startup
+    from upsell_triggers.erase import run_erase
+
+    return run_erase(startup.load_settings({}), a.account_id, a.at, a.event_id, a.print)
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
@@ -351,6 +369,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     whatif.add_report(rpt)
     rpt.set_defaults(fn=_cmd_report)
+
+    era = _sub(
+        sub,
+        "erase",
+        "erase an account: produce an account_deleted event to the events topic (docs/erasure.md); its "
+        "state is removed and its events up to the deletion's time are dropped",
+        "  upsell-triggers erase acme\n"
+        "  upsell-triggers erase acme --at 2026-12-01T09:30:00Z\n"
+        "  upsell-triggers erase acme --print >> events.jsonl",
+    )
+    era.add_argument("account_id", metavar="ACCOUNT_ID", help="the account to erase (the record key)")
+    era.add_argument(
+        "--at", metavar="TIME", help="the deletion's event time, RFC 3339 or epoch ms (default: now)"
+    )
+    era.add_argument(
+        "--event-id", metavar="ID", help="the event's id (default: derived from the deletion's time)"
+    )
+    era.add_argument(
+        "--print",
+        action="store_true",
+        help="write the event to stdout as a JSON line instead of producing it",
+    )
+    era.set_defaults(fn=_cmd_erase)
     return p
 
 

@@ -90,6 +90,11 @@ class Metrics:
             ("rule", "variant", "group"),
         )
         self.dlq = Tally("upsell_dlq_records", "Records written to the dead letter output")
+        self.erased = Tally(
+            "upsell_erased_account_events",
+            "Events of a deleted account (account_deleted) dropped because their time is not after the "
+            "deletion's: in flight when it was deleted",
+        )
         self.redelivered = Tally(
             "upsell_redelivered_events",
             "Kafka records skipped because their account had already applied that offset (redelivery "
@@ -109,6 +114,7 @@ class Metrics:
             self.feedback,
             self.conversions,
             self.dlq,
+            self.erased,
         ]
         r.register(_TallyCollector(tallies + ([self.redelivered, self.restored] if kafka else [])))
         self.latency = Histogram(
@@ -146,7 +152,8 @@ class Metrics:
         self.expired = Counter(
             "upsell_accounts_expired_total",
             "Account states removed, with a changelog tombstone, because their newest event is older than "
-            "UPSELL_STATE_RETENTION_DAYS before their partition's newest (Kafka runtime)",
+            "UPSELL_STATE_RETENTION_DAYS before their partition's newest, or because they are the marker "
+            "of an account deleted UPSELL_ERASURE_HOLD_DAYS before it (Kafka runtime)",
             registry=kafka,
         )
         self.evictions = Counter(
@@ -169,6 +176,8 @@ class Metrics:
             self.duplicates.inc()
         elif status in ("stale", "late"):
             self.ignored.inc(status)
+        elif status == "erased":
+            self.erased.inc()
         for d in outcome.decisions:
             if d.outcome == "feedback":
                 self.feedback.inc(d.rule_id, d.variant or "", d.action or "")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
 from upsell_triggers.engine.events import MAX_ID_LEN, InvalidEvent, decode_event
-from upsell_triggers.engine.retention import expired
+from upsell_triggers.engine.retention import DEFAULT_ERASURE_HOLD_MS, state_expired
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import DAY
@@ -55,7 +55,8 @@ class MemoryStore:
 
     At the bound, the stalest of the EVICTION_SAMPLE longest-held accounts goes (approximate LRU, as
     Redis does): exact LRU would cost an OrderedDict move on every event, a fifth of the engine's time.
-    `on_evict(cause, n)` hears of every account dropped, at the bound ("bound") or idle ("ttl").
+    `on_evict(cause, n)` hears of every account dropped, at the bound ("bound") or idle ("ttl"). The
+    marker of a deleted account (engine/erasure.py) is dropped hold_ms after its deletion, as idle.
     """
 
     EXPIRE_STEP = 10_000  # accounts checked per expire_step: a bounded pause, whatever the store holds
@@ -65,8 +66,10 @@ class MemoryStore:
         max_accounts: int = 2_000_000,
         ttl_ms: int = 90 * DAY,
         on_evict: Callable[[str, int], None] | None = None,
+        hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
     ) -> None:
         self.ttl_ms = ttl_ms
+        self.hold_ms = hold_ms
         self.states = _States(max_accounts, on_evict)
         self.get: Callable[[str], AccountState] = self.states.__getitem__
         self.on_evict = on_evict
@@ -84,8 +87,8 @@ class MemoryStore:
 
     def expire(self, watermark_ms: int) -> int:
         """Drops every account idle for ttl_ms before watermark_ms (one pass over all of them)."""
-        ttl = self.ttl_ms
-        old = [a for a, s in self.states.items() if expired(s.last_seen, watermark_ms, ttl)]
+        ttl, hold = self.ttl_ms, self.hold_ms
+        old = [a for a, s in self.states.items() if state_expired(s, watermark_ms, ttl, hold)]
         for a in old:
             del self.states[a]
         if old and self.on_evict is not None:
@@ -100,11 +103,11 @@ class MemoryStore:
         if not checked:
             return 0
         self.watermark_ms = watermark = max(self.watermark_ms, max(st.last_seen for _, st in checked))
-        ttl = self.ttl_ms
+        ttl, hold = self.ttl_ms, self.hold_ms
         dropped = 0
         for account, st in checked:
             del states[account]
-            if expired(st.last_seen, watermark, ttl):
+            if state_expired(st, watermark, ttl, hold):
                 dropped += 1
             else:
                 states[account] = st

@@ -11,7 +11,7 @@ from typing import IO, Any
 import orjson
 
 from upsell_triggers.engine.engine import EMITTED, HOLDOUT, INELIGIBLE, SUPPRESSIONS, Decision
-from upsell_triggers.engine.retention import DEFAULT_RETENTION_MS
+from upsell_triggers.engine.retention import DEFAULT_ERASURE_HOLD_MS, DEFAULT_RETENTION_MS
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.processor import MemoryStore, Processor
@@ -162,11 +162,13 @@ def replay(
     total_bytes: int | None = None,
     holdout: IO[bytes] | None = None,
     retention_ms: int = DEFAULT_RETENTION_MS,
+    hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
 ) -> Summary:
     """Prompts to `out` as JSON lines; rejected lines and (with `explain`) decisions to `err`.
     Progress is shown when `err` is a terminal. `holdout`: where to write the holdout decisions as JSON
-    lines, for `report` (report/holdout.py)."""
-    store = MemoryStore(max_accounts=10_000_000, ttl_ms=retention_ms)
+    lines, for `report` (report/holdout.py). `retention_ms`, `hold_ms`: the worker's retention and
+    erasure hold (UPSELL_STATE_RETENTION_DAYS, UPSELL_ERASURE_HOLD_DAYS), applied the same way."""
+    store = MemoryStore(max_accounts=10_000_000, ttl_ms=retention_ms, hold_ms=hold_ms)
     proc = Processor(rules, store=store)
     summary = Summary([r.id for r in rules.rules])
     wanted = explain if isinstance(explain, ExplainFilter) else ExplainFilter() if explain else None
@@ -230,6 +232,8 @@ def run_replay(
     only_rules: Sequence[str] = (),
     only_accounts: Sequence[str] = (),
     holdout: str | None = None,
+    retention_ms: int = DEFAULT_RETENTION_MS,
+    hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
 ) -> int:
     import os
 
@@ -248,7 +252,7 @@ def run_replay(
         total = os.path.getsize(path)
     hold = open(holdout, "wb") if holdout else None  # noqa: SIM115
     try:
-        s = replay(rules, src, sys.stdout.buffer, sys.stderr, explain_arg, total, hold)
+        s = replay(rules, src, sys.stdout.buffer, sys.stderr, explain_arg, total, hold, retention_ms, hold_ms)
     finally:
         if src is not sys.stdin.buffer:
             src.close()

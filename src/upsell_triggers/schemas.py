@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from upsell_triggers.deadletter_model import DeadLetter
 from upsell_triggers.engine.events import (
+    AccountDeletedEvent,
     AccountUpdatedEvent,
     FeedbackEvent,
     PaywallHitEvent,
@@ -29,7 +30,8 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE_URL = "https://upsell-triggers.dev/schema/"
 
 _UsageTopicEvent = Annotated[
-    UsageEvent | PaywallHitEvent | PlanChangedEvent | AccountUpdatedEvent, Field(discriminator="type")
+    UsageEvent | PaywallHitEvent | PlanChangedEvent | AccountUpdatedEvent | AccountDeletedEvent,
+    Field(discriminator="type"),
 ]
 
 
@@ -45,8 +47,8 @@ def events_schema() -> dict[str, Any]:
         TypeAdapter(_UsageTopicEvent).json_schema(),
         "events",
         "Usage event",
-        "An event on the usage-events topic (or a line of an events file): usage, paywall_hit or "
-        "plan_changed, chosen by `type`. Unknown fields are ignored.",
+        "An event on the usage-events topic (or a line of an events file): usage, paywall_hit, "
+        "plan_changed, account_updated or account_deleted, chosen by `type`. Unknown fields are ignored.",
     )
 
 

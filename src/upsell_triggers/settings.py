@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="an account whose newest event is this much older (event time) than the newest event of "
         "its partition is removed from the store, with a changelog tombstone; it starts afresh if it returns",
     )
+    erasure_hold_days: float = Field(
+        default=7,
+        gt=0,
+        description="a deleted account (account_deleted) leaves a marker holding its id and the deletion's "
+        "time, which drops its events still in flight; the marker is removed (changelog tombstone) this "
+        "long in event time after the deletion (at most the retention)",
+    )
     embedded_account_ttl_days: float = Field(
         default=90, gt=0, description="embedded run: an account idle this long in event time is dropped"
     )

@@ -106,6 +106,7 @@ types = st.sampled_from(
         "paywall_hit",
         "plan_changed",
         "account_updated",
+        "account_deleted",
         "prompt_shown",
         "prompt_clicked",
         "prompt_dismissed",

@@ -2,7 +2,7 @@
 runs as a subprocess on its own rules, then /metrics is scraped and a registered family without a
 non-zero sample fails the test (a metric registered but never written is a promise the code does not
 keep). The workload: prompts and their feedback, a conversion, a duplicate, a stale reading, an invalid
-line, a rule reload (SIGHUP), accounts beyond the store's bound, and one account idle past the TTL."""
+line, an account deleted with an event of it in flight, a rule reload (SIGHUP), accounts beyond the store's bound, and one account idle past the TTL."""
 
 from __future__ import annotations
 
@@ -77,6 +77,8 @@ def workload(rules_dir: Path) -> list[bytes]:
         send(a, base - HOUR, type="usage", metric="seats", value=2)  # stale: older than the last reading
         send(a, base + HOUR, type="prompt_clicked", prompt_id=prompts[0]["prompt_id"])
         send(a, base + 3 * DAY, type="plan_changed", plan="team")  # conversion
+    send("acct-000", base + 4 * DAY, type="account_deleted")  # erasure ...
+    send("acct-000", base + 4 * DAY - HOUR, type="usage", metric="seats", value=1)  # ... and one in flight
     lines.append(b"not json")
     send("acct-recent", now - DAY, type="usage", metric="seats", value=1)  # the others are 299 days older
     return lines

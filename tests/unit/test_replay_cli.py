@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -164,3 +165,24 @@ def test_progress_on_a_terminal_shows_rate_and_eta_and_ends_its_line(monkeypatch
     updates = text.split("\r")[1:]
     assert re.match(r" 33\.3%  2 events  [\d,]+/s  ETA \d+:\d\d\x1b\[K$", updates[0]), updates
     assert re.match(r"read 6 events in [\d.]+s \([\d,]+/s\)\x1b\[K\n$", updates[-1]), updates
+
+
+def test_replay_and_its_backtests_honour_the_retention_setting(tmp_path: Path):
+    """UPSELL_STATE_RETENTION_DAYS, as the workers read it: 999 accounts idle for two days expire once
+    1,001 newer ones come (the sweep runs per 1,000 new accounts) with a retention of one day, and stay
+    with the default of 400 days; `replay --compare` counts the same accounts."""
+    day = 86_400_000
+    old = [_ev(f"o{i}", f"old-{i}", 0, type="usage", metric="seats", value=1) for i in range(999)]
+    new = [_ev(f"n{i}", f"new-{i}", 2 * day, type="usage", metric="seats", value=1) for i in range(1001)]
+    f = tmp_path / "events.jsonl"
+    f.write_bytes(b"\n".join(old + new) + b"\n")
+
+    for retention, accounts in (("1", 1001), (None, 2000)):
+        env = {k: v for k, v in os.environ.items() if k != "UPSELL_STATE_RETENTION_DAYS"}
+        if retention is not None:
+            env["UPSELL_STATE_RETENTION_DAYS"] = retention
+        base = [sys.executable, "-m", "upsell_triggers", "replay", str(f), "--rules", str(RULES)]
+        p = subprocess.run(base, capture_output=True, check=True, env=env)
+        assert f"accounts: {accounts} " in p.stderr.decode()
+        c = subprocess.run([*base, "--compare", str(RULES)], capture_output=True, check=True, env=env)
+        assert f"accounts: {accounts:,} " in c.stdout.decode()

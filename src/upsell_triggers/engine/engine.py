@@ -11,7 +11,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
+    AccountDeleted,
     AccountUpdated,
     Event,
     Feedback,
@@ -26,6 +28,7 @@ from upsell_triggers.engine.outcomes import (
     APPLIED,
     DUPLICATE,
     EMITTED,
+    ERASED,
     FEEDBACK_ACTIONS,
     HOLDOUT,
     INELIGIBLE,
@@ -145,6 +148,13 @@ class Engine:
         ts = ev.ts
         if now_ms is not None and ts > now_ms + self.max_future_ms:
             return Outcome("invalid", invalid=self._future(ev))
+        if state.erased_at:  # the account was deleted (erasure.py): one attribute read for the others
+            if ts <= state.erased_at:
+                return ERASED
+            reopen(state)
+        if type(ev) is AccountDeleted:
+            erase(state, ts)
+            return APPLIED
         if type(ev) is Usage:
             spec = rs.metrics.get(ev.metric)
             # _check_usage's questions, inlined for the common answer (it words the error otherwise).

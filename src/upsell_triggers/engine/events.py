@@ -37,7 +37,7 @@ MAX_ID_LEN = 256
 MAX_TRAITS = 32  # traits per account_updated event, and per account (the catalog's bound)
 MAX_TRAIT_TEXT = 128  # characters of a string trait value
 
-USAGE_TYPES = ("usage", "paywall_hit", "plan_changed", "account_updated")
+USAGE_TYPES = ("usage", "paywall_hit", "plan_changed", "account_updated", "account_deleted")
 FEEDBACK_TYPES = ("prompt_shown", "prompt_clicked", "prompt_dismissed")
 EVENT_TYPES = USAGE_TYPES + FEEDBACK_TYPES
 
@@ -198,7 +198,22 @@ class AccountUpdatedEvent(_Event):
     )
 
 
-EventModel = UsageEvent | PaywallHitEvent | PlanChangedEvent | AccountUpdatedEvent | FeedbackEvent
+class AccountDeletedEvent(_Event):
+    """The account was deleted, or its owner asked for erasure (docs/erasure.md): its state is removed,
+    and events of it up to `ts` that arrive later are dropped without a prompt. An event after `ts`
+    starts a new, empty account."""
+
+    type: Literal["account_deleted"]
+
+
+EventModel = (
+    UsageEvent
+    | PaywallHitEvent
+    | PlanChangedEvent
+    | AccountUpdatedEvent
+    | AccountDeletedEvent
+    | FeedbackEvent
+)
 
 
 # ---- what the engine reads: msgspec structs, also the decoder of the common shapes -----------------
@@ -283,6 +298,11 @@ class AccountUpdated(_Common, tag="account_updated", gc=False):
     type: ClassVar[str] = "account_updated"
 
 
+class AccountDeleted(_Common, tag="account_deleted", gc=False):
+    user_id: _UserId | None = None
+    type: ClassVar[str] = "account_deleted"
+
+
 class Feedback(_Common, gc=False):
     prompt_id: _Id
     user_id: _UserId | None = None
@@ -306,9 +326,16 @@ FEEDBACK_CLASSES: dict[str, type[Feedback]] = {
     "prompt_clicked": PromptClicked,
     "prompt_dismissed": PromptDismissed,
 }
-Event = Usage | PaywallHit | PlanChanged | AccountUpdated | Feedback
+Event = Usage | PaywallHit | PlanChanged | AccountUpdated | AccountDeleted | Feedback
 _decode_common = msgspec.json.Decoder(
-    Usage | PaywallHit | PlanChanged | AccountUpdated | PromptShown | PromptClicked | PromptDismissed
+    Usage
+    | PaywallHit
+    | PlanChanged
+    | AccountUpdated
+    | AccountDeleted
+    | PromptShown
+    | PromptClicked
+    | PromptDismissed
 ).decode
 
 
@@ -322,6 +349,8 @@ def _from_model(m: _Event) -> Event:
         return PlanChanged(m.event_id, m.account_id, m.ts, m.plan, m.user_id, m.period_start, limits)
     if isinstance(m, AccountUpdatedEvent):
         return AccountUpdated(m.event_id, m.account_id, m.ts, dict(m.traits), m.user_id)
+    if isinstance(m, AccountDeletedEvent):
+        return AccountDeleted(m.event_id, m.account_id, m.ts, m.user_id)
     assert isinstance(m, FeedbackEvent)
     return FEEDBACK_CLASSES[m.type](m.event_id, m.account_id, m.ts, m.prompt_id, m.user_id)
 
@@ -389,6 +418,8 @@ def _fast(obj: dict[str, Any]) -> Event | None:
         ):
             return PlanChanged(eid, acct, ts, plan, uid, start, None)
         return None
+    if etype == "account_deleted":
+        return AccountDeleted(eid, acct, ts, uid)
     if etype in FEEDBACK_TYPES:
         pid = get("prompt_id")
         if type(pid) is str and 0 < len(pid) <= MAX_ID_LEN:
@@ -402,6 +433,7 @@ _MODELS: dict[str, type[_Event]] = {
     "paywall_hit": PaywallHitEvent,
     "plan_changed": PlanChangedEvent,
     "account_updated": AccountUpdatedEvent,
+    "account_deleted": AccountDeletedEvent,
     "prompt_shown": FeedbackEvent,
     "prompt_clicked": FeedbackEvent,
     "prompt_dismissed": FeedbackEvent,

@@ -11,8 +11,9 @@ from typing import Any, Final, Literal, get_args
 
 from upsell_triggers.engine.events import InvalidEvent
 
-# What an event did: applied, or why not (`redelivered` is the runtime's: a Kafka record already applied).
-Status = Literal["applied", "duplicate", "stale", "late", "invalid", "redelivered"]
+# What an event did: applied, or why not (`redelivered` is the runtime's: a Kafka record already applied;
+# `erased`: an event of a deleted account, up to its deletion's time, erasure.py).
+Status = Literal["applied", "duplicate", "stale", "late", "invalid", "redelivered", "erased"]
 # Why a rule that reached its threshold did not emit, in the order reports list them.
 Suppression = Literal[
     "superseded", "cooldown", "frequency_cap", "holdout", "no_upgrade_path", "audience", "ineligible"
@@ -91,3 +92,4 @@ class Outcome:
 
 # The outcomes without decisions are shared: Outcome is immutable.
 DUPLICATE, STALE, LATE, APPLIED = Outcome("duplicate"), Outcome("stale"), Outcome("late"), Outcome("applied")
+ERASED = Outcome("erased")

@@ -127,6 +127,11 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     # written without them decodes with these defaults.
     traits: dict[str, str | bool | Num] | None = None
     traits_ts: int = 0
+    # Erasure (engine/erasure.py): the event time of the account's deletion, 0 if it was never deleted. A
+    # deleted account's state is a marker: this, last_seen and the source offsets, nothing else. Trailing
+    # and left out of the bytes while 0, as the traits are; a worker that does not know the field reads a
+    # marker as an empty state.
+    erased_at: int = 0
 
     @property
     def version(self) -> int:
@@ -134,9 +139,11 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
 
     def to_bytes(self) -> bytes:
         data = _encode(self)
-        if self.traits is None:  # the two trailing defaults dropped, the array header counting 2 fewer
-            return _HEAD_NO_TRAITS + data[_HEAD_LEN:-2]
-        return data
+        if self.erased_at:
+            return data
+        if self.traits is None:  # the three trailing defaults dropped, the array header counting 3 fewer
+            return _HEAD_NO_TRAITS + data[_HEAD_LEN:-3]
+        return _HEAD_NO_ERASURE + data[_HEAD_LEN:-1]  # erased_at (0) dropped
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
@@ -154,8 +161,9 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(AccountState).decode
-_HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and 17 fields)
-_HEAD_NO_TRAITS = b"\xdc" + (len(AccountState.__struct_fields__) - 1).to_bytes(2, "big")
+_HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
+_HEAD_NO_TRAITS = b"\xdc" + (len(AccountState.__struct_fields__) - 2).to_bytes(2, "big")
+_HEAD_NO_ERASURE = b"\xdc" + len(AccountState.__struct_fields__).to_bytes(2, "big")
 assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (len(AccountState.__struct_fields__) + 1).to_bytes(
     2, "big"
 ), "AccountState's array header is not array16"

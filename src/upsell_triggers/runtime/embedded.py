@@ -98,6 +98,7 @@ async def run_embedded(
         settings.embedded_max_accounts,
         int(min(settings.embedded_account_ttl_days, settings.state_retention_days) * DAY),
         on_evict=metrics.count_evictions,
+        hold_ms=int(settings.erasure_hold_days * DAY),
     )
     proc = Processor(rules, metrics, store)
     proc.engine.max_future_ms = settings.max_future_skew_s * 1000

@@ -181,6 +181,7 @@ def create_app(s: Settings) -> Worker:
         s.state_unwritten_accounts,
         retention_ms=int(s.state_retention_days * DAY),
         on_expired=metrics.expired.inc,
+        hold_ms=int(s.erasure_hold_days * DAY),
     )
     # Read at scrape time: right after every batch, write and rebalance (drop_cache), with no copy to keep.
     metrics.unwritten_accounts.set_function(lambda: len(states.dirty))

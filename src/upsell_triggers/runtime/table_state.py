@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from upsell_triggers.engine.retention import expired
+from upsell_triggers.engine.retention import DEFAULT_ERASURE_HOLD_MS, state_expired
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.runtime.kafka import compat
 
@@ -39,13 +39,16 @@ class TableState:
         max_unwritten: int = 100_000,
         retention_ms: int | None = None,
         on_expired: Callable[[int], None] | None = None,
+        hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
     ) -> None:
         self.table = table
         # Retention (engine/retention.py): each flush checks one stored account plus one per
         # SWEEP_RATIO states written, at most sweep_budget (per partition with RocksDB), against their
         # partition's watermark, the newest event time of the states written or checked there;
-        # expired ones are removed with a changelog tombstone.
+        # expired ones are removed with a changelog tombstone, as are the markers of deleted accounts
+        # hold_ms after their deletion (engine/erasure.py).
         self.retention_ms = retention_ms
+        self.hold_ms = hold_ms
         self.on_expired = on_expired  # (accounts removed) after each sweep that removed some
         self.sweep_budget = 1_000
         self.watermarks: dict[int, int] = {}
@@ -185,17 +188,17 @@ class TableState:
             i = 0
         end = min(i + budget, len(keys))
         self._sweep_pos = end
-        n = 0
+        n, hold_ms = 0, self.hold_ms
         for key in keys[i:end]:
             value = data.get(key)
             partition = partitions.get(key)
             if value is None or partition is None:
                 continue  # removed since the snapshot
-            last_seen = value.last_seen if value.__class__ is AccountState else _last_seen(value)
+            st = value if value.__class__ is AccountState else AccountState.from_bytes(value)
             watermark = watermarks.get(partition, 0)
-            if last_seen > watermark:
-                watermarks[partition] = watermark = last_seen
-            if expired(last_seen, watermark, retention_ms):
+            if st.last_seen > watermark:
+                watermarks[partition] = watermark = st.last_seen
+            if state_expired(st, watermark, retention_ms, hold_ms):
                 del data[key], partitions[key]
                 out.setdefault(partition, []).append((key, None))
                 n += 1
@@ -219,10 +222,10 @@ class TableState:
                     break
                 if key.startswith(_FAUST_KEYS) or key in self.dirty:
                     continue
-                last_seen = _last_seen(value)
-                if last_seen > watermark:
-                    self.watermarks[partition] = watermark = last_seen
-                if expired(last_seen, watermark, self.retention_ms):
+                st = AccountState.from_bytes(value)
+                if st.last_seen > watermark:
+                    self.watermarks[partition] = watermark = st.last_seen
+                if state_expired(st, watermark, self.retention_ms, self.hold_ms):
                     expired_keys.append(key)
             for key in expired_keys:
                 db.delete(key)
@@ -256,10 +259,6 @@ class TableState:
 # hours, against a retention of months.
 SWEEP_RATIO = 16
 _FAUST_KEYS = b"__faust"  # Faust's own keys in a partition's database (its changelog offset)
-
-
-def _last_seen(raw: bytes) -> int:
-    return AccountState.from_bytes(raw).last_seen
 
 
 def _unbound(partition: int) -> Any:
