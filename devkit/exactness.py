@@ -36,6 +36,9 @@ VIEW_FIELDS = (
     "recent_prompts",
     "dedup",
     "last_seen",
+    "traits",
+    "traits_ts",
+    "erased_at",
 )
 
 
@@ -55,6 +58,9 @@ def view(st: AccountState) -> tuple[Any, ...]:
         st.recent_prompts or None,
         st.dedup,
         st.last_seen,
+        st.traits or None,
+        st.traits_ts,
+        st.erased_at,
     )
 
 

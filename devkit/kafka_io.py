@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,3 +93,34 @@ def sim_records(events: int, accounts: int, seed: int = 11) -> Iterator[tuple[by
     sim.now = int(time.time() * 1000) - rounds * sim.step_ms
     for ev in sim.events(events):
         yield ev["account_id"].encode(), orjson.dumps(ev)
+
+
+def with_erasures(
+    records: list[tuple[bytes, bytes]], every: int = 12, after: int = 3, final: int = 20
+) -> tuple[list[tuple[bytes, bytes]], set[str]]:
+    """The records with one account in `every` deleted right after its `after`-th event: an
+    `account_deleted` 1 ms after that event, then an event of it from before the deletion (in flight: a
+    reading past every seat limit, dropped, so no prompt may carry its id), then the account's later
+    events, which start a new account. `final` more accounts are deleted after their last event, so
+    their state ends as the deletion's marker. Returns the records and the ids of the events in flight."""
+    out: list[tuple[bytes, bytes]] = []
+    seen: dict[bytes, int] = {}
+    last_ts: dict[bytes, int] = {}
+    in_flight: set[str] = set()
+    for i, (key, value) in enumerate(records):
+        out.append((key, value))
+        ev = orjson.loads(value)
+        account, ts = ev["account_id"], ev["ts"]
+        last_ts[key] = max(ts, last_ts.get(key, ts))
+        n = seen[key] = seen.get(key, 0) + 1
+        if n != after or zlib.crc32(key) % every:
+            continue
+        out.append(event(account, f"erase-{i}", ts + 1, type="account_deleted"))
+        late = f"in-flight-{i}"
+        out.append(event(account, late, ts, type="usage", metric="seats", value=100_000))
+        in_flight.add(late)
+    for key in [k for k in last_ts if zlib.crc32(k) % every][:final]:
+        out.append(
+            event(key.decode(), f"erase-last-{key.decode()}", last_ts[key] + 1, type="account_deleted")
+        )
+    return out, in_flight
