@@ -22,6 +22,7 @@ import orjson
 
 from devkit.exactness import differing_fields, read_all, replay_expected, view
 from upsell_triggers.engine.state import AccountState, event_hash
+from upsell_triggers.engine.statecodec import decode_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
         by_account[r.key.decode()].append(r)
     ordered = sorted(events, key=lambda r: (r.partition, r.offset))
     expected = replay_expected([r.value for r in ordered], ROOT / "rules")
-    final = {acct: AccountState.from_bytes(recs[-1].value) for acct, recs in history.items()}
+    final = {acct: decode_state(recs[-1].value) for acct, recs in history.items()}
     bad: list[str] = []
     fields: collections.Counter[tuple[str, ...]] = collections.Counter()
     for acct, want in expected.states.items():
@@ -79,7 +80,7 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
         print(f"  offset {r.offset:>7} at {when} {h} {d['type']} {d.get('metric', '')}")
     print(f"{chosen}: changelog writes (changelog offset, source offsets, period counters, dedup hashes)")
     for r in history.get(chosen, []):
-        st = AccountState.from_bytes(r.value)
+        st = decode_state(r.value)
         hashes = [h.hex()[:8] for h in _ring(st)]
         periods = ", ".join(f"{k}: {v.total}" for k, v in (st.periods or {}).items())
         print(f"  {r.offset:>7} {[st.events_offset, st.feedback_offset]} {{{periods}}} {hashes}")

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statecodec import decode_state
 from upsell_triggers.processor import MemoryStore, Processor
 
 VIEW_FIELDS = (
@@ -121,7 +122,7 @@ async def changelog_states(bs: str, app_id: str, table: str = "account-state") -
     last: dict[bytes, bytes | None] = {}
     for r in await read_all(bs, f"{app_id}-{table}-changelog"):
         last[r.key] = r.value
-    return {k.decode(): AccountState.from_bytes(v) for k, v in last.items() if v}
+    return {k.decode(): decode_state(v) for k, v in last.items() if v}
 
 
 async def wait_committed(bs: str, group: str, topic: str, timeout: float) -> None:

@@ -22,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from devkit.exactness import read_all, wait_committed
 from devkit.kafka_io import collect, event, produce
-from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statecodec import decode_state
 from upsell_triggers.engine.timeutil import DAY, HOUR
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
@@ -85,8 +85,8 @@ async def test_erased_and_expired_accounts_leave_the_compacted_changelog(worker_
     await wait_committed(kafka_bootstrap, w.env["UPSELL_APP_ID"], events, timeout=60)
     first = await read_all(kafka_bootstrap, changelog)
     marker = {r.key: r.value for r in first}[b"gone"]
-    assert marker is not None and AccountState.from_bytes(marker).erased_at == now + HOUR  # no tombstone yet
-    assert AccountState.from_bytes(marker).gauges is None
+    assert marker is not None and decode_state(marker).erased_at == now + HOUR  # no tombstone yet
+    assert decode_state(marker).gauges is None
 
     # Event time moves 2 days on: past the hold (1 day) for the marker; "idle" is past the retention.
     # Each state write checks a few stored accounts, so rounds of writes go round the store.

@@ -12,7 +12,8 @@ import pytest
 
 from devkit.exactness import read_all
 from devkit.kafka_io import collect, event, produce
-from upsell_triggers.engine.state import STATE_VERSION, AccountState, event_hash
+from upsell_triggers.engine.state import STATE_VERSION, event_hash
+from upsell_triggers.engine.statecodec import decode_state
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
@@ -246,7 +247,7 @@ async def test_worker_upgraded_in_place_reads_older_states(worker_factory, kafka
     await until(lambda: w2.metric("upsell_state_unwritten_accounts") == 0, 30)
     last = [r.value for r in await read_all(kafka_bootstrap, changelog) if r.key == b"acme"][-1]
     assert last[:1] != b"[" and msgspec.msgpack.decode(last)[0] == STATE_VERSION
-    st = AccountState.from_bytes(last)
+    st = decode_state(last)
     assert st.plan == "team" and st.gauges == ["seats", now - 1000, 21.0]
 
 

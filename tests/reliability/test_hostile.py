@@ -23,6 +23,7 @@ from devkit.kafka_io import sim_records
 from upsell_triggers.engine.events import MAX_EVENT_BYTES, InvalidEvent, decode_event
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.state import DEDUP_HORIZON, MAX_SERIES
+from upsell_triggers.engine.statecodec import encode_state
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import MemoryStore, Processor
 from upsell_triggers.runtime.reload import try_reload
@@ -321,9 +322,9 @@ def test_one_account_sending_a_million_events_stays_bounded() -> None:
         res = proc.handle(orjson.dumps({"event_id": f"e{i}", "account_id": "big", "ts": ts, **ev}))
         assert res.invalid is None
         if i % 100_000 == 0:
-            sizes.append(len(proc.store.get("big").to_bytes()))
+            sizes.append(len(encode_state(proc.store.get("big"))))
     st_ = proc.store.get("big")
-    sizes.append(len(st_.to_bytes()))
+    sizes.append(len(encode_state(st_)))
     assert len(st_.dedup) == 8 * DEDUP_HORIZON  # 8-byte hashes, the horizon reached
     assert len(st_.rolling) <= MAX_SERIES
     assert all(len(b) <= 30 * 24 + 1 for b in st_.rolling.values())  # 30 d of 1 h buckets

@@ -19,6 +19,7 @@ from upsell_triggers.engine.state import (
     event_hash,
     seen,
 )
+from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.statelegacy import to_bytes_v3, to_bytes_v4
 
 
@@ -44,13 +45,13 @@ def full_state() -> AccountState:
 
 def test_roundtrip_is_exact_with_types_kept():
     st = full_state()
-    back = AccountState.from_bytes(st.to_bytes())
+    back = decode_state(encode_state(st))
     assert back == st
     assert [type(v) for v in back.gauges] == [str, int, float] * 2
     assert all(type(b) is int for b in back.rolling["paywall_hits\x1fsso"])
     assert len(back.dedup) == 8 * 16  # bounded to the horizon
     assert seen(back, event_hash("e-19")) and not seen(back, event_hash("e-0"))  # e-0 fell out
-    assert msgspec.msgpack.decode(st.to_bytes())[0] == STATE_VERSION
+    assert msgspec.msgpack.decode(encode_state(st))[0] == STATE_VERSION
 
 
 def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
@@ -78,7 +79,7 @@ def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
             [12, 3],
         ]
     )
-    st = AccountState.from_bytes(v2)
+    st = decode_state(v2)
     assert st.plan == "team" and st.gauges == ["seats", 7, 3.0]
     assert (st.events_offset, st.feedback_offset) == (12, 3)
     assert st.periods is None and st.recent_prompts is None  # empty in v2: unused since v4
@@ -86,7 +87,7 @@ def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
     assert st.rules["seats-80"] == RuleState(False, 7, None, True)
     # An event seen before the upgrade stays a duplicate.
     assert all(seen(st, event_hash(i)) for i in ids)
-    assert AccountState.from_bytes(st.to_bytes()) == st
+    assert decode_state(encode_state(st)) == st
 
 
 def test_version_3_bytes_are_read_with_their_empty_containers_as_unused():
@@ -94,15 +95,15 @@ def test_version_3_bytes_are_read_with_their_empty_containers_as_unused():
         b'[3,"team",5,null,null,{"seats":[7,3.0]},{},{},{"seats-80":[false,7,null,true]},[],null,[],'
         b'"",7,[12,-1]]'
     )
-    st = AccountState.from_bytes(v3)
+    st = decode_state(v3)
     assert st.version == STATE_VERSION and st.gauges == ["seats", 7, 3.0] and st.events_offset == 12
     assert st.rules == {"seats-80": RuleState(False, 7, None, True)}
     assert (st.periods, st.rolling, st.sent, st.recent_prompts) == (None, None, None, None)
-    assert AccountState.from_bytes(st.to_bytes()) == st
+    assert decode_state(encode_state(st)) == st
 
 
 def test_an_unknown_version_is_refused_with_its_number():
-    fields = msgspec.msgpack.decode(full_state().to_bytes())
+    fields = msgspec.msgpack.decode(encode_state(full_state()))
     v4 = msgspec.msgpack.decode(to_bytes_v4(full_state()))
     v3 = orjson.loads(to_bytes_v3(full_state()))
     for version in (6, 0):
@@ -112,7 +113,7 @@ def test_an_unknown_version_is_refused_with_its_number():
             orjson.dumps([version, *v3[1:]]),
         ):
             try:
-                AccountState.from_bytes(data)
+                decode_state(data)
             except ValueError as err:
                 assert f"unsupported account state version: {version}" in str(err)
             else:
@@ -123,13 +124,13 @@ def test_a_full_version_3_state_reads_as_it_was_written():
     st = full_state()
     v3 = orjson.loads(to_bytes_v3(st))
     assert v3[0] == 3
-    assert AccountState.from_bytes(orjson.dumps(v3)) == st
+    assert decode_state(orjson.dumps(v3)) == st
 
 
 def test_a_new_account_keeps_no_empty_containers():
     st = AccountState()
     assert (st.gauges, st.periods, st.rolling, st.rules, st.sent, st.recent_prompts) == (None,) * 6
-    assert AccountState.from_bytes(st.to_bytes()) == st
+    assert decode_state(encode_state(st)) == st
 
 
 def test_a_match_straddling_two_hashes_is_not_a_duplicate():
@@ -177,7 +178,7 @@ def test_version_3_written_for_a_rolling_upgrade_is_what_the_previous_release_re
         g = st.gauges or []
         assert old.gauges == {g[i]: [g[i + 1], g[i + 2]] for i in range(0, len(g), 3)}
         assert old.rules == (st.rules or {}) and old.recent_prompts == as_lists(st.recent_prompts or ())
-        assert AccountState.from_bytes(data) == st  # and this release reads it back as it was
+        assert decode_state(data) == st  # and this release reads it back as it was
 
 
 class _ReleasedV4(msgspec.Struct, array_like=True, gc=False):
@@ -217,7 +218,7 @@ def test_version_4_written_for_a_rolling_upgrade_is_what_the_previous_release_re
             as_lists(st.attribution),
             as_lists(st.recent_prompts),
         )
-        assert AccountState.from_bytes(to_bytes_v4(st)) == st  # and this release reads it back as it was
+        assert decode_state(to_bytes_v4(st)) == st  # and this release reads it back as it was
 
 
 def test_version_4_bytes_of_the_previous_release_are_read_with_names_shared():
@@ -230,7 +231,7 @@ def test_version_4_bytes_of_the_previous_release_are_read_with_names_shared():
         last_seen=7,
         offsets=[12, 3],
     )
-    st = AccountState.from_bytes(msgspec.msgpack.encode(old))
+    st = decode_state(msgspec.msgpack.encode(old))
     assert st.version == STATE_VERSION and st.gauges == ["seats", 7, 3.0, "storage_bytes", 6, 1e9]
     assert (st.events_offset, st.feedback_offset, st.last_seen) == (12, 3, 7)
     assert seen(st, event_hash("a"))  # an event applied before the upgrade stays a duplicate
@@ -243,6 +244,6 @@ def test_a_billing_period_is_the_three_item_array_every_version_stores():
     period = BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12.5)
     assert msgspec.msgpack.encode(period) == msgspec.msgpack.encode([period.start, period.end, period.total])
     old = _ReleasedV4(periods={"api_calls": [1_799_000_000_000, 1_801_000_000_000, 12]})
-    st = AccountState.from_bytes(msgspec.msgpack.encode(old))
+    st = decode_state(msgspec.msgpack.encode(old))
     assert st.periods == {"api_calls": BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12)}
     assert type(st.periods["api_calls"].total) is int  # a count stays an int

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.statelegacy import to_bytes_v3
 from upsell_triggers.runtime.table_state import TableState
 
@@ -71,14 +72,14 @@ def test_dirty_states_survive_trim_and_flush_writes_each_once(make: Any) -> None
     out = states.flush()
     assert sorted(k for recs in out.values() for k, _ in recs) == [b"a0", b"a1", b"a2", b"a3", b"a4"]
     assert {p: len(r) for p, r in out.items()} == {0: 3, 1: 2}
-    assert AccountState.from_bytes(dict(out[0])[b"a0"]).plan == "business"
+    assert decode_state(dict(out[0])[b"a0"]).plan == "business"
     assert not states.dirty and not states.must_flush()
     assert list(states.decoded) == [b"a3", b"a4"]  # the longest decoded went first
     for i in range(5):  # evicted or not, the store gives the written state back
         got = stored(t, f"a{i}".encode(), i % 2)
         if got is None:  # RocksDB cache
             got = states.cache[f"a{i}".encode()]
-        st = got if isinstance(got, AccountState) else AccountState.from_bytes(got)
+        st = got if isinstance(got, AccountState) else decode_state(got)
         assert st.plan == ("business" if i == 0 else "team")
 
 
@@ -98,7 +99,7 @@ def test_the_memory_store_holds_active_states_decoded_and_evicted_ones_as_bytes(
 
 def test_states_restored_as_bytes_are_decoded_in_place_once() -> None:
     t = memory_table()
-    t.data.data[b"a"] = AccountState(plan="team").to_bytes()  # as Faust's recovery writes them
+    t.data.data[b"a"] = encode_state(AccountState(plan="team"))  # as Faust's recovery writes them
     t.data._key_partition[b"a"] = 1
     states = TableState(t)
     states.partition = 1
@@ -114,7 +115,7 @@ def test_stale_decoded_keys_are_skipped_and_the_bound_still_holds() -> None:
     for name in ("a", "b", "c"):
         touch(states, name, 0, "team")
     states.flush()
-    newer = AccountState(plan="business").to_bytes()
+    newer = encode_state(AccountState(plan="business"))
     t.data.data[b"b"] = newer  # recovery applied a newer changelog record
     t.data.data.pop(b"c")  # the partition was revoked
     touch(states, "d", 0, "team")
@@ -136,7 +137,7 @@ def test_trim_evicts_clean_states_only_and_reads_them_back(make: Any) -> None:
     touch(states, "c", 0, "business")  # dirty, newest
     states.trim()
     assert list(states.decoded) == [b"b", b"c"] and b"c" in states.dirty
-    assert states.flush() == {0: [(b"c", states.cache[b"c"].to_bytes())]}
+    assert states.flush() == {0: [(b"c", encode_state(states.cache[b"c"]))]}
     states.partition = 0
     assert states.get("a").plan == "team"  # evicted, decoded again from the store
 
@@ -169,4 +170,4 @@ def test_states_are_written_in_the_format_asked_for(make: Any) -> None:
     touch(states, "a", 0, "team")
     ((key, value),) = states.flush()[0]
     assert key == b"a" and value.startswith(b"[3,") and stored(t, b"a") == value
-    assert AccountState.from_bytes(value).plan == "team"
+    assert decode_state(value).plan == "team"

@@ -12,6 +12,7 @@ from upsell_triggers.engine.events import InvalidEvent, decode_event, validate_e
 from upsell_triggers.engine.rulemodel import RulesError
 from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
 from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.replay import Summary
 
 from .helpers import DAY, HOUR, T0, Account, fixture_rules, outcomes
@@ -51,7 +52,7 @@ def test_traits_are_validated_against_the_catalog() -> None:
     assert "is a string, not a boolean" in update(a, 0, segment=True)
     assert "time trait" in update(a, 0, signed_up_at="yesterday")
     assert "time trait" in update(a, 0, signed_up_at=1.5)
-    assert a.state.traits is None and a.state.to_bytes() == AccountState().to_bytes()  # nothing applied
+    assert a.state.traits is None and encode_state(a.state) == encode_state(AccountState())  # nothing applied
 
 
 def test_traits_set_unset_and_reject_stale_updates() -> None:
@@ -69,13 +70,13 @@ def test_traits_set_unset_and_reject_stale_updates() -> None:
 def test_a_state_with_traits_round_trips_and_one_without_keeps_its_bytes() -> None:
     a = example()
     a.seats(0, 2)
-    plain = a.state.to_bytes()
+    plain = encode_state(a.state)
     assert plain[:3] == b"\xdc\x00\x10"  # the tag and the 15 fields a state without traits has
-    assert AccountState.from_bytes(plain) == a.state
+    assert decode_state(plain) == a.state
     update(a, HOUR, segment="self_serve", employees=7)
-    data = a.state.to_bytes()
-    assert data[:3] == b"\xdc\x00\x12" and AccountState.from_bytes(data) == a.state
-    assert AccountState.from_bytes(data).traits == {"segment": "self_serve", "employees": 7.0}
+    data = encode_state(a.state)
+    assert data[:3] == b"\xdc\x00\x12" and decode_state(data) == a.state
+    assert decode_state(data).traits == {"segment": "self_serve", "employees": 7.0}
 
 
 def test_the_gate_records_ineligible_once_and_fires_once_eligible() -> None:

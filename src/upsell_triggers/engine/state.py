@@ -1,10 +1,10 @@
-"""Per-account state: its layout, the accessors the engine reads and writes it through, and its bytes.
+"""Per-account state: its layout and the accessors the engine reads and writes it through.
 
-The layout is this version's (AccountState, encoded by msgspec as one MessagePack array); older
-versions are read, and written during rolling upgrades, by statelegacy.py; which version a worker writes
-is statecodec.py's. Bounds, per account: one reading per gauge, one open period per period counter, at most
-MAX_SERIES rolling series (paywall features + rolling metrics) of at most window/bucket buckets each,
-one rule state per (rule, feature), DEDUP_HORIZON recent event ids, RECENT_PROMPTS prompt ids for
+The layout is this version's (AccountState, one MessagePack array on the wire); its bytes are
+statecodec.py's, and older versions are read, and written during rolling upgrades, by statelegacy.py.
+Bounds, per account: one reading per gauge, one open period per period counter, at most MAX_SERIES
+rolling series (paywall features + rolling metrics) of at most window/bucket buckets each, one rule
+state per (rule, feature), DEDUP_HORIZON recent event ids, RECENT_PROMPTS prompt ids for
 feedback, CAP_HISTORY prompt times for the frequency cap.
 """
 
@@ -17,7 +17,6 @@ from sys import intern
 from types import MappingProxyType
 from typing import Any
 
-import msgspec
 from msgspec import Struct
 
 from upsell_triggers.engine.outcomes import Group
@@ -123,8 +122,8 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     feedback_offset: int = -1
     # Account traits (account_updated): name -> value (a time trait as epoch ms), at most MAX_TRAITS, and
     # the event time they were last set at. Trailing and left out of the bytes of an account that never
-    # had traits (to_bytes), so such a state is byte for byte what it is without the feature; a state
-    # written without them decodes with these defaults.
+    # had traits (statecodec.encode_state), so such a state is byte for byte what it is without the
+    # feature; a state written without them decodes with these defaults.
     traits: dict[str, str | bool | Num] | None = None
     traits_ts: int = 0
     # Erasure (engine/erasure.py): the event time of the account's deletion, 0 if it was never deleted. A
@@ -136,37 +135,6 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     @property
     def version(self) -> int:
         return STATE_VERSION
-
-    def to_bytes(self) -> bytes:
-        data = _encode(self)
-        if self.erased_at:
-            return data
-        if self.traits is None:  # the three trailing defaults dropped, the array header counting 3 fewer
-            return _HEAD_NO_TRAITS + data[_HEAD_LEN:-3]
-        return _HEAD_NO_ERASURE + data[_HEAD_LEN:-1]  # erased_at (0) dropped
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> AccountState:
-        """This version's bytes, or an older version's (statelegacy.read); ValueError for others."""
-        if data[:1] != b"[":  # versions 1-3 are JSON arrays
-            try:
-                return shared_strings(_decode(data))
-            except msgspec.ValidationError:
-                pass  # another MessagePack version
-        # statelegacy imports this module, so it is imported here, when a state needs it.
-        from upsell_triggers.engine import statelegacy
-
-        return statelegacy.read(data)
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(AccountState).decode
-_HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
-_HEAD_NO_TRAITS = b"\xdc" + (len(AccountState.__struct_fields__) - 2).to_bytes(2, "big")
-_HEAD_NO_ERASURE = b"\xdc" + len(AccountState.__struct_fields__).to_bytes(2, "big")
-assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (len(AccountState.__struct_fields__) + 1).to_bytes(
-    2, "big"
-), "AccountState's array header is not array16"
 
 
 def gauge_value(gauges: Gauges | None, metric: str) -> Num:

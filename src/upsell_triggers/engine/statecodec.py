@@ -1,14 +1,54 @@
-"""Which encoding of account states a worker writes: this version's (state.py) in steady running, or
-an older one (statelegacy.py) while a rolling upgrade from a release that reads nothing newer may still
-move accounts back to its workers. Reading needs no choice: AccountState.from_bytes reads every version.
+"""Account state bytes: this version's encoding and decoding, and which version a worker writes.
+
+Reading needs no choice: decode_state reads this version (state.py's layout) and every older one
+(statelegacy.py). Writing is this version's in steady running, or an older one
+(UPSELL_STATE_WRITE_VERSION) while a rolling upgrade from a release that reads nothing newer may still
+move accounts back to its workers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from upsell_triggers.engine.state import STATE_VERSION, AccountState
-from upsell_triggers.engine.statelegacy import WRITERS
+import msgspec
+
+from upsell_triggers.engine import statelegacy
+from upsell_triggers.engine.state import STATE_VERSION, AccountState, shared_strings
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(AccountState).decode
+_HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
+_HEAD_NO_TRAITS = b"\xdc" + (len(AccountState.__struct_fields__) - 2).to_bytes(2, "big")
+_HEAD_NO_ERASURE = b"\xdc" + len(AccountState.__struct_fields__).to_bytes(2, "big")
+assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (len(AccountState.__struct_fields__) + 1).to_bytes(
+    2, "big"
+), "AccountState's array header is not array16"
+
+
+def encode_state(st: AccountState) -> bytes:
+    """This version's bytes: one MessagePack array, the version (the struct's tag) first. The trailing
+    fields left at their defaults are left out (erased_at 0; and the traits of an account that never
+    had any), so a state's bytes are what they are without those features."""
+    data = _encode(st)
+    if st.erased_at:
+        return data
+    if st.traits is None:  # the three trailing defaults dropped, the array header counting 3 fewer
+        return _HEAD_NO_TRAITS + data[_HEAD_LEN:-3]
+    return _HEAD_NO_ERASURE + data[_HEAD_LEN:-1]  # erased_at (0) dropped
+
+
+def decode_state(data: bytes) -> AccountState:
+    """This version's bytes, or an older version's (statelegacy.read); ValueError for others."""
+    if data[:1] != b"[":  # versions 1-3 are JSON arrays
+        try:
+            return shared_strings(_decode(data))
+        except msgspec.ValidationError:
+            pass  # another MessagePack version
+    return statelegacy.read(data)
+
 
 # UPSELL_STATE_WRITE_VERSION -> encoder.
-STATE_WRITERS: dict[int, Callable[[AccountState], bytes]] = {**WRITERS, STATE_VERSION: AccountState.to_bytes}
+STATE_WRITERS: dict[int, Callable[[AccountState], bytes]] = {
+    **statelegacy.WRITERS,
+    STATE_VERSION: encode_state,
+}

@@ -55,7 +55,7 @@ class StateV4(Struct, array_like=True, gc=False):
 
 
 def read(data: bytes) -> AccountState:
-    """Bytes of an older version as this version's state (AccountState.from_bytes falls back to it);
+    """Bytes of an older version as this version's state (statecodec.decode_state falls back to it);
     ValueError naming the version for bytes of none this release reads."""
     if data[:1] == b"[":
         return _from_v4(_from_json(data))  # versions 1-3
@@ -148,7 +148,7 @@ _CONTAINERS: dict[str, type[dict[Any, Any]] | type[list[Any]]] = {
 def to_bytes_v3(st: AccountState) -> bytes:
     """The state as version 3 (JSON, empty containers), which workers released before version 4 read:
     written during a rolling upgrade from such a release (UPSELL_STATE_WRITE_VERSION=3), when an account
-    can move from a new worker to an old one. Slower and larger than to_bytes(); not for steady use."""
+    can move from a new worker to an old one. Slower and larger than version 5; not for steady use."""
     old = _to_v4(st, version=3)
     empties = {name: getattr(old, name) or empty() for name, empty in _CONTAINERS.items()}
     return _encode_v3(msgspec.structs.replace(old, **empties))

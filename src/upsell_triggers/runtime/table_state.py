@@ -27,6 +27,7 @@ from typing import Any
 
 from upsell_triggers.engine.retention import DEFAULT_ERASURE_HOLD_MS, state_expired
 from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.runtime.kafka import compat
 
 
@@ -35,7 +36,7 @@ class TableState:
         self,
         table: Any,
         max_cached: int = 100_000,
-        encode: Callable[[AccountState], bytes] = AccountState.to_bytes,
+        encode: Callable[[AccountState], bytes] = encode_state,
         max_unwritten: int = 100_000,
         retention_ms: int | None = None,
         on_expired: Callable[[int], None] | None = None,
@@ -111,7 +112,7 @@ class TableState:
                 self._partition_of[key] = self.partition
         else:
             raw = self._db_for(self.partition).get(key)
-        st = AccountState.from_bytes(raw) if raw else AccountState()
+        st = decode_state(raw) if raw else AccountState()
         self.cache[key] = st
         self.decoded.append(key)
         return st
@@ -194,7 +195,7 @@ class TableState:
             partition = partitions.get(key)
             if value is None or partition is None:
                 continue  # removed since the snapshot
-            st = value if value.__class__ is AccountState else AccountState.from_bytes(value)
+            st = value if value.__class__ is AccountState else decode_state(value)
             watermark = watermarks.get(partition, 0)
             if st.last_seen > watermark:
                 watermarks[partition] = watermark = st.last_seen
@@ -222,7 +223,7 @@ class TableState:
                     break
                 if key.startswith(_FAUST_KEYS) or key in self.dirty:
                     continue
-                st = AccountState.from_bytes(value)
+                st = decode_state(value)
                 if st.last_seen > watermark:
                     self.watermarks[partition] = watermark = st.last_seen
                 if state_expired(st, watermark, self.retention_ms, self.hold_ms):
