@@ -8,6 +8,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+from msgspec import Struct
 
 from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
 from upsell_triggers.engine.events import MAX_ID_LEN, InvalidEvent, decode_event
@@ -18,6 +21,19 @@ from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 
 REDELIVERED = Outcome("redelivered")
+
+# The hot topics, as an account's state counts the offsets it applied from each.
+HotTopic = Literal[0, 1]
+EVENTS: HotTopic = 0
+FEEDBACK: HotTopic = 1
+
+
+class RecordSource(Struct, frozen=True, gc=False):
+    """Where a Kafka record came from: which hot topic, and its offset there. A msgspec struct: built
+    per record on the worker's hot path, in C."""
+
+    topic: HotTopic
+    offset: int
 
 
 class _States(dict[str, AccountState]):
@@ -161,9 +177,9 @@ class Processor:
         raw: bytes,
         key: bytes | None = None,
         now_ms: int | None = None,
-        source: tuple[int, int] | None = None,
+        source: RecordSource | None = None,
     ) -> Result:
-        """`source` = (topic index, offset) of a Kafka record: a record at or below the newest offset the
+        """`source`: where a Kafka record came from. A record at or below the newest offset the
         account has applied from that topic is a redelivery (after a crash or rebalance) and is skipped,
         exactly, however many events the account sent since the last commit.
 
@@ -179,15 +195,8 @@ class Processor:
             self.metrics.record_invalid(ev.reason)
             return Result(None, ev)
         state = self._get(ev.account_id)
-        if source is not None:
-            src, offset = source
-            if offset <= (state.feedback_offset if src else state.events_offset):
-                self.metrics.redelivered.inc()
-                return Result(REDELIVERED)
-            if src:
-                state.feedback_offset = offset
-            else:
-                state.events_offset = offset
+        if source is not None and self._applied_before(state, source):
+            return Result(REDELIVERED)
         out = self.engine.process(ev, state, now_ms)
         if out.invalid is not None:
             self.metrics.record_invalid(out.invalid.reason)
@@ -195,7 +204,7 @@ class Processor:
         self.metrics.record(ev.type, out)
         return _APPLIED if out is APPLIED else Result(out, None, out.decisions)
 
-    def _rejected_before(self, key: bytes, source: tuple[int, int]) -> bool:
+    def _rejected_before(self, key: bytes, source: RecordSource) -> bool:
         """Whether a rejected record was applied (dead-lettered) already, by the applied offset of the
         account its key names; if not, that offset moves to it. Rejections are rare, so the account's
         state is looked up (and, for a key with no state yet, created) only for them."""
@@ -205,13 +214,20 @@ class Processor:
             return False
         if not 0 < len(account_id) <= MAX_ID_LEN:
             return False
-        state = self._get(account_id)
-        src, offset = source
-        if offset <= (state.feedback_offset if src else state.events_offset):
-            self.metrics.redelivered.inc()
-            return True
-        if src:
+        return self._applied_before(self._get(account_id), source)
+
+    def _applied_before(self, state: AccountState, source: RecordSource) -> bool:
+        """Whether the account applied the record already (a redelivery, counted); if not, the account's
+        offset for the record's topic moves to it."""
+        offset = source.offset
+        if source.topic == FEEDBACK:
+            if offset <= state.feedback_offset:
+                self.metrics.redelivered.inc()
+                return True
             state.feedback_offset = offset
         else:
+            if offset <= state.events_offset:
+                self.metrics.redelivered.inc()
+                return True
             state.events_offset = offset
         return False

@@ -14,7 +14,7 @@ from faust.types import TP
 
 from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.metrics import Metrics
-from upsell_triggers.processor import Processor
+from upsell_triggers.processor import HotTopic, Processor, RecordSource
 from upsell_triggers.runtime.table_state import TableState
 
 log = logging.getLogger("upsell_triggers.worker")
@@ -30,14 +30,14 @@ class Outputs:
 
 
 class BatchApplier:
-    """Applies a batch's records in partition order. `topic_index` numbers the hot topics as the account
-    state counts their offsets (events 0, feedback 1): a record at or below the account's offset for its
-    topic is a redelivery and changes nothing."""
+    """Applies a batch's records in partition order. `hot_topics` names each hot topic's `HotTopic` (as
+    the account state counts its offsets): a record at or below the account's offset for its topic is a
+    redelivery and changes nothing."""
 
     def __init__(
-        self, processor: Processor, states: TableState, topic_index: Mapping[str, int], metrics: Metrics
+        self, processor: Processor, states: TableState, hot_topics: Mapping[str, HotTopic], metrics: Metrics
     ) -> None:
-        self.processor, self.states, self.topic_index, self.metrics = processor, states, topic_index, metrics
+        self.processor, self.states, self.hot_topics, self.metrics = processor, states, hot_topics, metrics
 
     def __call__(self, batch: Mapping[TP, Sequence[Any]]) -> Outputs:
         """Synchronous on purpose: no rebalance can interleave with a batch's state changes."""
@@ -46,11 +46,11 @@ class BatchApplier:
         newest_ts = None
         for tp, records in batch.items():
             states.partition = tp.partition
-            src = self.topic_index[tp.topic]
+            topic = self.hot_topics[tp.topic]
             for r in records:
                 raw = r.value if r.value is not None else b""
                 try:
-                    res = handle(raw, r.key, r.timestamp, (src, r.offset))
+                    res = handle(raw, r.key, r.timestamp, RecordSource(topic, r.offset))
                     bad = (res.invalid.reason, res.invalid.message) if res.invalid is not None else None
                 except Exception as exc:  # a bug must not stop the fetcher or lose the record
                     log.exception("internal error on %s[%d]@%d", tp.topic, tp.partition, r.offset)

@@ -31,7 +31,7 @@ from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.statecodec import STATE_WRITERS
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
-from upsell_triggers.processor import Processor
+from upsell_triggers.processor import EVENTS, FEEDBACK, HotTopic, Processor
 from upsell_triggers.runtime.batch_apply import BatchApplier
 from upsell_triggers.runtime.batch_timings import open_timings
 from upsell_triggers.runtime.http import make_app, serve_in_thread
@@ -164,8 +164,8 @@ def create_app(s: Settings) -> Worker:
     rules = load_ruleset(s.rules_dir)
     metrics = Metrics(runtime="kafka")
     app = faust_app(s)
-    topic_index = {s.topic_events: 0, s.topic_feedback: 1}  # as the account state counts their offsets
-    hot = app.topic(*topic_index, key_serializer="raw", value_serializer="raw")
+    hot_topics: dict[str, HotTopic] = {s.topic_events: EVENTS, s.topic_feedback: FEEDBACK}
+    hot = app.topic(*hot_topics, key_serializer="raw", value_serializer="raw")
     app.topics.add(hot)  # subscribed; its records go to the sink, not to a stream
     table = app.Table(
         "account-state",
@@ -190,7 +190,7 @@ def create_app(s: Settings) -> Worker:
     proc.engine.max_future_ms = s.max_future_skew_s * 1000
     timings = open_timings(s.batch_timings_file)
     sink = BatchSink(
-        BatchApplier(proc, states, topic_index, metrics),
+        BatchApplier(proc, states, hot_topics, metrics),
         lambda: started_producer(app),
         SinkTopics(s.topic_prompts, s.topic_dlq, lambda: table.changelog_topic.get_topic_name()),
         states,
@@ -200,7 +200,7 @@ def create_app(s: Settings) -> Worker:
     release = malloc_trim()
     policy = ReleasePolicy(s.memory_release_interval_s)  # asked only if release is not None
     watch = PartitionWatch(metrics, policy, states)
-    install(app, HotPath(frozenset(topic_index), sink, watch.on_lag, watch.on_restored, timings))
+    install(app, HotPath(frozenset(hot_topics), sink, watch.on_lag, watch.on_restored, timings))
     app.on_partitions_revoked.connect(watch.on_revoked)
 
     ready = Readiness(app, metrics)
