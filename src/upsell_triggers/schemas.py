@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from upsell_triggers.deadletter_model import DeadLetter
+from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.engine.events import (
     AccountDeletedEvent,
     AccountUpdatedEvent,
@@ -75,7 +75,7 @@ def prompts_schema() -> dict[str, Any]:
 
 def dead_letters_schema() -> dict[str, Any]:
     return _finish(
-        DeadLetter.model_json_schema(),
+        DeadLetter.envelope_schema(),
         "dead-letters",
         "Dead letter (embedded runtime)",
         "A line of the embedded runtime's dead-letter output (`run --dlq FILE`, or stderr): a rejected "

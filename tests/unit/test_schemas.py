@@ -14,8 +14,7 @@ import orjson
 import pytest
 
 from upsell_triggers import schemas
-from upsell_triggers.deadletter import DeadLetter as Letter
-from upsell_triggers.deadletter_model import DeadLetter
+from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.engine import prompts as engine_prompts
 from upsell_triggers.engine.events import InvalidEvent, decode_event, validate_event
 from upsell_triggers.engine.rulefile import PLACEMENTS
@@ -147,7 +146,9 @@ def test_dead_letters_match_their_schema(raw: bytes):
     input."""
     invalid = decode_event(raw)
     assert isinstance(invalid, InvalidEvent)
-    letter = Letter.of(raw, invalid, {"source": "events.jsonl", "line": 3})
+    letter = DeadLetter.of(raw, invalid, {"source": "events.jsonl", "line": 3})
     record = orjson.loads(orjson.dumps(letter.envelope()))
     assert not errors("dead-letters", record), errors("dead-letters", record)
-    DeadLetter.model_validate(record)
+    both = {**record, "original": "x", "original_b64": "eA=="}
+    neither = {k: v for k, v in record.items() if k not in ("original", "original_b64")}
+    assert errors("dead-letters", both) and errors("dead-letters", neither)  # exactly one original
