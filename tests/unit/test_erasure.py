@@ -18,7 +18,7 @@ from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.timeutil import DAY, HOUR
 from upsell_triggers.metrics import Metrics
-from upsell_triggers.processor import MemoryStore, Processor
+from upsell_triggers.processor import EVENTS, MemoryStore, Processor, RecordSource
 from upsell_triggers.replay import replay
 from upsell_triggers.runtime.table_state import TableState
 
@@ -51,12 +51,12 @@ def test_account_deleted_is_an_input_event_on_both_decoding_paths() -> None:
 
 def test_deletion_leaves_a_marker_with_nothing_of_the_account_but_its_offsets() -> None:
     p = Processor(fixture_rules())
-    assert p.handle(_ev(1, T0, value=4), source=(0, 10)).decisions  # 4 of 5 seats: a prompt
+    assert p.handle(_ev(1, T0, value=4), source=RecordSource(EVENTS, 10)).decisions  # 4 of 5 seats: a prompt
     p.handle(
         b'{"type":"plan_changed","event_id":"p","account_id":"acme","ts":%d,"plan":"free"}' % (T0 + 1),
-        source=(0, 11),
+        source=RecordSource(EVENTS, 11),
     )
-    p.handle(_deleted(1, T0 + HOUR), source=(0, 12))
+    p.handle(_deleted(1, T0 + HOUR), source=RecordSource(EVENTS, 12))
     st = p.store.get("acme")
     assert st.erased_at == T0 + HOUR and st.last_seen == T0 + HOUR
     assert (st.events_offset, st.feedback_offset) == (12, -1)
@@ -98,11 +98,11 @@ def test_events_in_flight_are_dropped_and_a_later_event_starts_a_new_account() -
 
 def test_a_redelivered_record_of_an_erased_account_is_skipped_by_its_offset() -> None:
     p = Processor(fixture_rules())
-    p.handle(_ev(1, T0, value=4), source=(0, 1))
-    p.handle(_deleted(1, T0 + HOUR), source=(0, 2))
-    p.handle(_ev(2, T0 + 2 * HOUR, value=1), source=(0, 3))  # a new account under the id
+    p.handle(_ev(1, T0, value=4), source=RecordSource(EVENTS, 1))
+    p.handle(_deleted(1, T0 + HOUR), source=RecordSource(EVENTS, 2))
+    p.handle(_ev(2, T0 + 2 * HOUR, value=1), source=RecordSource(EVENTS, 3))  # a new account under the id
     for offset, raw in ((1, _ev(1, T0, value=4)), (2, _deleted(1, T0 + HOUR))):
-        res = p.handle(raw, source=(0, offset))
+        res = p.handle(raw, source=RecordSource(EVENTS, offset))
         assert res.outcome is not None and res.outcome.status == "redelivered"
     st = p.store.get("acme")
     assert st.erased_at == 0 and st.gauges is not None  # the redelivered deletion did not apply again
