@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 def deletion_event(account_id: str, at: str | None, event_id: str | None, now_ms: int) -> bytes:
     """The event as its model accepts it. `at` (RFC 3339 or epoch ms) is the deletion's event time, up to
     which the account's events still in flight are dropped: by default now. The event id defaults to one
-    derived from the deletion's time, so that producing the same request twice is one deletion."""
+    derived from the deletion's time (a request produced twice is one deletion either way: the second is
+    not after the first's time)."""
     ts: str | int = now_ms if at is None else int(at) if at.isdigit() else at
     try:
         ev = AccountDeletedEvent.model_validate(
@@ -43,6 +44,7 @@ async def produce(s: Settings, key: bytes, value: bytes) -> tuple[int, int]:
     """Sends the event and waits until every in-sync replica has it: (partition, offset)."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
 
     from upsell_triggers.gateway.kafka import client_options
 
@@ -60,6 +62,8 @@ async def produce(s: Settings, key: bytes, value: bytes) -> tuple[int, int]:
     await producer.start()
     try:
         md = await producer.send_and_wait(s.topic_events, value, key=key)
+    except KafkaError as err:  # not enough replicas, not authorized, ...: one line, nothing was erased
+        raise StartupError(f"the broker refused the event ({err!r}): nothing was erased; retry", 1) from None
     finally:
         await producer.stop()
     return md.partition, md.offset

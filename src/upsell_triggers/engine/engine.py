@@ -143,7 +143,8 @@ class Engine:
 
     def process(self, ev: Event, state: AccountState, now_ms: int | None = None) -> Outcome:
         """Checks the event against the rule set (an invalid event changes nothing, not even the dedup
-        ring), drops a duplicate, then applies it by its type."""
+        ring), drops a duplicate, then applies it by its type. A deleted account's events up to its
+        deletion's time are dropped before any check (erasure.py)."""
         rs = self.rules
         ts = ev.ts
         if now_ms is not None and ts > now_ms + self.max_future_ms:
