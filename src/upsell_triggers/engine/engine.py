@@ -22,6 +22,13 @@ from upsell_triggers.engine.events import (
     PlanChanged,
     Usage,
 )
+from upsell_triggers.engine.forecast import (
+    day_taken,
+    forget_unread,
+    project,
+    record_counter_sample,
+    record_gauge_sample,
+)
 from upsell_triggers.engine.keys import feature_key, has_feature, split_feature_key
 from upsell_triggers.engine.levels import holds, measure
 from upsell_triggers.engine.outcomes import (
@@ -43,6 +50,7 @@ from upsell_triggers.engine.outcomes import (
 from upsell_triggers.engine.prompts import build_prompt, choose_variant, in_holdout
 from upsell_triggers.engine.ruleindex import LevelGroup, RuleSet
 from upsell_triggers.engine.rulemodel import (
+    FORECAST,
     GAUGE,
     PAYWALL_METRIC,
     PERIOD,
@@ -211,6 +219,9 @@ class Engine:
             return LATE
         else:
             reading = INF  # below no bound: a rolling counter's level is a window's sum, not the reading
+        fm = rs.forecast_metrics
+        if fm and metric in fm:  # an empty set for rule sets without forecasts: one check
+            self._pace(state, rs, spec, ts, amount)
         if not state.rules and state.limits is None:
             # The common event: a reading below every threshold of an account with no rule state
             # (ruleindex.skip_bounds); _evaluate would find that no group can fire.
@@ -314,6 +325,16 @@ class Engine:
                         del state.rules[k]
             buckets = rolling[sys.intern(series)] = {}  # a name built per event: kept once
         return rolling_add(buckets, ts, delta, bucket_ms, keep_ms)
+
+    @staticmethod
+    def _pace(state: AccountState, rs: RuleSet, spec: MetricSpec, ts: int, amount: float) -> None:
+        """The daily history a forecast rule on this metric projects from (forecast.py)."""
+        forget_unread(state, rs.forecast_metrics)
+        if spec.kind == GAUGE:
+            record_gauge_sample(state, spec.name, ts, amount)
+        else:
+            p = (state.periods or UNUSED)[spec.name]
+            record_counter_sample(state, spec.name, int(p.start), ts, amount)
 
     def _plan(self, state: AccountState, rs: RuleSet) -> Plan:
         return rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]
@@ -527,13 +548,14 @@ class Engine:
             kept = live
         else:
             # Highest threshold wins among rules on the same metric (and feature) firing on this event.
-            best: dict[tuple[str, str | None], float] = {}
+            # A forecast's threshold is a projected share: it is compared with forecasts only.
+            best: dict[tuple[str, str | None, str], float] = {}
             for t, _ in live:
-                k = (t.rule.primary.metric, t.feature)
+                k = (t.rule.primary.metric, t.feature, t.rule.primary.kind)
                 best[k] = max(best.get(k, float("-inf")), t.rule.threshold)
             kept = []
             for t, target in live:
-                if t.rule.threshold < best[(t.rule.primary.metric, t.feature)]:
+                if t.rule.threshold < best[(t.rule.primary.metric, t.feature, t.rule.primary.kind)]:
                     suppress(t, "superseded", "a higher threshold on the same metric fired on this event")
                 else:
                     kept.append((t, target))
@@ -546,9 +568,18 @@ class Engine:
             return out
         if len(kept) > 1:
             kept.sort(key=lambda x: (-x[0].rule.priority, -x[0].rule.threshold, x[0].rule.id))
+        sharers = rs.day_sharers
         for t, target in kept:
             recent = sum(1 for s in state.sent or () if ts - s < pol.cap_window_ms)
             rule = t.rule
+            if sharers and rule.primary.metric in sharers:  # a forecast's metric: one prompt a day
+                taken = day_taken(state, sharers[rule.primary.metric], rule, ts)
+                if taken is not None:
+                    rst = _rule_state(state, t.key)
+                    if not rst.capped:  # stays armed, as under the cap; recorded once per episode
+                        rst.capped = True
+                        out.append(Decision("superseded", rule.id, rule.group, account, ts, taken, t.feature))
+                    continue
             if not rule.bypass_cap and recent >= pol.cap_max:
                 rst = _rule_state(state, t.key)
                 if (
@@ -569,6 +600,11 @@ class Engine:
                     )
                 continue
             variant = self.variant(account, rule) if rule.variants else None
+            pj = (
+                project(state, rule.primary, t.value, t.limit or 0, ts)
+                if rule.primary.kind == FORECAST
+                else None
+            )
             prompt = build_prompt(
                 rs=rs,
                 rule=rule,
@@ -582,6 +618,7 @@ class Engine:
                 trigger_event_id=ev.event_id,
                 ts=ts,
                 variant=variant,
+                projection=pj,
             )
             rst = _rule_state(state, t.key)
             rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
@@ -600,7 +637,10 @@ class Engine:
                     account,
                     ts,
                     f"{rule.primary.metric} reached {prompt['ratio'] or prompt['value']} "
-                    f"(threshold {rule.threshold:g})",
+                    f"(threshold {rule.threshold:g})"
+                    if pj is None
+                    else f"{rule.primary.metric} at {prompt['ratio']}, projected to reach "
+                    f"{rule.threshold:g} of the limit in {pj.days_left:.1f} days at {pj.rate:g} a day",
                     t.feature,
                     prompt=prompt,
                     variant=variant.id if variant is not None else None,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 
+from upsell_triggers.engine.forecast import forecast_level
 from upsell_triggers.engine.keys import feature_key
-from upsell_triggers.engine.rulemodel import GAUGE, PERIOD, Cond, Plan
+from upsell_triggers.engine.rulemodel import FORECAST, GAUGE, PERIOD, Cond, Plan
 from upsell_triggers.engine.state import (
     UNUSED,
     AccountState,
@@ -46,6 +47,13 @@ def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: i
     elif kind == PERIOD:
         p = (state.periods or UNUSED).get(metric)
         value = p.total if p and ts < p.end else 0  # a period that ended counts as a new, empty one
+    elif kind == FORECAST:  # a projected level (forecast.py), of the reading a gauge or period sees
+        if c.source_kind == GAUGE:
+            value = gauge_value(state.gauges, metric)
+        else:
+            p = (state.periods or UNUSED).get(metric)
+            value = p.total if p and ts < p.end else 0
+        return value, limit, forecast_level(state, c, value, limit, ts)
     else:
         b = (state.rolling or UNUSED).get(metric if feature is None else feature_key(metric, feature))
         value = rolling_sum(b, c.window_ms) if b else 0
@@ -69,9 +77,10 @@ def reference_measure(state: AccountState, plan: Plan, c: Cond, feature: str | N
     overrides = state.limits or {}
     limit = overrides[c.metric] if c.metric in overrides else plan.limits.get(c.metric)
     reading: float
-    if c.kind == GAUGE:
+    kind = c.source_kind if c.kind == FORECAST else c.kind
+    if kind == GAUGE:
         _ts, reading = gauge_readings(state.gauges).get(c.metric, (0, 0))
-    elif c.kind == PERIOD:
+    elif kind == PERIOD:
         period = (state.periods or {}).get(c.metric)
         reading = period.total if period is not None and ts < period.end else 0  # ended: the next, empty
     else:
@@ -79,7 +88,9 @@ def reference_measure(state: AccountState, plan: Plan, c: Cond, feature: str | N
         newest = max(buckets, default=0)
         reading = sum(n for start, n in buckets.items() if start > newest - c.window_ms)
     level: float | None
-    if c.ratio is None:
+    if c.kind == FORECAST:
+        level = forecast_level(state, c, reading, limit, ts)
+    elif c.ratio is None:
         level = reading
     elif limit is None:
         level = None  # unlimited: no share of it is ever reached

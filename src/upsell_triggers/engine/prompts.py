@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from upsell_triggers.engine.forecast import Projection
 from upsell_triggers.engine.keys import composite_key
 from upsell_triggers.engine.rulemodel import Variant
 from upsell_triggers.engine.ruleset import PAYWALL_METRIC, Plan, Rule, RuleSet
@@ -153,8 +154,10 @@ def build_prompt(
     trigger_event_id: str,
     ts: int,
     variant: Variant | None = None,
+    projection: Projection | None = None,
 ) -> dict[str, Any]:
-    """The prompt event; with a `variant`, its copy and a `variant` field (absent otherwise)."""
+    """The prompt event; with a `variant`, its copy and a `variant` field (absent otherwise). A forecast
+    rule's `projection` fills `{days_left}` and `{projected}`."""
     metric = rule.primary.metric
     ratio = value / limit if limit else None
     copy = _rule_copy(rule, variant)
@@ -190,6 +193,11 @@ def build_prompt(
             values["target_plan_name"] = target.name
         if "threshold" in needs:
             values["threshold"] = f"{rule.threshold:g}"
+        if projection is not None:
+            if "days_left" in needs:
+                values["days_left"] = str(projection.whole_days_left)
+            if "projected" in needs:
+                values["projected"] = human(round(projection.projected), unit)
     st_title, st_body, st_label, st_url = copy.static
     created_at, expires_at = _created_expires(ts, rs.policy.expiry_ms)
     prompt: dict[str, Any] = {

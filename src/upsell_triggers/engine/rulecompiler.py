@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from upsell_triggers.engine import forecast
 from upsell_triggers.engine.rulefile import (
     AudienceDef,
     Condition,
@@ -34,8 +35,11 @@ from upsell_triggers.engine.rulemodel import (
     BUILTIN_METRICS,
     DEFAULT_BUCKET,
     DEFAULT_ROLLING_WINDOW,
+    FORECAST,
+    GAUGE,
     MAX_BUCKETS,
     PAYWALL_METRIC,
+    PERIOD,
     ROLLING,
     STRING,
     TIME,
@@ -72,8 +76,11 @@ PLACEHOLDERS = frozenset(
         "target_plan",
         "target_plan_name",
         "threshold",
+        "days_left",
+        "projected",
     }
 )
+FORECAST_PLACEHOLDERS = frozenset({"days_left", "projected"})  # only forecast rules have these
 
 _DEFAULT_RULE = {
     "cooldown": 7 * DAY,
@@ -149,8 +156,9 @@ def path_label(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _fmt_placeholders(text: str) -> list[str]:
-    """Problems with a copy template: unknown names, attribute/index access, format specs."""
+def _fmt_placeholders(text: str, forecast_rule: bool = False) -> list[str]:
+    """Problems with a copy template: unknown names, attribute/index access, format specs, a forecast's
+    placeholders in a rule that projects nothing."""
     out = []
     try:
         parsed = list(string.Formatter().parse(text))
@@ -163,6 +171,8 @@ def _fmt_placeholders(text: str) -> list[str]:
             out.append(f"unknown placeholder {{{name}}}; allowed: " + ", ".join(sorted(PLACEHOLDERS)))
         elif spec or conv:
             out.append(f"placeholder {{{name}}} may not have a format spec or conversion")
+        elif name in FORECAST_PLACEHOLDERS and not forecast_rule:
+            out.append(f"placeholder {{{name}}} is a forecast's: only rules with 'within' have it")
     return out
 
 
@@ -432,6 +442,9 @@ def _compile_gate(
         if c.metric == PAYWALL_METRIC:
             ctx.err(pfile, line, f"{where}: paywall_hits counts per feature; the gate needs another metric")
             continue
+        if c.within is not None:
+            ctx.err(pfile, line, f"{where}: a forecast is a rule's trigger, not an eligibility condition")
+            continue
         mc = _compile_cond(ctx, At(pfile, plines, ("policy", "eligibility", i), ""), line, c, where)
         if mc is not None:
             out.append(mc)
@@ -545,7 +558,45 @@ def _compile_cond(ctx: Context, at: At, line: int | None, c: Condition, where: s
             return None
     if c.ratio is not None and c.ratio > 1:
         _check_ratio_above_one(ctx, at, line, where, c.ratio)
+    if c.within is not None:
+        return _compile_forecast(ctx, at, line, c, where, spec)
     return Cond(c.metric, c.ratio, c.at_least, window, feature, spec.kind)
+
+
+def _compile_forecast(
+    ctx: Context, at: At, line: int | None, c: Condition, where: str, spec: MetricSpec
+) -> Cond | None:
+    """A forecast condition (`ratio` with `within`, forecast.py): a gauge or a period counter, a horizon
+    of whole days, and a minimum history within what the projection keeps."""
+    assert c.metric is not None and c.within is not None and c.ratio is not None
+    if spec.kind not in (GAUGE, PERIOD):
+        at.err(
+            ctx,
+            line,
+            f"{where}.within: forecasts project gauges and period counters ('{c.metric}' is a {spec.kind})",
+        )
+        return None
+    if c.within < DAY or c.within % DAY:
+        at.err(
+            ctx,
+            line,
+            f"{where}.within: a forecast's horizon is whole days (1d or more), not "
+            f"{format_duration(c.within)}",
+        )
+        return None
+    lo, hi = forecast.MIN_HISTORY_BOUNDS[spec.kind]
+    days = forecast.DEFAULT_MIN_HISTORY_DAYS[spec.kind]
+    if c.min_history is not None:
+        days = c.min_history // DAY
+        if c.min_history % DAY or not lo <= days <= hi:
+            at.err(
+                ctx,
+                line,
+                f"{where}.min_history: whole days from {lo}d to {hi}d for a {spec.kind} (the history it "
+                f"keeps), not {format_duration(c.min_history)}",
+            )
+            return None
+    return Cond(c.metric, c.ratio, None, 0, None, FORECAST, c.within, days, spec.kind)
 
 
 # A ratio at or above this is read as a percentage written as a number (`ratio: 90` for 90%).
@@ -603,6 +654,9 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         cc = _compile_cond(ctx, at, cline, c, where)
         if cc is None:
             return None
+        if cc.kind == FORECAST and ci > 0:
+            at.err(ctx, cline, f"{where}: a forecast condition must come first in 'all' (it is the trigger)")
+            return None
         conds.append(cc)
     if sum(1 for c in conds if c.metric == PAYWALL_METRIC) > 1:
         at.err(ctx, at.line("when"), "when: at most one paywall_hits condition per rule")
@@ -621,7 +675,7 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         ("cta.label", prompt.cta.label),
         ("cta.url", prompt.cta.url),
     ):
-        for msg in _fmt_placeholders(text):
+        for msg in _fmt_placeholders(text, primary.kind == FORECAST):
             at.err(ctx, at.line("prompt") or line, f"prompt.{fname}: {msg}")
     variants: list[Variant] = []
     for vi, v in enumerate(r.variants or ()):
@@ -637,7 +691,7 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
                 ("cta.label", copy.cta.label),
                 ("cta.url", copy.cta.url),
             ):
-                for msg in _fmt_placeholders(text):
+                for msg in _fmt_placeholders(text, primary.kind == FORECAST):
                     at.err(ctx, vline, f"variants[{vi}].prompt.{fname}: {msg}")
         variants.append(Variant(v.id, v.weight, copy.title, copy.body, copy.cta.label, copy.cta.url))
     plan_by_id = ctx.plan_by_id
@@ -690,6 +744,8 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
     signal = merged.get("signal") or (
         "paywall"
         if primary.metric == PAYWALL_METRIC
+        else "usage_forecast"
+        if primary.kind == FORECAST
         else "usage_limit"
         if primary.ratio is not None
         else "usage_threshold"

@@ -158,6 +158,14 @@ class Condition(_Strict):
     ratio: float | None = Field(default=None, gt=0, le=100)
     at_least: Quantity = None
     window: Duration | None = None
+    within: Duration | None = Field(
+        default=None,
+        description="forecast: fires when the metric is projected to reach `ratio` of the limit within this",
+    )
+    min_history: Duration | None = Field(
+        default=None,
+        description="forecast: days of history before it may fire (default 3d period counters, 7d gauges)",
+    )
     feature: RuleId | Literal["*"] | None = Field(default=None, description="paywall_hits: a feature or '*'")
     trait: RuleId | None = Field(default=None, description="a trait of the trait catalog")
     in_: list[TraitValue] | None = Field(
@@ -178,6 +186,8 @@ class Condition(_Strict):
                     self.ratio,
                     self.at_least,
                     self.window,
+                    self.within,
+                    self.min_history,
                     self.feature,
                     self.trait,
                     self.in_,
@@ -192,8 +202,11 @@ class Condition(_Strict):
             return self
         trait_keys = (self.in_, self.at_most, self.age_at_least, self.age_at_most)
         if self.trait is not None:
-            if any(v is not None for v in (self.metric, self.ratio, self.window, self.feature)):
-                raise ValueError("a trait condition cannot have metric/ratio/window/feature")
+            if any(
+                v is not None
+                for v in (self.metric, self.ratio, self.window, self.within, self.min_history, self.feature)
+            ):
+                raise ValueError("a trait condition cannot have metric/ratio/window/within/feature")
             if all(v is None for v in (*trait_keys, self.at_least)):
                 raise ValueError(
                     "a trait condition needs 'in', 'at_least'/'at_most' or 'age_at_least'/'age_at_most'"
@@ -205,6 +218,10 @@ class Condition(_Strict):
             raise ValueError("a condition needs 'metric', 'trait' (or 'all')")
         if (self.ratio is None) == (self.at_least is None):
             raise ValueError("a condition needs exactly one of 'ratio' (of the plan limit) or 'at_least'")
+        if self.within is None and self.min_history is not None:
+            raise ValueError("'min_history' applies to a forecast condition: one with 'within'")
+        if self.within is not None and self.ratio is None:
+            raise ValueError("a forecast ('within') projects a share of the limit: use 'ratio'")
         return self
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from upsell_triggers.engine.levels import skip_bound
 from upsell_triggers.engine.rulemodel import (
+    FORECAST,
     PAYWALL_METRIC,
     Cond,
     MetricSpec,
@@ -42,12 +43,15 @@ def level_groups(rules: tuple[Rule, ...]) -> tuple[LevelGroup, ...]:
         p = rule.primary
         if runs:
             q = runs[-1][0].primary
-            if (p.metric, p.kind, p.window_ms, p.feature, p.ratio is None) == (
+            key = (p.metric, p.kind, p.window_ms, p.feature, p.ratio is None, p.within_ms, p.min_history_days)
+            if key == (
                 q.metric,
                 q.kind,
                 q.window_ms,
                 q.feature,
                 q.ratio is None,
+                q.within_ms,
+                q.min_history_days,
             ):
                 runs[-1].append(rule)
                 continue
@@ -93,6 +97,10 @@ class RuleSet:
     all_groups: tuple[LevelGroup, ...] = field(init=False)
     skip_below: dict[str | None, dict[str, float]] = field(init=False)  # skip_bounds()
     variant_rules: dict[str, Rule] = field(init=False)  # rules with copy variants, by id
+    # Metrics a forecast rule reads (their daily history is kept) and, per such metric, the ids of the
+    # rules that share its one prompt a day (forecast.day_taken): empty for rule sets without forecasts.
+    forecast_metrics: frozenset[str] = field(init=False)
+    day_sharers: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(init=False)
 
     def __post_init__(self) -> None:
         groups = {m: level_groups(r) for m, r in self.by_metric.items()}
@@ -100,6 +108,16 @@ class RuleSet:
         object.__setattr__(self, "all_groups", level_groups(self.rules))
         object.__setattr__(self, "skip_below", skip_bounds(groups, self.plans, self.policy.default_plan))
         object.__setattr__(self, "variant_rules", {r.id: r for r in self.rules if r.variants})
+        fm = frozenset(r.primary.metric for r in self.rules if r.primary.kind == FORECAST)
+        object.__setattr__(self, "forecast_metrics", fm)
+        sharers = {
+            m: (
+                tuple(r.id for r in self.rules if r.primary.metric == m and r.primary.kind == FORECAST),
+                tuple(r.id for r in self.rules if r.primary.metric == m and r.primary.kind != FORECAST),
+            )
+            for m in fm
+        }
+        object.__setattr__(self, "day_sharers", sharers)
 
     def next_plan(self, plan: Plan, rule: Rule, feature: str | None) -> Plan | None:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a

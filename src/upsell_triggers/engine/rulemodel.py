@@ -13,6 +13,7 @@ from upsell_triggers.engine.timeutil import DAY, HOUR
 
 # Metric kinds: how a metric's events update the state, and what a condition on it reads.
 GAUGE, PERIOD, ROLLING = "gauge", "period_counter", "rolling_counter"
+FORECAST = "forecast"  # Cond.kind of a forecast condition: a projected level (forecast.py)
 PAYWALL_METRIC = "paywall_hits"
 BUILTIN_METRICS: dict[str, tuple[str, str]] = {
     "seats": (GAUGE, "count"),
@@ -81,7 +82,12 @@ class Cond:
     at_least: float | None
     window_ms: int
     feature: str | None  # paywall_hits: a feature, '*' for any, None otherwise
-    kind: str  # the metric's kind, copied here for the hot path
+    kind: str  # the metric's kind, copied here for the hot path; FORECAST for a forecast condition
+    # A forecast condition (`within`): the horizon, the full days of history it needs before it may
+    # fire, and the metric's own kind (gauge or period counter), which decides the projection.
+    within_ms: int = 0
+    min_history_days: int = 0
+    source_kind: str = ""
     threshold: float = field(init=False)  # the ratio or the count, whichever the condition sets
 
     def __post_init__(self) -> None:

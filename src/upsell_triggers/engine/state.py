@@ -131,6 +131,10 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     # and left out of the bytes while 0, as the traits are; a worker that does not know the field reads a
     # marker as an empty state.
     erased_at: int = 0
+    # Daily history of the metrics forecast rules read (forecast.py): metric -> a gauge's
+    # [first day, sample, ...] or a period counter's [period start, first day, increment, ...], at most
+    # 16 numbers each. Last, and left out of the bytes while None, as the traits are.
+    pace: dict[str, list[Num]] | None = None
 
     @property
     def version(self) -> int:
@@ -193,6 +197,9 @@ def shared_strings(st: AccountState) -> AccountState:
         st.recent_prompts = tuple(
             RecentPrompt(r.prompt_id, intern(r.rule_id), intern(r.rule_group)) for r in rp
         )
+    pc = st.pace
+    if pc:
+        st.pace = {intern(k): v for k, v in pc.items()}
     return st
 
 

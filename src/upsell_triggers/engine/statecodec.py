@@ -18,23 +18,28 @@ from upsell_triggers.engine.state import STATE_VERSION, AccountState, shared_str
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(AccountState).decode
 _HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
-_HEAD_NO_TRAITS = b"\xdc" + (len(AccountState.__struct_fields__) - 2).to_bytes(2, "big")
-_HEAD_NO_ERASURE = b"\xdc" + len(AccountState.__struct_fields__).to_bytes(2, "big")
-assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (len(AccountState.__struct_fields__) + 1).to_bytes(
-    2, "big"
-), "AccountState's array header is not array16"
+_FIELDS = len(AccountState.__struct_fields__)
+# The array header of a state whose last n fields are left out (the tag is one more item).
+_HEAD_WITHOUT = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 2, 4)}
+assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (_FIELDS + 1).to_bytes(2, "big"), (
+    "AccountState's array header is not array16"
+)
+assert AccountState.__struct_fields__[-4:] == ("traits", "traits_ts", "erased_at", "pace")
 
 
 def encode_state(st: AccountState) -> bytes:
     """This version's bytes: one MessagePack array, the version (the struct's tag) first. The trailing
-    fields left at their defaults are left out (erased_at 0; and the traits of an account that never
-    had any), so a state's bytes are what they are without those features."""
+    fields left at their defaults are left out (a forecast's history while None, erased_at 0, and the
+    traits of an account that never had any; one byte each), so a state's bytes are what they are
+    without those features."""
     data = _encode(st)
-    if st.erased_at:
+    if st.pace is not None:
         return data
-    if st.traits is None:  # the three trailing defaults dropped, the array header counting 3 fewer
-        return _HEAD_NO_TRAITS + data[_HEAD_LEN:-3]
-    return _HEAD_NO_ERASURE + data[_HEAD_LEN:-1]  # erased_at (0) dropped
+    if st.erased_at:
+        return _HEAD_WITHOUT[1] + data[_HEAD_LEN:-1]  # pace (nil) dropped
+    if st.traits is None:  # the four trailing defaults dropped, the array header counting 4 fewer
+        return _HEAD_WITHOUT[4] + data[_HEAD_LEN:-4]
+    return _HEAD_WITHOUT[2] + data[_HEAD_LEN:-2]  # erased_at (0) and pace (nil) dropped
 
 
 def decode_state(data: bytes) -> AccountState:

@@ -1,0 +1,238 @@
+"""Forecast (pace) conditions: "api_calls reaches 100% of the period limit within 7 days".
+
+A forecast condition is a `ratio` with a horizon (`within`). Its level is the share of the limit the
+metric is projected to reach at the horizon, so the engine arms, fires, re-arms and groups it like any
+ratio condition; only how the level is computed differs, and that lives here (docs/rules.md, "Pace").
+
+Projection, per metric kind, from a bounded daily history kept in `AccountState.pace` only for metrics a
+forecast rule reads (every other account's state has no such field, and its bytes are unchanged):
+
+- period counter: a trailing-window rate. The history is the current billing period's daily increments
+  (at most RATE_DAYS full days and today). The rate is the mean of the full days' increments with the
+  largest day left out, so one burst (an import on the first day of the period) does not set the pace.
+  At least `min_history` full days of the period must have been seen; a new period starts a new
+  history; the projection stops at the period's end (the quota resets there).
+- gauge: a least-squares trend over daily samples (the reading at the end of each UTC day, a day
+  without readings holding the previous one), at most GAUGE_DAYS. The trend is fitted to the samples
+  since the last fall only: a reading below the previous day's (seats removed, storage cleaned up)
+  starts the trend afresh, so growth before a cleanup does not project through it.
+
+Either way a rate that is not positive projects nothing, so a flat or falling series never fires, and
+a reading already at the target share is the limit rules' moment, not a forecast's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from upsell_triggers.engine.rulemodel import FORECAST, GAUGE, PERIOD, Cond, Rule
+from upsell_triggers.engine.state import AccountState, Num
+from upsell_triggers.engine.timeutil import DAY
+
+RATE_DAYS = 7  # period counters: full days the trailing rate averages
+GAUGE_DAYS = 14  # gauges: daily samples the trend is fitted to
+DEFAULT_MIN_HISTORY_DAYS = {GAUGE: 7, PERIOD: 3}  # full days of history before a forecast may fire
+MIN_HISTORY_BOUNDS = {GAUGE: (2, GAUGE_DAYS - 1), PERIOD: (2, RATE_DAYS)}  # what the history can hold
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """Where a forecast condition's metric is heading, at event time."""
+
+    rate: float  # per day, > 0
+    projected: float  # the reading at the horizon (a period counter's: at most at the period's end)
+    days_left: float  # days until the reading reaches the condition's share of the limit
+
+    @property
+    def whole_days_left(self) -> int:
+        """`{days_left}` in copy: whole days, at least 1 ("in 1 day" for a crossing later today)."""
+        return max(1, math.ceil(self.days_left))
+
+
+# ---- history: written on every usage event of a metric a forecast rule reads -----------------------
+
+
+def record_gauge_sample(state: AccountState, metric: str, ts: int, value: float) -> None:
+    """The gauge's reading at ts as its day's sample. History: [first day, sample, sample, ...], one
+    sample per UTC day up to the newest, days without readings holding the previous sample. Called after
+    the gauge accepted the reading, so ts is not older than the newest sample's day."""
+    pace = state.pace
+    if pace is None:
+        pace = state.pace = {}
+    day = ts // DAY
+    h = pace.get(metric)
+    if h is None:
+        pace[metric] = [day, value]
+        return
+    last_day = int(h[0]) + len(h) - 2
+    if day <= last_day:
+        h[-1] = value
+        return
+    held = h[-1]
+    gap = min(day - last_day - 1, GAUGE_DAYS)
+    h.extend([held] * gap)
+    h.append(value)
+    extra = len(h) - 1 - GAUGE_DAYS
+    if extra > 0:
+        del h[1 : 1 + extra]
+        h[0] = day - GAUGE_DAYS + 1
+
+
+def record_counter_sample(state: AccountState, metric: str, period_start: int, ts: int, delta: float) -> None:
+    """A period counter's increment in its day of the billing period. History: [period start, first
+    day, increment, increment, ...], day numbers counted from the period start, at most RATE_DAYS + 1
+    days (the full days the rate reads, and today). Another period's history is replaced."""
+    pace = state.pace
+    if pace is None:
+        pace = state.pace = {}
+    day = (ts - period_start) // DAY
+    h = pace.get(metric)
+    if h is None or h[0] != period_start:
+        pace[metric] = [period_start, day, delta]
+        return
+    first = int(h[1])
+    last_day = first + len(h) - 3
+    if day < first:
+        return  # late, before the days kept: counted in the period's total, not in the rate
+    if day <= last_day:
+        h[2 + day - first] += delta
+        return
+    h.extend([0] * min(day - last_day - 1, RATE_DAYS + 1))
+    h.append(delta)
+    extra = len(h) - 2 - (RATE_DAYS + 1)
+    if extra > 0:
+        del h[2 : 2 + extra]
+        h[1] = day - RATE_DAYS
+
+
+def forget_unread(state: AccountState, read: frozenset[str]) -> None:
+    """Drops the history of metrics no forecast rule reads any more (after a reload): the field is
+    bounded by the metrics forecast rules read, and back to None (no bytes) when none is left."""
+    pace = state.pace
+    if pace is not None and not pace.keys() <= read:
+        for m in [m for m in pace if m not in read]:
+            del pace[m]
+        if not pace:
+            state.pace = None
+
+
+# ---- projection ------------------------------------------------------------------------------------
+
+
+def trailing_rate(increments: list[Num]) -> float:
+    """The period counter's daily rate: the mean of the full days' increments without the largest one
+    (a single burst day does not set the pace). At least two days."""
+    return (sum(increments) - max(increments)) / (len(increments) - 1)
+
+
+def trend_slope(samples: list[Num]) -> float:
+    """Least-squares slope, per day, of daily samples (x = 0, 1, 2, ...)."""
+    n = len(samples)
+    x_mean = (n - 1) / 2
+    y_mean = sum(samples) / n
+    num = sum((x - x_mean) * (y - y_mean) for x, y in enumerate(samples))
+    den = sum((x - x_mean) ** 2 for x in range(n))
+    return num / den
+
+
+def rising_run(samples: list[Num]) -> list[Num]:
+    """The samples since the last fall (the longest non-decreasing tail)."""
+    i = len(samples) - 1
+    while i > 0 and samples[i - 1] <= samples[i]:
+        i -= 1
+    return samples[i:]
+
+
+def counter_rate(state: AccountState, c: Cond, ts: int) -> tuple[float, int] | None:
+    """(rate per day, ms left in the period) of a period counter at ts, or None without enough of this
+    period's history or without a positive rate."""
+    p = (state.periods or {}).get(c.metric)
+    h = (state.pace or {}).get(c.metric)
+    if p is None or h is None or ts >= p.end or h[0] != p.start:
+        return None
+    start, end = int(p.start), int(p.end)
+    today = (ts - start) // DAY
+    first = int(h[1])
+    lo = max(first, today - RATE_DAYS)
+    if today - lo < c.min_history_days:
+        return None
+    last_day = first + len(h) - 3
+    incs = [h[2 + d - first] if d <= last_day else 0 for d in range(lo, today)]
+    rate = trailing_rate(incs)
+    return (rate, end - ts) if rate > 0 else None
+
+
+def gauge_rate(state: AccountState, c: Cond, ts: int) -> float | None:
+    """The gauge's trend per day at ts (samples up to ts's day, the newest held), or None without
+    min_history days since the last fall or without growth."""
+    h = (state.pace or {}).get(c.metric)
+    if h is None:
+        return None
+    samples = h[1:]
+    idle = ts // DAY - (int(h[0]) + len(h) - 2)  # days since the newest sample: its reading held
+    if idle > 0:
+        samples = (samples + [samples[-1]] * min(idle, GAUGE_DAYS))[-GAUGE_DAYS:]
+    run = rising_run(samples)
+    if len(run) - 1 < c.min_history_days:
+        return None
+    slope = trend_slope(run)
+    return slope if slope > 0 else None
+
+
+def project(state: AccountState, c: Cond, value: float, limit: float, ts: int) -> Projection | None:
+    """The projection of forecast condition c for a reading `value` under `limit` at ts; None when it
+    projects nothing (too little history, no growth, a reading already at the target share)."""
+    target = c.threshold * limit
+    if value >= target:
+        return None
+    if c.source_kind == GAUGE:
+        rate = gauge_rate(state, c, ts)
+        if rate is None:
+            return None
+        horizon_ms = c.within_ms
+    else:
+        cr = counter_rate(state, c, ts)
+        if cr is None:
+            return None
+        rate, period_left = cr
+        horizon_ms = min(c.within_ms, period_left)
+    return Projection(rate, value + rate * horizon_ms / DAY, (target - value) / rate)
+
+
+def forecast_level(state: AccountState, c: Cond, value: float, limit: float | None, ts: int) -> float | None:
+    """The level of forecast condition c (levels.measure): the projected share of the limit at the
+    horizon; the current share when nothing is projected (below the threshold, so it re-arms the rule
+    like a reading would); None when the limit is unlimited or the reading is already at the target
+    share (no forecast fires, and a fired one re-arms)."""
+    if limit is None or limit <= 0:
+        return None
+    pj = project(state, c, value, limit, ts)
+    if pj is None:
+        return None if value >= c.threshold * limit else value / limit
+    return pj.projected / limit
+
+
+# ---- one prompt a day between a metric's forecasts and its other rules -----------------------------
+
+
+def day_taken(
+    state: AccountState, sharers: tuple[tuple[str, ...], tuple[str, ...]], rule: Rule, ts: int
+) -> str | None:
+    """Why `rule` may not prompt at ts: a rule of the other side of its metric (a forecast for a limit
+    rule, a limit rule for a forecast; `sharers` is RuleSet.day_sharers[metric]) prompted (or was held
+    out) within the last 24 hours. None: the day is free. Whichever prompts first has the day; the
+    other records `superseded` and stays armed (engine._decide)."""
+    forecasts, others = sharers
+    rivals = others if rule.primary.kind == FORECAST else forecasts
+    rules = state.rules
+    if not rules:
+        return None
+    for rid in rivals:
+        rst = rules.get(rid)
+        if rst is not None and rst.last_fired is not None and 0 <= ts - rst.last_fired < DAY:
+            return (
+                f"rule {rid} prompted on {rule.primary.metric} at {rst.last_fired}, within 24h: a forecast "
+                "and the other rules of its metric share one prompt a day"
+            )
+    return None
