@@ -497,3 +497,39 @@ async def test_traits_and_the_eligibility_gate_survive_a_restart(worker_factory,
         (b"globex", "seats-80-self-serve"),
         (b"initech", "seats-80-self-serve"),
     ], got
+
+
+async def test_a_forecast_history_survives_a_restart(worker_factory, kafka_bootstrap):
+    """rules/examples/pace in the worker: six days of seat growth before a SIGKILL are recovered from
+    the changelog, so the seventh day's reading after it completes the trend and the forecast fires,
+    with its days in the copy."""
+    from devkit.worker import ROOT
+
+    rules = ROOT / "rules" / "examples" / "pace"
+    day = 86_400_000
+    now = int(time.time() * 1000)
+    w = worker_factory(rules_dir=rules).start()
+    w.wait_ready()
+    t0 = now - 10 * day
+    before = [event("acme", "p-0", t0, type="plan_changed", plan="business")]
+    before += [
+        event("acme", f"s-{d}", t0 + (d + 1) * day, type="usage", metric="seats", value=150 + 2 * d)
+        for d in range(7)  # days 0-6: six full days of trend, one short of the seven it needs
+    ]
+    before.append(event("globex", "g-1", now - 5000, type="usage", metric="seats", value=5))  # a marker
+    await produce(kafka_bootstrap, w.topics["events"], before)
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=1.0)
+    assert [(r.key, orjson.loads(r.value)["rule_id"]) for r in recs] == [(b"globex", "seats-100")]
+    await asyncio.sleep(1.5)  # let the commit interval pass (offsets + changelog)
+    w.stop(kill=True)
+    w2 = worker_factory(name=w.name, rules_dir=rules).start()
+    w2.wait_ready(90)
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [event("acme", "s-7", t0 + 8 * day, type="usage", metric="seats", value=164)],
+    )
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
+    got = [orjson.loads(r.value) for r in recs if r.key == b"acme"]
+    assert [(p["rule_id"], p["signal"], p["value"]) for p in got] == [("seats-pace", "usage_forecast", 164)]
+    assert got[0]["title"] == "At this rate your team fills all 200 seats in about 18 days"
