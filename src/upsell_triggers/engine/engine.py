@@ -75,7 +75,7 @@ from upsell_triggers.engine.state import (
     rolling_add,
     seen,
 )
-from upsell_triggers.engine.timeutil import HOUR, billing_period
+from upsell_triggers.engine.timeutil import HOUR, PeriodBounds, billing_period
 from upsell_triggers.engine.traits import check_traits, gate_failure
 
 # Callers outside the engine take the outcome words and types from here.
@@ -127,7 +127,7 @@ class Engine:
         self.rules = rules
         self.max_future_ms = max_future_ms
         self.pinned_variants = dict(pinned_variants or {})
-        self._periods: dict[int | None, tuple[int, int]] = {}
+        self._periods: dict[int | None, PeriodBounds] = {}
 
     def variant(self, account_id: str, rule: Rule) -> Variant:
         """The account's variant of a rule with variants (prompts.choose_variant, unless pinned)."""
@@ -293,10 +293,10 @@ class Engine:
             ev.account_id,
         )
 
-    def _billing_period(self, ts: int, anchor: int | None) -> tuple[int, int]:
+    def _billing_period(self, ts: int, anchor: int | None) -> PeriodBounds:
         """billing_period() memoised per anchor: most accounts share the calendar-month default."""
         hit = self._periods.get(anchor)
-        if hit is not None and hit[0] <= ts < hit[1]:
+        if hit is not None and hit.start <= ts < hit.end:
             return hit
         p = billing_period(ts, anchor)
         if len(self._periods) >= PERIOD_CACHE:

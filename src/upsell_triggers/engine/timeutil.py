@@ -6,6 +6,7 @@ import calendar
 import functools
 import re
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 MS = 1
 SECOND = 1000
@@ -79,7 +80,14 @@ def _add_months(anchor: datetime, months: int) -> datetime:
     return anchor.replace(year=year, month=month, day=day)
 
 
-def billing_period(ts_ms: int, anchor_ms: int | None) -> tuple[int, int]:
+class PeriodBounds(NamedTuple):
+    """A billing period's [start, end) in epoch ms."""
+
+    start: int
+    end: int
+
+
+def billing_period(ts_ms: int, anchor_ms: int | None) -> PeriodBounds:
     """The monthly billing period [start, end) holding ts_ms.
 
     Anchored at anchor_ms (the day of month is kept, clamped to short months: an anchor on the 31st
@@ -96,4 +104,4 @@ def billing_period(ts_ms: int, anchor_ms: int | None) -> tuple[int, int]:
         months -= 1
         start = _add_months(anchor, months)
     end = _add_months(anchor, months + 1)
-    return datetime_to_ms(start), datetime_to_ms(end)
+    return PeriodBounds(datetime_to_ms(start), datetime_to_ms(end))
