@@ -402,3 +402,34 @@ def test_accounts_without_a_forecast_keep_their_bytes() -> None:
         a.seats(P0 + d * DAY, 10 + d)
     assert a.state.pace == {"api_calls": [P0, 0, 100, 100, 100, 100], "seats": [P0 // DAY, 10, 11, 12, 13]}
     assert decode_state(encode_state(a.state)) == a.state
+
+
+RELOADED = """
+version: 1
+groups:
+  - id: g
+    rules:
+      - id: api-90
+        when: {metric: api_calls, ratio: 0.9}
+        prompt: {title: t, cta: {label: x, url: /u}}
+      - id: seats-pace
+        when: {metric: seats, ratio: 1.0, within: 30d}
+        prompt: {title: t, cta: {label: x, url: /u}}
+"""
+
+
+def test_a_reload_that_drops_a_forecast_drops_its_history_at_the_next_forecast_event() -> None:
+    a = Acct()
+    for d in range(3):
+        a.api(P0 + d * DAY, 100)
+        a.seats(P0 + d * DAY, 10)
+    assert a.state.pace is not None and set(a.state.pace) == {"api_calls", "seats"}
+    a.engine.swap_rules(compile_sources([("plans.yaml", PLANS), ("rules.yaml", RELOADED)]))
+    a.api(P0 + 3 * DAY, 100)  # api_calls has no forecast now: nothing recorded for it
+    assert a.state.pace["api_calls"] == [P0, 0, 100, 100, 100]
+    a.seats(P0 + 3 * DAY, 11)  # the next event of a metric a forecast reads drops the rest
+    assert a.state.pace == {"seats": [P0 // DAY, 10, 10, 10, 11]}
+    no_forecast = RELOADED.replace("ratio: 1.0, within: 30d", "ratio: 0.95")
+    a.engine.swap_rules(compile_sources([("plans.yaml", PLANS), ("rules.yaml", no_forecast)]))
+    a.seats(P0 + 4 * DAY, 12)  # no forecast left: the history stays as it is, bounded
+    assert a.state.pace == {"seats": [P0 // DAY, 10, 10, 10, 11]}
