@@ -87,9 +87,13 @@ def replay_expected(events: list[bytes], rules_dir: Path) -> Expected:
     return Expected(dict(proc.store.items()), prompts)
 
 
-async def read_all(bs: str, topic: str, timeout: float = 60.0) -> list[Any]:
-    """Every record of a topic, from the start to its end offsets at call time."""
-    c = AIOKafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False, group_id=None)
+async def read_all(bs: str, topic: str, timeout: float = 60.0, read_committed: bool = False) -> list[Any]:
+    """Every record of a topic, from the start to its end offsets at call time (with read_committed:
+    the committed records, to the last stable offsets)."""
+    isolation = "read_committed" if read_committed else "read_uncommitted"
+    c = AIOKafkaConsumer(
+        bootstrap_servers=bs, enable_auto_commit=False, group_id=None, isolation_level=isolation
+    )
     await c.start()
     try:
         parts = c.partitions_for_topic(topic)
@@ -118,9 +122,11 @@ async def read_all(bs: str, topic: str, timeout: float = 60.0) -> list[Any]:
         await c.stop()
 
 
-async def changelog_states(bs: str, app_id: str, table: str = "account-state") -> dict[str, AccountState]:
+async def changelog_states(
+    bs: str, app_id: str, table: str = "account-state", read_committed: bool = False
+) -> dict[str, AccountState]:
     last: dict[bytes, bytes | None] = {}
-    for r in await read_all(bs, f"{app_id}-{table}-changelog"):
+    for r in await read_all(bs, f"{app_id}-{table}-changelog", read_committed=read_committed):
         last[r.key] = r.value
     return {k.decode(): decode_state(v) for k, v in last.items() if v}
 
@@ -157,6 +163,8 @@ class Report:
     prompt_records: int = 0
     distinct_prompts: int = 0
     duplicates_delivered: int = 0  # the same prompt id delivered more than once (same content)
+    dead_letter_records: int = 0
+    dead_letter_duplicates: int = 0  # dead letters of an input record already dead-lettered
     conflicting_ids: list[str] = field(default_factory=list)  # an id with other content than the replay's
     missing_prompts: int = 0
     unexpected_prompts: int = 0
@@ -206,11 +214,23 @@ def compare(expected: Expected, states: dict[str, AccountState], prompt_values: 
 
 
 async def check_exact(
-    bs: str, app_id: str, topics: dict[str, str], events: list[bytes], rules_dir: Path
+    bs: str,
+    app_id: str,
+    topics: dict[str, str],
+    events: list[bytes],
+    rules_dir: Path,
+    read_committed: bool = False,
 ) -> Report:
-    """Waits until the group committed everything, then compares its changelog and prompts with a replay."""
+    """Waits until the group committed everything, then compares its changelog and prompts with a replay
+    (read as a consumer with read_committed would, when asked), and counts repeated dead letters."""
     await wait_committed(bs, app_id, topics["events"], timeout=300)
     expected = replay_expected(events, rules_dir)
-    states = await changelog_states(bs, app_id)
-    prompts = [r.value for r in await read_all(bs, topics["prompts"])]
-    return compare(expected, states, prompts)
+    states = await changelog_states(bs, app_id, read_committed=read_committed)
+    prompts = [r.value for r in await read_all(bs, topics["prompts"], read_committed=read_committed)]
+    rep = compare(expected, states, prompts)
+    if "dlq" in topics:
+        dead = await read_all(bs, topics["dlq"], read_committed=read_committed)
+        sources = [tuple(v for k, v in r.headers if k.startswith("source_")) for r in dead]
+        rep.dead_letter_records = len(dead)
+        rep.dead_letter_duplicates = len(sources) - len(set(sources))
+    return rep

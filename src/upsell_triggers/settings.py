@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         description="Kafka offset commit interval; while a worker is behind, account states are written "
         "(store + changelog) at each commit instead of after each batch",
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once: each batch's prompts, dead letters, changelog records and input offsets "
+        "are one Kafka transaction per partition (consumers of the output topics read with "
+        "isolation.level=read_committed); needs the memory store",
+    )
     fetch_partition_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,
@@ -127,3 +133,15 @@ class Settings(BaseSettings):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_once_store(self) -> Settings:
+        """A RocksDB partition is written before its transaction commits and is not rebuilt after a
+        crash, so it could keep a state whose transaction was aborted: exactly_once needs the memory
+        store, which is recovered from the (read_committed) changelog at every start."""
+        if self.processing_guarantee == "exactly_once" and not self.store.startswith("memory"):
+            raise ValueError(
+                "exactly_once needs the memory store (UPSELL_STORE=memory://): a RocksDB store can keep "
+                "the state of an aborted transaction after a crash"
+            )
+        return self

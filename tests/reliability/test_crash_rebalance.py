@@ -22,11 +22,15 @@ from devkit.worker import KAFKA_LOCAL, ROOT
 pytestmark = [pytest.mark.kafka, pytest.mark.reliability, pytest.mark.timeout(900)]
 
 
-async def exact(bs: str, w, events: list[bytes]) -> Report:  # type: ignore[no-untyped-def]
-    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules")
+EXACTLY_ONCE = {"UPSELL_PROCESSING_GUARANTEE": "exactly_once"}
+
+
+async def exact(bs: str, w, events: list[bytes], read_committed: bool = False) -> Report:  # type: ignore[no-untyped-def]
+    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules", read_committed)
     print(
         f"\n[reliability] accounts={rep.accounts} prompts={rep.distinct_prompts} "
         f"prompt_records={rep.prompt_records} duplicates_delivered={rep.duplicates_delivered} "
+        f"dead_letters={rep.dead_letter_records} dead_letter_duplicates={rep.dead_letter_duplicates} "
         f"state_mismatches={len(rep.state_mismatches)} missing_accounts={rep.missing_accounts} "
         f"conflicting_ids={len(rep.conflicting_ids)} missing_prompts={rep.missing_prompts} "
         f"unexpected_prompts={rep.unexpected_prompts}"
@@ -63,6 +67,37 @@ async def test_crash_under_load_sigkill_five_times(worker_factory, kafka_bootstr
         f"[reliability] crash under load: kills={kills} redelivered_last_worker={w.metric('upsell_redelivered_events_total'):.0f}"
     )
     assert rep.conflicting_ids == []
+
+
+def with_malformed(records: list[tuple[bytes, bytes]], every: int) -> list[tuple[bytes, bytes]]:
+    """Every `every`-th record followed by a malformed one for the same account (dead-lettered)."""
+    out: list[tuple[bytes, bytes]] = []
+    for i, (key, value) in enumerate(records):
+        out.append((key, value))
+        if i % every == every - 1:
+            out.append((key, b'{"type": "usage", "account_id": '))
+    return out
+
+
+async def test_crash_under_load_exactly_once(worker_factory, kafka_bootstrap):
+    """exactly_once, SIGKILLed three times under load: a read_committed consumer receives every prompt
+    and every dead letter exactly once, and state and prompts equal a replay."""
+    records = with_malformed(list(sim_records(80_000, 5_000, seed=104)), every=400)
+    malformed = len(records) - 80_000
+    w = worker_factory(extra_env=EXACTLY_ONCE).start()
+    w.wait_ready(120)
+    producer = asyncio.create_task(stream(kafka_bootstrap, w.topics["events"], records, chunks=20, pause=0.4))
+    rng = random.Random(8)
+    for _ in range(3):
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+        await asyncio.to_thread(w.stop, True)
+        w = worker_factory(name=w.name, extra_env=EXACTLY_ONCE).start()
+        await asyncio.to_thread(w.wait_ready, 180)
+    await producer
+    rep = await exact(kafka_bootstrap, w, [v for _, v in records], read_committed=True)
+    print(f"[reliability] exactly_once crash under load: kills=3 malformed={malformed}")
+    assert rep.duplicates_delivered == 0
+    assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0
 
 
 async def test_rebalance_two_three_one(worker_factory, kafka_bootstrap):

@@ -27,6 +27,9 @@ class Outputs:
     prompts: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     newest_ts: int | None = None  # the newest record timestamp of the batch (ms)
+    # Per input partition of the batch, in order: (partition, prompts end, dead letters end), so that
+    # the outputs of each partition can go into its own transaction (exactly_once).
+    spans: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class BatchApplier:
@@ -68,5 +71,6 @@ class BatchApplier:
                     if d.prompt is not None:
                         out.prompts.append((d.account_id.encode(), orjson.dumps(d.prompt)))
             newest_ts = records[-1].timestamp if newest_ts is None else max(newest_ts, records[-1].timestamp)
+            out.spans.append((tp.partition, len(out.prompts), len(out.dead_letters)))
         out.newest_ts = newest_ts
         return out

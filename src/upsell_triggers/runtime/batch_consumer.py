@@ -45,6 +45,14 @@ class BatchConsumer(ConsumerAdapter):
 
     _in_flight: asyncio.Lock | None = None
     _hot_acked: AckedRanges | None = None  # not Faust's _acked, which serves the other topics
+    _sought: set[TP] | None = None
+
+    @property
+    def sought(self) -> set[TP]:
+        """Partitions sought by seek_wait (Faust's recovery start) since the last assignment."""
+        if self._sought is None:
+            self._sought = set()
+        return self._sought
 
     @property
     def sink(self) -> BatchSink:
@@ -76,10 +84,22 @@ class BatchConsumer(ConsumerAdapter):
     def timings(self) -> BatchTimings | None:
         return cast("BatchTransport", self.transport).timings
 
+    @property
+    def read_committed(self) -> bool:
+        """exactly_once: the changelog (recovery), events and feedback are read committed only."""
+        return self.sink.transactions is not None
+
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         timings = self.timings
         if timings is not None:
             timings.event("assigned", generation=generation_id, partitions=len(assigned))
+        transactions = self.sink.transactions
+        self.sought.clear()
+        if transactions is not None:
+            # Before Faust's recovery reads the changelog: getting each new partition's producer epoch
+            # aborts the previous owner's open transaction and fences it (kafka.transactions).
+            hot = cast("BatchTransport", self.transport).hot_topics
+            await transactions.assign({tp.partition for tp in assigned if tp.topic in hot})
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -188,6 +208,28 @@ class BatchConsumer(ConsumerAdapter):
             timings.lap("fetch")
         # Stamped after the fetch, as Faust's getmany does (stamping before left recovery stuck).
         generation = self.app.consumer_generation_id
+        await self._drain_records(transport, records, active, generation)
+        if self.sink.transactions is not None and self._current(generation):
+            # Once the fetch's records were applied (an empty fetch may have passed markers too).
+            await transport.restore_for(self).past_markers(self.sought)
+
+    def _current(self, generation: int) -> bool:
+        """No rebalance began since the fetch of `generation`."""
+        return (
+            self.flow_active
+            and not self.suspend_flow.is_set()
+            and self.app.consumer_generation_id == generation
+        )
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Faust's recovery seeks the changelog partitions to where it starts reading (past_markers)."""
+        await super().seek_wait(partitions)
+        self.sought.update(partitions)
+
+    async def _drain_records(
+        self, transport: BatchTransport, records: Any, active: set[TP] | None, generation: int
+    ) -> None:
+        timings = transport.timings
         if records is None or self.should_stop:
             return
         if not self.flow_active:
@@ -223,6 +265,26 @@ class BatchConsumer(ConsumerAdapter):
         if other:
             await transport.restore_for(self).deliver(other, generation)
 
+    async def _handle_atomically(self, sink: BatchSink, hot: dict[TP, Sequence[Any]]) -> None:
+        """exactly_once: the batch is applied and committed (outputs, states, offsets) in one
+        transaction per partition. A batch whose partition was revoked meanwhile commits too: this
+        worker's producer is fenced only once the next owner was assigned, which waits for the batch in
+        flight (wait_empty); a fenced producer's commit fails and stops this worker."""
+        try:
+            await sink.deliver_atomically(hot)
+        except Exception as exc:
+            log.exception("a transaction failed; crashing the worker to reprocess from committed offsets")
+            await self.app.crash(exc)
+            return
+        read_offsets, committed = self.read_offsets, self.committed_offsets
+        for tp, recs in hot.items():
+            read_offsets[tp] = recs[-1].offset
+            committed[tp] = recs[-1].offset + 1  # as Faust's commit records it (its lag checks read it)
+        on_lag = cast("BatchTransport", self.transport).on_lag
+        if on_lag is not None:
+            for tp, recs in hot.items():
+                on_lag(tp, max(0, self.highwater(tp) - recs[-1].offset - 1))
+
     async def _rewind(self, records: Mapping[TP, Sequence[Any]]) -> None:
         """Puts a fetch back: each partition still assigned is sought to its first record, so the
         records are read again. Faust drops such a fetch and seeks to the committed offsets instead,
@@ -248,8 +310,12 @@ class BatchConsumer(ConsumerAdapter):
         if timings is not None:
             oldest = min(recs[0].timestamp for recs in hot.values())
             timings.note(records=sum(map(len, hot.values())), oldest_age_ms=int(time.time() * 1000) - oldest)
+        sink = transport.sink
+        if sink.transactions is not None:
+            await self._handle_atomically(sink, hot)
+            return
         try:
-            await transport.sink.deliver(hot)
+            await sink.deliver(hot)
         except Exception as exc:
             # Outputs could not be delivered (e.g. the producer gave up). The batch's state changes were
             # not written yet and its offsets are not acked: crash the worker so that it (or another)
@@ -274,7 +340,7 @@ class BatchConsumer(ConsumerAdapter):
             log.info("rebalance during a batch: not acking it")
             return
         active = self.active_partitions
-        sink, read_offsets = transport.sink, self.read_offsets
+        read_offsets = self.read_offsets
         for tp, recs in hot.items():
             if active is not None and tp not in active:
                 continue  # revoked while in flight: Faust already dropped its offset bookkeeping

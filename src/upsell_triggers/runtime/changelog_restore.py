@@ -33,6 +33,16 @@ class ChangelogEvent:
         return self
 
 
+class _Marker:
+    """The end of a partition that is not a record (a transaction marker): a changelog event of that
+    offset wakes the recovery loop, which skips it as seen."""
+
+    __slots__ = ("key", "offset", "value")
+
+    def __init__(self, offset: int) -> None:
+        self.offset, self.key, self.value = offset, None, None
+
+
 def unread(consumer: ConsumerAdapter, tp: TP, recs: Sequence[Any]) -> Sequence[Any]:
     """Drops records below the read offset, with Faust's semantics: after a seek (rebalance, recovery)
     the read offset is the next offset to read, so a record AT it is kept (a strict test here once
@@ -101,6 +111,28 @@ class ChangelogRestore:
         consumer.read_offsets[tp] = last
         await recovery.wake(ChangelogEvent(tp, wake))
         return True
+
+    async def past_markers(self, sought: set[TP]) -> None:
+        """read_committed (exactly_once): a changelog partition ends in a transaction marker, and may
+        end in an aborted transaction, whose offsets are never handed on as records; recovery, which
+        waits until it applied the partition's end offset minus one, would wait for them forever (as
+        Faust's own exactly_once recovery does for 10 s or more, faust-streaming issue #47). The
+        consumer's position moves past them once they were fetched: when it passed the end, every
+        record before it has been applied, so the partition is recovered. Call it in the drain loop
+        once a fetch's records were applied, and only for partitions `sought` to their recovery start
+        in the current assignment (before that seek, the position is an older one)."""
+        recovery = RecoveryView(self.consumer.app.tables)
+        if not recovery.in_recovery:
+            return
+        highwaters, offsets = recovery.active_highwaters, recovery.active_offsets
+        for tp in list(recovery.active_tps):
+            end, done = highwaters.get(tp), offsets.get(tp)
+            if end is None or done is None or done >= end or tp not in sought:
+                continue
+            position = await self.consumer.position(tp)
+            if position is not None and position > end:
+                offsets[tp] = end
+                await recovery.wake(ChangelogEvent(tp, _Marker(end)))
 
     async def _deliver(self, items: list[tuple[TP, Any]], generation: int) -> None:
         """Faust's per-message path (standby changelogs and any other topic that is not hot)."""

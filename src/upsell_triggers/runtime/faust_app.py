@@ -39,6 +39,7 @@ from upsell_triggers.runtime.kafka import compat
 from upsell_triggers.runtime.kafka.auth import faust_credentials
 from upsell_triggers.runtime.kafka.broker_probe import broker_answers
 from upsell_triggers.runtime.kafka.topics import ensure_topics
+from upsell_triggers.runtime.kafka.transactions import PartitionTransactions
 from upsell_triggers.runtime.kafka.transport import HotPath, install
 from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, pin_mmap_threshold
 from upsell_triggers.runtime.reload import try_reload, watch_rules
@@ -189,13 +190,27 @@ def create_app(s: Settings) -> Worker:
     proc = Processor(rules, metrics, get_state=states.get)
     proc.engine.max_future_ms = s.max_future_skew_s * 1000
     timings = open_timings(s.batch_timings_file)
+
+    def changelog_topic() -> str:
+        name: str = table.changelog_topic.get_topic_name()
+        return name
+
+    transactions = None
+    if s.processing_guarantee == "exactly_once":
+        transactions = PartitionTransactions(
+            lambda tid: compat.transactional_producer(app, tid),
+            app_id=s.app_id,
+            group_id=s.app_id,  # Faust's consumer group is the app id
+            topics=lambda: (s.topic_prompts, s.topic_dlq, changelog_topic()),
+        )
     sink = BatchSink(
         BatchApplier(proc, states, hot_topics, metrics),
         lambda: started_producer(app),
-        SinkTopics(s.topic_prompts, s.topic_dlq, lambda: table.changelog_topic.get_topic_name()),
+        SinkTopics(s.topic_prompts, s.topic_dlq, changelog_topic),
         states,
         metrics,
         timings,
+        transactions,
     )
     release = malloc_trim()
     policy = ReleasePolicy(s.memory_release_interval_s)  # asked only if release is not None
@@ -235,7 +250,7 @@ def run_worker(s: Settings) -> int:
 
     from upsell_triggers.logs import logging_config, setup_logging
 
-    compat.check(rocksdb=s.store.startswith("rocksdb"))
+    compat.check(rocksdb=s.store.startswith("rocksdb"), exactly_once=s.processing_guarantee == "exactly_once")
     pin_mmap_threshold()  # before the first fetch: see memory_release
     asyncio.run(ensure_topics(s))
     worker = create_app(s)

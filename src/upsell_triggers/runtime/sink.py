@@ -12,6 +12,11 @@ then ack.
 
 A crash between 1 and 3 re-emits the outputs on reprocessing (same ids, same content) instead of losing
 them; the other order loses prompts under SIGKILL (RELIABILITY.md #5).
+
+With exactly_once (`transactions` set), `deliver_atomically` replaces all three: a batch is applied,
+and its outputs, its changed states and its input offsets are one transaction per partition
+(kafka.transactions); nothing is held or acked, and the consumer's own commits move no offset of the
+hot topics.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from upsell_triggers.metrics import Metrics
 from upsell_triggers.runtime.batch_apply import Outputs
 from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.kafka.changelog_writer import send_changelog
+from upsell_triggers.runtime.kafka.transactions import PartitionTransactions, PartitionWrites
 
 Ack = Callable[[int, TP, int, int], None]  # (consumer generation, partition, first offset, last offset)
 
@@ -60,8 +66,10 @@ class BatchSink:
         states: StateBuffer,
         metrics: Metrics,
         timings: BatchTimings | None = None,
+        transactions: PartitionTransactions | None = None,
     ) -> None:
         self.apply = apply
+        self.transactions = transactions  # exactly_once: per-partition transactional producers
         self.timings = timings  # per-batch phase timings (batch_timings), None when off
         self.producer = producer  # aiokafka's producer (send, create_batch, send_batch), once started
         self.topics = topics
@@ -86,6 +94,47 @@ class BatchSink:
         ]
         if sent:
             await asyncio.gather(*sent)
+        if timings is not None:
+            timings.lap("deliver")
+            timings.note(prompts=len(out.prompts))
+        if out.prompts:
+            metrics.latency.observe(time.perf_counter() - t0)
+        if out.newest_ts:
+            metrics.lag.set(max(0.0, time.time() - out.newest_ts / 1000))
+
+    async def deliver_atomically(self, batch: Mapping[TP, Sequence[Any]]) -> None:
+        """Applies a batch and commits, per partition, its prompts, dead letters, changed states and the
+        next offsets of its records in one transaction. Raising means a transaction may not have
+        committed while memory holds its effects: the caller stops the worker."""
+        transactions = self.transactions
+        assert transactions is not None
+        t0 = time.perf_counter()
+        metrics, timings = self.metrics, self.timings
+        metrics.batch_records.observe(sum(map(len, batch.values())))
+        out = self.apply(batch)
+        changelog = self.states.flush()  # memory store only (settings): nothing to write but records
+        if timings is not None:
+            timings.lap("apply")
+        writes: dict[int, PartitionWrites] = {}
+
+        def of(p: int) -> PartitionWrites:
+            w = writes.get(p)
+            if w is None:
+                w = writes[p] = PartitionWrites([], [], changelog.pop(p, []), {})
+            return w
+
+        prompts_from = dead_from = 0
+        for partition, prompts_end, dead_end in out.spans:
+            w = of(partition)
+            w.prompts += out.prompts[prompts_from:prompts_end]
+            w.dead_letters += out.dead_letters[dead_from:dead_end]
+            prompts_from, dead_from = prompts_end, dead_end
+        for tp, recs in batch.items():
+            if recs:
+                of(tp.partition).offsets[tp] = recs[-1].offset + 1
+        for p in list(changelog):  # expired accounts of a partition with no record in this batch
+            of(p)
+        await transactions.commit(writes)
         if timings is not None:
             timings.lap("deliver")
             timings.note(prompts=len(out.prompts))

@@ -63,6 +63,7 @@ MEMBERS: tuple[Member, ...] = (
     Member(*_RECOVERY, "active_tps"),
     Member(*_RECOVERY, "tp_to_table"),
     Member(*_RECOVERY, "active_offsets"),
+    Member(*_RECOVERY, "active_highwaters"),
     Member(*_RECOVERY, "completed"),
     Member("faust.tables.manager", "TableManager", "changelog_queue"),
     Member("faust.tables.manager", "TableManager", "recovery"),
@@ -82,6 +83,21 @@ MEMBERS: tuple[Member, ...] = (
         "_proc_fetch_request",
         ("self", "assignment", "node_id", "request"),
     ),
+)
+# Only with UPSELL_PROCESSING_GUARANTEE=exactly_once (runtime/kafka/transactions.py).
+EXACTLY_ONCE_MEMBERS: tuple[Member, ...] = (
+    Member(
+        "faust.transport.drivers.aiokafka",
+        "AIOKafkaConsumerThread",
+        "_create_worker_consumer",
+        ("self", "transport"),
+    ),
+    Member("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_isolation_level"),
+    Member("faust.transport.drivers.aiokafka", "Producer", "_settings_default", ("self",)),
+    Member("faust.transport.drivers.aiokafka", "Producer", "_settings_auth", ("self",)),
+    Member("faust.transport.drivers.aiokafka", "Producer", "_settings_extra", ("self",)),
+    Member("aiokafka.producer.producer", "AIOKafkaProducer", "_txn_manager"),
+    Member("aiokafka.producer.transaction_manager", "TransactionManager", "wait_for_pid", ("self",)),
 )
 ROCKSDB_MEMBERS: tuple[Member, ...] = (
     Member(*_ROCKSDB, "_db_for_partition", ("self", "partition")),
@@ -137,9 +153,10 @@ def _versions() -> tuple[str, str]:
     return ", ".join(installed), ", ".join(pinned or PINNED_FALLBACK)
 
 
-def check(rocksdb: bool = False, members: Iterable[Member] | None = None) -> None:
+def check(rocksdb: bool = False, members: Iterable[Member] | None = None, exactly_once: bool = False) -> None:
     """Stops start-up with one line if a member this service relies on is missing or reshaped."""
-    wanted = list(members if members is not None else MEMBERS + (ROCKSDB_MEMBERS if rocksdb else ()))
+    optional = (ROCKSDB_MEMBERS if rocksdb else ()) + (EXACTLY_ONCE_MEMBERS if exactly_once else ())
+    wanted = list(members if members is not None else MEMBERS + optional)
     for member in wanted:
         found = problem(member)
         if found is not None:
@@ -151,9 +168,18 @@ def check(rocksdb: bool = False, members: Iterable[Member] | None = None) -> Non
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread; once its aiokafka consumer started, the fetch wait is set (fetch_wait)."""
+    """Faust's consumer thread; once its aiokafka consumer started, the fetch wait is set (fetch_wait).
+    With read_committed, its consumer reads only committed transactions (Faust sets that only with its
+    own processing_guarantee=exactly_once, which also replaces its producer by its transactional ones)."""
 
     fetch_max_wait_ms: int | None = None
+    read_committed = False
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        if self.read_committed:
+            consumer._isolation_level = "read_committed"  # handed to its fetcher, created at start
+        return consumer
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -170,9 +196,15 @@ class ConsumerAdapter(faust_aiokafka.Consumer):
 
     fetch_max_wait_ms: int | None = None
 
+    @property
+    def read_committed(self) -> bool:
+        """Whether this consumer reads every topic with isolation.level=read_committed."""
+        return False
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         thread = _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
         thread.fetch_max_wait_ms = self.fetch_max_wait_ms
+        thread.read_committed = self.read_committed
         return thread
 
     # Faust's hooks -> this service's.
@@ -288,6 +320,12 @@ class RecoveryView:
         offsets: MutableMapping[TP, int] = self._recovery.active_offsets
         return offsets
 
+    @property
+    def active_highwaters(self) -> MutableMapping[TP, int]:
+        """tp -> the changelog offset recovery must reach (the partition's end offset minus one)."""
+        highwaters: MutableMapping[TP, int] = self._recovery.active_highwaters
+        return highwaters
+
     def wake(self, event: Any) -> Awaitable[None]:
         """Puts an event on the queue the recovery loop waits on (it checks then whether it is done)."""
         put: Awaitable[None] = self._tables.changelog_queue.put(event)
@@ -297,6 +335,29 @@ class RecoveryView:
 def aiokafka_producer(app: Any) -> Any:
     """aiokafka's producer under Faust's (None until started). Faust's commit flushes it first."""
     return getattr(app.producer, "_producer", None)
+
+
+def transactional_producer(app: Any, transactional_id: str) -> Any:
+    """A new (not started) aiokafka producer with the settings of Faust's own (brokers, credentials,
+    batch size, linger, partitioner) and a transactional id."""
+    from aiokafka import AIOKafkaProducer
+
+    faust_producer = app.producer
+    settings = {
+        **faust_producer._settings_default(),
+        **faust_producer._settings_auth(),
+        **faust_producer._settings_extra(),
+    }
+    settings.pop("api_version", None)  # deprecated no-op in aiokafka 0.14
+    return AIOKafkaProducer(**settings, transactional_id=transactional_id)
+
+
+async def wait_for_producer_id(producer: Any) -> None:
+    """Until a started transactional producer holds its producer id and epoch. Getting them
+    (InitProducerId) is what fences an older producer with the same transactional id and aborts its
+    open transaction; aiokafka does it in the background and waits for it only at the first
+    begin_transaction."""
+    await producer._txn_manager.wait_for_pid()
 
 
 def memory_store_data(store: Any) -> dict[bytes, Any]:
@@ -370,6 +431,7 @@ def time_fetches(on_fetch: Callable[[float, dict[str, int], bool], None]) -> Non
 
 
 __all__ = [
+    "EXACTLY_ONCE_MEMBERS",
     "MEMBERS",
     "ROCKSDB_MEMBERS",
     "ConsumerAdapter",

@@ -1,0 +1,149 @@
+"""Exactly-once: one Kafka transaction per partition per batch, through one transactional producer per
+partition this worker owns.
+
+A batch's prompts, dead letters, changelog records and the next offsets of its input records are
+committed together (`send_offsets_to_transaction` with the consumer group), or not at all: a
+`read_committed` consumer of any output topic, and the group's committed offsets, see all of a
+batch's effects or none.
+
+Fencing. aiokafka 0.14 sends TxnOffsetCommit version 0, without the consumer group's generation and
+member id (KIP-447), so the broker cannot reject offsets from a worker that lost its partitions.
+Zombies are fenced by transactional id instead, as Kafka Streams' first exactly-once mode did: the
+transactional id names the application and the partition (`{app_id}-eos-{partition}`), every record
+derived from input partition p (events p, feedback p, changelog p; topics are co-partitioned) goes
+through that partition's producer, and a worker that is assigned p starts its producer and obtains
+its producer epoch before Faust's recovery reads changelog p. That bumps the epoch, aborts the open
+transaction of the previous owner, and makes every later send or commit of the previous owner's
+producer fail with ProducerFenced. A worker therefore holds one producer (and its connections) per
+partition it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+from faust.types import TP
+
+from upsell_triggers.deadletter import DeadLetter
+from upsell_triggers.runtime.kafka import compat
+
+log = logging.getLogger("upsell_triggers.transactions")
+
+
+def transactional_id(app_id: str, partition: int) -> str:
+    return f"{app_id}-eos-{partition}"
+
+
+@dataclass(slots=True)
+class PartitionWrites:
+    """What one partition's transaction carries."""
+
+    prompts: list[tuple[bytes, bytes]]
+    dead_letters: list[DeadLetter]
+    changelog: list[tuple[bytes, bytes | None]]
+    offsets: dict[TP, int]  # input partition -> the next offset to read
+
+
+class PartitionTransactions:
+    """The transactional producers of the partitions this worker owns (by partition number)."""
+
+    def __init__(
+        self,
+        new_producer: Callable[[str], Any],
+        app_id: str,
+        group_id: str,
+        topics: Callable[[], tuple[str, str, str]],
+    ) -> None:
+        self.new_producer = new_producer  # transactional id -> a new, unstarted aiokafka producer
+        self.app_id, self.group_id = app_id, group_id
+        self.topics = topics  # (prompts, dead letters, changelog)
+        self.producers: dict[int, Any] = {}
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """The partitions owned from now on: producers of new ones are started and get their epoch
+        (fencing the previous owner) before this returns; those of partitions lost are stopped."""
+        wanted = set(partitions)
+        for p in sorted(set(self.producers) - wanted):
+            await self._stop(p)
+        new = sorted(wanted - set(self.producers))
+        if new:
+            await asyncio.gather(*(self._start(p) for p in new))
+            log.info("transactional producers ready", extra={"fields": {"partitions": new}})
+
+    async def _start(self, partition: int) -> None:
+        producer = self.new_producer(transactional_id(self.app_id, partition))
+        await producer.start()
+        try:
+            await compat.wait_for_producer_id(producer)
+        except BaseException:
+            await producer.stop()
+            raise
+        self.producers[partition] = producer
+
+    async def _stop(self, partition: int) -> None:
+        producer = self.producers.pop(partition)
+        try:
+            await producer.stop()
+        except Exception as exc:  # fenced or cut off: nothing of it is needed any more
+            log.warning("stopping the transactional producer of partition %d: %r", partition, exc)
+
+    async def stop(self) -> None:
+        for p in list(self.producers):
+            await self._stop(p)
+
+    async def commit(self, writes: Mapping[int, PartitionWrites]) -> None:
+        """One transaction per partition, all under way at once; returns when every one committed.
+        Raises if one failed (fenced, timed out, cut off): the worker must then stop, since its memory
+        holds the effects of a transaction that may not have committed."""
+        results = await asyncio.gather(
+            *(self._commit_one(p, w) for p, w in writes.items()), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _commit_one(self, partition: int, w: PartitionWrites) -> None:
+        producer = self.producers.get(partition)
+        if producer is None:
+            raise RuntimeError(f"partition {partition} has no transactional producer: not assigned here")
+        prompts_topic, dlq_topic, changelog_topic = self.topics()
+        # On an error the transaction stays open: the worker stops, and the partition's next producer
+        # (this worker's after a restart, or another's) aborts it when it gets its epoch.
+        await producer.begin_transaction()
+        sent = [await producer.send(prompts_topic, v, key=k) for k, v in w.prompts]
+        sent += [
+            await producer.send(dlq_topic, d.raw, key=d.key, headers=d.kafka_headers())
+            for d in w.dead_letters
+        ]
+        sent += await _send_changelog(producer, changelog_topic, partition, w.changelog)
+        # aiokafka's commit does not wait for records still queued: every one must be acknowledged
+        # before the transaction ends, or it would land outside it.
+        if sent:
+            await asyncio.gather(*sent)
+        if w.offsets:
+            offsets = {TopicPartition(tp.topic, tp.partition): o for tp, o in w.offsets.items()}
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+        await producer.commit_transaction()
+
+
+async def _send_changelog(
+    producer: Any, topic: str, partition: int, recs: Sequence[tuple[bytes, bytes | None]]
+) -> list[Any]:
+    """Account states through aiokafka's batch builder (see changelog_writer); the delivery futures."""
+    futures = []
+    batch = producer.create_batch()
+    n = 0
+    for key, value in recs:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch, n = producer.create_batch(), 0
+            batch.append(key=key, value=value, timestamp=None)
+        n += 1
+    if n:
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
