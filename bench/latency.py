@@ -140,8 +140,14 @@ class Run:
 
 async def measure_kafka(bs: str, topics: dict[str, str], rate: int, seconds: float, warmup: float) -> Run:
     run = Run()
+    # read_committed, as consumers of the prompts topic must read with exactly_once; without
+    # transactions on the topic it reads exactly what read_uncommitted does.
     cons = AIOKafkaConsumer(
-        topics["prompts"], bootstrap_servers=bs, auto_offset_reset="latest", group_id=None
+        topics["prompts"],
+        bootstrap_servers=bs,
+        auto_offset_reset="latest",
+        group_id=None,
+        isolation_level="read_committed",
     )
     prod = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=1)
     await cons.start()

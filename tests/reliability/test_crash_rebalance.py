@@ -123,6 +123,32 @@ async def test_rebalance_two_three_one(worker_factory, kafka_bootstrap):
     )  # also: every partition committed to its end
 
 
+async def test_rebalance_two_three_one_exactly_once(worker_factory, kafka_bootstrap):
+    """exactly_once through 2 -> 3 -> 1 workers (a clean leave, then a SIGKILL): every prompt and dead
+    letter once to a read_committed consumer, state and prompts equal to a replay."""
+    records = with_malformed(list(sim_records(40_000, 4_000, seed=105)), every=400)
+    malformed = len(records) - 40_000
+    first = worker_factory(extra_env=EXACTLY_ONCE)
+    ws = [first.start(), worker_factory(name=first.name, extra_env=EXACTLY_ONCE).start()]
+    for w in ws:
+        w.wait_ready(120)
+    producer = asyncio.create_task(
+        stream(kafka_bootstrap, first.topics["events"], records, chunks=20, pause=0.4)
+    )
+    await asyncio.sleep(2)
+    ws.append(worker_factory(name=first.name, extra_env=EXACTLY_ONCE).start())  # 2 -> 3
+    await asyncio.sleep(4)
+    await asyncio.to_thread(ws[0].stop)  # 3 -> 2 (clean)
+    await asyncio.sleep(2)
+    await asyncio.to_thread(ws[1].stop, True)  # 2 -> 1 (crash)
+    await producer
+    survivor = ws[2]
+    await asyncio.to_thread(survivor.wait_ready, 180)
+    rep = await exact(kafka_bootstrap, survivor, [v for _, v in records], read_committed=True)
+    assert rep.duplicates_delivered == 0
+    assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0
+
+
 async def test_broker_restart_during_stream(worker_factory, kafka_bootstrap):
     records = list(sim_records(60_000, 5_000, seed=103))
     w = worker_factory().start()

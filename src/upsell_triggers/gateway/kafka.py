@@ -78,6 +78,9 @@ class PromptFeed:
             auto_offset_reset="earliest",
             max_poll_records=5000,
             fetch_max_wait_ms=100,
+            # Workers with UPSELL_PROCESSING_GUARANTEE=exactly_once write prompts in transactions: only
+            # committed ones reach a browser. Without transactions on the topic it reads the same.
+            isolation_level="read_committed",
         )
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:

@@ -41,7 +41,14 @@ async def read_topic(bootstrap: str, topic: str, client: dict[str, Any]) -> list
         await admin.close()
     if desc.get("error_code") or not desc.get("partitions"):
         raise SystemExit(f"report: topic {topic!r} does not exist at {bootstrap} (set UPSELL_TOPIC_*)")
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client)
+    # read_committed: with exactly_once workers, the records of aborted transactions are not prompts.
+    c = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+        **client,
+    )
     await c.start()
     try:
         tps = [

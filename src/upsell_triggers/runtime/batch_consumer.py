@@ -80,6 +80,14 @@ class BatchConsumer(ConsumerAdapter):
             pass
         await super().wait_empty()
 
+    async def on_stop(self) -> None:
+        """Faust's stop (it waits for the batch in flight), then the transactional producers close."""
+        await super().on_stop()
+        transactions = self.sink.transactions
+        if transactions is not None:
+            async with self.in_flight:
+                await transactions.stop()
+
     @property
     def timings(self) -> BatchTimings | None:
         return cast("BatchTransport", self.transport).timings
