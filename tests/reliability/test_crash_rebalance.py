@@ -12,6 +12,7 @@ import asyncio
 import random
 import subprocess
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -40,7 +41,9 @@ async def exact(bs: str, w, events: list[bytes], read_committed: bool = False) -
     return rep
 
 
-async def stream(bs: str, topic: str, records: list[tuple[bytes, bytes]], chunks: int, pause: float) -> None:
+async def stream(
+    bs: str, topic: str, records: Sequence[tuple[bytes | None, bytes]], chunks: int, pause: float
+) -> None:
     step = len(records) // chunks + 1
     for i in range(0, len(records), step):
         await produce(bs, topic, records[i : i + step])
@@ -69,13 +72,14 @@ async def test_crash_under_load_sigkill_five_times(worker_factory, kafka_bootstr
     assert rep.conflicting_ids == []
 
 
-def with_malformed(records: list[tuple[bytes, bytes]], every: int) -> list[tuple[bytes, bytes]]:
-    """Every `every`-th record followed by a malformed one for the same account (dead-lettered)."""
-    out: list[tuple[bytes, bytes]] = []
+def with_malformed(records: list[tuple[bytes, bytes]], every: int) -> list[tuple[bytes | None, bytes]]:
+    """Every `every`-th record followed by a malformed one (dead-lettered): for the same account, or,
+    every other time, without a key (at least once dead-letters those again on each redelivery)."""
+    out: list[tuple[bytes | None, bytes]] = []
     for i, (key, value) in enumerate(records):
         out.append((key, value))
         if i % every == every - 1:
-            out.append((key, b'{"type": "usage", "account_id": '))
+            out.append((key if i % (2 * every) < every else None, b'{"type": "usage", "account_id": '))
     return out
 
 
