@@ -9,7 +9,9 @@ kills, redelivered records) are printed and collected in RELIABILITY.md.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -151,6 +153,36 @@ async def test_rebalance_two_three_one_exactly_once(worker_factory, kafka_bootst
     rep = await exact(kafka_bootstrap, survivor, [v for _, v in records], read_committed=True)
     assert rep.duplicates_delivered == 0
     assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0
+
+
+async def test_a_paused_worker_is_fenced_exactly_once(worker_factory, kafka_bootstrap):
+    """exactly_once: a worker paused (SIGSTOP) past its session while it streams; another takes its
+    partitions; the paused one resumes as a zombie. Its transactions after that are fenced, and a
+    read_committed consumer still gets every prompt once, state and prompts equal to a replay."""
+    env = {**EXACTLY_ONCE, "UPSELL_SESSION_TIMEOUT_S": "6"}
+    records = list(sim_records(30_000, 3_000, seed=106))
+    zombie = worker_factory(extra_env=env).start()
+    zombie.wait_ready(120)
+    producer = asyncio.create_task(
+        stream(kafka_bootstrap, zombie.topics["events"], records, chunks=15, pause=0.4)
+    )
+    await asyncio.sleep(1.5)
+    assert zombie.proc is not None
+    os.kill(zombie.proc.pid, signal.SIGSTOP)
+    successor = worker_factory(name=zombie.name, extra_env=env).start()
+    try:
+        await asyncio.to_thread(successor.wait_ready, 180)  # after the paused worker's session expired
+        await asyncio.sleep(1)
+    finally:
+        os.kill(zombie.proc.pid, signal.SIGCONT)
+    await producer
+    await asyncio.sleep(8)  # the zombie rejoins or stops; either way the group settles
+    await asyncio.to_thread(zombie.stop)
+    await asyncio.to_thread(successor.wait_ready, 180)
+    rep = await exact(kafka_bootstrap, successor, [v for _, v in records], read_committed=True)
+    fenced = "ProducerFenced" in zombie.log.read_text()  # whether it tried to write (timing decides)
+    print(f"[reliability] paused worker: its transaction fenced={fenced}")
+    assert rep.duplicates_delivered == 0
 
 
 async def test_broker_restart_during_stream(worker_factory, kafka_bootstrap):

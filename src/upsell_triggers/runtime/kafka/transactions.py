@@ -65,15 +65,16 @@ class PartitionTransactions:
         self.producers: dict[int, Any] = {}
 
     async def assign(self, partitions: Iterable[int]) -> None:
-        """The partitions owned from now on: producers of new ones are started and get their epoch
-        (fencing the previous owner) before this returns; those of partitions lost are stopped."""
-        wanted = set(partitions)
-        for p in sorted(set(self.producers) - wanted):
+        """The partitions owned from now on (each assignment): every one gets a new producer, started,
+        with its epoch (fencing any other holder) before this returns; the previous producers stop.
+        Not only the new partitions: a worker that was paused past its session and rejoined keeps
+        partitions that another worker owned meanwhile, and its producers of them are fenced."""
+        for p in sorted(self.producers):
             await self._stop(p)
-        new = sorted(wanted - set(self.producers))
-        if new:
-            await asyncio.gather(*(self._start(p) for p in new))
-            log.info("transactional producers ready", extra={"fields": {"partitions": new}})
+        wanted = sorted(set(partitions))
+        if wanted:
+            await asyncio.gather(*(self._start(p) for p in wanted))
+            log.info("transactional producers ready", extra={"fields": {"partitions": wanted}})
 
     async def _start(self, partition: int) -> None:
         producer = self.new_producer(transactional_id(self.app_id, partition))
