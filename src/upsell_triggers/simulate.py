@@ -8,6 +8,11 @@ product's account base); `near_limits=True` is a launch week, every account clos
 and storage drifting across 80% and 100% and back, API quotas spent within the month, bursts of paywall
 hits, upgrades. `bench/workloads.py` adds what producers send on top (timestamp formats, optional
 user ids, duplicates, prompt feedback).
+
+`expansion=True` adds what distinct counts and growth conditions read (rules/examples/expansion): each
+account has people (about one per seat, a few more on a full plan) and teams (one or two, and now and
+then a new one), and every event names its user and, as the attribute `team_id`, that user's team.
+Off by default, so the default workload's events stay as they are.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ class Simulator:
         step_ms: int = HOUR,
         start_ms: int = START_MS,
         near_limits: bool = False,
+        expansion: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
+        self.expansion = expansion
         self.step_ms = step_ms
         self.now = start_ms
         self.seq = 0
@@ -62,6 +69,18 @@ class Simulator:
                     "paywall": self.rng.random() < 0.3,
                 }
             self.accounts.append({"id": f"acct-{i:05d}", "tier": tier, **acct, "new": True})
+            if expansion:
+                self.accounts[-1]["teams"] = self.rng.choice((1, 1, 2))
+
+    def _people(self, acct: dict[str, Any]) -> dict[str, Any]:
+        """The user (one of about a seat's worth of people, more when the plan is full) and their team."""
+        rng = self.rng
+        cap = PLANS[acct["tier"]][1]
+        people = acct["seats"] + (rng.randrange(1, 6) if acct["seats"] >= cap else rng.randrange(0, 2))
+        if rng.random() < 0.002:  # a new team (department) starts using the product
+            acct["teams"] += 1
+        user = rng.randrange(people)
+        return {"user_id": f"u-{user}", "attributes": {"team_id": f"t-{user % acct['teams']}"}}
 
     def _ev(self, acct: dict[str, Any], etype: str, **fields: Any) -> dict[str, Any]:
         self.seq += 1
@@ -72,6 +91,7 @@ class Simulator:
             "ts": self.now + self.rng.randrange(self.step_ms),
             "user_id": f"u-{self.rng.randrange(50)}",
             **fields,
+            **(self._people(acct) if self.expansion else {}),
         }
 
     def round(self) -> Iterator[dict[str, Any]]:

@@ -180,8 +180,8 @@ def test_a_problem_with_a_block_value_is_at_its_key():
     )
     errors, _ = problems(text)
     assert errors == [
-        "pm.yaml:6: error: rule r: when: a condition needs exactly one of 'ratio' (of the plan limit) or "
-        "'at_least'"
+        "pm.yaml:6: error: rule r: when: a condition needs exactly one of 'ratio' (of the plan limit), "
+        "'at_least', 'growth' or 'increase'"
     ]
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from upsell_triggers.engine import distinct, growth
 from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
     AccountDeleted,
@@ -149,11 +150,16 @@ class Engine:
 
     # ---- entry point -------------------------------------------------------------------------------
 
-    def process(self, ev: Event, state: AccountState, now_ms: int | None = None) -> Outcome:
+    def process(
+        self, ev: Event, state: AccountState, now_ms: int | None = None, *, fed: bool = False
+    ) -> Outcome:
         """Checks the event against the rule set (an invalid event changes nothing, not even the dedup
         ring), drops a duplicate, then applies it by its type. A deleted account's events up to its
-        deletion's time are dropped before any check (erasure.py)."""
+        deletion's time are dropped before any check (erasure.py). `fed`: the event's distinct values
+        are counted already (_with_distinct)."""
         rs = self.rules
+        if rs.distinct and not fed and (type(ev) is Usage or type(ev) is PaywallHit):
+            return self._with_distinct(ev, state, now_ms)
         ts = ev.ts
         if now_ms is not None and ts > now_ms + self.max_future_ms:
             return Outcome("invalid", invalid=self._future(ev))
@@ -167,13 +173,7 @@ class Engine:
         if type(ev) is Usage:
             spec = rs.metrics.get(ev.metric)
             # _check_usage's questions, inlined for the common answer (it words the error otherwise).
-            amount = (
-                None
-                if spec is None or spec.name == PAYWALL_METRIC
-                else ev.value
-                if spec.kind == GAUGE
-                else ev.delta
-            )
+            amount = None if spec is None or spec.derived else ev.value if spec.kind == GAUGE else ev.delta
             if amount is None:
                 return Outcome("invalid", invalid=self._check_usage(ev, spec))
         elif type(ev) is PlanChanged:
@@ -200,7 +200,12 @@ class Engine:
         metric, kind = spec.name, spec.kind  # the catalog's string: one copy, not one per account
         reading: float
         if kind == GAUGE:
-            if not record_gauge(state, metric, ts, amount):
+            if spec.history_bucket_ms:  # a growth condition reads this gauge's past
+                if not growth.apply_reading(
+                    state, metric, ts, amount, spec.history_bucket_ms, spec.history_keep_ms
+                ):
+                    return STALE
+            elif not record_gauge(state, metric, ts, amount):
                 return STALE
             reading = amount
         elif kind == PERIOD:
@@ -233,6 +238,30 @@ class Engine:
             return APPLIED
         decisions = self._evaluate(ev, state, rs, groups, ())
         return Outcome("applied", decisions) if decisions else APPLIED
+
+    def _with_distinct(self, ev: Usage | PaywallHit, state: AccountState, now_ms: int | None) -> Outcome:
+        """A usage or paywall event under a rule set with distinct metrics: its values are counted first
+        (so the event's own rules see the new counts), then it is applied as any event, then the rules
+        reading a distinct metric that changed are evaluated. An event that is invalid or a duplicate
+        counts nothing: the distinct structures are put back."""
+        rs = self.rules
+        before = state.distinct
+        kept = dict(before) if before is not None else None
+        changed = distinct.feed(state, rs.distinct, rs.distinct_names, ev)
+        out = self.process(ev, state, now_ms, fed=True)
+        if out.invalid is not None or out is DUPLICATE:
+            state.distinct = kept
+            return out
+        if not changed:
+            return out
+        decisions = list(out.decisions)
+        for name in changed:
+            groups = rs.groups_by_metric.get(name)
+            if groups is not None:
+                decisions += self._evaluate(ev, state, rs, groups, ())
+        if len(decisions) == len(out.decisions):
+            return out
+        return Outcome(out.status, decisions)
 
     # ---- per event type (usage events are applied in process) -----------------------------------
 
@@ -278,6 +307,13 @@ class Engine:
             return InvalidEvent(
                 "unknown_metric",
                 f"field 'metric': {ev.metric[:64]!r} is not in the metric catalog",
+                ev.account_id,
+            )
+        if spec.derived:
+            return InvalidEvent(
+                "invalid_field",
+                f"field 'metric': '{ev.metric}' counts distinct {spec.event_field} values of other events "
+                "and is not sent itself",
                 ev.account_id,
             )
         if spec.kind == GAUGE:

@@ -36,6 +36,7 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_ID_LEN = 256
 MAX_TRAITS = 32  # traits per account_updated event, and per account (the catalog's bound)
 MAX_TRAIT_TEXT = 128  # characters of a string trait value
+MAX_ATTRIBUTES = 8  # attributes per usage or paywall event (what distinct metrics may count)
 
 USAGE_TYPES = ("usage", "paywall_hit", "plan_changed", "account_updated", "account_deleted")
 FEEDBACK_TYPES = ("prompt_shown", "prompt_clicked", "prompt_dismissed")
@@ -126,6 +127,15 @@ class _Event(BaseModel):
     )
 
 
+Attributes = Annotated[
+    dict[Id, Annotated[str, Field(strict=True, max_length=MAX_TRAIT_TEXT)]] | None,
+    Field(
+        max_length=MAX_ATTRIBUTES,
+        description="name -> string: who or what acted (team_id, workspace_id); distinct metrics count them",
+    ),
+]
+
+
 class UsageEvent(_Event):
     """A usage reading: `value` for a gauge (the current level), `delta` for a counter (an increment)."""
 
@@ -141,6 +151,7 @@ class UsageEvent(_Event):
     metric: Id = Field(description="a metric the rules declare (seats, storage_bytes, api_calls, ...)")
     value: Annotated[Number, Field(ge=0)] | None = Field(default=None, description="gauge reading")
     delta: Number | None = Field(default=None, description="counter increment")
+    attributes: Attributes = None
 
     @model_validator(mode="after")
     def _one_of_value_delta(self) -> UsageEvent:
@@ -156,6 +167,7 @@ class PaywallHitEvent(_Event):
 
     type: Literal["paywall_hit"]
     feature: Id = Field(description="the premium feature (a plan's `features` entry)")
+    attributes: Attributes = None
 
 
 class PlanChangedEvent(_Event):
@@ -237,6 +249,9 @@ if TYPE_CHECKING:
 else:
     _Ts = Annotated[int, Meta(ge=MIN_TS_MS, lt=MAX_TS_MS)] | str
 _Reading = Annotated[float, Meta(ge=0)]
+_Attributes = Annotated[
+    dict[_Id, Annotated[str, Meta(max_length=MAX_TRAIT_TEXT)]], Meta(max_length=MAX_ATTRIBUTES)
+]
 
 
 class _Common(Struct, tag_field="type", gc=False):
@@ -257,6 +272,7 @@ class Usage(_Common, tag="usage", gc=False):
     user_id: _UserId | None = None
     value: _Reading | None = None
     delta: float | None = None
+    attributes: _Attributes | None = None
     type: ClassVar[str] = "usage"
 
     def __post_init__(self) -> None:
@@ -270,6 +286,7 @@ class Usage(_Common, tag="usage", gc=False):
 class PaywallHit(_Common, tag="paywall_hit", gc=False):
     feature: _Id
     user_id: _UserId | None = None
+    attributes: _Attributes | None = None
     type: ClassVar[str] = "paywall_hit"
 
 
@@ -341,9 +358,11 @@ _decode_common = msgspec.json.Decoder(
 
 def _from_model(m: _Event) -> Event:
     if isinstance(m, UsageEvent):
-        return Usage(m.event_id, m.account_id, m.ts, m.metric, m.user_id, m.value, m.delta)
+        attrs = dict(m.attributes) if m.attributes is not None else None
+        return Usage(m.event_id, m.account_id, m.ts, m.metric, m.user_id, m.value, m.delta, attrs)
     if isinstance(m, PaywallHitEvent):
-        return PaywallHit(m.event_id, m.account_id, m.ts, m.feature, m.user_id)
+        attrs = dict(m.attributes) if m.attributes is not None else None
+        return PaywallHit(m.event_id, m.account_id, m.ts, m.feature, m.user_id, attrs)
     if isinstance(m, PlanChangedEvent):
         limits = dict(m.limits) if m.limits is not None else None
         return PlanChanged(m.event_id, m.account_id, m.ts, m.plan, m.user_id, m.period_start, limits)
@@ -389,6 +408,8 @@ def _fast(obj: dict[str, Any]) -> Event | None:
     ):
         return None
     etype = get("type")
+    if get("attributes") is not None:
+        return None  # rare: the models check them
     if etype == "usage":
         metric, value, delta = get("metric"), get("value"), get("delta")
         if type(metric) is not str or not 0 < len(metric) <= MAX_ID_LEN:

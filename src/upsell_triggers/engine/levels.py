@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 
+from upsell_triggers.engine import distinct, growth
 from upsell_triggers.engine.forecast import forecast_level
 from upsell_triggers.engine.keys import feature_key
-from upsell_triggers.engine.rulemodel import FORECAST, GAUGE, PERIOD, Cond, Plan
+from upsell_triggers.engine.rulemodel import DISTINCT, FORECAST, GAUGE, PERIOD, ROLLING, Cond, Plan
 from upsell_triggers.engine.state import (
     UNUSED,
     AccountState,
@@ -54,9 +55,13 @@ def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: i
             p = (state.periods or UNUSED).get(metric)
             value = p.total if p and ts < p.end else 0
         return value, limit, forecast_level(state, c, value, limit, ts)
-    else:
+    elif kind == ROLLING:
         b = (state.rolling or UNUSED).get(metric if feature is None else feature_key(metric, feature))
         value = rolling_sum(b, c.window_ms) if b else 0
+    elif kind == DISTINCT:
+        value = distinct.count((state.distinct or UNUSED).get(metric), c.window_ms // c.bucket_ms)
+    else:
+        return growth.measure(state, c, limit)
     if c.ratio is None:
         return value, limit, value
     if limit is None:
@@ -78,12 +83,16 @@ def reference_measure(state: AccountState, plan: Plan, c: Cond, feature: str | N
     limit = overrides[c.metric] if c.metric in overrides else plan.limits.get(c.metric)
     reading: float
     kind = c.source_kind if c.kind == FORECAST else c.kind
-    if kind == GAUGE:
+    if kind not in (GAUGE, PERIOD, ROLLING, DISTINCT):
+        return growth.measure(state, c, limit)  # its own reference: tests/unit/test_growth.py
+    if kind == DISTINCT:
+        reading = distinct.count((state.distinct or {}).get(c.metric), c.window_ms // c.bucket_ms)
+    elif kind == GAUGE:
         _ts, reading = gauge_readings(state.gauges).get(c.metric, (0, 0))
     elif kind == PERIOD:
         period = (state.periods or {}).get(c.metric)
         reading = period.total if period is not None and ts < period.end else 0  # ended: the next, empty
-    else:
+    else:  # a rolling counter
         buckets = (state.rolling or {}).get(feature_key(c.metric, feature), {})
         newest = max(buckets, default=0)
         reading = sum(n for start, n in buckets.items() if start > newest - c.window_ms)

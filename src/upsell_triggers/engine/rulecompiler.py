@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from upsell_triggers.engine import forecast
+from upsell_triggers.engine.growth import history_bucket
 from upsell_triggers.engine.rulefile import (
     AudienceDef,
     Condition,
@@ -35,12 +36,15 @@ from upsell_triggers.engine.rulemodel import (
     BUILTIN_METRICS,
     DEFAULT_BUCKET,
     DEFAULT_ROLLING_WINDOW,
+    DISTINCT,
     FORECAST,
     GAUGE,
+    GAUGE_GROWTH,
     MAX_BUCKETS,
     PAYWALL_METRIC,
     PERIOD,
     ROLLING,
+    ROLLING_GROWTH,
     STRING,
     TIME,
     Cond,
@@ -56,7 +60,7 @@ from upsell_triggers.engine.rulemodel import (
     trait_fits,
 )
 from upsell_triggers.engine.suggest import did_you_mean, unknown_field
-from upsell_triggers.engine.timeutil import DAY, format_duration
+from upsell_triggers.engine.timeutil import DAY, HOUR, MINUTE, format_duration
 from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
 
 # Placeholders prompt copy may use. Values are pre-rendered strings: no attribute access, no code.
@@ -357,6 +361,7 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
             rule = _compile_rule(ctx, at, g, r)
             if rule is not None:
                 rules.append(rule)
+    rules = _with_gauge_history(ctx, rules)
     by_metric: dict[str, list[Rule]] = {}
     for rule in rules:
         for metric in rule.metrics:
@@ -372,6 +377,34 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
         tuple(ctx.warnings),
         ctx.traits,
     )
+
+
+def _with_gauge_history(ctx: Context, rules: list[Rule]) -> list[Rule]:
+    """Gauges that growth conditions read keep a history (growth.py) as long as the longest `over` asked
+    of them, at 1/30 of it: their catalog entries say so, and the conditions get that resolution."""
+    longest: dict[str, int] = {}
+    for rule in rules:
+        for c in rule.conds:
+            if c.kind == GAUGE_GROWTH:
+                longest[c.metric] = max(longest.get(c.metric, 0), c.over_ms)
+    if not longest:
+        return rules
+    for metric, over in longest.items():
+        ctx.metrics[metric] = dataclasses.replace(
+            ctx.metrics[metric], history_bucket_ms=history_bucket(over, HOUR), history_keep_ms=over
+        )
+
+    def resolved(c: Cond) -> Cond:
+        if c.kind != GAUGE_GROWTH:
+            return c
+        return dataclasses.replace(c, bucket_ms=ctx.metrics[c.metric].history_bucket_ms)
+
+    return [
+        dataclasses.replace(r, conds=tuple(map(resolved, r.conds)))
+        if any(c.kind == GAUGE_GROWTH for c in r.conds)
+        else r
+        for r in rules
+    ]
 
 
 def _declare_traits(ctx: Context, name: str, rf: RulesFile, lines: Lines) -> None:
@@ -444,6 +477,8 @@ def _compile_gate(
             continue
         if c.within is not None:
             ctx.err(pfile, line, f"{where}: a forecast is a rule's trigger, not an eligibility condition")
+        if c.growth is not None or c.increase is not None:
+            ctx.err(pfile, line, f"{where}: growth/increase go in a rule's `when`, not in the gate")
             continue
         mc = _compile_cond(ctx, At(pfile, plines, ("policy", "eligibility", i), ""), line, c, where)
         if mc is not None:
@@ -462,13 +497,19 @@ def _declare_metrics(ctx: Context, name: str, rf: RulesFile, lines: Lines) -> No
         if mname in metrics:
             ctx.err(name, line, f"metrics.{mname}: declared twice")
             continue
-        if m.kind != ROLLING and (m.window is not None or m.bucket is not None):
-            ctx.err(name, line, f"metrics.{mname}: window/bucket only apply to rolling_counter")
-        window = (m.window or DEFAULT_ROLLING_WINDOW) if m.kind == ROLLING else 0
-        bucket = (m.bucket or DEFAULT_BUCKET) if m.kind == ROLLING else 0
-        if m.kind == ROLLING and (bucket <= 0 or window // bucket > MAX_BUCKETS or window < bucket):
+        windowed = m.kind in (ROLLING, DISTINCT)
+        if not windowed and (m.window is not None or m.bucket is not None):
+            ctx.err(name, line, f"metrics.{mname}: window/bucket only apply to rolling_counter and distinct")
+        if m.kind != DISTINCT and m.field is not None:
+            ctx.err(name, line, f"metrics.{mname}: field only applies to distinct")
+        window = (m.window or DEFAULT_ROLLING_WINDOW) if windowed else 0
+        bucket = (m.bucket or DEFAULT_BUCKET) if windowed else 0
+        if windowed and (bucket <= 0 or window // bucket > MAX_BUCKETS or window < bucket):
             ctx.err(name, line, f"metrics.{mname}: window/bucket must be between 1 and {MAX_BUCKETS} buckets")
-        metrics[mname] = MetricSpec(mname, m.kind, m.unit, window, bucket)
+        if m.kind == DISTINCT and bucket % MINUTE:
+            ctx.err(name, line, f"metrics.{mname}: a distinct metric's bucket is whole minutes")
+        counted = (m.field or "user_id") if m.kind == DISTINCT else None
+        metrics[mname] = MetricSpec(mname, m.kind, m.unit, window, bucket, counted)
 
 
 def _compile_plans(ctx: Context, pfile: str, pdefs: list[PlanDef], plines: Lines) -> None:
@@ -530,8 +571,10 @@ def _compile_cond(ctx: Context, at: At, line: int | None, c: Condition, where: s
             ),
         )
         return None
+    if c.growth is not None or c.increase is not None:
+        return _compile_growth(ctx, at, line, c, where, spec)
     window = 0
-    if spec.kind == ROLLING:
+    if spec.kind in (ROLLING, DISTINCT):
         window = c.window or spec.window_ms
         if window > spec.window_ms:
             at.err(
@@ -560,7 +603,66 @@ def _compile_cond(ctx: Context, at: At, line: int | None, c: Condition, where: s
         _check_ratio_above_one(ctx, at, line, where, c.ratio)
     if c.within is not None:
         return _compile_forecast(ctx, at, line, c, where, spec)
-    return Cond(c.metric, c.ratio, c.at_least, window, feature, spec.kind)
+    bucket = spec.bucket_ms if spec.kind == DISTINCT else 0
+    return Cond(c.metric, c.ratio, c.at_least, window, feature, spec.kind, bucket_ms=bucket)
+
+
+def _compile_growth(
+    ctx: Context, at: At, line: int | None, c: Condition, where: str, spec: MetricSpec
+) -> Cond | None:
+    """A growth condition: a gauge against its reading `over` ago, or a rolling counter's sum over
+    `window` against the sum over the window ending `over` earlier (growth.py)."""
+    assert c.over is not None
+    over = c.over
+    if over < HOUR:
+        at.err(ctx, line, f"{where}.over: at least 1h")
+        return None
+    if spec.kind == GAUGE:
+        if c.window is not None:
+            at.err(
+                ctx, line, f"{where}.window: a gauge's growth compares two readings; 'window' is for counters"
+            )
+            return None
+        return Cond(
+            spec.name, None, None, 0, None, GAUGE_GROWTH, growth=c.growth, increase=c.increase, over_ms=over
+        )
+    if spec.kind == ROLLING and spec.name != PAYWALL_METRIC:
+        window = c.window or over
+        if window < spec.bucket_ms:
+            at.err(ctx, line, f"{where}.window: shorter than the metric's bucket")
+            return None
+        if window + over > spec.window_ms:
+            at.err(
+                ctx,
+                line,
+                f"{where}: window + over ({format_duration(window + over)}) is longer than the "
+                f"{format_duration(spec.window_ms)} that metric '{c.metric}' keeps; raise its window",
+            )
+            return None
+        return Cond(
+            spec.name,
+            None,
+            None,
+            window,
+            None,
+            ROLLING_GROWTH,
+            growth=c.growth,
+            increase=c.increase,
+            over_ms=over,
+            bucket_ms=spec.bucket_ms,
+        )
+    hint = (
+        ": a period total starts at 0 every period; declare a rolling_counter to compare windows"
+        if spec.kind == PERIOD
+        else ""
+    )
+    at.err(
+        ctx,
+        line,
+        f"{where}: growth/increase apply to gauges and rolling counters "
+        f"('{spec.name}' is a {spec.kind}){hint}",
+    )
+    return None
 
 
 def _compile_forecast(
@@ -746,6 +848,8 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         if primary.metric == PAYWALL_METRIC
         else "usage_forecast"
         if primary.kind == FORECAST
+        else "usage_growth"
+        if primary.over_ms
         else "usage_limit"
         if primary.ratio is not None
         else "usage_threshold"

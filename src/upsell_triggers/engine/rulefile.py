@@ -71,15 +71,22 @@ class _Strict(BaseModel):
 
 
 class MetricDef(_Strict):
-    """A metric events may carry. gauge: latest reading wins; period_counter: deltas summed per billing
-    period; rolling_counter: deltas summed over a rolling event-time window of `bucket`-sized buckets."""
+    """A metric. gauge: latest reading wins; period_counter: deltas summed per billing period;
+    rolling_counter: deltas summed over a rolling event-time window of `bucket`-sized buckets;
+    distinct: distinct values of an event field (`user_id` or an attribute) over a rolling window."""
 
-    kind: Literal["gauge", "period_counter", "rolling_counter"]
+    kind: Literal["gauge", "period_counter", "rolling_counter", "distinct"]
     unit: Literal["count", "bytes"] = "count"
     window: Duration | None = Field(
-        default=None, description="rolling_counter: longest window rules may ask for"
+        default=None, description="rolling_counter, distinct: longest window rules may ask for (default 30d)"
     )
-    bucket: Duration | None = Field(default=None, description="rolling_counter: bucket size (default 1h)")
+    bucket: Duration | None = Field(
+        default=None, description="rolling_counter, distinct: bucket size (default 1h)"
+    )
+    field: RuleId | None = Field(
+        default=None,
+        description="distinct: the event field counted: user_id (default) or an attribute such as team_id",
+    )
     description: Text = ""
 
 
@@ -174,6 +181,18 @@ class Condition(_Strict):
     at_most: Quantity = Field(default=None, description="number trait: at most this")
     age_at_least: Duration | None = Field(default=None, description="time trait: at least this long ago")
     age_at_most: Duration | None = Field(default=None, description="time trait: at most this long ago")
+    growth: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="the value now divided by its value `over` ago is at least this",
+    )
+    increase: Quantity = Field(
+        default=None, description="the value now minus its value `over` ago is at least this"
+    )
+    over: Duration | None = Field(
+        default=None, description="growth/increase: how long ago the value compared with is"
+    )
     all: list[Condition] | None = Field(default=None, min_length=1, max_length=8)
 
     @model_validator(mode="after")
@@ -194,6 +213,9 @@ class Condition(_Strict):
                     self.at_most,
                     self.age_at_least,
                     self.age_at_most,
+                    self.growth,
+                    self.increase,
+                    self.over,
                 )
             ):
                 raise ValueError("'all' cannot be combined with other keys of a condition")
@@ -204,9 +226,21 @@ class Condition(_Strict):
         if self.trait is not None:
             if any(
                 v is not None
-                for v in (self.metric, self.ratio, self.window, self.within, self.min_history, self.feature)
+                for v in (
+                    self.metric,
+                    self.ratio,
+                    self.window,
+                    self.within,
+                    self.min_history,
+                    self.feature,
+                    self.growth,
+                    self.increase,
+                    self.over,
+                )
             ):
-                raise ValueError("a trait condition cannot have metric/ratio/window/within/feature")
+                raise ValueError(
+                    "a trait condition cannot have metric/ratio/window/within/feature/growth/increase/over"
+                )
             if all(v is None for v in (*trait_keys, self.at_least)):
                 raise ValueError(
                     "a trait condition needs 'in', 'at_least'/'at_most' or 'age_at_least'/'age_at_most'"
@@ -216,12 +250,19 @@ class Condition(_Strict):
             raise ValueError("in/at_most/age_at_least/age_at_most only apply to a 'trait' condition")
         if self.metric is None:
             raise ValueError("a condition needs 'metric', 'trait' (or 'all')")
-        if (self.ratio is None) == (self.at_least is None):
-            raise ValueError("a condition needs exactly one of 'ratio' (of the plan limit) or 'at_least'")
+        if sum(v is not None for v in (self.ratio, self.at_least, self.growth, self.increase)) != 1:
+            raise ValueError(
+                "a condition needs exactly one of 'ratio' (of the plan limit), 'at_least', 'growth' or "
+                "'increase'"
+            )
         if self.within is None and self.min_history is not None:
             raise ValueError("'min_history' applies to a forecast condition: one with 'within'")
         if self.within is not None and self.ratio is None:
             raise ValueError("a forecast ('within') projects a share of the limit: use 'ratio'")
+        if (self.over is None) != (self.growth is None and self.increase is None):
+            raise ValueError(
+                "'growth' and 'increase' need 'over' (how long ago to compare with), and only they"
+            )
         return self
 
 

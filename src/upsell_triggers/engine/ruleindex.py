@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from upsell_triggers.engine.distinct import field_tag
 from upsell_triggers.engine.levels import skip_bound
 from upsell_triggers.engine.rulemodel import (
+    DISTINCT,
     FORECAST,
     PAYWALL_METRIC,
     Cond,
@@ -43,7 +45,17 @@ def level_groups(rules: tuple[Rule, ...]) -> tuple[LevelGroup, ...]:
         p = rule.primary
         if runs:
             q = runs[-1][0].primary
-            key = (p.metric, p.kind, p.window_ms, p.feature, p.ratio is None, p.within_ms, p.min_history_days)
+            key = (
+                p.metric,
+                p.kind,
+                p.window_ms,
+                p.feature,
+                p.ratio is None,
+                p.within_ms,
+                p.min_history_days,
+                p.over_ms,
+                p.growth is None,
+            )
             if key == (
                 q.metric,
                 q.kind,
@@ -52,6 +64,8 @@ def level_groups(rules: tuple[Rule, ...]) -> tuple[LevelGroup, ...]:
                 q.ratio is None,
                 q.within_ms,
                 q.min_history_days,
+                q.over_ms,
+                q.growth is None,
             ):
                 runs[-1].append(rule)
                 continue
@@ -101,6 +115,10 @@ class RuleSet:
     # rules that share its one prompt a day (forecast.day_taken): empty for rule sets without forecasts.
     forecast_metrics: frozenset[str] = field(init=False)
     day_sharers: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(init=False)
+    # Distinct metrics a rule or the eligibility gate reads: the ones usage and paywall events feed
+    # (empty for most rule sets, and then the engine does nothing more per event).
+    distinct: tuple[tuple[MetricSpec, tuple[int, ...], int], ...] = field(init=False)  # distinct.DistinctRead
+    distinct_names: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         groups = {m: level_groups(r) for m, r in self.by_metric.items()}
@@ -118,6 +136,21 @@ class RuleSet:
             for m in fm
         }
         object.__setattr__(self, "day_sharers", sharers)
+        conds = [c for r in self.rules for c in r.conds]
+        conds += [c for c in self.policy.eligibility if isinstance(c, Cond)]
+        windows: dict[str, set[int]] = {}
+        for c in conds:
+            if c.kind == DISTINCT:
+                windows.setdefault(c.metric, set()).add(c.window_ms // c.bucket_ms)
+        object.__setattr__(
+            self,
+            "distinct",
+            tuple(
+                (self.metrics[m], tuple(sorted(ws)), field_tag(self.metrics[m].event_field or ""))
+                for m, ws in windows.items()
+            ),
+        )
+        object.__setattr__(self, "distinct_names", frozenset(windows))
 
     def next_plan(self, plan: Plan, rule: Rule, feature: str | None) -> Plan | None:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a

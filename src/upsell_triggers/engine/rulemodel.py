@@ -14,6 +14,9 @@ from upsell_triggers.engine.timeutil import DAY, HOUR
 # Metric kinds: how a metric's events update the state, and what a condition on it reads.
 GAUGE, PERIOD, ROLLING = "gauge", "period_counter", "rolling_counter"
 FORECAST = "forecast"  # Cond.kind of a forecast condition: a projected level (forecast.py)
+DISTINCT = "distinct"  # distinct values of an event field over a rolling window (distinct.py)
+# Kinds of a growth condition (growth.py), which compares a metric now with its value a while ago.
+GAUGE_GROWTH, ROLLING_GROWTH = "gauge_growth", "rolling_growth"
 PAYWALL_METRIC = "paywall_hits"
 BUILTIN_METRICS: dict[str, tuple[str, str]] = {
     "seats": (GAUGE, "count"),
@@ -59,6 +62,15 @@ class MetricSpec:
     unit: str
     window_ms: int
     bucket_ms: int
+    event_field: str | None = None  # distinct: the event field counted (user_id or an attribute)
+    # Gauges read by a growth condition keep a history of readings (growth.py) at this resolution, for
+    # this long; 0 for every other metric, which then records nothing more.
+    history_bucket_ms: int = 0
+    history_keep_ms: int = 0
+    derived: bool = field(init=False)  # computed from other events, never sent in a usage event
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "derived", self.name == PAYWALL_METRIC or self.kind == DISTINCT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +94,26 @@ class Cond:
     at_least: float | None
     window_ms: int
     feature: str | None  # paywall_hits: a feature, '*' for any, None otherwise
-    kind: str  # the metric's kind, copied here for the hot path; FORECAST for a forecast condition
+    kind: str  # the metric's kind (FORECAST or a growth kind for those conditions), copied for the hot path
     # A forecast condition (`within`): the horizon, the full days of history it needs before it may
     # fire, and the metric's own kind (gauge or period counter), which decides the projection.
     within_ms: int = 0
     min_history_days: int = 0
     source_kind: str = ""
-    threshold: float = field(init=False)  # the ratio or the count, whichever the condition sets
+    # A growth condition (kind GAUGE_GROWTH or ROLLING_GROWTH): the value now against its value
+    # `over_ms` ago, as a ratio (`growth`) or a difference (`increase`).
+    growth: float | None = None
+    increase: float | None = None
+    over_ms: int = 0
+    bucket_ms: int = 0  # distinct, and growth of a rolling counter: the metric's bucket
+    threshold: float = field(init=False)  # the ratio, count, growth or increase the condition sets
 
     def __post_init__(self) -> None:
-        threshold = self.ratio if self.ratio is not None else self.at_least
+        threshold = next(
+            (t for t in (self.ratio, self.at_least, self.growth, self.increase) if t is not None), None
+        )
         if threshold is None:
-            raise ValueError(f"condition on {self.metric!r} has neither 'ratio' nor 'at_least'")
+            raise ValueError(f"condition on {self.metric!r} has no threshold")
         object.__setattr__(self, "threshold", threshold)
 
 

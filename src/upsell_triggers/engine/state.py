@@ -135,6 +135,11 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     # [first day, sample, ...] or a period counter's [period start, first day, increment, ...], at most
     # 16 numbers each. Last, and left out of the bytes while None, as the traits are.
     pace: dict[str, list[Num]] | None = None
+    # Distinct counts (engine/distinct.py: metric -> its packed structure, at most distinct.MAX_BYTES)
+    # and growth history (engine/growth.py: gauge -> its packed change points). Trailing and left out
+    # of the bytes of an account that uses neither (statecodec.encode_state), as traits are.
+    distinct: dict[str, bytes] | None = None
+    history: dict[str, bytes] | None = None
 
     @property
     def version(self) -> int:
@@ -200,6 +205,12 @@ def shared_strings(st: AccountState) -> AccountState:
     pc = st.pace
     if pc:
         st.pace = {intern(k): v for k, v in pc.items()}
+    d = st.distinct
+    if d:
+        st.distinct = {intern(k): v for k, v in d.items()}
+    h = st.history
+    if h:
+        st.history = {intern(k): v for k, v in h.items()}
     return st
 
 

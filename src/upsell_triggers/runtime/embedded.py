@@ -63,8 +63,9 @@ async def _lines(path: str) -> AsyncIterator[bytes]:
             f.close()
 
 
-async def _simulated(accounts: int, rate: float, limit: int | None) -> AsyncIterator[bytes]:
-    sim = Simulator(accounts=accounts)
+async def _simulated(accounts: int, rate: float, limit: int | None, expansion: bool) -> AsyncIterator[bytes]:
+    """`expansion`: people and teams on every event (the rules count distinct values of them)."""
+    sim = Simulator(accounts=accounts, expansion=expansion)
     batch = max(1, int(rate / 20))
     t0 = time.monotonic()
     for n, ev in enumerate(sim.events(limit), 1):
@@ -137,7 +138,7 @@ async def run_embedded(
     loop.add_signal_handler(
         signal.SIGHUP, lambda: try_reload(settings.rules_dir, proc.rules, proc.swap_rules, metrics)
     )
-    events = _lines(source) if source else _simulated(accounts, rate, limit)
+    events = _lines(source) if source else _simulated(accounts, rate, limit, bool(rules.distinct))
     n = 0
     why = "stopped"
     try:

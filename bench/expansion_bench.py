@@ -1,0 +1,119 @@
+"""Expansion signals on the simulator's workload: prompts per 1k accounts and state per account.
+
+    python bench/expansion_bench.py [--accounts 1000] [--days 60] [--resident 100000]
+
+Replays the simulator's expansion workload (`Simulator(expansion=True)`: people and teams on every
+event) through the example rules of rules/examples/expansion (distinct counts and growth conditions)
+and through the shipped rules, in event time, with the engine alone. Prints, per rule, the prompts
+per 1,000 accounts over the simulated days, and per account the state's serialized bytes (what the
+changelog carries) for each rule set.
+
+Resident bytes: the memory store and the Kafka worker's cache hold each active account's decoded
+state. The replayed accounts' states are decoded again until `--resident` accounts are held (copies
+of the real states, as many of each), and the resident memory of the process (RSS, /proc/self/statm)
+grows by that much: that growth per account is the figure, for each rule set, measured in one process
+one after the other. Writes bench/results/expansion.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from upsell_triggers.engine.engine import Engine
+from upsell_triggers.engine.events import InvalidEvent, decode_event
+from upsell_triggers.engine.ruleset import RuleSet, load_ruleset
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statecodec import decode_state, encode_state
+from upsell_triggers.engine.timeutil import DAY, HOUR
+from upsell_triggers.simulate import Simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def workload(accounts: int, days: int) -> list[bytes]:
+    sim = Simulator(accounts=accounts, expansion=True)
+    out: list[bytes] = []
+    for _ in range(days * DAY // HOUR):
+        out.extend(orjson.dumps(ev) for ev in sim.round())
+    return out
+
+
+def replay(rules: RuleSet, lines: list[bytes]) -> tuple[dict[str, AccountState], Counter[str], float]:
+    engine = Engine(rules)
+    states: dict[str, AccountState] = {}
+    prompts: Counter[str] = Counter()
+    t0 = time.process_time()
+    for raw in lines:
+        ev = decode_event(raw)
+        assert not isinstance(ev, InvalidEvent), ev
+        st = states.get(ev.account_id)
+        if st is None:
+            st = states[ev.account_id] = AccountState()
+        for d in engine.process(ev, st).decisions:
+            if d.outcome == "emitted":
+                prompts[d.rule_id] += 1
+    return states, prompts, time.process_time() - t0
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_per_account(states: dict[str, AccountState], n: int) -> float:
+    """RSS growth per account while n decoded states (copies of these) are held in a dict."""
+    blobs = [encode_state(s) for s in states.values()]
+    gc.collect()
+    before = rss_bytes()
+    held = {f"acct-{i:07d}": decode_state(blobs[i % len(blobs)]) for i in range(n)}
+    gc.collect()
+    grown = rss_bytes() - before
+    del held
+    gc.collect()
+    return grown / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--accounts", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--resident", type=int, default=100_000)
+    args = ap.parse_args()
+    lines = workload(args.accounts, args.days)
+    print(f"{len(lines):,} events, {args.accounts:,} accounts, {args.days} days", file=sys.stderr)
+    result: dict[str, object] = {"accounts": args.accounts, "days": args.days, "events": len(lines)}
+    for name, path in (("shipped", ROOT / "rules"), ("expansion", ROOT / "rules" / "examples" / "expansion")):
+        states, prompts, cpu = replay(load_ruleset(path), lines)
+        sizes = [len(encode_state(s)) for s in states.values()]
+        per_1k = {rule: round(n * 1000 / args.accounts, 1) for rule, n in sorted(prompts.items())}
+        resident = resident_per_account(states, args.resident)
+        result[name] = {
+            "prompts_per_1k_accounts": per_1k,
+            "state_bytes_mean": round(statistics.fmean(sizes), 1),
+            "state_bytes_max": max(sizes),
+            "resident_bytes_per_account": round(resident, 1),
+            "replay_cpu_s": round(cpu, 2),
+        }
+        print(f"{name}: prompts per 1k accounts over {args.days} days: {per_1k}")
+        print(
+            f"{name}: state bytes per account mean {statistics.fmean(sizes):.0f}, max {max(sizes)}; "
+            f"resident {resident:.0f} B per account at {args.resident:,} accounts; replay {cpu:.1f} s CPU"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "expansion.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
