@@ -521,6 +521,32 @@ async def test_a_forecast_history_survives_a_restart(worker_factory, kafka_boots
     recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=1.0)
     assert [(r.key, orjson.loads(r.value)["rule_id"]) for r in recs] == [(b"globex", "seats-100")]
     await asyncio.sleep(1.5)  # let the commit interval pass (offsets + changelog)
+
+
+async def test_distinct_counts_survive_a_restart(worker_factory, kafka_bootstrap):
+    """rules/examples/expansion (distinct counts) in the worker: the people and teams counted before a
+    SIGKILL are recovered from the changelog, so the values seen after it complete the counts."""
+    from devkit.worker import ROOT
+
+    rules = ROOT / "rules" / "examples" / "expansion"
+    w = worker_factory(rules_dir=rules).start()
+    w.wait_ready()
+    now = int(time.time() * 1000)
+
+    def use(account: str, n: int, user: str, team: str) -> tuple[bytes, bytes]:
+        return event(
+            account, f"{account}-{n}", now - 9000 + n, type="usage", metric="api_calls", delta=1,
+            user_id=user, attributes={"team_id": team},
+        )  # fmt: skip
+
+    # acme: 5 people before the restart, 3 more after (8 in a week on 5 seats); globex: 2 teams, 1 more
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [use("acme", i, f"u-{i}", "t-a") for i in range(5)] + [use("globex", 0, "u-1", "design"), use("globex", 1, "u-2", "sales")],
+    )  # fmt: skip
+    await asyncio.sleep(2.5)  # the commit interval passes: offsets and changelog
+    assert await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, timeout=2.0) == []
     w.stop(kill=True)
     w2 = worker_factory(name=w.name, rules_dir=rules).start()
     w2.wait_ready(90)
@@ -533,3 +559,10 @@ async def test_a_forecast_history_survives_a_restart(worker_factory, kafka_boots
     got = [orjson.loads(r.value) for r in recs if r.key == b"acme"]
     assert [(p["rule_id"], p["signal"], p["value"]) for p in got] == [("seats-pace", "usage_forecast", 164)]
     assert got[0]["title"] == "At this rate your team fills all 200 seats in about 18 days"
+
+
+        [use("acme", i, f"u-{i}", "t-a") for i in range(3, 8)] + [use("globex", 2, "u-1", "support")],
+    )  # fmt: skip
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
+    got = sorted((r.key, orjson.loads(r.value)["rule_id"], orjson.loads(r.value)["value"]) for r in recs)
+    assert got == [(b"acme", "users-over-seats", 8), (b"globex", "new-teams", 3)], got
