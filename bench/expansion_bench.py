@@ -8,6 +8,11 @@ and through the shipped rules, in event time, with the engine alone. Prints, per
 per 1,000 accounts over the simulated days, and per account the state's serialized bytes (what the
 changelog carries) for each rule set.
 
+The simulated accounts carry what 45 days of the simulator leave (paywall hits in hourly buckets,
+three gauges, a billing period...). A second, small shape isolates what the expansion kinds add: per
+account a plan, two seats readings 31 days apart, and ten API calls by eight people of three teams in
+a week (what the example rules read), replayed through both rule sets.
+
 Resident bytes: the memory store and the Kafka worker's cache hold each active account's decoded
 state. The replayed accounts' states are decoded again until `--resident` accounts are held (copies
 of the real states, as many of each), and the resident memory of the process (RSS, /proc/self/statm)
@@ -46,6 +51,35 @@ def workload(accounts: int, days: int) -> list[bytes]:
     out: list[bytes] = []
     for _ in range(days * DAY // HOUR):
         out.extend(orjson.dumps(ev) for ev in sim.round())
+    return out
+
+
+def small_accounts(accounts: int) -> list[bytes]:
+    """Per account: a plan, seats 31 days apart, ten calls by eight people of three teams in a week."""
+    t0 = 1_793_491_200_000
+    out: list[bytes] = []
+    for i in range(accounts):
+        a = f"acct-{i:05d}"
+
+        def ev(n: int, at: int, **f: object) -> bytes:
+            return orjson.dumps({"event_id": f"{a}-{n}", "account_id": a, "ts": t0 + at, **f})  # noqa: B023
+
+        out.append(ev(0, 0, type="plan_changed", plan="team"))
+        out.append(ev(1, HOUR, type="usage", metric="seats", value=10))
+        for k in range(10):
+            user = k % 8
+            out.append(
+                ev(
+                    2 + k,
+                    25 * DAY + k * 12 * HOUR,
+                    type="usage",
+                    metric="api_calls",
+                    delta=10,
+                    user_id=f"u-{user}",
+                    attributes={"team_id": f"t-{user % 3}"},
+                )
+            )
+        out.append(ev(12, 31 * DAY, type="usage", metric="seats", value=12))
     return out
 
 
@@ -93,8 +127,21 @@ def main() -> int:
     lines = workload(args.accounts, args.days)
     print(f"{len(lines):,} events, {args.accounts:,} accounts, {args.days} days", file=sys.stderr)
     result: dict[str, object] = {"accounts": args.accounts, "days": args.days, "events": len(lines)}
+    small = small_accounts(args.accounts)
     for name, path in (("shipped", ROOT / "rules"), ("expansion", ROOT / "rules" / "examples" / "expansion")):
-        states, prompts, cpu = replay(load_ruleset(path), lines)
+        rules = load_ruleset(path)
+        states, _, _ = replay(rules, small)
+        sizes = [len(encode_state(s)) for s in states.values()]
+        resident = resident_per_account(states, args.resident)
+        result[f"{name}-small"] = {
+            "state_bytes_mean": round(statistics.fmean(sizes), 1),
+            "resident_bytes_per_account": round(resident, 1),
+        }
+        print(
+            f"{name}, small accounts: state bytes per account mean {statistics.fmean(sizes):.0f}; "
+            f"resident {resident:.0f} B per account at {args.resident:,} accounts"
+        )
+        states, prompts, cpu = replay(rules, lines)
         sizes = [len(encode_state(s)) for s in states.values()]
         per_1k = {rule: round(n * 1000 / args.accounts, 1) for rule, n in sorted(prompts.items())}
         resident = resident_per_account(states, args.resident)

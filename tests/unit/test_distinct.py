@@ -17,7 +17,7 @@ from upsell_triggers.engine import distinct
 from upsell_triggers.engine.events import InvalidEvent, decode_event, validate_event
 from upsell_triggers.engine.rulemodel import RulesError
 from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
-from upsell_triggers.engine.state import Attribution, RuleState
+from upsell_triggers.engine.state import Attribution, RuleState, blob_names
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 
 from .helpers import DAY, HOUR, T0, Account, fixture_rules, outcomes
@@ -140,7 +140,7 @@ def test_usage_and_paywall_events_feed_and_fire_once() -> None:
 def test_invalid_and_duplicate_events_count_nothing() -> None:
     a = expansion()
     a.send(0, type="usage", metric="api_calls", delta=1, user_id="u-1")
-    before = dict(a.state.distinct or {})
+    before = list(a.state.distinct or [])
     ev = validate_event(
         {"type": "usage", "event_id": "e1", "account_id": "acme", "ts": T0, "metric": "api_calls", "delta": 1}
         | {"user_id": "u-2"}
@@ -223,8 +223,8 @@ def test_state_of_accounts_without_distinct_counts_is_byte_identical() -> None:
     st_.traits, st_.traits_ts = {"segment": "x"}, T0
     assert encode_state(st_) == enc(WithTraits(**fields, traits={"segment": "x"}, traits_ts=T0))
     assert decode_state(encode_state(st_)).distinct is None
-    st_.distinct = {"active_users": b"\x00" * 11}
-    assert decode_state(encode_state(st_)).distinct == {"active_users": b"\x00" * 11}
+    st_.distinct = ["active_users", b"\x00" * 11]
+    assert decode_state(encode_state(st_)).distinct == ["active_users", b"\x00" * 11]
 
 
 def test_reload_adds_and_removes_a_distinct_metric() -> None:
@@ -239,7 +239,10 @@ def test_reload_adds_and_removes_a_distinct_metric() -> None:
     assert a.state.distinct is None
     a.engine.swap_rules(with_it)
     a.send(HOUR, type="usage", metric="api_calls", delta=1, user_id="u-1", attributes={"team_id": "t"})
-    assert a.state.distinct is not None and set(a.state.distinct) == {"active_users", "active_teams"}
+    assert a.state.distinct is not None and set(blob_names(a.state.distinct)) == {
+        "active_users",
+        "active_teams",
+    }
     only_users = compile_sources(
         [
             *[(n, t) for n, t in sources if not n.endswith("expansion.yaml")],
@@ -252,7 +255,7 @@ def test_reload_adds_and_removes_a_distinct_metric() -> None:
     )
     a.engine.swap_rules(only_users)
     a.send(2 * HOUR, type="usage", metric="api_calls", delta=1, user_id="u-2", attributes={"team_id": "t"})
-    assert set(a.state.distinct) == {"active_users"}
+    assert blob_names(a.state.distinct) == ["active_users"]
 
 
 def test_rule_file_mistakes_are_reported() -> None:

@@ -33,7 +33,7 @@ from hashlib import blake2b
 
 from upsell_triggers.engine.events import PaywallHit, Usage
 from upsell_triggers.engine.rulemodel import MetricSpec
-from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.state import AccountState, blob_of, set_blob
 
 EXACT_BOUND = 64  # distinct values per account and metric counted exactly
 _HEAD = struct.Struct("<BBIII")  # level, field tag, bucket minutes, newest bucket, last sweep's bucket
@@ -163,20 +163,16 @@ def feed(
         v = ev.user_id if f == USER_ID else attrs.get(f) if attrs and f else None
         if not v:
             continue
-        old = d.get(spec.name) if d is not None else None
+        old = blob_of(d, spec.name)
         new, counts = add(old, v, ev.ts, spec.bucket_ms, spec.window_ms // spec.bucket_ms, tag, reads)
         if new is None or new is old:
             continue
-        if d is None:
-            d = state.distinct = {}
-        d[spec.name] = new
+        d = state.distinct = set_blob(d, spec.name, new)
         if counts:
             if changed is None:
                 changed = []
             changed.append(spec.name)
-    if d is not None and not d.keys() <= names:
-        for k in [k for k in d if k not in names]:
-            del d[k]
-        if not d:
-            state.distinct = None
+    if d is not None and any(n not in names for n in d[::2]):
+        kept = [x for i in range(0, len(d), 2) if d[i] in names for x in d[i : i + 2]]
+        state.distinct = kept or None
     return changed

@@ -246,7 +246,7 @@ class Engine:
         counts nothing: the distinct structures are put back."""
         rs = self.rules
         before = state.distinct
-        kept = dict(before) if before is not None else None
+        kept = list(before) if before is not None else None
         changed = distinct.feed(state, rs.distinct, rs.distinct_names, ev)
         out = self.process(ev, state, now_ms, fed=True)
         if out.invalid is not None or out is DUPLICATE:

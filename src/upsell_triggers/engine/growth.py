@@ -5,7 +5,7 @@
   moment `over` before its newest reading. Its history is the readings at which the value changed,
   the last one per bucket (buckets of 1/30 of the longest `over` a rule asks of the metric, at least an
   hour), kept for that longest `over` plus the one reading in force before it: at most
-  MAX_POINTS points of 12 bytes, one bytes object per gauge (`AccountState.history`). Only gauges a
+  MAX_POINTS points of 12 bytes, one bytes object per gauge (in `AccountState.history`). Only gauges a
   growth condition reads keep one. A reading older than the newest is stale, as everywhere: it changes
   neither the gauge nor its history, so out-of-order readings never rewrite the past.
 - A rolling counter needs no history: its buckets already hold the past. Its value is its sum over
@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 
 from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, Cond
-from upsell_triggers.engine.state import UNUSED, AccountState, gauge_readings, record_gauge
+from upsell_triggers.engine.state import UNUSED, AccountState, blob_of, gauge_readings, record_gauge, set_blob
 
 _POINT = struct.Struct("<Id")  # bucket start in minutes since 1970 (any bucket size reads it), value
 _MIN = 60_000
@@ -52,19 +52,17 @@ def apply_reading(
     if not record_gauge(state, metric, ts, value):
         return False
     if prev is not None:
-        blob = (state.history or UNUSED).get(metric)
+        blob = blob_of(state.history, metric)
         if not blob or _POINT.unpack_from(blob, len(blob) - POINT_LEN)[1] != prev[1]:
-            if state.history is None:
-                state.history = {}
-            state.history[metric] = _POINT.pack(prev[0] // bucket_ms * bucket_ms // _MIN, prev[1])
+            start = _POINT.pack(prev[0] // bucket_ms * bucket_ms // _MIN, prev[1])
+            state.history = set_blob(state.history, metric, start)
     record(state, metric, ts, value, bucket_ms, keep_ms)
     return True
 
 
 def record(state: AccountState, metric: str, ts: int, value: float, bucket_ms: int, keep_ms: int) -> None:
     """Adds an accepted gauge reading (never older than the gauge's newest) to the metric's history."""
-    hist = state.history
-    blob = hist.get(metric) if hist is not None else None
+    blob = blob_of(state.history, metric)
     b = ts // bucket_ms * bucket_ms // _MIN
     if blob:
         last_b, last_v = _POINT.unpack_from(blob, len(blob) - POINT_LEN)
@@ -88,9 +86,7 @@ def record(state: AccountState, metric: str, ts: int, value: float, bucket_ms: i
             blob = blob[drop * POINT_LEN :]
     else:
         blob = _POINT.pack(b, value)
-    if hist is None:
-        hist = state.history = {}
-    hist[metric] = blob
+    state.history = set_blob(state.history, metric, blob)
 
 
 def baseline(blob: bytes | None, before: int) -> float | None:
@@ -112,7 +108,7 @@ def measure(state: AccountState, c: Cond, limit: float | None) -> Measure:
             return 0, limit, None
         newest_ts, now = reading
         start = (int(newest_ts) - c.over_ms) // c.bucket_ms * c.bucket_ms // _MIN
-        then = baseline((state.history or UNUSED).get(metric), start)
+        then = baseline(blob_of(state.history, metric), start)
         if then is None:
             return now, limit, None
     else:  # a rolling counter: this window against the one `over` earlier

@@ -19,6 +19,7 @@ from upsell_triggers.engine.rulemodel import DISTINCT, FORECAST, GAUGE, PERIOD, 
 from upsell_triggers.engine.state import (
     UNUSED,
     AccountState,
+    blob_of,
     gauge_readings,
     gauge_value,
     rolling_sum,
@@ -59,7 +60,7 @@ def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: i
         b = (state.rolling or UNUSED).get(metric if feature is None else feature_key(metric, feature))
         value = rolling_sum(b, c.window_ms) if b else 0
     elif kind == DISTINCT:
-        value = distinct.count((state.distinct or UNUSED).get(metric), c.window_ms // c.bucket_ms)
+        value = distinct.count(blob_of(state.distinct, metric), c.window_ms // c.bucket_ms)
     else:
         return growth.measure(state, c, limit)
     if c.ratio is None:
@@ -86,7 +87,7 @@ def reference_measure(state: AccountState, plan: Plan, c: Cond, feature: str | N
     if kind not in (GAUGE, PERIOD, ROLLING, DISTINCT):
         return growth.measure(state, c, limit)  # its own reference: tests/unit/test_growth.py
     if kind == DISTINCT:
-        reading = distinct.count((state.distinct or {}).get(c.metric), c.window_ms // c.bucket_ms)
+        reading = distinct.count(blob_of(state.distinct, c.metric), c.window_ms // c.bucket_ms)
     elif kind == GAUGE:
         _ts, reading = gauge_readings(state.gauges).get(c.metric, (0, 0))
     elif kind == PERIOD:

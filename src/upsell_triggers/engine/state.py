@@ -69,6 +69,39 @@ class BillingPeriod(Struct, array_like=True, gc=False):
 Gauges = list[Any]
 
 
+# Per-metric packed structures, flat: name, bytes, name, bytes... Names are the only strings, so
+# list.index finds a name and never a structure. (Any: msgspec takes no union of str and bytes; MessagePack
+# keeps them apart as str and bin.)
+Blobs = list[Any]
+
+
+def blob_of(blobs: Blobs | None, name: str) -> bytes | None:
+    """name's structure, or None."""
+    if blobs is not None:
+        try:
+            b = blobs[blobs.index(name) + 1]
+        except ValueError:
+            return None
+        assert type(b) is bytes
+        return b
+    return None
+
+
+def set_blob(blobs: Blobs | None, name: str, blob: bytes) -> Blobs:
+    """The list with name's structure set (the same list, or a new one for None)."""
+    if blobs is None:
+        return [name, blob]
+    try:
+        blobs[blobs.index(name) + 1] = blob
+    except ValueError:
+        blobs += (name, blob)
+    return blobs
+
+
+def blob_names(blobs: Blobs | None) -> list[str]:
+    return [n for n in (blobs or ())[::2] if type(n) is str]
+
+
 class RuleState(Struct, array_like=True, gc=False):
     """Edge-trigger memory of one (rule, feature). Absent = armed and never fired."""
 
@@ -133,13 +166,14 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     erased_at: int = 0
     # Daily history of the metrics forecast rules read (forecast.py): metric -> a gauge's
     # [first day, sample, ...] or a period counter's [period start, first day, increment, ...], at most
-    # 16 numbers each. Last, and left out of the bytes while None, as the traits are.
+    # 16 numbers each. Left out of the bytes while None, as the traits are.
     pace: dict[str, list[Num]] | None = None
-    # Distinct counts (engine/distinct.py: metric -> its packed structure, at most distinct.MAX_BYTES)
-    # and growth history (engine/growth.py: gauge -> its packed change points). Trailing and left out
-    # of the bytes of an account that uses neither (statecodec.encode_state), as traits are.
-    distinct: dict[str, bytes] | None = None
-    history: dict[str, bytes] | None = None
+    # Distinct counts (engine/distinct.py: metric, its packed structure, ...; at most distinct.MAX_BYTES
+    # each) and growth history (engine/growth.py: gauge, its packed change points, ...): flat lists read
+    # through blob_of() and set_blob() (a list of four takes 88 bytes, a dict of two 184). Trailing and
+    # left out of the bytes of an account that uses neither (statecodec.encode_state), as traits are.
+    distinct: Blobs | None = None
+    history: Blobs | None = None
 
     @property
     def version(self) -> int:
@@ -205,12 +239,12 @@ def shared_strings(st: AccountState) -> AccountState:
     pc = st.pace
     if pc:
         st.pace = {intern(k): v for k, v in pc.items()}
-    d = st.distinct
-    if d:
-        st.distinct = {intern(k): v for k, v in d.items()}
-    h = st.history
-    if h:
-        st.history = {intern(k): v for k, v in h.items()}
+    for blobs in (st.distinct, st.history):
+        if blobs:
+            for i in range(0, len(blobs), 2):
+                n = blobs[i]
+                if type(n) is str:
+                    blobs[i] = intern(n)
     return st
 
 
