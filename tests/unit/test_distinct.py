@@ -17,7 +17,7 @@ from upsell_triggers.engine import distinct
 from upsell_triggers.engine.events import InvalidEvent, decode_event, validate_event
 from upsell_triggers.engine.rulemodel import RulesError
 from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
-from upsell_triggers.engine.state import Attribution, RuleState, blob_names
+from upsell_triggers.engine.state import Attribution, RuleState, blob_names, blob_of
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 
 from .helpers import DAY, HOUR, T0, Account, fixture_rules, outcomes
@@ -271,3 +271,17 @@ def test_rule_file_mistakes_are_reported() -> None:
         "groups:\n- id: g\n  rules:\n  - id: r\n    when: {metric: active_users, at_least: 3, window: 60d}\n"
         "    prompt: {title: t, cta: {label: l, url: u}}\n"
     )
+
+
+def test_an_erased_account_keeps_no_distinct_values() -> None:
+    """An event in flight when the account was deleted counts nothing (the marker holds no values); an
+    event after the deletion starts the account afresh and counts."""
+    a = expansion()
+    a.send(0, type="usage", metric="api_calls", delta=1, user_id="u-1")
+    a.send(HOUR, type="account_deleted")
+    assert a.state.erased_at and a.state.distinct is None
+    a.send(HOUR // 2, type="usage", metric="api_calls", delta=1, user_id="u-2")  # in flight: dropped
+    assert a.state.distinct is None
+    a.send(2 * HOUR, type="usage", metric="api_calls", delta=1, user_id="u-3")
+    assert not a.state.erased_at and a.state.distinct is not None
+    assert distinct.count(blob_of(a.state.distinct, "active_users"), 7) == 1

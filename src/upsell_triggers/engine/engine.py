@@ -243,15 +243,22 @@ class Engine:
         """A usage or paywall event under a rule set with distinct metrics: its values are counted first
         (so the event's own rules see the new counts), then it is applied as any event, then the rules
         reading a distinct metric that changed are evaluated. An event that is invalid or a duplicate
-        counts nothing: the distinct structures are put back."""
+        counts nothing: the distinct structures are put back. An event of a deleted account is applied
+        first (it may be dropped, or start the account afresh), then counted."""
         rs = self.rules
-        before = state.distinct
-        kept = list(before) if before is not None else None
-        changed = distinct.feed(state, rs.distinct, rs.distinct_names, ev)
-        out = self.process(ev, state, now_ms, fed=True)
-        if out.invalid is not None or out is DUPLICATE:
-            state.distinct = kept
-            return out
+        if state.erased_at:  # a deleted account (erasure.py): the event decides first whether it counts
+            out = self.process(ev, state, now_ms, fed=True)
+            if out.invalid is not None or out is DUPLICATE or out is ERASED:
+                return out
+            changed = distinct.feed(state, rs.distinct, rs.distinct_names, ev)
+        else:
+            before = state.distinct
+            kept = list(before) if before is not None else None
+            changed = distinct.feed(state, rs.distinct, rs.distinct_names, ev)
+            out = self.process(ev, state, now_ms, fed=True)
+            if out.invalid is not None or out is DUPLICATE:
+                state.distinct = kept
+                return out
         if not changed:
             return out
         decisions = list(out.decisions)
