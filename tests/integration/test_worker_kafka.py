@@ -521,6 +521,18 @@ async def test_a_forecast_history_survives_a_restart(worker_factory, kafka_boots
     recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=1, settle=1.0)
     assert [(r.key, orjson.loads(r.value)["rule_id"]) for r in recs] == [(b"globex", "seats-100")]
     await asyncio.sleep(1.5)  # let the commit interval pass (offsets + changelog)
+    w.stop(kill=True)
+    w2 = worker_factory(name=w.name, rules_dir=rules).start()
+    w2.wait_ready(90)
+    await produce(
+        kafka_bootstrap,
+        w.topics["events"],
+        [event("acme", "s-7", t0 + 8 * day, type="usage", metric="seats", value=164)],
+    )
+    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
+    got = [orjson.loads(r.value) for r in recs if r.key == b"acme"]
+    assert [(p["rule_id"], p["signal"], p["value"]) for p in got] == [("seats-pace", "usage_forecast", 164)]
+    assert got[0]["title"] == "At this rate your team fills all 200 seats in about 18 days"
 
 
 async def test_distinct_counts_survive_a_restart(worker_factory, kafka_bootstrap):
@@ -553,14 +565,6 @@ async def test_distinct_counts_survive_a_restart(worker_factory, kafka_bootstrap
     await produce(
         kafka_bootstrap,
         w.topics["events"],
-        [event("acme", "s-7", t0 + 8 * day, type="usage", metric="seats", value=164)],
-    )
-    recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
-    got = [orjson.loads(r.value) for r in recs if r.key == b"acme"]
-    assert [(p["rule_id"], p["signal"], p["value"]) for p in got] == [("seats-pace", "usage_forecast", 164)]
-    assert got[0]["title"] == "At this rate your team fills all 200 seats in about 18 days"
-
-
         [use("acme", i, f"u-{i}", "t-a") for i in range(3, 8)] + [use("globex", 2, "u-1", "support")],
     )  # fmt: skip
     recs = await collect(kafka_bootstrap, [w.topics["prompts"]], want=2, settle=1.5)
