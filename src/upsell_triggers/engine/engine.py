@@ -224,9 +224,6 @@ class Engine:
             return LATE
         else:
             reading = INF  # below no bound: a rolling counter's level is a window's sum, not the reading
-        fm = rs.forecast_metrics
-        if fm and metric in fm:  # an empty set for rule sets without forecasts: one check
-            self._pace(state, rs, spec, ts, amount)
         if not state.rules and state.limits is None:
             # The common event: a reading below every threshold of an account with no rule state
             # (ruleindex.skip_bounds); _evaluate would find that no group can fire.
@@ -236,6 +233,11 @@ class Engine:
         groups = rs.groups_by_metric.get(metric)
         if groups is None:
             return APPLIED
+        # A metric a forecast reads keeps a daily history. Here, not above: no such metric has a skip
+        # bound (levels.skip_bound) nor lacks rule groups, so events the lines above answer pay nothing.
+        fm = rs.forecast_metrics
+        if fm and metric in fm:
+            self._pace(state, rs, spec, ts, amount)
         decisions = self._evaluate(ev, state, rs, groups, ())
         return Outcome("applied", decisions) if decisions else APPLIED
 
