@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ VIEW_FIELDS = (
     "traits",
     "traits_ts",
     "erased_at",
+    "leads",
 )
 
 
@@ -62,6 +64,7 @@ def view(st: AccountState) -> tuple[Any, ...]:
         st.traits or None,
         st.traits_ts,
         st.erased_at,
+        st.leads,
     )
 
 
@@ -74,17 +77,21 @@ def differing_fields(got: AccountState, want: AccountState) -> list[tuple[str, A
 class Expected:
     states: dict[str, AccountState]
     prompts: dict[str, bytes]  # prompt_id -> the prompt's JSON
+    leads: dict[str, bytes] = field(default_factory=dict)  # lead_id -> the lead's JSON
 
 
 def replay_expected(events: list[bytes], rules_dir: Path) -> Expected:
     proc = Processor(load_ruleset(rules_dir), store=MemoryStore(max_accounts=10_000_000))
     prompts: dict[str, bytes] = {}
+    leads: dict[str, bytes] = {}
     for raw in events:
         res = proc.handle(raw)
         for d in res.decisions:
             if d.prompt is not None:
                 prompts[d.prompt["prompt_id"]] = orjson.dumps(d.prompt)
-    return Expected(dict(proc.store.items()), prompts)
+            if d.lead is not None:
+                leads[d.lead["lead_id"]] = orjson.dumps(d.lead)
+    return Expected(dict(proc.store.items()), prompts, leads)
 
 
 async def read_all(bs: str, topic: str, timeout: float = 60.0, read_committed: bool = False) -> list[Any]:
@@ -169,6 +176,12 @@ class Report:
     missing_prompts: int = 0
     unexpected_prompts: int = 0
     first_diff: str = ""  # of the first state mismatch: field, worker's value, replay's value
+    # Leads, checked as prompts are: each id with the replay's content, none missing, none extra.
+    lead_records: int = 0
+    distinct_leads: int = 0
+    conflicting_lead_ids: list[str] = field(default_factory=list)
+    missing_leads: int = 0
+    unexpected_leads: int = 0
 
     @property
     def exact(self) -> bool:
@@ -178,10 +191,18 @@ class Report:
             or self.conflicting_ids
             or self.missing_prompts
             or self.unexpected_prompts
+            or self.conflicting_lead_ids
+            or self.missing_leads
+            or self.unexpected_leads
         )
 
 
-def compare(expected: Expected, states: dict[str, AccountState], prompt_values: list[bytes]) -> Report:
+def compare(
+    expected: Expected,
+    states: dict[str, AccountState],
+    prompt_values: list[bytes],
+    lead_values: Sequence[bytes] = (),
+) -> Report:
     rep = Report(accounts=len(expected.states))
     for acct, st in expected.states.items():
         got = states.get(acct)
@@ -210,6 +231,17 @@ def compare(expected: Expected, states: dict[str, AccountState], prompt_values: 
     ]
     rep.missing_prompts = len(set(expected.prompts) - set(by_id))
     rep.unexpected_prompts = len(set(by_id) - set(expected.prompts))
+    leads: dict[str, set[bytes]] = defaultdict(set)
+    for v in lead_values:
+        leads[orjson.loads(v)["lead_id"]].add(v)
+    rep.lead_records, rep.distinct_leads = len(lead_values), len(leads)
+    rep.conflicting_lead_ids = [
+        lid
+        for lid, vs in leads.items()
+        if len(vs) > 1 or (lid in expected.leads and expected.leads[lid] not in vs)
+    ]
+    rep.missing_leads = len(set(expected.leads) - set(leads))
+    rep.unexpected_leads = len(set(leads) - set(expected.leads))
     return rep
 
 
@@ -227,7 +259,12 @@ async def check_exact(
     expected = replay_expected(events, rules_dir)
     states = await changelog_states(bs, app_id, read_committed=read_committed)
     prompts = [r.value for r in await read_all(bs, topics["prompts"], read_committed=read_committed)]
-    rep = compare(expected, states, prompts)
+    leads = (
+        [r.value for r in await read_all(bs, topics["leads"], read_committed=read_committed)]
+        if "leads" in topics
+        else []
+    )
+    rep = compare(expected, states, prompts, leads)
     if "dlq" in topics:
         dead = await read_all(bs, topics["dlq"], read_committed=read_committed)
         sources = [tuple(v for k, v in r.headers if k.startswith("source_")) for r in dead]

@@ -83,12 +83,14 @@ def event(account: str, eid: str, ts_ms: int, **fields: Any) -> tuple[bytes, byt
     return account.encode(), orjson.dumps({"event_id": eid, "account_id": account, "ts": ts_ms, **fields})
 
 
-def sim_records(events: int, accounts: int, seed: int = 11) -> Iterator[tuple[bytes, bytes]]:
+def sim_records(
+    events: int, accounts: int, seed: int = 11, high_touch_every: int = 0
+) -> Iterator[tuple[bytes, bytes]]:
     """The simulator's realistic mix, keyed by account, event time ending about now (nothing 'in the
-    future' for the service's clock)."""
+    future' for the service's clock). `high_touch_every`: every Nth account high-touch (leads)."""
     from upsell_triggers.simulate import Simulator
 
-    sim = Simulator(accounts=accounts, seed=seed)
+    sim = Simulator(accounts=accounts, seed=seed, high_touch_every=high_touch_every)
     rounds = events // max(1, accounts) + 2
     sim.now = int(time.time() * 1000) - rounds * sim.step_ms
     for ev in sim.events(events):

@@ -56,7 +56,7 @@ class Worker:
     ) -> None:
         self.name = name
         self.port = free_port()
-        self.topics = {k: f"{name}-{k}" for k in ("events", "feedback", "prompts", "dlq")}
+        self.topics = {k: f"{name}-{k}" for k in ("events", "feedback", "prompts", "leads", "dlq")}
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -64,6 +64,7 @@ class Worker:
             "UPSELL_TOPIC_EVENTS": self.topics["events"],
             "UPSELL_TOPIC_FEEDBACK": self.topics["feedback"],
             "UPSELL_TOPIC_PROMPTS": self.topics["prompts"],
+            "UPSELL_TOPIC_LEADS": self.topics["leads"],
             "UPSELL_TOPIC_DLQ": self.topics["dlq"],
             "UPSELL_HTTP_PORT": str(self.port),
             "UPSELL_DATA_DIR": str(tmp / f"data-{self.port}"),

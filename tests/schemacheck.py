@@ -37,3 +37,17 @@ def assert_valid_prompts(prompts: list[dict[str, Any]]) -> None:
         assert not errors("prompts", p), (errors("prompts", p), p)
         PromptEvent.model_validate(p)
         assert required <= set(p) <= fields, (set(p) - fields, required - set(p), p)
+
+
+def assert_valid_leads(leads: list[dict[str, Any]]) -> None:
+    """Every lead valid against schemas/leads.schema.json and the pydantic model, with every required field
+    and no undocumented one."""
+    from upsell_triggers.lead_model import LeadEvent
+
+    assert leads, "no leads to check"
+    fields = set(validator("leads").schema["properties"])
+    required = set(validator("leads").schema["required"])
+    for lead in leads:
+        assert not errors("leads", lead), (errors("leads", lead), lead)
+        LeadEvent.model_validate(lead)
+        assert required <= set(lead) <= fields, (set(lead) - fields, required - set(lead), lead)

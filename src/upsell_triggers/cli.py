@@ -46,6 +46,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     startup.readable_file(a.input, "events file")
     startup.writable_file(a.output, "prompts file")
     startup.writable_file(a.dlq, "dead-letter file")
+    startup.writable_file(a.leads, "leads file")
     fmt = a.format or ("pretty" if a.output is None and sys.stdout.isatty() else "json")
     # Readable prompts come with readable logs, unless UPSELL_LOG_FORMAT says otherwise.
     log_format = "text" if fmt == "pretty" and "log_format" not in s.model_fields_set else s.log_format
@@ -53,7 +54,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from upsell_triggers.runtime.embedded import run_embedded
 
     if not a.demo:
-        return asyncio.run(run_embedded(s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt))
+        return asyncio.run(
+            run_embedded(s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt, leads=a.leads)
+        )
     from upsell_triggers.gateway.run import run_embedded_with_demo
     from upsell_triggers.gateway.settings import GatewaySettings
 
@@ -166,6 +169,7 @@ def _cmd_replay(a: argparse.Namespace) -> int:
         from upsell_triggers.backtest import run_backtest
 
         return run_backtest(rs, a, settings.state_retention_days, settings.erasure_hold_days)
+    startup.writable_file(a.leads, "leads file")
     return run_replay(
         rs,
         a.events,
@@ -175,6 +179,7 @@ def _cmd_replay(a: argparse.Namespace) -> int:
         holdout=a.holdout,
         retention_ms=int(settings.state_retention_days * DAY),
         hold_ms=int(settings.erasure_hold_days * DAY),
+        leads=a.leads,
     )
 
 
@@ -245,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dlq", metavar="FILE", help="embedded: append rejected events to FILE (default stderr)"
+    )
+    run.add_argument(
+        "--leads",
+        metavar="FILE",
+        help="embedded: append leads to FILE as JSON lines (default: one readable line each on a "
+        "terminal, otherwise counted in the summary only)",
     )
     run.add_argument(
         "--accounts", type=int, default=300, help="simulator: number of simulated accounts (default 300)"
@@ -340,19 +351,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="--explain only this account's decisions (repeatable; implies --explain)",
     )
+    rep.add_argument(
+        "--leads",
+        metavar="FILE",
+        help="write the leads (rules with action: lead) to FILE as JSON lines (default: counted in the "
+        "summary only)",
+    )
     whatif.add_replay_whatif(rep)
     rep.set_defaults(fn=_cmd_replay)
 
     sch = _sub(
         sub,
         "schema",
-        "print the JSON Schema (draft 2020-12) of input events, feedback events, prompts, dead letters, "
-        "holdout records or rule files",
+        "print the JSON Schema (draft 2020-12) of input events, feedback events, prompts, leads, "
+        "dead letters, holdout records or rule files",
         "  upsell-triggers schema prompts\n  upsell-triggers schema all -o schemas",
     )
     sch.add_argument(
         "name",
-        choices=("events", "feedback", "prompts", "dead-letters", "holdout", "rules", "all"),
+        choices=("events", "feedback", "prompts", "leads", "dead-letters", "holdout", "rules", "all"),
         help="which schema; `all` writes every one into the -o directory",
     )
     sch.add_argument(

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from upsell_triggers.engine.engine import EMITTED, Outcome
+from upsell_triggers.engine.engine import EMITTED, Decision, Outcome
 from upsell_triggers.engine.events import EVENT_TYPES
 
 _TYPE_KEYS = {t: (t,) for t in EVENT_TYPES}
@@ -89,6 +89,22 @@ class Metrics:
             "Upgrades attributed to a rule, by copy variant and group (treatment/holdout)",
             ("rule", "variant", "group"),
         )
+        # Leads (docs/leads.md): per rule, team and readiness band (empty without scoring), never account.
+        self.leads = Tally(
+            "upsell_leads_emitted",
+            "Expansion leads emitted, by rule, team and band",
+            ("rule", "team", "band"),
+        )
+        self.leads_suppressed = Tally(
+            "upsell_leads_suppressed",
+            "Lead rule decisions that sent no lead, by rule, team and reason (the suppression words)",
+            ("rule", "team", "reason"),
+        )
+        self.lead_conversions = Tally(
+            "upsell_lead_conversions",
+            "Upgrades within the attribution window after a lead, by rule, team and the lead's band",
+            ("rule", "team", "band"),
+        )
         self.dlq = Tally("upsell_dlq_records", "Records written to the dead letter output")
         self.erased = Tally(
             "upsell_erased_account_events",
@@ -113,6 +129,9 @@ class Metrics:
             self.prompts,
             self.feedback,
             self.conversions,
+            self.leads,
+            self.leads_suppressed,
+            self.lead_conversions,
             self.dlq,
             self.erased,
         ]
@@ -182,11 +201,22 @@ class Metrics:
             if d.outcome == "feedback":
                 self.feedback.inc(d.rule_id, d.variant or "", d.action or "")
             elif d.outcome == "conversion":
-                self.conversions.inc(d.rule_id, d.variant or "", d.group or "")
+                if d.channel == "lead":
+                    self.lead_conversions.inc(d.rule_id, d.team or "", d.band or "")
+                else:
+                    self.conversions.inc(d.rule_id, d.variant or "", d.group or "")
             else:
                 self.decisions.inc(d.rule_id, d.outcome)
                 if d.outcome == EMITTED and d.prompt is not None:
                     self.prompts.inc(d.rule_id, d.variant or "", d.prompt["placement"])
+                if d.team is not None:  # a lead rule's decision
+                    self._lead_decision(d)
+
+    def _lead_decision(self, d: Decision) -> None:
+        if d.lead is not None:
+            self.leads.inc(d.rule_id, d.team or "", d.band or "")
+        elif d.outcome != EMITTED and d.channel != "prompt":  # a capped prompt channel is the prompt's
+            self.leads_suppressed.inc(d.rule_id, d.team or "", d.outcome)
 
     def count_evictions(self, cause: str, n: int) -> None:
         self.evictions.labels(cause).inc(n)

@@ -35,6 +35,9 @@ class Summary:
         self.rule_ids = list(rule_ids)
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.prompted: dict[str, set[str]] = defaultdict(set)
+        # Leads (docs/leads.md): per (rule, team, band) emitted; the band is "" without scoring.
+        self.leads: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.leads_written = True  # False: leads were made but no --leads file took them
         self.events = self.invalid = self.duplicates = self.accounts = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
@@ -44,10 +47,15 @@ class Summary:
             c = self.counts[d.rule_id]
             if d.outcome == "feedback":
                 c[d.action or ""] += 1
+            elif d.channel == "lead" and d.outcome == "conversion":
+                c["lead_conversion"] += 1
             else:
                 c[d.outcome] += 1
                 if d.outcome == EMITTED:
                     self.prompted[d.rule_id].add(d.account_id)
+                    if d.lead is not None:
+                        c["lead"] += 1
+                        self.leads[(d.rule_id, d.team or "", d.band or "")] += 1
 
     def rows(self) -> list[list[str]]:
         # `ineligible` has a column only when the eligibility gate held a rule back (a rule set without
@@ -55,6 +63,9 @@ class Summary:
         supp = [k for k in SUPPRESSIONS if k != INELIGIBLE or any(c.get(k) for c in self.counts.values())]
         head = ["rule", "fired", *supp, "accounts", *FEEDBACK, "ctr", "dismiss_rate"]
         head += ["conversions", "per_1k_accounts"]
+        # Lead columns only when the rule set sent leads (a rule set without lead rules keeps its table).
+        lead_cols = ["lead", "lead_conversion"] if self.leads else []
+        head += ["leads", "lead_conversions"] if lead_cols else []
         rows = [head]
         known = set(self.rule_ids)
         extra = sorted(r for r in self.counts if r not in known and r != UNATTRIBUTED)
@@ -74,6 +85,7 @@ class Summary:
                     _rate(c.get("dismissed", 0), shown),
                     str(c.get("conversion", 0)),
                     f"{per_k:.1f}",
+                    *(str(c.get(k, 0)) for k in lead_cols),
                 ]
             )
         return rows
@@ -105,11 +117,22 @@ class Summary:
                 "feedback on prompts not made in this replay (made before the file's first event): "
                 + ", ".join(f"{lost.get(k, 0)} {k}" for k in FEEDBACK)
             )
+        if self.leads:
+            lines.append("leads by rule, team and band: " + self.lead_bands())
+            if not self.leads_written:
+                lines.append("leads are counted, not written: replay --leads FILE writes them as JSON lines")
         lines.append(
             "ctr = clicked / shown, dismiss_rate = dismissed / shown; accounts = distinct accounts "
             "prompted by the rule; per_1k_accounts = prompts per 1,000 accounts in the file"
         )
         return "\n".join(lines)
+
+    def lead_bands(self) -> str:
+        """`seats-lead (sales): hot 3, warm 1`: a band of "" (no scoring section) is written `-`."""
+        per_rule: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for (rule, team, band), n in sorted(self.leads.items()):
+            per_rule[(rule, team)].append(f"{band or '-'} {n}")
+        return "; ".join(f"{rule} ({team}): {', '.join(v)}" for (rule, team), v in per_rule.items())
 
 
 class ExplainFilter:
@@ -163,11 +186,14 @@ def replay(
     holdout: IO[bytes] | None = None,
     retention_ms: int = DEFAULT_RETENTION_MS,
     hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
+    leads: IO[bytes] | None = None,
 ) -> Summary:
     """Prompts to `out` as JSON lines; rejected lines and (with `explain`) decisions to `err`.
     Progress is shown when `err` is a terminal. `holdout`: where to write the holdout decisions as JSON
     lines, for `report` (report/holdout.py). `retention_ms`, `hold_ms`: the worker's retention and
-    erasure hold (UPSELL_STATE_RETENTION_DAYS, UPSELL_ERASURE_HOLD_DAYS), applied the same way."""
+    erasure hold (UPSELL_STATE_RETENTION_DAYS, UPSELL_ERASURE_HOLD_DAYS), applied the same way. `leads`:
+    where to write leads as JSON lines (without it they are counted in the summary only, so stdout stays
+    one record type: prompts)."""
     store = MemoryStore(max_accounts=10_000_000, ttl_ms=retention_ms, hold_ms=hold_ms)
     proc = Processor(rules, store=store)
     summary = Summary([r.id for r in rules.rules])
@@ -210,6 +236,8 @@ def replay(
                     write(orjson.dumps(d.prompt) + b"\n")
                 elif holdout is not None and d.outcome == HOLDOUT:
                     holdout.write(holdout_line(d))
+                if d.lead is not None and leads is not None:
+                    leads.write(orjson.dumps(d.lead) + b"\n")
                 if wanted is not None and wanted(d):
                     err.write(
                         orjson.dumps({"line": lineno, "ts": to_iso(d.ts), **d.explain()}).decode() + "\n"
@@ -217,6 +245,7 @@ def replay(
     if progress is not None:
         progress.end(lineno - blank)
     summary.events = lineno - blank
+    summary.leads_written = leads is not None
     summary.invalid = sum(proc.metrics.invalid.values.values())
     summary.duplicates = sum(proc.metrics.duplicates.values.values())
     summary.accounts = len(store)
@@ -234,6 +263,7 @@ def run_replay(
     holdout: str | None = None,
     retention_ms: int = DEFAULT_RETENTION_MS,
     hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
+    leads: str | None = None,
 ) -> int:
     import os
 
@@ -251,13 +281,27 @@ def run_replay(
         src = open(path, "rb")  # noqa: SIM115
         total = os.path.getsize(path)
     hold = open(holdout, "wb") if holdout else None  # noqa: SIM115
+    lead_out = open(leads, "wb") if leads else None  # noqa: SIM115
     try:
-        s = replay(rules, src, sys.stdout.buffer, sys.stderr, explain_arg, total, hold, retention_ms, hold_ms)
+        s = replay(
+            rules,
+            src,
+            sys.stdout.buffer,
+            sys.stderr,
+            explain_arg,
+            total,
+            hold,
+            retention_ms,
+            hold_ms,
+            leads=lead_out,
+        )
     finally:
         if src is not sys.stdin.buffer:
             src.close()
         if hold is not None:
             hold.close()
+        if lead_out is not None:
+            lead_out.close()
     sys.stdout.flush()
     sys.stderr.write(s.table() + "\n")
     return 0

@@ -11,6 +11,8 @@ tests:
     expect_prompts:               # exactly these prompts, in order; listed fields must match
       - {rule_id: seats-80, title: "You're using 4 of 5 seats"}
     expect_absent: [seats-100]    # rules that must not emit
+    expect_leads:                 # exactly these leads, in order (rules with action: lead)
+      - {rule_id: seats-80-lead, team: sales}
     expect_decisions:             # decisions that must be among those made (subset)
       - {rule_id: seats-100, outcome: cooldown}
 """
@@ -44,6 +46,7 @@ class TestCase(BaseModel):
     )
     events: list[dict[str, Any]] = Field(min_length=1)
     expect_prompts: list[dict[str, Any]] | None = None
+    expect_leads: list[dict[str, Any]] | None = None
     expect_absent: list[str] = Field(default_factory=list)
     expect_decisions: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -70,7 +73,7 @@ def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
 
 def _expected_rules(case: TestCase) -> list[str]:
     """The rules a case is about: those it expects prompts or decisions from, or expects absent."""
-    ids = [e.get("rule_id") for e in (case.expect_prompts or [])]
+    ids = [e.get("rule_id") for e in (*(case.expect_prompts or []), *(case.expect_leads or []))]
     ids += [e.get("rule_id") for e in case.expect_decisions] + list(case.expect_absent)
     return list(dict.fromkeys(i for i in ids if isinstance(i, str)))
 
@@ -126,6 +129,7 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
     state = AccountState()
     start = datetime_to_ms(datetime.fromisoformat(case.start))
     prompts: list[dict[str, Any]] = []
+    leads: list[dict[str, Any]] = []
     decisions: list[tuple[int, Decision]] = []
     failures: list[str] = []
     for i, raw in enumerate(case.events):
@@ -143,16 +147,22 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
             failures.append(f"events[{i}] is invalid: {out.invalid.message}")
         decisions += [(i, d) for d in out.decisions]
         prompts += out.prompts
-    if case.expect_prompts is not None:
-        if len(prompts) != len(case.expect_prompts):
-            got = [p["rule_id"] for p in prompts]
-            failures.append(f"expected {len(case.expect_prompts)} prompt(s), got {len(prompts)}: {got}")
-        for j, (p, e) in enumerate(zip(prompts, case.expect_prompts, strict=False)):
+        leads += out.leads
+    for what, got_records, expected in (
+        ("prompt", prompts, case.expect_prompts),
+        ("lead", leads, case.expect_leads),
+    ):
+        if expected is None:
+            continue
+        if len(got_records) != len(expected):
+            got = [p["rule_id"] for p in got_records]
+            failures.append(f"expected {len(expected)} {what}(s), got {len(got_records)}: {got}")
+        for j, (p, e) in enumerate(zip(got_records, expected, strict=False)):
             exp = dict(e)
             if "at" in exp:
                 exp["created_at"] = to_iso(start + parse_duration(exp.pop("at")))
             for m in _matches(p, exp):
-                failures.append(f"prompt {j} ({p['rule_id']}): {m}")
+                failures.append(f"{what} {j} ({p['rule_id']}): {m}")
     for rid in case.expect_absent:
         if any(p["rule_id"] == rid for p in prompts):
             failures.append(f"rule {rid} emitted a prompt but is expected absent")

@@ -73,6 +73,19 @@ def prompts_schema() -> dict[str, Any]:
     )
 
 
+def leads_schema() -> dict[str, Any]:
+    from upsell_triggers.lead_model import LeadEvent
+
+    return _finish(
+        LeadEvent.model_json_schema(),
+        "leads",
+        "Expansion lead",
+        "A record on the expansion-leads topic (or a line of `replay --leads FILE` / `run --leads FILE`): "
+        "an account a sales or customer-success team should act on, with the evidence behind it. "
+        "Consumers must ignore fields they do not know: a minor release may add optional ones.",
+    )
+
+
 def dead_letters_schema() -> dict[str, Any]:
     return _finish(
         DeadLetter.envelope_schema(),
@@ -104,6 +117,7 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "events": events_schema,
     "feedback": feedback_schema,
     "prompts": prompts_schema,
+    "leads": leads_schema,
     "dead-letters": dead_letters_schema,
     "holdout": holdout_schema,
     "rules": rules_schema,

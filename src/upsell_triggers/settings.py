@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     topic_events: str = "usage-events"
     topic_feedback: str = "prompt-feedback"
     topic_prompts: str = "upgrade-prompts"
+    topic_leads: str = Field(
+        default="expansion-leads",
+        description="expansion leads for sales and customer success (docs/leads.md)",
+    )
     topic_dlq: str = "usage-events.dlq"
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)

@@ -41,7 +41,12 @@ class Simulator:
         start_ms: int = START_MS,
         near_limits: bool = False,
         expansion: bool = False,
+        high_touch_every: int = 0,
     ) -> None:
+        """`high_touch_every` N > 0: every Nth account is marked `segment: high_touch` by an
+        account_updated event in its first round (the shipped rules send such accounts leads, not
+        prompts); 0 sends no traits, and the events are what they are without the option."""
+        self.high_touch_every = high_touch_every
         self.rng = random.Random(seed)
         self.expansion = expansion
         self.step_ms = step_ms
@@ -104,6 +109,8 @@ class Simulator:
             if a["new"]:
                 a["new"] = False
                 yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+                if self.high_touch_every and int(a["id"][5:]) % self.high_touch_every == 0:
+                    yield self._ev(a, "account_updated", traits={"segment": "high_touch"})
             r = self.rng.random()
             if r < 0.15:
                 cap = PLANS[a["tier"]][1]
@@ -131,6 +138,8 @@ class Simulator:
             if a["new"]:
                 a["new"] = False
                 yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+                if self.high_touch_every and int(a["id"][5:]) % self.high_touch_every == 0:
+                    yield self._ev(a, "account_updated", traits={"segment": "high_touch"})
             _, cap, storage_limit, _ = PLANS[a["tier"]]
             r = rng.random()
             if r < 0.25:

@@ -1,6 +1,7 @@
 """Exactness of the Kafka runtime against a replay: SIGKILL mid-stream, two workers and a rebalance,
 RocksDB store. The workers' state is read back from the table's changelog and compared field by field
-with `replay` of the same events; prompts on the topic must be the replay's, each id with one content."""
+with `replay` of the same events; prompts and leads on their topics must be the replay's, each id with
+one content."""
 
 from __future__ import annotations
 
@@ -20,21 +21,26 @@ from devkit.worker import ROOT
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
 
-async def check(bs: str, w, events: list[bytes]) -> Report:  # type: ignore[no-untyped-def]
+async def check(bs: str, w, events: list[bytes], leads: bool = False) -> Report:  # type: ignore[no-untyped-def]
+    """`leads`: the workload has high-touch accounts, so the leads topic must have leads."""
     rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules")
     assert rep.accounts > 0 and rep.distinct_prompts > 0  # the workload did something
     assert not rep.state_mismatches, (rep.state_mismatches[:5], rep.first_diff)
     assert rep.missing_accounts == 0
     assert not rep.conflicting_ids, rep.conflicting_ids[:5]
     assert (rep.missing_prompts, rep.unexpected_prompts) == (0, 0)
+    assert not rep.conflicting_lead_ids, rep.conflicting_lead_ids[:5]
+    assert (rep.missing_leads, rep.unexpected_leads) == (0, 0)
+    assert rep.distinct_leads > 0 or not leads
     return rep
 
 
 async def test_sigkill_mid_stream_equals_replay(worker_factory, kafka_bootstrap):
     """With account deletions among the events (an event in flight after each, then the account's later
-    events): deleted accounts' changelog states are the replay's, markers included, and no prompt comes
-    from an event in flight, across the kills."""
-    records, in_flight = with_erasures(list(sim_records(12_000, 1_500, seed=3)))
+    events) and high-touch accounts (leads): deleted accounts' changelog states are the replay's, markers
+    included, no prompt or lead comes from an event in flight, and the leads topic holds the replay's
+    leads, across the kills."""
+    records, in_flight = with_erasures(list(sim_records(12_000, 1_500, seed=3, high_touch_every=5)))
     assert len(in_flight) > 50
     w = worker_factory().start()
     w.wait_ready()
@@ -47,9 +53,11 @@ async def test_sigkill_mid_stream_equals_replay(worker_factory, kafka_bootstrap)
             w.stop(kill=True)
             w = worker_factory(name=w.name).start()
             w.wait_ready(90)
-    rep = await check(kafka_bootstrap, w, [v for _, v in records])
+    rep = await check(kafka_bootstrap, w, [v for _, v in records], leads=True)
     prompts = await read_all(kafka_bootstrap, w.topics["prompts"])
     assert not {orjson.loads(r.value)["trigger_event_id"] for r in prompts} & in_flight
+    leads = await read_all(kafka_bootstrap, w.topics["leads"])
+    assert not {orjson.loads(r.value)["trigger_event_id"] for r in leads} & in_flight
     print(f"sigkill x2: {rep}, {len(in_flight)} deletions with an event in flight")
 
 
@@ -99,7 +107,7 @@ async def test_rebalance_commits_what_was_acked(worker_factory, kafka_bootstrap)
 
 async def test_rocksdb_store_survives_sigkill(worker_factory, kafka_bootstrap, tmp_path: Path):
     pytest.importorskip("rocksdict")
-    records = list(sim_records(6_000, 800, seed=6))
+    records = list(sim_records(6_000, 800, seed=6, high_touch_every=5))
     env = {"UPSELL_STORE": "rocksdb://", "UPSELL_DATA_DIR": str(tmp_path / "rocks")}  # kept across restart
     w = worker_factory(extra_env=env).start()
     w.wait_ready(90)
@@ -109,7 +117,7 @@ async def test_rocksdb_store_survives_sigkill(worker_factory, kafka_bootstrap, t
     w = worker_factory(name=w.name, extra_env=env).start()  # same data dir: RocksDB files reused
     w.wait_ready(90)
     await produce(kafka_bootstrap, w.topics["events"], records[3_000:])
-    await check(kafka_bootstrap, w, [v for _, v in records])
+    await check(kafka_bootstrap, w, [v for _, v in records], leads=True)
 
 
 def _histogram(body: str, name: str) -> dict[str, float]:

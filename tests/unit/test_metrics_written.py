@@ -1,8 +1,9 @@
 """Every metric the embedded runtime registers is written by a workload that exercises it: the runtime
 runs as a subprocess on its own rules, then /metrics is scraped and a registered family without a
 non-zero sample fails the test (a metric registered but never written is a promise the code does not
-keep). The workload: prompts and their feedback, a conversion, a duplicate, a stale reading, an invalid
-line, an account deleted with an event of it in flight, a rule reload (SIGHUP), accounts beyond the store's bound, and one account idle past the TTL."""
+keep). The workload: prompts and their feedback, leads (one held back by its cooldown), a conversion, a
+duplicate, a stale reading, an invalid line, an account deleted with an event of it in flight, a rule
+reload (SIGHUP), accounts beyond the store's bound, and one account idle past the TTL."""
 
 from __future__ import annotations
 
@@ -30,7 +31,18 @@ plans:
   - {id: team, name: Team, limits: {seats: 25}, features: []}
 """,
     "rules.yaml": """version: 1
+traits:
+  segment: {type: string, values: [self_serve, high_touch]}
 groups:
+  - id: leads
+    rules:
+      - id: seats-lead
+        when: {metric: seats, ratio: 0.8}
+        rearm: 0.7
+        cooldown: 7d
+        action: lead
+        team: sales
+        audience: {traits: [{trait: segment, in: [high_touch]}]}
   - id: seats
     defaults: {audience: [free], target_plan: next}
     rules:
@@ -76,6 +88,12 @@ def workload(rules_dir: Path) -> list[bytes]:
         send(a, base, type="usage", metric="seats", value=4, event_id=f"seats-{a}")  # duplicate
         send(a, base - HOUR, type="usage", metric="seats", value=2)  # stale: older than the last reading
         send(a, base + HOUR, type="prompt_clicked", prompt_id=prompts[0]["prompt_id"])
+        if i == 0:  # a high-touch account: a lead, a lead held back by its cooldown, a lead conversion
+            send(a, base + 2 * HOUR, type="account_updated", traits={"segment": "high_touch"})
+            send(a, base + 2 * HOUR, type="usage", metric="seats", value=3)
+            send(a, base + 3 * HOUR, type="usage", metric="seats", value=4)
+            send(a, base + 4 * HOUR, type="usage", metric="seats", value=3)
+            send(a, base + 5 * HOUR, type="usage", metric="seats", value=4)
         send(a, base + 3 * DAY, type="plan_changed", plan="team")  # conversion
     send("acct-000", base + 4 * DAY, type="account_deleted")  # erasure ...
     send("acct-000", base + 4 * DAY - HOUR, type="usage", metric="seats", value=1)  # ... and one in flight

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from upsell_triggers.engine import distinct, growth
+from upsell_triggers.engine import distinct, growth, leads
 from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
     AccountDeleted,
@@ -409,6 +409,12 @@ class Engine:
                     )
                 )
             state.attribution = None
+        if new.tier > old.tier and state.leads is not None:
+            lead_conv = leads.conversion(
+                state, ev.account_id, ev.ts, rs.policy.attribution_ms, f"upgrade {old.id}->{new.id}"
+            )
+            if lead_conv is not None:
+                decisions.append(lead_conv)
         state.plan, state.plan_ts = new.id, ev.ts
         state.limits = dict(ev.limits) if ev.limits else None
         if ev.period_start is not None and ev.period_start != state.period_anchor:
@@ -552,7 +558,8 @@ class Engine:
             if disarm:
                 rst.armed = False
                 rst.fired_period = t.period
-            out.append(Decision(outcome, t.rule.id, t.rule.group, account, ts, reason, t.feature))
+            team = t.rule.team or None  # lead rules: their suppressions are counted per team
+            out.append(Decision(outcome, t.rule.id, t.rule.group, account, ts, reason, t.feature, team=team))
 
         for t in triggered:
             rule = t.rule
@@ -566,7 +573,18 @@ class Engine:
                         gst = _rule_state(state, t.key)
                         if not gst.capped:
                             gst.capped = True
-                            out.append(Decision(outcome, rule.id, rule.group, account, ts, reason, t.feature))
+                            out.append(
+                                Decision(
+                                    outcome,
+                                    rule.id,
+                                    rule.group,
+                                    account,
+                                    ts,
+                                    reason,
+                                    t.feature,
+                                    team=rule.team or None,
+                                )
+                            )
                         continue
                     suppress(t, outcome, reason)
                     continue
@@ -593,14 +611,18 @@ class Engine:
             kept = live
         else:
             # Highest threshold wins among rules on the same metric (and feature) firing on this event.
-            # A forecast's threshold is a projected share: it is compared with forecasts only.
-            best: dict[tuple[str, str | None, str], float] = {}
+            # A forecast's threshold is a projected share: it is compared with forecasts only. A lead rule
+            # does not supersede a prompt rule, nor the reverse.
+            best: dict[tuple[str, str | None, str, bool], float] = {}
             for t, _ in live:
-                k = (t.rule.primary.metric, t.feature, t.rule.primary.kind)
+                k = (t.rule.primary.metric, t.feature, t.rule.primary.kind, t.rule.leads)
                 best[k] = max(best.get(k, float("-inf")), t.rule.threshold)
             kept = []
             for t, target in live:
-                if t.rule.threshold < best[(t.rule.primary.metric, t.feature, t.rule.primary.kind)]:
+                if (
+                    t.rule.threshold
+                    < best[(t.rule.primary.metric, t.feature, t.rule.primary.kind, t.rule.leads)]
+                ):
                     suppress(t, "superseded", "a higher threshold on the same metric fired on this event")
                 else:
                     kept.append((t, target))
@@ -625,6 +647,9 @@ class Engine:
                         rst.capped = True
                         out.append(Decision("superseded", rule.id, rule.group, account, ts, taken, t.feature))
                     continue
+            if rule.leads:  # a lead, or a lead and a prompt: each channel with its own cap (leads.py)
+                out += self._leads(ev, state, rs, plan, t, target, recent)
+                continue
             if not rule.bypass_cap and recent >= pol.cap_max:
                 rst = _rule_state(state, t.key)
                 if (
@@ -644,51 +669,93 @@ class Engine:
                         )
                     )
                 continue
-            variant = self.variant(account, rule) if rule.variants else None
-            pj = (
-                project(state, rule.primary, t.value, t.limit or 0, ts)
-                if rule.primary.kind == FORECAST
-                else None
-            )
-            prompt = build_prompt(
-                rs=rs,
-                rule=rule,
-                account_id=account,
-                user_id=ev.user_id,
-                feature=t.feature,
-                value=t.value,
-                limit=t.limit,
-                plan=plan,
-                target=target,
-                trigger_event_id=ev.event_id,
-                ts=ts,
-                variant=variant,
-                projection=pj,
-            )
-            rst = _rule_state(state, t.key)
-            rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
-            sent = state.sent
-            state.sent = (*sent[1 - CAP_HISTORY :], ts) if sent else (ts,)
-            pid = prompt["prompt_id"]
-            state.attribution = Attribution(pid, rule.id, rule.group, TREATMENT, ts)
-            rp = state.recent_prompts
-            entry = RecentPrompt(pid, rule.id, rule.group)
-            state.recent_prompts = (*rp[1 - RECENT_PROMPTS :], entry) if rp else (entry,)
-            out.append(
-                Decision(
-                    EMITTED,
-                    rule.id,
-                    rule.group,
-                    account,
-                    ts,
-                    f"{rule.primary.metric} reached {prompt['ratio'] or prompt['value']} "
-                    f"(threshold {rule.threshold:g})"
-                    if pj is None
-                    else f"{rule.primary.metric} at {prompt['ratio']}, projected to reach "
-                    f"{rule.threshold:g} of the limit in {pj.days_left:.1f} days at {pj.rate:g} a day",
-                    t.feature,
-                    prompt=prompt,
-                    variant=variant.id if variant is not None else None,
-                )
-            )
+            out.append(self._emit_prompt(ev, state, rs, plan, t, target))
         return out
+
+    def _emit_prompt(
+        self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, t: _Trigger, target: Plan
+    ) -> Decision:
+        """Builds the prompt of a rule that fires and records it: the rule disarmed, the prompt counted
+        by the frequency cap, attributed, and kept for feedback."""
+        rule, account, ts = t.rule, ev.account_id, ev.ts
+        variant = self.variant(account, rule) if rule.variants else None
+        pj = (
+            project(state, rule.primary, t.value, t.limit or 0, ts) if rule.primary.kind == FORECAST else None
+        )
+        prompt = build_prompt(
+            rs=rs,
+            rule=rule,
+            account_id=account,
+            user_id=ev.user_id,
+            feature=t.feature,
+            value=t.value,
+            limit=t.limit,
+            plan=plan,
+            target=target,
+            trigger_event_id=ev.event_id,
+            ts=ts,
+            variant=variant,
+            projection=pj,
+        )
+        rst = _rule_state(state, t.key)
+        rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
+        sent = state.sent
+        state.sent = (*sent[1 - CAP_HISTORY :], ts) if sent else (ts,)
+        pid = prompt["prompt_id"]
+        state.attribution = Attribution(pid, rule.id, rule.group, TREATMENT, ts)
+        rp = state.recent_prompts
+        entry = RecentPrompt(pid, rule.id, rule.group)
+        state.recent_prompts = (*rp[1 - RECENT_PROMPTS :], entry) if rp else (entry,)
+        return Decision(
+            EMITTED,
+            rule.id,
+            rule.group,
+            account,
+            ts,
+            f"{rule.primary.metric} reached {prompt['ratio'] or prompt['value']} "
+            f"(threshold {rule.threshold:g})"
+            if pj is None
+            else f"{rule.primary.metric} at {prompt['ratio']}, projected to reach "
+            f"{rule.threshold:g} of the limit in {pj.days_left:.1f} days at {pj.rate:g} a day",
+            t.feature,
+            prompt=prompt,
+            variant=variant.id if variant is not None else None,
+        )
+
+    def _leads(
+        self,
+        ev: Event,
+        state: AccountState,
+        rs: RuleSet,
+        plan: Plan,
+        t: _Trigger,
+        target: Plan,
+        prompts_recent: int,
+    ) -> list[Decision]:
+        """A lead rule past every check up to the cap: leads.send decides its channels."""
+
+        def disarm() -> None:
+            rst = _rule_state(state, t.key)
+            rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ev.ts, t.period
+
+        def capped_once() -> bool:  # a frequency_cap decision is recorded once per episode
+            rst = _rule_state(state, t.key)
+            first, rst.capped = not rst.capped, True
+            return first
+
+        return leads.send(
+            rs=rs,
+            rule=t.rule,
+            state=state,
+            plan=plan,
+            target=target,
+            account_id=ev.account_id,
+            user_id=ev.user_id,
+            feature=t.feature,
+            event_id=ev.event_id,
+            ts=ev.ts,
+            prompts_recent=prompts_recent,
+            emit_prompt=lambda: self._emit_prompt(ev, state, rs, plan, t, target),
+            disarm=disarm,
+            capped_once=capped_once,
+        )

@@ -21,6 +21,7 @@ Suppression = Literal[
 DecisionKind = Literal["emitted", "conversion", "feedback"] | Suppression
 Group = Literal["treatment", "holdout"]  # of an account, for conversions
 Action = Literal["shown", "clicked", "dismissed"]  # prompt feedback
+Channel = Literal["prompt", "lead"]  # what a rule sends (docs/leads.md)
 
 SUPPRESSIONS: Final[tuple[Suppression, ...]] = get_args(Suppression)
 EMITTED: Final = "emitted"
@@ -49,6 +50,13 @@ class Decision:
     action: Action | None = None  # feedback
     prompt: dict[str, Any] | None = None
     variant: str | None = None  # the copy variant (prompts, their feedback, treatment conversions)
+    # Leads (docs/leads.md): the lead record of an emitted decision; the team of a lead rule's decisions;
+    # the channel a decision is about when it is one channel's only (a capped channel of a rule that
+    # sends both, a conversion attributed to a lead); the readiness band of a lead and its conversion.
+    lead: dict[str, Any] | None = None
+    team: str | None = None
+    channel: Channel | None = None
+    band: str | None = None
 
     def explain(self) -> dict[str, Any]:
         d = {
@@ -66,6 +74,16 @@ class Decision:
             d["variant"] = self.variant
         if self.prompt:
             d["prompt_id"] = self.prompt["prompt_id"]
+        if self.team:
+            d["team"] = self.team
+        if self.channel:
+            d["channel"] = self.channel
+        if self.lead:
+            d["lead_id"] = self.lead["lead_id"]
+            if self.lead.get("score") is not None:
+                d["score"] = self.lead["score"]
+                d["band"] = self.lead["band"]
+                d["score_contributions"] = self.lead["score_contributions"]
         return d
 
 
@@ -88,6 +106,10 @@ class Outcome:
     @property
     def prompts(self) -> list[dict[str, Any]]:
         return [d.prompt for d in self.decisions if d.prompt is not None]
+
+    @property
+    def leads(self) -> list[dict[str, Any]]:
+        return [d.lead for d in self.decisions if d.lead is not None]
 
 
 # The outcomes without decisions are shared: Outcome is immutable.

@@ -25,9 +25,11 @@ from upsell_triggers.engine.growth import history_bucket
 from upsell_triggers.engine.rulefile import (
     AudienceDef,
     Condition,
+    Cta,
     GroupDef,
     PlanDef,
     PolicyDef,
+    PromptCopy,
     RuleDef,
     RulesFile,
 )
@@ -107,6 +109,8 @@ _INHERITED = (
     "prompt",
     "enabled",
     "eligibility",
+    "action",
+    "team",
 )
 
 Lines = dict[Any, int]  # a parsed file's YAML path -> line (yamlload.load_yaml)
@@ -450,7 +454,20 @@ def _compile_trait_cond(
                 err(f"{where}.in: '{v}' is not an allowed value of trait '{c.trait}'")
                 return None
         values = frozenset(c.in_)
-    return TraitCond(c.trait, kind, values, c.at_least, c.at_most, c.age_at_least, c.age_at_most)
+    excluded: frozenset[str | bool | float | int] | None = None
+    if c.not_in is not None:
+        if kind == TIME:
+            err(f"{where}.not_in: a time trait is compared by age (age_at_least / age_at_most)")
+            return None
+        for v in c.not_in:
+            if not trait_fits(kind, v):
+                err(f"{where}.not_in: {v!r} is not a {kind}")
+                return None
+            if kind == STRING and spec.values is not None and v not in spec.values:
+                err(f"{where}.not_in: '{v}' is not an allowed value of trait '{c.trait}'")
+                return None
+        excluded = frozenset(c.not_in)
+    return TraitCond(c.trait, kind, values, c.at_least, c.at_most, c.age_at_least, c.age_at_most, excluded)
 
 
 def _compile_gate(
@@ -551,6 +568,8 @@ def _compile_policy(ctx: Context, policy_def: tuple[str, PolicyDef, Lines] | Non
         pol.holdout.salt,
         pol.attribution_window,
         pol.prompt_expiry,
+        lead_cap_max=pol.lead_cap.max_leads,
+        lead_cap_window_ms=pol.lead_cap.per,
     )
 
 
@@ -767,10 +786,16 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
     if any(c.metric == PAYWALL_METRIC for c in conds[1:]):
         at.err(ctx, at.line("when"), "when: a paywall_hits condition must come first in 'all'")
         return None
+    channels = _channels(ctx, at, merged)
+    if channels is None:
+        return None
+    wants_prompt, wants_lead, team = channels
     prompt = merged.get("prompt")
-    if prompt is None:
+    if prompt is None and wants_prompt:
         at.err(ctx, line, "no prompt copy (set 'prompt' on the rule or in the group's defaults)")
         return None
+    if prompt is None:  # a lead-only rule: no copy to render
+        prompt = _NO_COPY
     for fname, text in (
         ("title", prompt.title),
         ("body", prompt.body),
@@ -877,7 +902,35 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         when_traits=tuple(when_traits),
         audience_traits=tuple(audience_traits),
         gate=ctx.gate if merged.get("eligibility") != "skip" else (),
+        prompts=wants_prompt,
+        leads=wants_lead,
+        team=team,
     )
+
+
+_NO_COPY = PromptCopy(title="", cta=Cta(label="", url=""))
+
+
+def _channels(ctx: Context, at: At, merged: dict[str, Any]) -> tuple[bool, bool, str] | None:
+    """(prompts, leads, team) of a rule: its `action` (one or a list; default `prompt`) and, when it
+    sends leads, the `team` they are for (required then)."""
+    action = merged.get("action") or "prompt"
+    actions = [action] if isinstance(action, str) else list(action)
+    line = at.line("action") or at.line()
+    if not actions:
+        at.err(ctx, line, "action: empty; use prompt, lead or [prompt, lead]")
+        return None
+    if len(set(actions)) != len(actions):
+        at.err(ctx, line, "action: lists a channel twice")
+        return None
+    leads = "lead" in actions
+    team = merged.get("team") or ""
+    if leads and not team:
+        at.err(ctx, line, "action: lead needs 'team' (who the lead is for, e.g. sales)")
+        return None
+    if team and not leads:
+        at.warn(ctx, at.line("team") or line, "team: set, but the rule sends no lead (add action: lead)")
+    return "prompt" in actions, leads, team
 
 
 def _check_rearm(ctx: Context, at: At, primary: Cond, rearm: float) -> None:

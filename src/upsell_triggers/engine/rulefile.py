@@ -63,6 +63,7 @@ Duration = Annotated[
     Field(json_schema_extra={"type": ["string", "number"], "examples": ["7d", "24h", "30m"]}),
 ]
 RuleId = Annotated[str, Field(pattern=ID_PATTERN)]
+Action = Literal["prompt", "lead"]  # a rule's channels (docs/leads.md)
 Text = Annotated[str, Field(max_length=2000)]
 
 
@@ -121,6 +122,14 @@ class FrequencyCap(_Strict):
     per: Duration = Field(default=parse_duration("24h"))
 
 
+class LeadCap(_Strict):
+    """How many leads an account may send per period: a cap of its own, so that a lead never uses up
+    the account's prompt budget, nor a prompt its lead budget."""
+
+    max_leads: int = Field(default=1, ge=0, le=1000)
+    per: Duration = Field(default=parse_duration("7d"))
+
+
 class Holdout(_Strict):
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     salt: Annotated[str, Field(max_length=128)] = "upsell-holdout-v1"
@@ -140,6 +149,9 @@ class PolicyDef(_Strict):
         default=None, description="plan of accounts never seen in plan_changed (default: the first plan)"
     )
     frequency_cap: FrequencyCap = FrequencyCap()
+    lead_cap: LeadCap = Field(
+        default=LeadCap(), description="leads per account per period, apart from the prompts' frequency cap"
+    )
     holdout: Holdout = Holdout()
     attribution_window: Duration = Field(default=parse_duration("14d"))
     prompt_expiry: Duration = Field(default=parse_duration("7d"))
@@ -193,6 +205,9 @@ class Condition(_Strict):
     over: Duration | None = Field(
         default=None, description="growth/increase: how long ago the value compared with is"
     )
+    not_in: list[TraitValue] | None = Field(
+        default=None, min_length=1, max_length=100, description="trait: unset, or none of these values"
+    )
     all: list[Condition] | None = Field(default=None, min_length=1, max_length=8)
 
     @model_validator(mode="after")
@@ -216,13 +231,14 @@ class Condition(_Strict):
                     self.growth,
                     self.increase,
                     self.over,
+                    self.not_in,
                 )
             ):
                 raise ValueError("'all' cannot be combined with other keys of a condition")
             if any(c.all is not None for c in self.all):
                 raise ValueError("'all' cannot be nested")
             return self
-        trait_keys = (self.in_, self.at_most, self.age_at_least, self.age_at_most)
+        trait_keys = (self.in_, self.at_most, self.age_at_least, self.age_at_most, self.not_in)
         if self.trait is not None:
             if any(
                 v is not None
@@ -243,11 +259,12 @@ class Condition(_Strict):
                 )
             if all(v is None for v in (*trait_keys, self.at_least)):
                 raise ValueError(
-                    "a trait condition needs 'in', 'at_least'/'at_most' or 'age_at_least'/'age_at_most'"
+                    "a trait condition needs 'in', 'not_in', 'at_least'/'at_most' or "
+                    "'age_at_least'/'age_at_most'"
                 )
             return self
         if any(v is not None for v in trait_keys):
-            raise ValueError("in/at_most/age_at_least/age_at_most only apply to a 'trait' condition")
+            raise ValueError("in/not_in/at_most/age_at_least/age_at_most only apply to a 'trait' condition")
         if self.metric is None:
             raise ValueError("a condition needs 'metric', 'trait' (or 'all')")
         if sum(v is not None for v in (self.ratio, self.at_least, self.growth, self.increase)) != 1:
@@ -297,6 +314,11 @@ class _RuleFields(_Strict):
         default=None, description="default: usage_limit, paywall or usage_threshold"
     )
     prompt: PromptCopy | None = None
+    action: Action | list[Action] | None = Field(
+        default=None,
+        description="what the rule sends: an in-app `prompt` (default), a `lead` for a team, or both",
+    )
+    team: RuleId | None = Field(default=None, description="lead rules: the team a lead is for (e.g. sales)")
     enabled: bool | None = None
 
 

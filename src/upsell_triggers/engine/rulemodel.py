@@ -142,11 +142,21 @@ class TraitCond:
     at_most: float | None = None
     age_at_least_ms: int | None = None
     age_at_most_ms: int | None = None
+    # `not_in`: the value must not be one of these. Holds for an unset trait when it is the condition's
+    # only test (a segment nobody set is not the excluded segment).
+    excluded: frozenset[TraitValue] | None = None
 
     def failure(self, traits: dict[str, TraitValue] | None, ts: int) -> str | None:
         """Why the condition does not hold for an account with these traits at event time ts (None:
         it holds). The reason is what `ineligible` and `audience` decisions say."""
         v = traits.get(self.trait) if traits else None
+        excluded = self.excluded
+        if excluded is not None:
+            if v is None:
+                return None if self._only_not_in() else f"trait '{self.trait}' is not set"
+            if v in excluded:
+                shown = ", ".join(sorted(map(_show, excluded)))
+                return f"trait '{self.trait}' is {_show(v)}, one of the excluded {shown}"
         if v is None:
             return f"trait '{self.trait}' is not set"
         if not trait_fits(self.type, v):  # set under an older catalog that typed it otherwise
@@ -167,6 +177,14 @@ class TraitCond:
         if self.at_most is not None and v > self.at_most:
             return f"trait '{self.trait}' is {_show(v)}, over {self.at_most:g}"
         return None
+
+    def _only_not_in(self) -> bool:
+        return (
+            self.values is None
+            and self.at_least is None
+            and self.at_most is None
+            and (self.age_at_least_ms is None and self.age_at_most_ms is None)
+        )
 
 
 def trait_fits(type_: str, v: object) -> bool:
@@ -229,6 +247,10 @@ class Rule:
     when_traits: tuple[TraitCond, ...] = ()  # trait conditions of `when.all`
     audience_traits: tuple[TraitCond, ...] = ()
     gate: tuple[Cond | TraitCond, ...] = ()  # the policy's eligibility, unless the rule skips it
+    # Channels (docs/leads.md): an in-app prompt (the default), a lead for `team`, or both.
+    prompts: bool = True
+    leads: bool = False
+    team: str = ""
     # Derived from conds, stored because the engine reads them for every event.
     primary: Cond = field(init=False)
     secondary: tuple[Cond, ...] = field(init=False)  # the rest of an `all:`
@@ -256,3 +278,5 @@ class Policy:
     attribution_ms: int
     expiry_ms: int
     eligibility: tuple[Cond | TraitCond, ...] = ()
+    lead_cap_max: int = 1  # leads per account per lead_cap_window_ms, apart from the prompts' cap
+    lead_cap_window_ms: int = 7 * DAY

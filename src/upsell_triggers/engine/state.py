@@ -19,6 +19,7 @@ from typing import Any
 
 from msgspec import Struct
 
+from upsell_triggers.engine.leadstate import LeadState
 from upsell_triggers.engine.outcomes import Group
 
 DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is caught by offset
@@ -174,6 +175,9 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     # left out of the bytes of an account that uses neither (statecodec.encode_state), as traits are.
     distinct: Blobs | None = None
     history: Blobs | None = None
+    # Lead bookkeeping (leadstate.py): last, and left out of the bytes of an account that never had a
+    # lead, as the traits are.
+    leads: LeadState | None = None
 
     @property
     def version(self) -> int:

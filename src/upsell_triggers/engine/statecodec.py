@@ -20,37 +20,43 @@ _decode = msgspec.msgpack.Decoder(AccountState).decode
 _HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
 _FIELDS = len(AccountState.__struct_fields__)
 # The array header of a state whose last n fields are left out (the tag is one more item).
-_HEAD_WITHOUT = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 2, 3, 4, 6)}
+_HEAD_WITHOUT = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 2, 3, 4, 5, 7)}
 assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (_FIELDS + 1).to_bytes(2, "big"), (
     "AccountState's array header is not array16"
 )
-assert AccountState.__struct_fields__[-6:] == (
+assert AccountState.__struct_fields__[-7:] == (
     "traits",
     "traits_ts",
     "erased_at",
     "pace",
     "distinct",
     "history",
+    "leads",
 )
 
 
 def encode_state(st: AccountState) -> bytes:
     """This version's bytes: one MessagePack array, the version (the struct's tag) first. The trailing
-    fields left at their defaults are left out (growth history, distinct counts and a forecast's history
-    while None, erased_at 0, and the traits of an account that never had any; one byte each), so a
-    state's bytes are what they are without those features."""
+    fields left at their defaults are left out (the lead bookkeeping of an account that never had a lead;
+    growth history, distinct counts and a forecast's history while None, erased_at 0, and the traits of
+    an account that never had any; one byte each), so a state's bytes are what they are without those
+    features."""
     data = _encode(st)
-    if st.history is not None:
+    if st.leads is not None:
         return data
-    if st.distinct is not None:
-        return _HEAD_WITHOUT[1] + data[_HEAD_LEN:-1]  # history (nil) dropped
-    if st.pace is not None:
-        return _HEAD_WITHOUT[2] + data[_HEAD_LEN:-2]  # distinct and history (nil) dropped
-    if st.erased_at:
-        return _HEAD_WITHOUT[3] + data[_HEAD_LEN:-3]  # pace, distinct, history (nil) dropped
-    if st.traits is None:  # the six trailing defaults dropped, the array header counting 6 fewer
-        return _HEAD_WITHOUT[6] + data[_HEAD_LEN:-6]
-    return _HEAD_WITHOUT[4] + data[_HEAD_LEN:-4]  # erased_at (0), pace, distinct, history (nil) dropped
+    if st.history is not None:
+        drop = 1  # leads (nil)
+    elif st.distinct is not None:
+        drop = 2  # and history (nil)
+    elif st.pace is not None:
+        drop = 3  # and distinct (nil)
+    elif st.erased_at:
+        drop = 4  # and pace (nil)
+    elif st.traits is not None:
+        drop = 5  # and erased_at (0)
+    else:
+        drop = 7  # and traits_ts (0), traits (nil)
+    return _HEAD_WITHOUT[drop] + data[_HEAD_LEN:-drop]
 
 
 def decode_state(data: bytes) -> AccountState:

@@ -22,14 +22,16 @@ log = logging.getLogger("upsell_triggers.worker")
 
 @dataclass(slots=True)
 class Outputs:
-    """What one batch sends: prompts as (account key, JSON), and dead letters."""
+    """What one batch sends: prompts and leads as (account key, JSON), and dead letters."""
 
     prompts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    leads: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     newest_ts: int | None = None  # the newest record timestamp of the batch (ms)
     # Per input partition of the batch, in order: (partition, prompts end, dead letters end), so that
     # the outputs of each partition can go into its own transaction (exactly_once).
     spans: list[tuple[int, int, int]] = field(default_factory=list)
+    lead_ends: list[int] = field(default_factory=list)  # per span: where its partition's leads end
 
 
 class BatchApplier:
@@ -70,7 +72,10 @@ class BatchApplier:
                 for d in res.decisions:
                     if d.prompt is not None:
                         out.prompts.append((d.account_id.encode(), orjson.dumps(d.prompt)))
+                    if d.lead is not None:
+                        out.leads.append((d.account_id.encode(), orjson.dumps(d.lead)))
             newest_ts = records[-1].timestamp if newest_ts is None else max(newest_ts, records[-1].timestamp)
             out.spans.append((tp.partition, len(out.prompts), len(out.dead_letters)))
+            out.lead_ends.append(len(out.leads))
         out.newest_ts = newest_ts
         return out

@@ -22,7 +22,7 @@ from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import MemoryStore, Processor
-from upsell_triggers.runtime.console import PromptWriter, RunSummary
+from upsell_triggers.runtime.console import LeadWriter, PromptWriter, RunSummary
 from upsell_triggers.runtime.http import make_app, serve
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.settings import Settings
@@ -91,8 +91,11 @@ async def run_embedded(
     limit: int | None = None,
     fmt: str = "json",
     sink: PromptSink | None = None,
+    leads: str | None = None,
 ) -> int:
-    """`fmt`: prompts as JSON lines (`json`) or one readable line each (`pretty`, for a terminal)."""
+    """`fmt`: prompts as JSON lines (`json`) or one readable line each (`pretty`, for a terminal).
+    `leads`: a file leads are appended to as JSON lines; without it a `pretty` run shows them among the
+    prompts as readable lines, and a `json` run counts them in the summary (its output stays prompts)."""
     rules = load_ruleset(settings.rules_dir)
     metrics = Metrics(runtime="embedded")
     store = MemoryStore(
@@ -108,6 +111,10 @@ async def run_embedded(
         sink.bind(lambda raw: proc.handle(raw, now_ms=int(time.time() * 1000) if source else None))
     out: IO[bytes] = open(output, "ab") if output else sys.stdout.buffer  # noqa: SIM115
     prompts = PromptWriter(out, fmt)
+    lead_file: IO[bytes] | None = open(leads, "ab") if leads else None  # noqa: SIM115
+    lead_writer = (
+        LeadWriter(lead_file, "json") if lead_file is not None else LeadWriter(out, fmt, write_json=False)
+    )
     summary = RunSummary()
     dlq_out: IO[bytes] = open(dlq, "ab") if dlq else sys.stderr.buffer  # noqa: SIM115
     ready = True
@@ -160,20 +167,24 @@ async def run_embedded(
                     if sink is not None:
                         sink.publish(d.prompt)
                     metrics.latency.observe(time.perf_counter() - t0)
+                if d.lead is not None:
+                    lead_writer.write(d.lead)
             if res.decisions:
                 out.flush()
+                if lead_file is not None:
+                    lead_file.flush()
         summary.events = n
         if not stop.is_set():
             why = "end of input" if source is not None else "simulator finished"
         if source is not None and not stop.is_set():
             log.info("input finished; serving metrics until interrupted", extra={"fields": {"events": n}})
-            sys.stderr.write(summary.text(prompts.by_rule, len(proc.store), why) + "\n")
+            sys.stderr.write(summary.text(prompts.by_rule, len(proc.store), why, lead_writer.by_rule) + "\n")
             why = ""
             await stop.wait()
     finally:
         summary.events = n
         if why:
-            sys.stderr.write(summary.text(prompts.by_rule, len(proc.store), why) + "\n")
+            sys.stderr.write(summary.text(prompts.by_rule, len(proc.store), why, lead_writer.by_rule) + "\n")
         for task in (watcher, expiry):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -183,4 +194,6 @@ async def run_embedded(
             out.close()
         if dlq:
             dlq_out.close()
+        if lead_file is not None:
+            lead_file.close()
     return 0

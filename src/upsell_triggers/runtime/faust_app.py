@@ -202,11 +202,12 @@ def create_app(s: Settings) -> Worker:
             app_id=s.app_id,
             group_id=s.app_id,  # Faust's consumer group is the app id
             topics=lambda: (s.topic_prompts, s.topic_dlq, changelog_topic()),
+            leads_topic=s.topic_leads,
         )
     sink = BatchSink(
         BatchApplier(proc, states, hot_topics, metrics),
         lambda: started_producer(app),
-        SinkTopics(s.topic_prompts, s.topic_dlq, changelog_topic),
+        SinkTopics(s.topic_prompts, s.topic_dlq, changelog_topic, s.topic_leads),
         states,
         metrics,
         timings,

@@ -1,7 +1,7 @@
 """Where the hot topics' batches go, in the order that makes the service exact: outputs, then state,
 then ack.
 
-1. `deliver` applies a batch (account states change in memory) and sends its prompts and dead letters,
+1. `deliver` applies a batch (account states change in memory) and sends its prompts, leads and dead letters,
    returning once the broker acknowledged them. Raising means nothing of the batch may be acked.
 2. `hold` keeps the batch's offsets: applied and delivered, not yet durable.
 3. `write` writes every state changed since the last write (store, and changelog records queued in the
@@ -55,6 +55,7 @@ class SinkTopics:
     prompts: str
     dlq: str
     changelog: Callable[[], str]  # the table's changelog topic (named by Faust)
+    leads: str = "expansion-leads"
 
 
 class BatchSink:
@@ -88,6 +89,8 @@ class BatchSink:
             timings.lap("apply")
         producer, topics = self.producer(), self.topics
         sent = [await producer.send(topics.prompts, value, key=key) for key, value in out.prompts]
+        if out.leads:  # delivered with the prompts, before any state that records them is written
+            sent += [await producer.send(topics.leads, value, key=key) for key, value in out.leads]
         sent += [
             await producer.send(topics.dlq, d.raw, key=d.key, headers=d.kafka_headers())
             for d in out.dead_letters
@@ -123,12 +126,16 @@ class BatchSink:
                 w = writes[p] = PartitionWrites([], [], changelog.pop(p, []), {})
             return w
 
-        prompts_from = dead_from = 0
-        for partition, prompts_end, dead_end in out.spans:
+        prompts_from = dead_from = leads_from = 0
+        lead_ends = out.lead_ends
+        for i, (partition, prompts_end, dead_end) in enumerate(out.spans):
             w = of(partition)
             w.prompts += out.prompts[prompts_from:prompts_end]
             w.dead_letters += out.dead_letters[dead_from:dead_end]
             prompts_from, dead_from = prompts_end, dead_end
+            if lead_ends:  # leads go in their partition's transaction, as prompts do
+                w.leads += out.leads[leads_from : lead_ends[i]]
+                leads_from = lead_ends[i]
         for tp, recs in batch.items():
             if recs:
                 of(tp.partition).offsets[tp] = recs[-1].offset + 1

@@ -23,7 +23,7 @@ async def ensure_topics(s: Settings) -> None:
     )
     await admin.start()
     try:
-        topics = [s.topic_events, s.topic_feedback, s.topic_prompts, s.topic_dlq]
+        topics = [s.topic_events, s.topic_feedback, s.topic_prompts, s.topic_leads, s.topic_dlq]
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:

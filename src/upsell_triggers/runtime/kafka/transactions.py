@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.structs import TopicPartition
@@ -47,6 +47,7 @@ class PartitionWrites:
     dead_letters: list[DeadLetter]
     changelog: list[tuple[bytes, bytes | None]]
     offsets: dict[TP, int]  # input partition -> the next offset to read
+    leads: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class PartitionTransactions:
@@ -58,10 +59,12 @@ class PartitionTransactions:
         app_id: str,
         group_id: str,
         topics: Callable[[], tuple[str, str, str]],
+        leads_topic: str = "expansion-leads",
     ) -> None:
         self.new_producer = new_producer  # transactional id -> a new, unstarted aiokafka producer
         self.app_id, self.group_id = app_id, group_id
         self.topics = topics  # (prompts, dead letters, changelog)
+        self.leads_topic = leads_topic
         self.producers: dict[int, Any] = {}
 
     async def assign(self, partitions: Iterable[int]) -> None:
@@ -117,6 +120,7 @@ class PartitionTransactions:
         # (this worker's after a restart, or another's) aborts it when it gets its epoch.
         await producer.begin_transaction()
         sent = [await producer.send(prompts_topic, v, key=k) for k, v in w.prompts]
+        sent += [await producer.send(self.leads_topic, v, key=k) for k, v in w.leads]
         sent += [
             await producer.send(dlq_topic, d.raw, key=d.key, headers=d.kafka_headers())
             for d in w.dead_letters
