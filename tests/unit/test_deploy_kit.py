@@ -60,7 +60,7 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
 def test_dashboard_covers_what_sres_and_pms_look_at() -> None:
     dash = json.loads((DEPLOY / "grafana" / "dashboards" / "upsell-triggers.json").read_text())
     text = " ".join(p["title"].lower() for p in dash["panels"])
-    for word in ("events consumed", "lag", "latency", "decisions", "funnel", "lift"):
+    for word in ("events consumed", "lag", "latency", "decisions", "funnel", "lift", "leads", "by channel"):
         assert word in text
 
 
