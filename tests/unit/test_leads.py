@@ -243,7 +243,7 @@ def test_state_bytes_of_an_account_without_leads_are_unchanged() -> None:
     h = account("high_touch")
     h.seats(HOUR, 4)
     data = encode_state(h.state)
-    assert data[:3] == b"\xdc\x00\x14" and decode_state(data) == h.state  # every field
+    assert data[:3] == b"\xdc\x00\x15" and decode_state(data) == h.state  # every field
     assert h.state.leads is not None and h.state.leads.sent == (T0 + HOUR,)
 
 
