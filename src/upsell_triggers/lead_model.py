@@ -83,11 +83,11 @@ class LeadEvent(BaseModel):
         description="the account's values of the traits the rule's conditions read (null: unset)"
     )
     score: Annotated[float, Field(ge=0, le=100)] | None = Field(
-        description="the account's readiness score (0-100) at the lead's time; null without a scoring section"
+        description="reserved for the account's readiness score (0-100): null in this release"
     )
-    band: _RuleId | None = Field(description="the score's band (e.g. cold, warm, hot); null without scoring")
+    band: _RuleId | None = Field(description="reserved for the score's band (e.g. hot): null in this release")
     score_contributions: list[ScoreContribution] = Field(
-        description="what makes up the score, largest first; empty without scoring"
+        description="reserved for what makes up the score: empty in this release"
     )
     trigger_event_id: _Id = Field(description="event_id of the event that fired the rule")
     created_at: AwareDatetime = Field(description="event time of the trigger (RFC 3339, UTC)")

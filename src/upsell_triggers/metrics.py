@@ -89,7 +89,7 @@ class Metrics:
             "Upgrades attributed to a rule, by copy variant and group (treatment/holdout)",
             ("rule", "variant", "group"),
         )
-        # Leads (docs/leads.md): per rule, team and readiness band (empty without scoring), never account.
+        # Leads (docs/leads.md): per rule, team and band (reserved for a score: empty), never per account.
         self.leads = Tally(
             "upsell_leads_emitted",
             "Expansion leads emitted, by rule, team and band",

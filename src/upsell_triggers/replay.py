@@ -35,7 +35,7 @@ class Summary:
         self.rule_ids = list(rule_ids)
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.prompted: dict[str, set[str]] = defaultdict(set)
-        # Leads (docs/leads.md): per (rule, team, band) emitted; the band is "" without scoring.
+        # Leads (docs/leads.md): per (rule, team, band) emitted; the band is "" (no score).
         self.leads: dict[tuple[str, str, str], int] = defaultdict(int)
         self.leads_written = True  # False: leads were made but no --leads file took them
         self.events = self.invalid = self.duplicates = self.accounts = 0
@@ -128,7 +128,7 @@ class Summary:
         return "\n".join(lines)
 
     def lead_bands(self) -> str:
-        """`seats-lead (sales): hot 3, warm 1`: a band of "" (no scoring section) is written `-`."""
+        """`seats-lead (sales): hot 3, warm 1`: a band of "" (no score) is written `-`."""
         per_rule: dict[tuple[str, str], list[str]] = defaultdict(list)
         for (rule, team, band), n in sorted(self.leads.items()):
             per_rule[(rule, team)].append(f"{band or '-'} {n}")
