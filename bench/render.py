@@ -119,6 +119,8 @@ def latency_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     summary = r.get("summary", {})
     mode = r.get("mode", "kafka")
     where = "embedded runtime" if mode == "embedded" else "Kafka worker, local broker"
+    if r.get("worker_core") is not None:
+        where += "; the worker on a core of its own, the broker and the load generator on the other"
     for rate, m in sorted(r["median"].items(), key=lambda kv: int(kv[0])):
         s = summary.get(rate, {})
         target_ms = s.get("target_p99_ms") or (50.0 if int(rate) == 10_000 else None)
