@@ -97,13 +97,7 @@ class BatchSink:
         ]
         if sent:
             await asyncio.gather(*sent)
-        if timings is not None:
-            timings.lap("deliver")
-            timings.note(prompts=len(out.prompts))
-        if out.prompts:
-            metrics.latency.observe(time.perf_counter() - t0)
-        if out.newest_ts:
-            metrics.lag.set(max(0.0, time.time() - out.newest_ts / 1000))
+        self._delivered(out, t0)
 
     async def deliver_atomically(self, batch: Mapping[TP, Sequence[Any]]) -> None:
         """Applies a batch and commits, per partition, its prompts, dead letters, changed states and the
@@ -142,6 +136,12 @@ class BatchSink:
         for p in list(changelog):  # expired accounts of a partition with no record in this batch
             of(p)
         await transactions.commit(writes)
+        self._delivered(out, t0)
+
+    def _delivered(self, out: Outputs, t0: float) -> None:
+        """What both delivery modes record once a batch's outputs are acknowledged (or committed): the
+        phase timing, the event-to-delivery latency of batches with prompts, and the event-time lag."""
+        timings, metrics = self.timings, self.metrics
         if timings is not None:
             timings.lap("deliver")
             timings.note(prompts=len(out.prompts))
