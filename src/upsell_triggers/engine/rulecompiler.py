@@ -33,7 +33,7 @@ from upsell_triggers.engine.rulefile import (
     RuleDef,
     RulesFile,
 )
-from upsell_triggers.engine.ruleindex import RuleSet
+from upsell_triggers.engine.ruleindex import RuleSet, next_raising_limit
 from upsell_triggers.engine.rulemodel import (
     BUILTIN_METRICS,
     DEFAULT_BUCKET,
@@ -954,15 +954,6 @@ def _check_rearm(ctx: Context, at: At, primary: Cond, rearm: float) -> None:
         )
 
 
-def _raises_above(plans: list[Plan], plan: Plan, metric: str) -> bool:
-    """Whether `target_plan: next` has an answer for an account on `plan` (as RuleSet.next_plan finds it):
-    the plan limits `metric` and a higher plan raises or removes that limit."""
-    cur = plan.limit(metric)
-    if cur is None:
-        return False
-    return any((new := c.limit(metric)) is None or new > cur for c in plans[plan.tier + 1 :])
-
-
 def _warn_unreachable(ctx: Context, at: At, primary: Cond, audience: list[str] | None, target: str) -> None:
     """A warning for a rule that can fire for no plan of its audience, saying what was probably meant:
     no audience plan limits its metric (a ratio rule), none has a higher plan to upgrade to, or its
@@ -998,7 +989,7 @@ def _warn_unreachable(ctx: Context, at: At, primary: Cond, audience: list[str] |
     elif (
         target == "next"
         and primary.metric != PAYWALL_METRIC
-        and not any(_raises_above(plans, p, primary.metric) for p in aud_plans)
+        and not any(next_raising_limit(plans, p, primary.metric) is not None for p in aud_plans)
     ):
         at.warn(
             ctx,

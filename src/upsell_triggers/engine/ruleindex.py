@@ -7,6 +7,7 @@ immutable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from upsell_triggers.engine.distinct import field_tag
@@ -156,12 +157,23 @@ class RuleSet:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a
         paywall rule the cheapest higher tier including the feature."""
         metric = rule.primary.metric
+        if metric != PAYWALL_METRIC:
+            return next_raising_limit(self.plans, plan, metric)
         for cand in self.plans[plan.tier + 1 :]:
-            if metric == PAYWALL_METRIC:
-                if feature and feature in cand.features:
-                    return cand
-            else:
-                cur, new = plan.limit(metric), cand.limit(metric)
-                if cur is not None and (new is None or new > cur):
-                    return cand
+            if feature and feature in cand.features:
+                return cand
         return None
+
+
+def next_raising_limit(plans: Sequence[Plan], plan: Plan, metric: str) -> Plan | None:
+    """The first plan above `plan` that raises or removes its limit on `metric`; None when `plan` has no
+    limit on it or no higher plan raises it (`target_plan: next`, and `rules check`'s warning when a
+    rule's audience can never have one)."""
+    cur = plan.limit(metric)
+    if cur is None:
+        return None
+    for cand in plans[plan.tier + 1 :]:
+        new = cand.limit(metric)
+        if new is None or new > cur:
+            return cand
+    return None
