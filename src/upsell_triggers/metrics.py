@@ -2,8 +2,9 @@
 
 A runtime registers only the metrics it writes: the Kafka runtime's batch, lag, changelog and
 redelivery metrics are not served by the embedded runtime, nor the embedded store's evictions by the
-Kafka runtime (tests/unit/test_metrics_written.py scrapes both after a workload
-and fails on a registered metric that nothing wrote).
+Kafka runtime. tests/unit/test_metrics_written.py (embedded) and
+tests/integration/test_metrics_written_kafka.py (Kafka worker) scrape each after a workload and fail on
+a registered metric that nothing wrote.
 
 The per-event counters are `Tally`s: plain dicts of ints read by a registered collector at scrape time,
 so the hot path pays one dict update instead of prometheus-client's labels() lookup and lock per event

@@ -1,9 +1,9 @@
 """Every metric the embedded runtime registers is written by a workload that exercises it: the runtime
 runs as a subprocess on its own rules, then /metrics is scraped and a registered family without a
 non-zero sample fails the test (a metric registered but never written is a promise the code does not
-keep). The workload: prompts and their feedback, leads (one held back by its cooldown), a conversion, a
-duplicate, a stale reading, an invalid line, an account deleted with an event of it in flight, a rule
-reload (SIGHUP), accounts beyond the store's bound, and one account idle past the TTL."""
+keep). The workload is tests/metricscheck.py's (prompts, feedback, leads, a conversion, a duplicate, a
+stale reading, an invalid line, an erasure), run with a rule reload (SIGHUP), a store bound below its
+accounts, and one account idle past the TTL. The Kafka worker's: tests/integration/test_metrics_written_kafka.py."""
 
 from __future__ import annotations
 
@@ -12,112 +12,18 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import orjson
-from prometheus_client.parser import text_string_to_metric_families
-
 from devkit.worker import free_port
-from upsell_triggers.engine.ruleset import load_ruleset
-from upsell_triggers.engine.timeutil import DAY, HOUR
-from upsell_triggers.processor import Processor
 
-RULES = {
-    "plans.yaml": """version: 1
-plans:
-  - {id: free, name: Free, limits: {seats: 5}, features: []}
-  - {id: team, name: Team, limits: {seats: 25}, features: []}
-""",
-    "rules.yaml": """version: 1
-traits:
-  segment: {type: string, values: [self_serve, high_touch]}
-groups:
-  - id: leads
-    rules:
-      - id: seats-lead
-        when: {metric: seats, ratio: 0.8}
-        rearm: 0.7
-        cooldown: 7d
-        action: lead
-        team: sales
-        audience: {traits: [{trait: segment, in: [high_touch]}]}
-  - id: seats
-    defaults: {audience: [free], target_plan: next}
-    rules:
-      - id: seats-80
-        when: {metric: seats, ratio: 0.8}
-        rearm: 0.7
-        cooldown: 7d
-        placement: banner
-        priority: 50
-        prompt:
-          title: "{value} of {limit} seats"
-          body: "More room on {target_plan_name}."
-          cta: {label: "Upgrade", url: "/billing/upgrade?plan={target_plan}"}
-""",
-    "policy.yaml": """version: 1
-policy:
-  default_plan: free
-  frequency_cap: {max_prompts: 1, per: 24h}
-  holdout: {fraction: 0.0, salt: s}
-  attribution_window: 14d
-  prompt_expiry: 7d
-""",
-}
-ACCOUNTS = 40
+from ..metricscheck import ACCOUNTS, scrape, workload, write_rules, written
+
 BOUND = 25  # the store holds fewer accounts than the workload has
 
 
-def workload(rules_dir: Path) -> list[bytes]:
-    now = int(time.time() * 1000)
-    base = now - 300 * DAY
-    lines: list[bytes] = []
-    replay = Processor(load_ruleset(rules_dir))  # to learn the prompt ids the runtime will emit
-
-    def send(account: str, at: int, event_id: str | None = None, **fields: Any) -> list[Any]:
-        ev = {"event_id": event_id or f"e{len(lines)}", "account_id": account, "ts": at, **fields}
-        lines.append(orjson.dumps(ev))
-        return [d.prompt for d in replay.handle(lines[-1]).decisions if d.prompt is not None]
-
-    for i in range(ACCOUNTS):
-        a = f"acct-{i:03d}"
-        prompts = send(a, base, type="usage", metric="seats", value=4, event_id=f"seats-{a}")
-        assert prompts, "the workload's rules emit a prompt for 4 of 5 seats"
-        send(a, base, type="usage", metric="seats", value=4, event_id=f"seats-{a}")  # duplicate
-        send(a, base - HOUR, type="usage", metric="seats", value=2)  # stale: older than the last reading
-        send(a, base + HOUR, type="prompt_clicked", prompt_id=prompts[0]["prompt_id"])
-        if i == 0:  # a high-touch account: a lead, a lead held back by its cooldown, a lead conversion
-            send(a, base + 2 * HOUR, type="account_updated", traits={"segment": "high_touch"})
-            send(a, base + 2 * HOUR, type="usage", metric="seats", value=3)
-            send(a, base + 3 * HOUR, type="usage", metric="seats", value=4)
-            send(a, base + 4 * HOUR, type="usage", metric="seats", value=3)
-            send(a, base + 5 * HOUR, type="usage", metric="seats", value=4)
-        send(a, base + 3 * DAY, type="plan_changed", plan="team")  # conversion
-    send("acct-000", base + 4 * DAY, type="account_deleted")  # erasure ...
-    send("acct-000", base + 4 * DAY - HOUR, type="usage", metric="seats", value=1)  # ... and one in flight
-    lines.append(b"not json")
-    send("acct-recent", now - DAY, type="usage", metric="seats", value=1)  # the others are 299 days older
-    return lines
-
-
-def scrape(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return {f.name: f for f in text_string_to_metric_families(r.read().decode())}
-
-
-def written(family: Any) -> bool:
-    if family.type == "histogram":
-        return any(s.name.endswith("_count") and s.value > 0 for s in family.samples)
-    return any(s.value != 0 for s in family.samples)
-
-
 def test_every_registered_metric_is_written_by_the_embedded_runtime(tmp_path: Path) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for name, text in RULES.items():
-        (rules / name).write_text(text)
+    rules = write_rules(tmp_path / "rules")
     lines = workload(rules)
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"\n".join(lines) + b"\n")
