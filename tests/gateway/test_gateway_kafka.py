@@ -12,11 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import ClientSession
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devkit.gateway import SECRET, GatewayProc
 from devkit.kafka_io import collect, delete_topics, produce
 from tests.gateway.helpers import prompt
+from tests.metricscheck import Scrapes
 from upsell_triggers.engine.timeutil import to_iso
 from upsell_triggers.gateway.tokens import sign
 
@@ -166,3 +168,63 @@ def test_not_ready_until_topic_exists_and_one_line_start_errors(kafka_bootstrap:
     g.start()
     assert g.proc is not None and g.proc.wait(30) == 2
     assert g.log.read_text().strip().splitlines()[-1].startswith("UPSELL_GATEWAY_SECRET is 5 bytes")
+
+
+def test_every_gateway_metric_is_written(
+    kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """Every family the gateway registers is written (as tests/metricscheck.py judges it) by: prompts
+    delivered, duplicate, expired and invalid; one account past its pending bound (evicted); a refused
+    token; a stream receiving a live prompt (streams, frames, publish time); feedback; and a worker's
+    transaction left open on the prompts topic, whose records a read_committed gateway cannot read yet
+    (consumer lag)."""
+    a, c = "acct-a", "acct-c"
+    records = [
+        (a.encode(), live_prompt("p1", a)),
+        (a.encode(), live_prompt("p1", a)),  # duplicate
+        (a.encode(), live_prompt("p-old", a, age_s=7200, ttl_s=3600)),  # expired
+        (a.encode(), b"not json"),
+    ]
+    records += [(c.encode(), live_prompt(f"c{i}", c)) for i in range(51)]  # one past the bound of 50
+    asyncio.run(produce(kafka_bootstrap, topics["prompts"], records))
+    g = GatewayProc(kafka_bootstrap, topics, tmp_path / "g.log").start()
+
+    async def workload(scrapes: Scrapes) -> None:
+        assert g.get("/v1/prompts", {"Authorization": "Bearer nope"})[0] == 401
+        async with ClientSession() as s:
+            stream = await s.get(g.url + "/v1/stream", headers=token(a, "alice"))
+            await produce(kafka_bootstrap, topics["prompts"], [(a.encode(), live_prompt("p2", a))])
+            got = b""
+            async with asyncio.timeout(15):
+                while b"p2" not in got:
+                    got += await stream.content.readany()
+            scrapes.once()  # the stream is open
+            fb = await s.post(
+                g.url + "/v1/feedback",
+                json={"prompt_id": "p2", "action": "clicked"},
+                headers=token(a, "alice"),
+            )
+            assert fb.status == 202
+            stream.close()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{g.port}-open")
+        await producer.start()
+        try:
+            await producer.begin_transaction()
+            await producer.send_and_wait(topics["prompts"], live_prompt("p3", a), key=a.encode())
+            # The gateway reports its lag once a second.
+            await asyncio.to_thread(scrapes.wait_written, {"upsell_gateway_consumer_lag"}, 30)
+            await producer.abort_transaction()
+        finally:
+            await producer.stop()
+
+    try:
+        g.wait_ready()
+        with Scrapes(g.port) as scrapes:
+            asyncio.run(workload(scrapes))
+            scrapes.once()
+    finally:
+        g.stop()
+    assert {"upsell_gateway_pending_evicted", "upsell_gateway_consumer_lag"} <= scrapes.registered
+    assert scrapes.never_written() == [], (
+        f"registered by the gateway but never written: {scrapes.never_written()}"
+    )
