@@ -83,11 +83,15 @@ class LeadEvent(BaseModel):
         description="the account's values of the traits the rule's conditions read (null: unset)"
     )
     score: Annotated[float, Field(ge=0, le=100)] | None = Field(
-        description="reserved for the account's readiness score (0-100): null in this release"
+        description="the account's readiness score (0-100, one decimal) at the lead's time; null when the "
+        "rule set has no `scoring` section"
     )
-    band: _RuleId | None = Field(description="reserved for the score's band (e.g. hot): null in this release")
+    band: _RuleId | None = Field(
+        description="the score's band (e.g. cold, warm, hot, on_fire); null without scoring"
+    )
     score_contributions: list[ScoreContribution] = Field(
-        description="reserved for what makes up the score: empty in this release"
+        description="what makes up the score, largest first: each source's decayed points (empty "
+        "without scoring)"
     )
     trigger_event_id: _Id = Field(description="event_id of the event that fired the rule")
     created_at: AwareDatetime = Field(description="event time of the trigger (RFC 3339, UTC)")

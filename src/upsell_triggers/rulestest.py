@@ -15,6 +15,7 @@ tests:
       - {rule_id: seats-80-lead, team: sales}
     expect_decisions:             # decisions that must be among those made (subset)
       - {rule_id: seats-100, outcome: cooldown}
+    expect_score: {score: 60.0, band: hot}   # the readiness score after the last event (listed fields)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from upsell_triggers.engine import score
 from upsell_triggers.engine.engine import Decision, Engine
 from upsell_triggers.engine.events import InvalidEvent, validate_event
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, load_ruleset
@@ -49,6 +51,11 @@ class TestCase(BaseModel):
     expect_leads: list[dict[str, Any]] | None = None
     expect_absent: list[str] = Field(default_factory=list)
     expect_decisions: list[dict[str, Any]] = Field(default_factory=list)
+    expect_score: dict[str, Any] | None = Field(
+        default=None,
+        description="the account's readiness score at the last event's time: score, band, "
+        "score_contributions (listed fields must match)",
+    )
 
 
 class TestFile(BaseModel):
@@ -132,6 +139,7 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
     leads: list[dict[str, Any]] = []
     decisions: list[tuple[int, Decision]] = []
     failures: list[str] = []
+    last_ts = start
     for i, raw in enumerate(case.events):
         ev_dict = dict(raw)
         at = ev_dict.pop("at", 0)
@@ -143,6 +151,7 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
             failures.append(f"events[{i}] is invalid: {ev.message}")
             continue
         out = engine.process(ev, state)
+        last_ts = ev.ts
         if out.invalid is not None:
             failures.append(f"events[{i}] is invalid: {out.invalid.message}")
         decisions += [(i, d) for d in out.decisions]
@@ -172,9 +181,19 @@ def run_case(rules: RuleSet, case: TestCase) -> list[str]:
                 f"no decision matching {orjson.dumps(e).decode()}; got "
                 + (", ".join(f"{d.rule_id}:{d.outcome}" for _, d in decisions) or "none")
             )
+    if case.expect_score is not None:
+        failures += _score_failures(rules, state, last_ts, case.expect_score)
     if failures:
         failures += _explain(rules, _expected_rules(case), decisions)
     return failures
+
+
+def _score_failures(rules: RuleSet, state: AccountState, ts: int, expected: dict[str, Any]) -> list[str]:
+    if rules.scoring is None:
+        return ["expect_score: the rules have no 'scoring' section"]
+    s = score.read(state, rules.scoring, ts)
+    actual = {"score": s.score, "band": s.band, "score_contributions": s.contributions}
+    return [f"score: {m}" for m in _matches(actual, expected)]
 
 
 def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:

@@ -365,9 +365,13 @@ groups:
 
 def _released_bytes(st: AccountState) -> bytes:
     """What the layout without the forecast history encodes a state to: every field but `pace` (and the
-    distinct counts, growth history and lead bookkeeping after it, which these accounts do not use
+    distinct counts, growth history, lead bookkeeping and readiness score after it, which these accounts do not use
     either), with erased_at left out while 0 and the two trait fields while the account has no traits."""
-    names = [f for f in AccountState.__struct_fields__ if f not in ("pace", "distinct", "history", "leads")]
+    names = [
+        f
+        for f in AccountState.__struct_fields__
+        if f not in ("pace", "distinct", "history", "leads", "score")
+    ]
     released = msgspec.defstruct(
         "Released", [(n, object, getattr(AccountState(), n)) for n in names], array_like=True, tag=5
     )

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from upsell_triggers.engine import distinct, growth, leads
+from upsell_triggers.engine import distinct, growth, leads, score
 from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
     AccountDeleted,
@@ -561,9 +561,22 @@ class Engine:
             team = t.rule.team or None  # lead rules: their suppressions are counted per team
             out.append(Decision(outcome, t.rule.id, t.rule.group, account, ts, reason, t.feature, team=team))
 
+        scoring = rs.scoring
+        if scoring is not None:  # the readiness score: rules starting an episode add their points first
+            rstates = state.rules or UNUSED
+            score.add_edges(
+                state,
+                scoring,
+                [t.rule for t in triggered if (prev := rstates.get(t.key)) is None or not prev.capped],
+                ts,
+            )
         for t in triggered:
             rule = t.rule
-            if rule.checks:  # trait conditions or the eligibility gate (compiled to False when unused)
+            if rule.checks:  # trait, score conditions or the eligibility gate (False when unused)
+                if rule.min_score is not None and (
+                    scoring is None or score.read(state, scoring, ts).score < rule.min_score
+                ):
+                    continue  # the score condition of `when` does not hold: the rule does not fire
                 verdict = gate_failure(rule, state, plan, t.feature, ts)
                 if verdict is not None:
                     outcome, reason = verdict

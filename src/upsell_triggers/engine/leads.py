@@ -13,11 +13,13 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from upsell_triggers.engine import score
 from upsell_triggers.engine.leadstate import LEAD_CAP_HISTORY, LeadState
 from upsell_triggers.engine.levels import measure
 from upsell_triggers.engine.outcomes import EMITTED, Decision
 from upsell_triggers.engine.rulemodel import Plan, Rule, TraitCond
 from upsell_triggers.engine.ruleset import RuleSet
+from upsell_triggers.engine.score import Score
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import format_duration, to_iso
 
@@ -78,8 +80,10 @@ def build_lead(
     target: Plan,
     trigger_event_id: str,
     ts: int,
+    account_score: Score | None = None,
 ) -> dict[str, Any]:
-    """The lead record (schemas/leads.schema.json)."""
+    """The lead record (schemas/leads.schema.json); `account_score`: the account's readiness score at ts,
+    when the rule set scores."""
     return {
         "schema_version": LEAD_SCHEMA_VERSION,
         "lead_id": lead_id(account_id, rule.id, feature, trigger_event_id),
@@ -95,9 +99,9 @@ def build_lead(
         "suggested_plan": target.id,
         "evidence": evidence(rule, state, plan, feature, ts),
         "traits": trait_values(rule, state),
-        "score": None,
-        "band": None,
-        "score_contributions": [],
+        "score": account_score.score if account_score is not None else None,
+        "band": account_score.band if account_score is not None else None,
+        "score_contributions": account_score.contributions if account_score is not None else [],
         "trigger_event_id": trigger_event_id,
         "created_at": to_iso(ts),
     }
@@ -206,6 +210,7 @@ def send(
             target=target,
             trigger_event_id=event_id,
             ts=ts,
+            account_score=score.read(state, rs.scoring, ts) if rs.scoring is not None else None,
         )
         record_lead(state, lead, ts)
         decision.lead = lead

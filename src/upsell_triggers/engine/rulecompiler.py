@@ -32,6 +32,7 @@ from upsell_triggers.engine.rulefile import (
     PromptCopy,
     RuleDef,
     RulesFile,
+    ScoringDef,
 )
 from upsell_triggers.engine.ruleindex import RuleSet, next_raising_limit
 from upsell_triggers.engine.rulemodel import (
@@ -61,6 +62,7 @@ from upsell_triggers.engine.rulemodel import (
     Variant,
     trait_fits,
 )
+from upsell_triggers.engine.scorecompiler import compile_scoring
 from upsell_triggers.engine.suggest import did_you_mean, unknown_field
 from upsell_triggers.engine.timeutil import DAY, HOUR, MINUTE, format_duration
 from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
@@ -126,6 +128,7 @@ class Context:
     plans: list[Plan] = field(default_factory=list)
     plan_by_id: dict[str, Plan] = field(default_factory=dict)
     gate: tuple[Cond | TraitCond, ...] = ()  # the policy's eligibility, once compiled
+    scoring: bool = False  # a file declares `scoring` (a score condition needs it)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
@@ -325,8 +328,15 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
     plans_def: tuple[str, list[PlanDef], Lines] | None = None
     policy_def: tuple[str, PolicyDef, Lines] | None = None
     groups: list[tuple[str, int, GroupDef, Lines]] = []
+    scoring_def: tuple[str, ScoringDef, Lines] | None = None
     for name, rf, lines in parsed:
         _declare_metrics(ctx, name, rf, lines)
+        if rf.scoring is not None:
+            if scoring_def:
+                ctx.err(name, line_for(lines, ("scoring",)), f"scoring: already declared in {scoring_def[0]}")
+            else:
+                scoring_def = (name, rf.scoring, lines)
+                ctx.scoring = True
         _declare_traits(ctx, name, rf, lines)
         if rf.plans is not None:
             if plans_def:
@@ -354,6 +364,7 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
 
     rules: list[Rule] = []
     seen: dict[str, str] = {}
+    disabled: set[str] = set()
     for gfile, gi, g, lines in groups:
         for ri, r in enumerate(g.rules):
             at = At(gfile, lines, ("groups", gi, "rules", ri), r.id)
@@ -365,7 +376,14 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
             rule = _compile_rule(ctx, at, g, r)
             if rule is not None:
                 rules.append(rule)
+            elif r.enabled is False or (r.enabled is None and g.defaults.enabled is False):
+                disabled.add(r.id)
     rules = _with_gauge_history(ctx, rules)
+    scoring = (
+        compile_scoring(ctx, scoring_def, rules, set(seen), disabled, _compile_trait_cond)
+        if scoring_def
+        else None
+    )
     by_metric: dict[str, list[Rule]] = {}
     for rule in rules:
         for metric in rule.metrics:
@@ -380,6 +398,7 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
         version,
         tuple(ctx.warnings),
         ctx.traits,
+        scoring,
     )
 
 
@@ -483,6 +502,9 @@ def _compile_gate(
         where = f"policy.eligibility[{i}]"
         if c.all is not None:
             ctx.err(pfile, line, f"{where}: list the conditions directly (every one must hold), not 'all'")
+            continue
+        if c.score is not None:
+            ctx.err(pfile, line, f"{where}: a score condition goes in a rule's `when.all`, not in the gate")
             continue
         if c.trait is not None:
             tc = _compile_trait_cond(ctx, partial(ctx.err, pfile, line), c, where)
@@ -759,10 +781,20 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
     conds_def = r.when.all if r.when.all is not None else [r.when]
     conds: list[Cond] = []
     when_traits: list[TraitCond] = []
+    min_score: float | None = None
     for ci, c in enumerate(conds_def):
         in_all = r.when.all is not None
         cline = at.line("when", "all", ci) if in_all else at.line("when")
         where = f"when.all[{ci}]" if in_all else "when"
+        if c.score is not None:
+            if ci == 0:
+                at.err(ctx, cline, f"{where}: a rule fires on a metric: put the score condition after it")
+                return None
+            if not ctx.scoring:
+                at.err(ctx, cline, f"{where}: a score condition needs a 'scoring' section (docs/leads.md)")
+                return None
+            min_score = max(min_score or 0.0, c.score.at_least)
+            continue
         if c.trait is not None:
             if ci == 0:
                 at.err(ctx, cline, f"{where}: a rule fires on a metric: put the trait condition after it")
@@ -905,6 +937,7 @@ def _compile_rule(ctx: Context, at: At, g: GroupDef, r: RuleDef) -> Rule | None:
         prompts=wants_prompt,
         leads=wants_lead,
         team=team,
+        min_score=min_score,
     )
 
 

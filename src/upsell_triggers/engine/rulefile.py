@@ -1,7 +1,7 @@
 """The rule-file format growth PMs edit (docs/rules.md). These models are the JSON Schema's source.
 
-One format for every file in rules/: a file may hold any of `metrics`, `plans`, `policy`, `groups`;
-the directory is merged (plans and policy may each be declared once).
+One format for every file in rules/: a file may hold any of `metrics`, `traits`, `plans`, `policy`,
+`scoring`, `groups`; the directory is merged (plans, policy and scoring may each be declared once).
 """
 
 from __future__ import annotations
@@ -165,6 +165,53 @@ class PolicyDef(_Strict):
 TraitValue = Annotated[str, Field(max_length=128)] | bool | float
 
 
+class ScoreBound(_Strict):
+    """A score condition's bound: the account's readiness score (0-100) at least this."""
+
+    at_least: float = Field(ge=0, le=100)
+
+
+class FitDef(_Strict):
+    """Fit points: added to the readiness score while the account's trait meets the condition (`in`,
+    `not_in`, `at_least` / `at_most`, `age_at_least` / `age_at_most`, as a trait condition)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    trait: RuleId
+    in_: list[TraitValue] | None = Field(default=None, alias="in", min_length=1, max_length=100)
+    not_in: list[TraitValue] | None = Field(default=None, min_length=1, max_length=100)
+    at_least: Quantity = None
+    at_most: Quantity = None
+    age_at_least: Duration | None = None
+    age_at_most: Duration | None = None
+    points: float = Field(ge=-1000, le=1000, description="added while the condition holds (may be negative)")
+
+
+Points = Annotated[float, Field(gt=0, le=1_000_000)]
+
+
+class ScoringDef(_Strict):
+    """The readiness score (docs/leads.md): points per rule or signal when a rule's condition becomes
+    true, halving every `half_life` of event time; fit points from traits; the sum capped at `cap` and
+    scaled to 0-100, then banded."""
+
+    half_life: Duration = Field(default=parse_duration("14d"), description="points halve every this long")
+    cap: float = Field(default=100.0, gt=0, le=1_000_000, description="points that score 100")
+    rules: dict[RuleId, Points] = Field(
+        default_factory=dict, description="rule id -> points when its condition becomes true"
+    )
+    signals: dict[RuleId, Points] = Field(
+        default_factory=dict, description="signal -> points when a rule of the signal's becomes true"
+    )
+    fit: list[FitDef] = Field(default_factory=list, max_length=16, description="points from traits")
+    bands: dict[RuleId, float] = Field(
+        default_factory=lambda: {"cold": 0.0, "warm": 30.0, "hot": 60.0, "on_fire": 85.0},
+        min_length=1,
+        max_length=10,
+        description="band -> the lowest score in it (one band starts at 0)",
+    )
+
+
 class Condition(_Strict):
     """One of: `metric` with `ratio` (of the plan limit) or `at_least` (absolute, over `window` for rolling
     counters, per `feature` for paywall_hits); `trait` with `in` (a list of values), `at_least` /
@@ -209,9 +256,16 @@ class Condition(_Strict):
         default=None, min_length=1, max_length=100, description="trait: unset, or none of these values"
     )
     all: list[Condition] | None = Field(default=None, min_length=1, max_length=8)
+    score: ScoreBound | None = Field(
+        default=None, description="the readiness score (0-100) at least this: {at_least: 60}"
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> Condition:
+        if self.score is not None:
+            if self.model_fields_set - {"score"}:
+                raise ValueError("a score condition has only 'score' ({score: {at_least: 60}})")
+            return self
         if self.all is not None:
             if any(
                 v is not None
@@ -369,6 +423,7 @@ class RulesFile(_Strict):
         default=None, min_length=1, max_length=50, description="tiers in upgrade order, cheapest first"
     )
     policy: PolicyDef | None = None
+    scoring: ScoringDef | None = Field(default=None, description="the readiness score (docs/leads.md)")
     groups: list[GroupDef] | None = None
 
 

@@ -24,6 +24,7 @@ from upsell_triggers.engine.rulemodel import (
     Rule,
     TraitSpec,
 )
+from upsell_triggers.engine.score import Scoring
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class RuleSet:
     version: str
     warnings: tuple[Problem, ...] = field(default=())
     traits: dict[str, TraitSpec] = field(default_factory=dict)  # the trait catalog
+    scoring: Scoring | None = None  # the readiness score's section (score.py); None: no scoring
     # Derived: what the engine iterates (rules read by a metric; all rules, on a plan change).
     groups_by_metric: dict[str, tuple[LevelGroup, ...]] = field(init=False)
     all_groups: tuple[LevelGroup, ...] = field(init=False)

@@ -251,14 +251,20 @@ class Rule:
     prompts: bool = True
     leads: bool = False
     team: str = ""
+    # A `score: {at_least: N}` condition of `when.all` (score.py): the readiness score it needs.
+    min_score: float | None = None
     # Derived from conds, stored because the engine reads them for every event.
     primary: Cond = field(init=False)
     secondary: tuple[Cond, ...] = field(init=False)  # the rest of an `all:`
     threshold: float = field(init=False)
-    checks: bool = field(init=False)  # any of when_traits, audience_traits, gate
+    checks: bool = field(init=False)  # any of when_traits, audience_traits, gate, min_score
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "checks", bool(self.when_traits or self.audience_traits or self.gate))
+        object.__setattr__(
+            self,
+            "checks",
+            bool(self.when_traits or self.audience_traits or self.gate or self.min_score is not None),
+        )
         object.__setattr__(self, "primary", self.conds[0])
         object.__setattr__(self, "secondary", self.conds[1:])
         object.__setattr__(self, "threshold", self.conds[0].threshold)

@@ -178,6 +178,9 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     # Lead bookkeeping (leadstate.py): last, and left out of the bytes of an account that never had a
     # lead, as the traits are.
     leads: LeadState | None = None
+    # Readiness score (score.py): source, value, ts, ... one part per scoring source the account scored
+    # from (at most score.MAX_SOURCES). Last, and left out of the bytes of an account that never scored.
+    score: list[Any] | None = None
 
     @property
     def version(self) -> int:
@@ -243,6 +246,10 @@ def shared_strings(st: AccountState) -> AccountState:
     pc = st.pace
     if pc:
         st.pace = {intern(k): v for k, v in pc.items()}
+    sc = st.score
+    if sc:
+        for i in range(0, len(sc), 3):
+            sc[i] = intern(sc[i])
     for blobs in (st.distinct, st.history):
         if blobs:
             for i in range(0, len(blobs), 2):

@@ -20,11 +20,11 @@ _decode = msgspec.msgpack.Decoder(AccountState).decode
 _HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
 _FIELDS = len(AccountState.__struct_fields__)
 # The array header of a state whose last n fields are left out (the tag is one more item).
-_HEAD_WITHOUT = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 2, 3, 4, 5, 7)}
+_HEAD_WITHOUT = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 2, 3, 4, 5, 6, 8)}
 assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (_FIELDS + 1).to_bytes(2, "big"), (
     "AccountState's array header is not array16"
 )
-assert AccountState.__struct_fields__[-7:] == (
+assert AccountState.__struct_fields__[-8:] == (
     "traits",
     "traits_ts",
     "erased_at",
@@ -32,30 +32,34 @@ assert AccountState.__struct_fields__[-7:] == (
     "distinct",
     "history",
     "leads",
+    "score",
 )
 
 
 def encode_state(st: AccountState) -> bytes:
     """This version's bytes: one MessagePack array, the version (the struct's tag) first. The trailing
-    fields left at their defaults are left out (the lead bookkeeping of an account that never had a lead;
+    fields left at their defaults are left out (the readiness score of an account that never scored; the
+    lead bookkeeping of an account that never had a lead;
     growth history, distinct counts and a forecast's history while None, erased_at 0, and the traits of
     an account that never had any; one byte each), so a state's bytes are what they are without those
     features."""
     data = _encode(st)
-    if st.leads is not None:
+    if st.score is not None:
         return data
-    if st.history is not None:
-        drop = 1  # leads (nil)
+    if st.leads is not None:
+        drop = 1  # score (nil)
+    elif st.history is not None:
+        drop = 2  # and leads (nil)
     elif st.distinct is not None:
-        drop = 2  # and history (nil)
+        drop = 3  # and history (nil)
     elif st.pace is not None:
-        drop = 3  # and distinct (nil)
+        drop = 4  # and distinct (nil)
     elif st.erased_at:
-        drop = 4  # and pace (nil)
+        drop = 5  # and pace (nil)
     elif st.traits is not None:
-        drop = 5  # and erased_at (0)
+        drop = 6  # and erased_at (0)
     else:
-        drop = 7  # and traits_ts (0), traits (nil)
+        drop = 8  # and traits_ts (0), traits (nil)
     return _HEAD_WITHOUT[drop] + data[_HEAD_LEN:-drop]
 
 
