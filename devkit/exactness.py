@@ -42,6 +42,7 @@ VIEW_FIELDS = (
     "traits_ts",
     "erased_at",
     "leads",
+    "score",
 )
 
 
@@ -65,6 +66,7 @@ def view(st: AccountState) -> tuple[Any, ...]:
         st.traits_ts,
         st.erased_at,
         st.leads,
+        st.score,
     )
 
 

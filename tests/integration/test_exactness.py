@@ -14,16 +14,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from devkit.exactness import Report, check_exact, read_all, wait_committed
+from devkit.exactness import Report, check_exact, read_all, replay_expected, wait_committed
 from devkit.kafka_io import produce, sim_records, with_erasures
 from devkit.worker import ROOT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
 
-async def check(bs: str, w, events: list[bytes], leads: bool = False) -> Report:  # type: ignore[no-untyped-def]
+async def check(bs: str, w, events: list[bytes], leads: bool = False, rules: Path = ROOT / "rules") -> Report:  # type: ignore[no-untyped-def]
     """`leads`: the workload has high-touch accounts, so the leads topic must have leads."""
-    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules")
+    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, rules)
     assert rep.accounts > 0 and rep.distinct_prompts > 0  # the workload did something
     assert not rep.state_mismatches, (rep.state_mismatches[:5], rep.first_diff)
     assert rep.missing_accounts == 0
@@ -59,6 +59,50 @@ async def test_sigkill_mid_stream_equals_replay(worker_factory, kafka_bootstrap)
     leads = await read_all(kafka_bootstrap, w.topics["leads"])
     assert not {orjson.loads(r.value)["trigger_event_id"] for r in leads} & in_flight
     print(f"sigkill x2: {rep}, {len(in_flight)} deletions with an event in flight")
+
+
+SCORING = """
+version: 1
+scoring:
+  half_life: 6h
+  rules: {seats-80: 30}
+  signals: {paywall: 20, usage_limit: 15}
+  fit: [{trait: segment, in: [high_touch], points: 10}]
+groups:
+  - id: scored
+    rules:
+      - id: hot-account
+        action: lead
+        team: sales
+        when: {all: [{metric: seats, at_least: 1}, {score: {at_least: 50}}]}
+        rearm: 0
+        cooldown: 30d
+"""
+
+
+async def test_scores_survive_sigkill(worker_factory, kafka_bootstrap, tmp_path: Path):
+    """The shipped rules with a readiness score and a lead rule on it: the accounts' score parts in the
+    changelog and the leads (score, band, contributions) are the replay's after a SIGKILL mid-stream."""
+    rules = tmp_path / "scored-rules"
+    rules.mkdir()
+    for f in (ROOT / "rules").glob("*.yaml"):
+        (rules / f.name).write_text(f.read_text())
+    (rules / "scoring.yaml").write_text(SCORING)
+    records = list(sim_records(4_000, 500, seed=12, high_touch_every=4))
+    events = [v for _, v in records]
+    expected = replay_expected(events, rules)
+    assert sum(st.score is not None for st in expected.states.values()) > 20
+    assert any(orjson.loads(v)["band"] for v in expected.leads.values())
+    w = worker_factory(rules_dir=rules).start()
+    w.wait_ready(90)
+    await produce(kafka_bootstrap, w.topics["events"], records[:2_000])
+    await asyncio.sleep(random.Random(7).uniform(0.2, 1.5))
+    w.stop(kill=True)
+    w = worker_factory(name=w.name, rules_dir=rules).start()
+    w.wait_ready(90)
+    await produce(kafka_bootstrap, w.topics["events"], records[2_000:])
+    rep = await check(kafka_bootstrap, w, events, leads=True, rules=rules)
+    print(f"scores, sigkill: {rep}")
 
 
 async def test_two_workers_split_and_take_over(worker_factory, kafka_bootstrap):
