@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from upsell_triggers.engine.rulemodel import Rule, TraitCond, TraitValue
+from upsell_triggers.engine.rulemodel import Rule, TraitCond
 from upsell_triggers.engine.state import AccountState
 
 MAX_SOURCES = 32  # rules and signals a scoring section may give points to
@@ -121,10 +121,6 @@ def add_edges(state: AccountState, scoring: Scoring, rules: Iterable[Rule], ts: 
     state.score = kept or None
 
 
-def fit_holds(fit: Fit, traits: dict[str, TraitValue] | None, ts: int) -> bool:
-    return fit.cond.failure(traits, ts) is None
-
-
 def read(state: AccountState, scoring: Scoring, ts: int) -> Score:
     """The account's score at event time ts: its parts decayed to ts, plus the fit points of traits that
     hold, clamped to [0, cap] and scaled to 0-100 (one decimal); its band; and each contribution
@@ -138,7 +134,7 @@ def read(state: AccountState, scoring: Scoring, ts: int) -> Score:
             by_source[key] = decayed(value, ts - t0, half_life)
     traits = state.traits
     for f in scoring.fit:
-        if fit_holds(f, traits, ts):
+        if f.cond.failure(traits, ts) is None:
             by_source[f.source] = by_source.get(f.source, 0.0) + f.points
     total = math.fsum(by_source.values())  # exactly rounded: the parts' order does not matter
     score = round(min(max(total, 0.0), scoring.cap) / scoring.cap * 100, 1)
