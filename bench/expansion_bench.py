@@ -1,10 +1,11 @@
 """Expansion signals on the simulator's workload: prompts per 1k accounts and state per account.
 
-    python bench/expansion_bench.py [--accounts 1000] [--days 60] [--resident 100000]
+    python bench/expansion_bench.py [--accounts 1000] [--days 45] [--resident 100000]
 
 Replays the simulator's expansion workload (`Simulator(expansion=True)`: people and teams on every
-event) through the example rules of rules/examples/expansion (distinct counts and growth conditions)
-and through the shipped rules, in event time, with the engine alone. Prints, per rule, the prompts
+event) through the shipped rules, through the example rules of rules/examples/expansion (distinct
+counts and growth conditions), and through those together with rules/examples/pace (forecasts):
+`examples`, every new kind active. In event time, with the engine alone. Prints, per rule, the prompts
 per 1,000 accounts over the simulated days, and per account the state's serialized bytes (what the
 changelog carries) for each rule set.
 
@@ -17,7 +18,10 @@ Resident bytes: the memory store and the Kafka worker's cache hold each active a
 state. The replayed accounts' states are decoded again until `--resident` accounts are held (copies
 of the real states, as many of each), and the resident memory of the process (RSS, /proc/self/statm)
 grows by that much: that growth per account is the figure, for each rule set, measured in one process
-one after the other. Writes bench/results/expansion.json.
+one after the other. It includes what holding them costs (the account id and the dict's slot, about
+100 bytes per account). Where the bytes go: per state field, the mean size of its objects
+(sys.getsizeof, followed into containers; interned names and cached small ints are shared by all
+accounts and not counted). Writes bench/results/expansion.json.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import orjson
 
 from upsell_triggers.engine.engine import Engine
 from upsell_triggers.engine.events import InvalidEvent, decode_event
-from upsell_triggers.engine.ruleset import RuleSet, load_ruleset
+from upsell_triggers.engine.ruleset import RuleSet, compile_sources, load_ruleset
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.timeutil import DAY, HOUR
@@ -83,6 +87,14 @@ def small_accounts(accounts: int) -> list[bytes]:
     return out
 
 
+def examples_ruleset() -> RuleSet:
+    """rules/examples/expansion and the pace rules of rules/examples/pace as one rule set (the pace
+    directory's plans are the expansion catalog's)."""
+    files = [*sorted((ROOT / "rules" / "examples" / "expansion").glob("*.yaml"))]
+    files.append(ROOT / "rules" / "examples" / "pace" / "pace.yaml")
+    return compile_sources([(str(p), p.read_text()) for p in files])
+
+
 def replay(rules: RuleSet, lines: list[bytes]) -> tuple[dict[str, AccountState], Counter[str], float]:
     engine = Engine(rules)
     states: dict[str, AccountState] = {}
@@ -118,29 +130,66 @@ def resident_per_account(states: dict[str, AccountState], n: int) -> float:
     return grown / n
 
 
+def _deep(o: object, seen: set[int]) -> int:
+    """o's bytes and its contents', each object once; interned strings and cached ints are shared."""
+    if id(o) in seen or o is None or type(o) is bool:
+        return 0
+    seen.add(id(o))
+    if (type(o) is str and sys.intern(o) is o) or (type(o) is int and -5 <= o <= 256):
+        return 0
+    n = sys.getsizeof(o)
+    if isinstance(o, dict):
+        n += sum(_deep(k, seen) + _deep(v, seen) for k, v in o.items())
+    elif isinstance(o, (list, tuple)):
+        n += sum(_deep(v, seen) for v in o)
+    elif hasattr(o, "__struct_fields__"):
+        n += sum(_deep(getattr(o, f), seen) for f in o.__struct_fields__)
+    return n
+
+
+def bytes_by_field(states: dict[str, AccountState]) -> dict[str, float]:
+    """Mean resident bytes per account of each state field (as decoded), largest first; `struct` is
+    the AccountState object itself."""
+    totals: Counter[str] = Counter()
+    for st in states.values():
+        d = decode_state(encode_state(st))
+        seen: set[int] = set()
+        totals["struct"] += sys.getsizeof(d)
+        for f in AccountState.__struct_fields__:
+            totals[f] += _deep(getattr(d, f), seen)
+    n = len(states)
+    return {f: round(b / n, 1) for f, b in totals.most_common() if b}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--accounts", type=int, default=1000)
-    ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--days", type=int, default=45)
     ap.add_argument("--resident", type=int, default=100_000)
     args = ap.parse_args()
     lines = workload(args.accounts, args.days)
     print(f"{len(lines):,} events, {args.accounts:,} accounts, {args.days} days", file=sys.stderr)
     result: dict[str, object] = {"accounts": args.accounts, "days": args.days, "events": len(lines)}
     small = small_accounts(args.accounts)
-    for name, path in (("shipped", ROOT / "rules"), ("expansion", ROOT / "rules" / "examples" / "expansion")):
-        rules = load_ruleset(path)
+    rule_sets = (
+        ("shipped", load_ruleset(ROOT / "rules")),
+        ("expansion", load_ruleset(ROOT / "rules" / "examples" / "expansion")),
+        ("examples", examples_ruleset()),
+    )
+    for name, rules in rule_sets:
         states, _, _ = replay(rules, small)
         sizes = [len(encode_state(s)) for s in states.values()]
         resident = resident_per_account(states, args.resident)
         result[f"{name}-small"] = {
             "state_bytes_mean": round(statistics.fmean(sizes), 1),
             "resident_bytes_per_account": round(resident, 1),
+            "resident_bytes_by_field": bytes_by_field(states),
         }
         print(
             f"{name}, small accounts: state bytes per account mean {statistics.fmean(sizes):.0f}; "
             f"resident {resident:.0f} B per account at {args.resident:,} accounts"
         )
+        print(f"  by field: {bytes_by_field(states)}")
         states, prompts, cpu = replay(rules, lines)
         sizes = [len(encode_state(s)) for s in states.values()]
         per_1k = {rule: round(n * 1000 / args.accounts, 1) for rule, n in sorted(prompts.items())}
@@ -150,6 +199,7 @@ def main() -> int:
             "state_bytes_mean": round(statistics.fmean(sizes), 1),
             "state_bytes_max": max(sizes),
             "resident_bytes_per_account": round(resident, 1),
+            "resident_bytes_by_field": bytes_by_field(states),
             "replay_cpu_s": round(cpu, 2),
         }
         print(f"{name}: prompts per 1k accounts over {args.days} days: {per_1k}")
@@ -157,6 +207,7 @@ def main() -> int:
             f"{name}: state bytes per account mean {statistics.fmean(sizes):.0f}, max {max(sizes)}; "
             f"resident {resident:.0f} B per account at {args.resident:,} accounts; replay {cpu:.1f} s CPU"
         )
+        print(f"  by field: {bytes_by_field(states)}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "expansion.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0

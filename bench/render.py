@@ -37,6 +37,12 @@ READING = """## Reading the figures
   the load, at its peak during the load (size limits by the peak), and after a restart. Up to
   `UPSELL_STATE_CACHE_ACCOUNTS` (100k) accounts are held decoded, so the per-account figure is highest
   around 100k accounts and falls beyond.
+- **State per account by rule set** (`bench/expansion_bench.py`) holds the replayed states decoded and
+  measures the process's growth, holding included (about 100 B of account id and dict slot); the
+  results file breaks it down by state field. Rolling paywall series, rule states and recent prompts
+  are the same for every rule set whose rules fire alike; the new kinds add their own fields: forecast
+  histories (packed doubles, at most 120 B each), distinct counts (6 B per value, at most 398 B) and
+  growth histories (12 B per change point, at most 408 B).
 - **Recovery** is the time from start to ready: a clean restart reads the changelog (memory store) or
   local files plus the changelog's tail (RocksDB); after a SIGKILL add the 15 s session timeout before
   the group reassigns the partitions.
@@ -176,6 +182,26 @@ def report_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     ]  # fmt: skip
 
 
+def expansion_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Resident state per account by rule set: the new kinds' example rules against the shipped ones."""
+    cmd = f"python bench/expansion_bench.py --accounts {r['accounts']} --days {r['days']}"
+    names = {"shipped": "shipped rules", "expansion": "rules/examples/expansion",
+             "examples": "rules/examples/expansion + pace (every new kind)"}  # fmt: skip
+    rows = []
+    for shape, suffix in (("small (a plan, two seats readings, ten API calls by 8 people of 3 teams)", "-small"),
+                          (f"simulated {r['days']} days of {r['accounts']:,} accounts (people and teams on every event)", "")):  # fmt: skip
+        for name, what in names.items():
+            m = r.get(name + suffix)
+            if m is None:
+                continue
+            new = name == "examples"
+            rows.append((f"State per account, 100,000 accounts held decoded, {what}, {shape}: resident (RSS growth); changelog bytes (mean) [1 run]",
+                         f"{m['resident_bytes_per_account']:,.0f} B; {m['state_bytes_mean']:,.0f} B",
+                         "≤ 1 KiB" if new else "", verdict(m["resident_bytes_per_account"] <= 1024) if new else "",
+                         cmd if not rows else ""))  # fmt: skip
+    return rows
+
+
 def main() -> int:
     rows: list[tuple[str, str, str, str, str]] = []
     machine: dict[str, Any] = {}
@@ -234,6 +260,8 @@ def main() -> int:
         rows += gateway_rows(r)
     if r := load("report"):
         rows += report_rows(r)
+    if r := load("expansion"):
+        rows += expansion_rows(r)
     out = ["# Benchmarks", ""]
     out.append(
         "Every figure is the median of ≥ 3 runs on this machine unless its row says otherwise; ratios are "

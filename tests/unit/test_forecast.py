@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from upsell_triggers.engine.engine import Decision, Engine
 from upsell_triggers.engine.events import InvalidEvent, validate_event
-from upsell_triggers.engine.forecast import rising_run, trailing_rate, trend_slope
+from upsell_triggers.engine.forecast import history, rising_run, trailing_rate, trend_slope
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, compile_sources
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
@@ -48,6 +48,12 @@ groups:
         bypass_cap: true
         prompt: {title: "{value} of {limit}", cta: {label: x, url: /u}}
 """
+
+
+def histories(state: AccountState) -> dict[str, list[float]]:
+    """The account's forecast histories, unpacked."""
+    names = state.pace[::2] if state.pace else []
+    return {m: h.tolist() for m in names if (h := history(state, m)) is not None}
 
 
 def rules(api_within: str = "7d", seats_within: str = "30d") -> RuleSet:
@@ -251,7 +257,8 @@ def test_the_new_period_starts_a_new_history() -> None:
     assert len(a.emitted("api-pace")) == 1
     a.api(nxt + 3 * DAY + 12 * HOUR, 10)
     assert [d.ts for d in a.emitted("api-pace")][1:] == [nxt + 3 * DAY + 12 * HOUR]
-    assert a.state.pace is not None and a.state.pace["api_calls"][0] == nxt
+    h = history(a.state, "api_calls")
+    assert h is not None and h[0] == nxt
 
 
 def test_a_forecast_says_nothing_once_the_limit_is_reached() -> None:
@@ -405,8 +412,12 @@ def test_accounts_without_a_forecast_keep_their_bytes() -> None:
     for d in range(4):
         a.api(P0 + d * DAY, 100)
         a.seats(P0 + d * DAY, 10 + d)
-    assert a.state.pace == {"api_calls": [P0, 0, 100, 100, 100, 100], "seats": [P0 // DAY, 10, 11, 12, 13]}
+    assert histories(a.state) == {
+        "api_calls": [P0, 0, 100, 100, 100, 100],
+        "seats": [P0 // DAY, 10, 11, 12, 13],
+    }
     assert decode_state(encode_state(a.state)) == a.state
+    assert len(a.state.pace[1]) == 6 * 8, "packed: six doubles"
 
 
 RELOADED = """
@@ -428,13 +439,27 @@ def test_a_reload_that_drops_a_forecast_drops_its_history_at_the_next_forecast_e
     for d in range(3):
         a.api(P0 + d * DAY, 100)
         a.seats(P0 + d * DAY, 10)
-    assert a.state.pace is not None and set(a.state.pace) == {"api_calls", "seats"}
+    assert set(histories(a.state)) == {"api_calls", "seats"}
     a.engine.swap_rules(compile_sources([("plans.yaml", PLANS), ("rules.yaml", RELOADED)]))
     a.api(P0 + 3 * DAY, 100)  # api_calls has no forecast now: nothing recorded for it
-    assert a.state.pace["api_calls"] == [P0, 0, 100, 100, 100]
+    assert histories(a.state)["api_calls"] == [P0, 0, 100, 100, 100]
     a.seats(P0 + 3 * DAY, 11)  # the next event of a metric a forecast reads drops the rest
-    assert a.state.pace == {"seats": [P0 // DAY, 10, 10, 10, 11]}
+    assert histories(a.state) == {"seats": [P0 // DAY, 10, 10, 10, 11]}
     no_forecast = RELOADED.replace("ratio: 1.0, within: 30d", "ratio: 0.95")
     a.engine.swap_rules(compile_sources([("plans.yaml", PLANS), ("rules.yaml", no_forecast)]))
     a.seats(P0 + 4 * DAY, 12)  # no forecast left: the history stays as it is, bounded
-    assert a.state.pace == {"seats": [P0 // DAY, 10, 10, 10, 11]}
+    assert histories(a.state) == {"seats": [P0 // DAY, 10, 10, 10, 11]}
+
+
+def test_a_history_stays_within_its_bound_of_packed_doubles() -> None:
+    """40 days of both metrics: a gauge keeps 14 samples and its first day, a period counter its
+    period start, first day and 8 days; each one bytes object of doubles (120 and 80 bytes)."""
+    a = Acct()
+    for d in range(40):
+        a.api(P0 + d * DAY + HOUR, 10)
+        a.seats(P0 + d * DAY + HOUR, 10 + d % 3)
+    h = histories(a.state)
+    assert len(h["seats"]) == 15 and len(h["api_calls"]) == 10
+    assert a.state.pace is not None
+    assert [len(b) for b in a.state.pace[1::2]] == [8 * len(h[m]) for m in a.state.pace[::2]]
+    assert max(len(b) for b in a.state.pace[1::2]) <= 120

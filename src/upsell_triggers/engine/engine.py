@@ -451,7 +451,9 @@ class Engine:
             if v is None:
                 traits.pop(name, None)
             else:
-                traits[catalog[name].name] = v  # the catalog's string: one copy, not one per account
+                # The catalog's string, and one copy of each string value (a segment, a region) for all
+                # accounts, not one per account.
+                traits[catalog[name].name] = sys.intern(v) if type(v) is str else v
         state.traits, state.traits_ts = traits, ts
         return APPLIED
 

@@ -5,7 +5,11 @@ metric is projected to reach at the horizon, so the engine arms, fires, re-arms 
 ratio condition; only how the level is computed differs, and that lives here (docs/rules.md, "Pace").
 
 Projection, per metric kind, from a bounded daily history kept in `AccountState.pace` only for metrics a
-forecast rule reads (every other account's state has no such field, and its bytes are unchanged):
+forecast rule reads (every other account's state has no such field, and its bytes are unchanged). Each
+history is one bytes object of little-endian doubles (at most 15 of them: 120 bytes), kept packed in
+the decoded state as on the wire: a list of Python numbers took 6-7 times the memory per account. Every
+number it holds (a day, an epoch-ms period start, a reading, a sum of increments) is a double exactly as
+it was as a Python int or float, so projections are the same:
 
 - period counter: a trailing-window rate. The history is the current billing period's daily increments
   (at most RATE_DAYS full days and today). The rate is the mean of the full days' increments with the
@@ -24,10 +28,12 @@ a reading already at the target share is the limit rules' moment, not a forecast
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 from dataclasses import dataclass
 
 from upsell_triggers.engine.rulemodel import FORECAST, GAUGE, PERIOD, Cond, Rule
-from upsell_triggers.engine.state import AccountState, Num
+from upsell_triggers.engine.state import AccountState, blob_of, set_blob
 from upsell_triggers.engine.timeutil import DAY
 
 RATE_DAYS = 7  # period counters: full days the trailing rate averages
@@ -52,22 +58,41 @@ class Projection:
 
 # ---- history: written on every usage event of a metric a forecast rule reads -----------------------
 
+_SWAP = sys.byteorder != "little"  # the bytes are little-endian on every machine
+
+
+def history(state: AccountState, metric: str) -> array[float] | None:
+    """metric's daily history, unpacked (a copy: store() writes a changed one back)."""
+    blob = blob_of(state.pace, metric)
+    if blob is None:
+        return None
+    h = array("d", blob)
+    if _SWAP:
+        h.byteswap()
+    return h
+
+
+def store(state: AccountState, metric: str, h: array[float]) -> None:
+    """Packs metric's history into the state."""
+    if _SWAP:
+        h = array("d", h)
+        h.byteswap()
+    state.pace = set_blob(state.pace, metric, h.tobytes())
+
 
 def record_gauge_sample(state: AccountState, metric: str, ts: int, value: float) -> None:
     """The gauge's reading at ts as its day's sample. History: [first day, sample, sample, ...], one
     sample per UTC day up to the newest, days without readings holding the previous sample. Called after
     the gauge accepted the reading, so ts is not older than the newest sample's day."""
-    pace = state.pace
-    if pace is None:
-        pace = state.pace = {}
     day = ts // DAY
-    h = pace.get(metric)
+    h = history(state, metric)
     if h is None:
-        pace[metric] = [day, value]
+        store(state, metric, array("d", (day, value)))
         return
     last_day = int(h[0]) + len(h) - 2
     if day <= last_day:
         h[-1] = value
+        store(state, metric, h)
         return
     held = h[-1]
     gap = min(day - last_day - 1, GAUGE_DAYS)
@@ -77,19 +102,17 @@ def record_gauge_sample(state: AccountState, metric: str, ts: int, value: float)
     if extra > 0:
         del h[1 : 1 + extra]
         h[0] = day - GAUGE_DAYS + 1
+    store(state, metric, h)
 
 
 def record_counter_sample(state: AccountState, metric: str, period_start: int, ts: int, delta: float) -> None:
     """A period counter's increment in its day of the billing period. History: [period start, first
     day, increment, increment, ...], day numbers counted from the period start, at most RATE_DAYS + 1
     days (the full days the rate reads, and today). Another period's history is replaced."""
-    pace = state.pace
-    if pace is None:
-        pace = state.pace = {}
     day = (ts - period_start) // DAY
-    h = pace.get(metric)
+    h = history(state, metric)
     if h is None or h[0] != period_start:
-        pace[metric] = [period_start, day, delta]
+        store(state, metric, array("d", (period_start, day, delta)))
         return
     first = int(h[1])
     last_day = first + len(h) - 3
@@ -97,6 +120,7 @@ def record_counter_sample(state: AccountState, metric: str, period_start: int, t
         return  # late, before the days kept: counted in the period's total, not in the rate
     if day <= last_day:
         h[2 + day - first] += delta
+        store(state, metric, h)
         return
     h.extend([0] * min(day - last_day - 1, RATE_DAYS + 1))
     h.append(delta)
@@ -104,29 +128,28 @@ def record_counter_sample(state: AccountState, metric: str, period_start: int, t
     if extra > 0:
         del h[2 : 2 + extra]
         h[1] = day - RATE_DAYS
+    store(state, metric, h)
 
 
 def forget_unread(state: AccountState, read: frozenset[str]) -> None:
     """Drops the history of metrics no forecast rule reads any more (after a reload): the field is
     bounded by the metrics forecast rules read, and back to None (no bytes) when none is left."""
     pace = state.pace
-    if pace is not None and not pace.keys() <= read:
-        for m in [m for m in pace if m not in read]:
-            del pace[m]
-        if not pace:
-            state.pace = None
+    if pace is not None and any(m not in read for m in pace[::2]):
+        kept = [x for i in range(0, len(pace), 2) if pace[i] in read for x in pace[i : i + 2]]
+        state.pace = kept or None
 
 
 # ---- projection ------------------------------------------------------------------------------------
 
 
-def trailing_rate(increments: list[Num]) -> float:
+def trailing_rate(increments: list[float]) -> float:
     """The period counter's daily rate: the mean of the full days' increments without the largest one
     (a single burst day does not set the pace). At least two days."""
     return (sum(increments) - max(increments)) / (len(increments) - 1)
 
 
-def trend_slope(samples: list[Num]) -> float:
+def trend_slope(samples: list[float]) -> float:
     """Least-squares slope, per day, of daily samples (x = 0, 1, 2, ...)."""
     n = len(samples)
     x_mean = (n - 1) / 2
@@ -136,7 +159,7 @@ def trend_slope(samples: list[Num]) -> float:
     return num / den
 
 
-def rising_run(samples: list[Num]) -> list[Num]:
+def rising_run(samples: list[float]) -> list[float]:
     """The samples since the last fall (the longest non-decreasing tail)."""
     i = len(samples) - 1
     while i > 0 and samples[i - 1] <= samples[i]:
@@ -148,7 +171,7 @@ def counter_rate(state: AccountState, c: Cond, ts: int) -> tuple[float, int] | N
     """(rate per day, ms left in the period) of a period counter at ts, or None without enough of this
     period's history or without a positive rate."""
     p = (state.periods or {}).get(c.metric)
-    h = (state.pace or {}).get(c.metric)
+    h = history(state, c.metric)
     if p is None or h is None or ts >= p.end or h[0] != p.start:
         return None
     start, end = int(p.start), int(p.end)
@@ -166,10 +189,10 @@ def counter_rate(state: AccountState, c: Cond, ts: int) -> tuple[float, int] | N
 def gauge_rate(state: AccountState, c: Cond, ts: int) -> float | None:
     """The gauge's trend per day at ts (samples up to ts's day, the newest held), or None without
     min_history days since the last fall or without growth."""
-    h = (state.pace or {}).get(c.metric)
+    h = history(state, c.metric)
     if h is None:
         return None
-    samples = h[1:]
+    samples = h[1:].tolist()
     idle = ts // DAY - (int(h[0]) + len(h) - 2)  # days since the newest sample: its reading held
     if idle > 0:
         samples = (samples + [samples[-1]] * min(idle, GAUGE_DAYS))[-GAUGE_DAYS:]

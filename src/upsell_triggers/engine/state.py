@@ -165,10 +165,11 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     # and left out of the bytes while 0, as the traits are; a worker that does not know the field reads a
     # marker as an empty state.
     erased_at: int = 0
-    # Daily history of the metrics forecast rules read (forecast.py): metric -> a gauge's
-    # [first day, sample, ...] or a period counter's [period start, first day, increment, ...], at most
-    # 16 numbers each. Left out of the bytes while None, as the traits are.
-    pace: dict[str, list[Num]] | None = None
+    # Daily history of the metrics forecast rules read (forecast.py): metric, its packed doubles, ... (a
+    # gauge's first day and samples, or a period counter's period start, first day and increments; at
+    # most 15 numbers each), read through forecast.history(). Left out of the bytes while None, as the
+    # traits are.
+    pace: Blobs | None = None
     # Distinct counts (engine/distinct.py: metric, its packed structure, ...; at most distinct.MAX_BYTES
     # each) and growth history (engine/growth.py: gauge, its packed change points, ...): flat lists read
     # through blob_of() and set_blob() (a list of four takes 88 bytes, a dict of two 184). Trailing and
@@ -243,14 +244,14 @@ def shared_strings(st: AccountState) -> AccountState:
         st.recent_prompts = tuple(
             RecentPrompt(r.prompt_id, intern(r.rule_id), intern(r.rule_group)) for r in rp
         )
-    pc = st.pace
-    if pc:
-        st.pace = {intern(k): v for k, v in pc.items()}
     sc = st.score
     if sc:
         for i in range(0, len(sc), 3):
             sc[i] = intern(sc[i])
-    for blobs in (st.distinct, st.history):
+    t = st.traits
+    if t:
+        st.traits = {intern(k): intern(v) if type(v) is str else v for k, v in t.items()}
+    for blobs in (st.pace, st.distinct, st.history):
         if blobs:
             for i in range(0, len(blobs), 2):
                 n = blobs[i]
