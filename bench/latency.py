@@ -20,7 +20,8 @@ measured in the same sitting. --busy-core keeps one core busy with a spinning pr
 as the reliability runs do). --worker-core N gives the worker CPU N to itself and puts the broker and the
 benchmark's producer and consumer on the other cores: what a deployment with the broker on other machines
 sees, on a machine where all of them must share two cores. --timings DIR keeps each worker's per-batch timings
-(UPSELL_BATCH_TIMINGS_FILE) and log there and prints their summary per run. --mode embedded measures
+(UPSELL_BATCH_TIMINGS_FILE) and log there and prints their summary per run, with the slowest batches'
+time laid out by phase (tail_attribution). --mode embedded measures
 `upsell-triggers run --embedded` end to end the same way (events on its stdin, prompts on its stdout).
 
 Targets: p99 <= 50 ms at 10k events/s in at least 19 of 20 runs and no run with p50 above 100 ms; p99
@@ -258,12 +259,13 @@ def capacity(bs: str, tmp: Path, n: int, env: dict[str, str]) -> float:
 
 
 def _schedstat(pid: int) -> tuple[float, float]:
-    """(s on a CPU, s waiting in the run queue) of all threads of a process so far."""
+    """(s on a CPU, s waiting in the run queue) of all threads of a process so far (0, 0 once gone)."""
     run = wait = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            a, b, _ = (task / "schedstat").read_text().split()
-            run, wait = run + int(a), wait + int(b)
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                a, b, _ = (task / "schedstat").read_text().split()
+                run, wait = run + int(a), wait + int(b)
     return run / 1e9, wait / 1e9
 
 
@@ -275,12 +277,29 @@ def _psi_some() -> float:
     return 0.0
 
 
-def broker_pid() -> int | None:
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f[9])
+    return inodes
+
+
+def broker_pid(bs: str) -> int | None:
+    """The process listening on the bootstrap port: the broker the run uses, not another one on the
+    machine (tests start brokers of their own, on other ports)."""
+    inodes = {f"socket:[{i}]" for i in _listening_inodes(int(bs.split(",")[0].rsplit(":", 1)[1]))}
     for d in Path("/proc").iterdir():
-        if d.name.isdigit():
+        if d.name.isdigit() and inodes:
             with contextlib.suppress(OSError):
-                if b"kafka.Kafka" in (d / "cmdline").read_bytes():
-                    return int(d.name)
+                for fd in (d / "fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd) in inodes:
+                            return int(d.name)
     return None
 
 
@@ -313,7 +332,7 @@ def timings_summary(path: Path, t0: float, events_topic: str) -> dict[str, Any]:
     """What the worker's per-batch timings say about one run (t in s after the first event sent)."""
     if not path.exists():
         return {}
-    batches, gcs, commits, assigned, idle = [], [], [], [], []
+    batches, gcs, commits, assigned, idle, writes = [], [], [], [], [], []
     for line in path.read_bytes().splitlines():
         with contextlib.suppress(orjson.JSONDecodeError):
             r = orjson.loads(line)
@@ -324,6 +343,8 @@ def timings_summary(path: Path, t0: float, events_topic: str) -> dict[str, Any]:
                 gcs.append(r)
             elif kind == "commit":
                 commits.append(r)
+            elif kind == "write":
+                writes.append(r)
             elif kind == "assigned":
                 assigned.append(round(r["t"] - t0, 3))
             elif kind == "fetch" and r["t"] >= t0 and events_topic not in r["parts"] and not r["data"]:
@@ -341,7 +362,7 @@ def timings_summary(path: Path, t0: float, events_topic: str) -> dict[str, Any]:
         out["first_batch_at_s"] = round(during[0]["t"] - t0, 3)
         out["first_batch_oldest_age_ms"] = during[0].get("oldest_age_ms")
         out["oldest_age_p99_ms"] = percentile([b.get("oldest_age_ms", 0) for b in during], 0.99)
-        for phase in ("fetch", "lock", "apply", "deliver", "write", "commit"):
+        for phase in PHASES:
             xs = [b.get(phase + "_ms", 0.0) for b in during]
             out[f"{phase}_sum_ms"] = round(sum(xs), 1)
             out[f"{phase}_max_ms"] = round(max(xs), 1)
@@ -351,7 +372,87 @@ def timings_summary(path: Path, t0: float, events_topic: str) -> dict[str, Any]:
     out["commit_max_ms"] = round(
         max((c["lock_ms"] + c["write_ms"] + c["commit_ms"] for c in commits if c["t"] >= t0), default=0.0), 1
     )
+    if during:
+        cpu = sum(b.get(p + "_cpu_ms", 0.0) for b in during for p in PHASES)
+        wall = sum(b.get(p + "_ms", 0.0) for b in during for p in PHASES)
+        out["loop_on_cpu_share"] = round(cpu / wall, 3) if wall else None
+    writes_during = [w["ms"] for w in writes if w["t"] >= t0]
+    out["writes_between_batches"] = len(writes_during)
+    out["writes_between_batches_sum_ms"] = round(sum(writes_during), 1)
+    out["tail"] = tail_attribution(batches, gcs, t0, writes)
     return out
+
+
+# "send": outputs handed to the producer (their acknowledgements are awaited by the state write);
+# "deliver": the outputs acknowledged (exactly_once: the batch's transactions committed).
+PHASES = ("fetch", "lock", "apply", "send", "deliver", "write", "commit")
+
+
+def tail_attribution(
+    batches: list[dict[str, Any]], gcs: list[dict[str, Any]], t0: float, writes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Where the time of the slowest batches went. A batch's worker time is its oldest record's age when
+    the batch loop got it plus the lock wait and apply that come before its prompts are sent: about the
+    worker's share of its slowest prompt. That window is laid over the worker's timeline: the earlier
+    batches' phases (records arrive while the loop applies, delivers, writes and commits the batch
+    before), its own fetch wait (records not fetched yet: producer, broker, fetch), its own lock and
+    apply; what is left is time between batches. Also the share of the windows the loop thread was on a
+    CPU (the phases' CPU time, spread evenly over each phase), under collector pauses, and in the
+    writer task's state writes (during the loop's fetch or lock waits). The slowest 2%
+    of the batches with prompts (at least 3) are the ones behind the p99: ~40 prompts per batch at 10k
+    events/s."""
+    segs: list[tuple[float, float, str, int, float]] = []  # start, end, phase, batch, cpu share
+    handoff: list[float] = []
+    for i, b in enumerate(batches):
+        t = b["t"]
+        h = t
+        for phase in PHASES:
+            ms = b.get(phase + "_ms")
+            if ms is None:
+                continue
+            cpu = b.get(phase + "_cpu_ms")
+            busy = min(1.0, cpu / ms) if cpu is not None and ms > 0 else 0.0
+            segs.append((t, t + ms / 1000, phase, i, busy))
+            t += ms / 1000
+            if phase == "fetch":
+                h = t
+        handoff.append(h)
+    windows = []
+    for i, b in enumerate(batches):
+        if b["t"] >= t0 and b.get("prompts"):
+            own = b.get("lock_ms", 0.0) + b.get("apply_ms", 0.0)
+            windows.append((b["oldest_age_ms"] + own, i))
+    windows.sort(reverse=True)
+    top = windows[: max(3, len(windows) // 50)]
+    share: dict[str, float] = {}
+    total = on_cpu = in_gc = in_writes = 0.0
+    for _, i in top:
+        lo = handoff[i] - batches[i]["oldest_age_ms"] / 1000
+        hi = handoff[i] + (batches[i].get("lock_ms", 0.0) + batches[i].get("apply_ms", 0.0)) / 1000
+        covered = 0.0
+        for s, e, phase, j, cpu in segs:
+            o = 1000 * (min(e, hi) - max(s, lo))
+            if o > 0:
+                label = ("own " if j == i else "earlier ") + phase
+                share[label] = share.get(label, 0.0) + o
+                covered += o
+                on_cpu += o * cpu
+        share["between batches"] = share.get("between batches", 0.0) + max(0.0, 1000 * (hi - lo) - covered)
+        for g in gcs:
+            in_gc += max(0.0, 1000 * (min(g["t"], hi) - max(g["t"] - g["ms"] / 1000, lo)))
+        for w in writes:  # the writer task's, while the loop waited for a fetch or the lock
+            in_writes += max(0.0, 1000 * (min(w["t"], hi) - max(w["t"] - w["ms"] / 1000, lo)))
+        total += 1000 * (hi - lo)
+    if not total:
+        return {}
+    return {
+        "batches": len(top),
+        "worker_ms": [round(w) for w, _ in top],
+        "share": {k: round(v / total, 3) for k, v in sorted(share.items(), key=lambda kv: -kv[1])},
+        "on_cpu_share": round(on_cpu / total, 3),
+        "gc_share": round(in_gc / total, 3),
+        "writes_between_batches_share": round(in_writes / total, 3),
+    }
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -421,7 +522,7 @@ def main() -> int:
         delete_created_topics_at_exit(bs)
     if a.timings:
         a.timings.mkdir(parents=True, exist_ok=True)
-    broker = None if embedded else broker_pid()
+    broker = None if embedded else broker_pid(bs)
     runs: dict[str, list[dict[str, Any]]] = {str(r): [] for r in a.rates}
     caps: list[float] = []
     with (

@@ -42,6 +42,9 @@ def test_a_batch_is_one_line_with_its_phases_in_order_written(tmp_path: Path) ->
     assert before <= batch["t"] <= assigned["t"]
     assert batch["records"] == 3 and batch["lag"] == 0
     assert batch["fetch_ms"] >= 20 and batch["apply_ms"] >= 0
+    # Asleep in the fetch lap: its wall time, not its CPU time.
+    assert 0 <= batch["fetch_cpu_ms"] < 10 <= batch["fetch_ms"] - batch["fetch_cpu_ms"]
+    assert batch["apply_cpu_ms"] >= 0
     assert assigned == {"t": assigned["t"], "event": "assigned", "generation": 2, "partitions": 4}
 
 
@@ -53,5 +56,5 @@ def test_full_collections_are_written_as_pauses(tmp_path: Path) -> None:
     finally:
         timings.close()
     pauses = [r for r in lines(path) if r.get("event") == "gc"]
-    assert any(r["generation"] == 2 and r["ms"] >= 0 for r in pauses)
+    assert any(r["generation"] == 2 and r["ms"] >= 0 and r["cpu_ms"] >= 0 for r in pauses)
     assert timings._on_gc not in gc.callbacks  # closed: the collector no longer calls it

@@ -4,7 +4,9 @@ A latency tail or a worker that stays behind is explained by where each batch's 
 the fetch, applying the records, delivering the prompts (broker-acknowledged), writing the states,
 committing; and by what happened between batches (group assignment, collector pauses). Histograms of
 those phases would average the one slow second away, so this writes one line per batch with wall-clock
-stamps that line up with a producer's and a consumer's own clocks (bench/latency.py reads them).
+stamps that line up with a producer's and a consumer's own clocks (bench/latency.py reads them). Each
+phase also gets the loop thread's CPU time (`<phase>_cpu_ms`): on a shared machine a phase's wall time
+minus its CPU time is time spent waiting, for the broker or for a CPU, not working.
 
 Off by default: the hot path then pays one `is None` test per phase. On, a line costs a few µs
 (orjson, a buffered write), flushed once a second.
@@ -21,19 +23,23 @@ import orjson
 
 
 class BatchTimer:
-    """Laps of one batch: `lap(phase)` adds the time since the previous lap to that phase."""
+    """Laps of one batch: `lap(phase)` adds the time since the previous lap to that phase, in wall
+    clock and in the calling thread's CPU time."""
 
-    __slots__ = ("_last", "fields", "phases")
+    __slots__ = ("_last", "_last_cpu", "cpu", "fields", "phases")
 
     def __init__(self, wall: float, now: float) -> None:
         self.fields: dict[str, Any] = {"t": round(wall, 6)}
         self.phases: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self._last = now
+        self._last_cpu = time.thread_time()
 
     def lap(self, phase: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
-        self._last = now
+        self.cpu[phase] = self.cpu.get(phase, 0.0) + cpu - self._last_cpu
+        self._last, self._last_cpu = now, cpu
 
 
 class BatchTimings:
@@ -42,7 +48,7 @@ class BatchTimings:
     def __init__(self, path: str) -> None:
         self._out: IO[bytes] = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 (closed by close())
         self._flushed = time.monotonic()
-        self._gc_start = 0.0
+        self._gc_start = self._gc_start_cpu = 0.0
         self._current: BatchTimer | None = None
         atexit.register(self.close)
         gc.callbacks.append(self._on_gc)
@@ -67,6 +73,8 @@ class BatchTimings:
         line = timer.fields
         for phase, s in timer.phases.items():
             line[phase + "_ms"] = round(1000 * s, 3)
+        for phase, s in timer.cpu.items():
+            line[phase + "_cpu_ms"] = round(1000 * s, 3)
         self._write(line)
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -79,13 +87,13 @@ class BatchTimings:
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._gc_start = time.perf_counter()
+            self._gc_start, self._gc_start_cpu = time.perf_counter(), time.thread_time()
             return
         ms = 1000 * (time.perf_counter() - self._gc_start)
         if ms >= 1.0 or info.get("generation") == 2:
-            self._write(
-                {"t": round(time.time(), 6), "event": "gc", "generation": info.get("generation"), "ms": ms}
-            )
+            cpu_ms = round(1000 * (time.thread_time() - self._gc_start_cpu), 3)
+            line = {"t": round(time.time(), 6), "event": "gc", "generation": info.get("generation"), "ms": ms}
+            self._write({**line, "cpu_ms": cpu_ms, "collected": info.get("collected")})
 
     def _write(self, line: dict[str, Any]) -> None:
         self._out.write(orjson.dumps(line, default=str) + b"\n")
