@@ -1,5 +1,6 @@
 """BatchSink: outputs, then state, then ack, against a fake producer that logs what it is given and
-when the broker would acknowledge it; a delivery that fails acks nothing and writes no state."""
+when the broker would acknowledge it; a delivery that fails acks nothing and writes no state. The batch
+loop does not wait for the acknowledgements: the state write does."""
 
 from __future__ import annotations
 
@@ -119,14 +120,12 @@ async def test_outputs_are_acknowledged_before_state_is_written_and_offsets_acke
 
     await sink.deliver(records(5, 6))
     sink.hold(1, EVENTS, 5, 6)
-    assert log == [
-        "apply 5",
-        "apply 6",
-        "send prompts prompt5",
-        "send prompts prompt6",
-        "acknowledged prompts prompt5",
-        "acknowledged prompts prompt6",
-    ]
+    # Handed to the producer; the batch loop goes on before the broker acknowledges them.
+    assert log == ["apply 5", "apply 6", "send prompts prompt5", "send prompts prompt6"]
+    assert not sink.acknowledged()
+    await asyncio.sleep(0)
+    assert log[-2:] == ["acknowledged prompts prompt5", "acknowledged prompts prompt6"]
+    assert sink.acknowledged()
     await sink.deliver(records(7, value=b"bad"))  # write-behind: a second batch before any write
     sink.hold(1, EVENTS, 7, 7)
     assert acks == [] and "flush" not in " ".join(log)
@@ -135,6 +134,7 @@ async def test_outputs_are_acknowledged_before_state_is_written_and_offsets_acke
     await sink.write(ack)
     await asyncio.sleep(0)  # the changelog batch's acknowledgement
     assert log == [
+        "acknowledged dlq bad",  # the write waited for the second batch's dead letter
         "flush 3 states",
         "send changelog ['acct5', 'acct6', 'acct7']",
         "ack 5..6",
@@ -148,15 +148,30 @@ async def test_outputs_are_acknowledged_before_state_is_written_and_offsets_acke
     assert acks == [(1, EVENTS, 5, 6), (1, EVENTS, 7, 7)]
 
 
-async def test_a_failed_delivery_raises_and_nothing_of_the_batch_is_acked_or_written() -> None:
+async def test_a_write_waits_for_outputs_still_on_their_way() -> None:
+    sink, log, _ = make()
+    await sink.deliver(records(3))
+    sink.hold(1, EVENTS, 3, 3)
+    await sink.write(lambda *a: log.append("ack"))
+    assert log.index("acknowledged prompts prompt3") < log.index("flush 1 states") < log.index("ack")
+
+
+async def test_a_failed_delivery_raises_at_the_write_and_nothing_is_acked_or_written() -> None:
     sink, log, _ = make(fail="dlq")
     acks: list[object] = []
+    await sink.deliver(records(8, value=b"bad"))
+    sink.hold(1, EVENTS, 8, 8)
+    await sink.deliver(records(9))  # a batch applied before the failure was known
+    sink.hold(1, EVENTS, 9, 9)
     with pytest.raises(ConnectionError):
-        await sink.deliver(records(8, value=b"bad"))
-    assert log[-1] == "failed dlq bad"
-    assert "flush" not in " ".join(log)
-    # The consumer holds a batch's offsets only after deliver returned: nothing to ack.
-    await sink.write(lambda *a: acks.append(a))
+        await sink.write(lambda *a: acks.append(a))
+    assert "failed dlq bad" in log
+    assert acks == [] and sink.held == [] and "flush" not in " ".join(log)
+    assert not sink.acknowledged()  # the failure stays: every later write raises it too
+    await sink.deliver(records(10))
+    sink.hold(1, EVENTS, 10, 10)
+    with pytest.raises(ConnectionError):
+        await sink.write(lambda *a: acks.append(a))
     assert acks == [] and "flush" not in " ".join(log)
 
 

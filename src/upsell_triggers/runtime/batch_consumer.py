@@ -17,6 +17,7 @@ kafka.compat.ConsumerAdapter, which checks them at start-up. See docs/architectu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,6 +47,9 @@ class BatchConsumer(ConsumerAdapter):
     _in_flight: asyncio.Lock | None = None
     _hot_acked: AckedRanges | None = None  # not Faust's _acked, which serves the other topics
     _sought: set[TP] | None = None
+    _caught_up = True  # the last batch left no records behind its partitions' high watermarks
+    _background_commit: asyncio.Future[None] | None = None
+    _writer: asyncio.Future[None] | None = None  # writes the states once their outputs are acknowledged
 
     @property
     def sought(self) -> set[TP]:
@@ -82,6 +86,11 @@ class BatchConsumer(ConsumerAdapter):
 
     async def on_stop(self) -> None:
         """Faust's stop (it waits for the batch in flight), then the transactional producers close."""
+        if self._writer is not None:
+            self._writer.cancel()  # Faust's final commit writes the states
+        if self._background_commit is not None:
+            with contextlib.suppress(Exception):
+                await self._background_commit  # before Faust's own, final commit
         await super().on_stop()
         transactions = self.sink.transactions
         if transactions is not None:
@@ -322,6 +331,15 @@ class BatchConsumer(ConsumerAdapter):
         if sink.transactions is not None:
             await self._handle_atomically(sink, hot)
             return
+        if self._caught_up and sink.held and sink.acknowledged():
+            # The earlier batches' outputs arrived: write their states before this batch changes them
+            # (a state is written only once every output of the events it reflects is acknowledged).
+            try:
+                await self._write_state()
+            except Exception:  # logged, and the worker is crashing
+                return
+            if timings is not None:
+                timings.lap("write")
         try:
             await sink.deliver(hot)
         except Exception as exc:
@@ -340,6 +358,7 @@ class BatchConsumer(ConsumerAdapter):
             total_lag += lag
             if on_lag is not None:
                 on_lag(tp, lag)
+        self._caught_up = not behind
         if timings is not None:
             timings.note(lag=total_lag)
         if self.app.consumer_generation_id != generation:
@@ -360,9 +379,13 @@ class BatchConsumer(ConsumerAdapter):
                 first = prev + 1
             sink.hold(generation, tp, first, recs[-1].offset)
             read_offsets[tp] = recs[-1].offset
-        # Caught up: write now, so that state is durable within a batch (and the flush never delays a
-        # prompt at low load). Behind: keep writing behind until the commit timer or the bound.
-        if not behind or transport.sink.must_write():
+        # Caught up: the states are written as soon as this batch's outputs are acknowledged, by the
+        # writer task between batches or before the next batch, whichever comes first (durable within
+        # a batch or two, and the acknowledgements do not hold up the next batch's prompts). Behind:
+        # keep writing behind until the commit timer or the bound.
+        if not behind:
+            self._write_when_acknowledged()
+        elif transport.sink.must_write():
             try:
                 await self._write_state()
             except Exception:  # logged, and the worker is crashing
@@ -371,10 +394,47 @@ class BatchConsumer(ConsumerAdapter):
                 timings.lap("write")
         commit_every = self.commit_every
         if not behind and commit_every is not None and self.n_acked >= commit_every:
-            # Faust's commit every N acked records, kept when caught up. While behind the commit timer
-            # commits alone: inline, a commit waits until the producer delivered all it was given (every
-            # state just written) and stalled the batch loop after each write at the bound.
+            # Faust's commit every N acked records, kept when caught up, off the batch loop: it flushes
+            # the producer and waits for the broker twice, which the next batch's records would wait for.
+            # While behind the commit timer commits alone.
             self.n_acked = 0
+            self._commit_in_background()
+
+    def _write_when_acknowledged(self) -> None:
+        """Starts the writer task unless it runs already."""
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_acknowledged())
+
+    async def _write_acknowledged(self) -> None:
+        """Writes the states once every output sent is acknowledged, between batches. A batch applied
+        meanwhile sent outputs of its own: wait for those too, until the worker falls behind (then the
+        commit timer and the bound write) or a batch or commit wrote them."""
+        sink, timings = self.sink, self.timings
+        while sink.held and self._caught_up:
+            try:
+                await sink.wait_acknowledged()
+            except Exception:
+                async with self.in_flight:  # the write raises the failure and crashes the worker
+                    with contextlib.suppress(Exception):
+                        await run_to_end(self._write_state())
+                return
+            async with self.in_flight:
+                if sink.held and sink.acknowledged():
+                    t0 = time.perf_counter()
+                    with contextlib.suppress(Exception):  # logged, and the worker is crashing
+                        await run_to_end(self._write_state())  # a stop cancels the wait, not the write
+                    if timings is not None:
+                        timings.event("write", ms=round(1000 * (time.perf_counter() - t0), 3))
+                    return
+
+    def _commit_in_background(self) -> None:
+        """Commits the acked offsets in a task of its own; one at a time (Faust coalesces a commit
+        requested while one is under way, and the revoke waits for it)."""
+        if self._background_commit is None or self._background_commit.done():
+            self._background_commit = asyncio.ensure_future(self._commit_acked())
+
+    async def _commit_acked(self) -> None:
+        try:
             await super().commit()
-            if timings is not None:
-                timings.lap("commit")
+        except Exception as exc:  # the commit timer retries; what is not committed is reprocessed
+            log.warning("commit of acked offsets failed: %r", exc)
