@@ -392,43 +392,45 @@ def tail_attribution(
     batches: list[dict[str, Any]], gcs: list[dict[str, Any]], t0: float, writes: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Where the time of the slowest batches went. A batch's worker time is its oldest record's age when
-    the batch loop got it plus the lock wait and apply that come before its prompts are sent: about the
-    worker's share of its slowest prompt. That window is laid over the worker's timeline: the earlier
-    batches' phases (records arrive while the loop applies, delivers, writes and commits the batch
-    before), its own fetch wait (records not fetched yet: producer, broker, fetch), its own lock and
-    apply; what is left is time between batches. Also the share of the windows the loop thread was on a
-    CPU (the phases' CPU time, spread evenly over each phase), under collector pauses, and in the
-    writer task's state writes (during the loop's fetch or lock waits). The slowest 2%
-    of the batches with prompts (at least 3) are the ones behind the p99: ~40 prompts per batch at 10k
+    the batch loop got it plus what comes before its prompts are sent (lock wait, a state write, apply):
+    about the worker's share of its slowest prompt. That window is laid over the worker's timeline:
+    the earlier batches' phases (records arrive while the loop applies, sends, writes and commits the
+    batch before), its own fetch wait (records not fetched yet: producer, broker, fetch), its own lock,
+    write and apply; what is left is time between batches. Also the share of the windows the loop
+    thread was on a CPU (the phases' CPU time, spread evenly over each phase), under collector pauses,
+    and in the writer task's state writes (during the loop's fetch or lock waits). The slowest 2% of
+    the batches with prompts (at least 3) are the ones behind the p99: ~40 prompts per batch at 10k
     events/s."""
     segs: list[tuple[float, float, str, int, float]] = []  # start, end, phase, batch, cpu share
-    handoff: list[float] = []
+    handoff: list[float] = []  # when the loop got the batch's records
+    applied: list[float] = []  # when its apply ended (its prompts go to the producer next)
     for i, b in enumerate(batches):
-        t = b["t"]
-        h = t
-        for phase in PHASES:
-            ms = b.get(phase + "_ms")
-            if ms is None:
+        t = h = a = b["t"]
+        for key in b:  # the phases in the order they were lapped (a write may come before the apply)
+            phase = key[:-3]
+            if not key.endswith("_ms") or phase not in PHASES:
                 continue
+            ms = b[key]
             cpu = b.get(phase + "_cpu_ms")
             busy = min(1.0, cpu / ms) if cpu is not None and ms > 0 else 0.0
             segs.append((t, t + ms / 1000, phase, i, busy))
             t += ms / 1000
             if phase == "fetch":
                 h = t
+            elif phase == "apply":
+                a = t
         handoff.append(h)
+        applied.append(a)
     windows = []
     for i, b in enumerate(batches):
         if b["t"] >= t0 and b.get("prompts"):
-            own = b.get("lock_ms", 0.0) + b.get("apply_ms", 0.0)
-            windows.append((b["oldest_age_ms"] + own, i))
+            windows.append((b["oldest_age_ms"] + 1000 * (applied[i] - handoff[i]), i))
     windows.sort(reverse=True)
     top = windows[: max(3, len(windows) // 50)]
     share: dict[str, float] = {}
     total = on_cpu = in_gc = in_writes = 0.0
     for _, i in top:
-        lo = handoff[i] - batches[i]["oldest_age_ms"] / 1000
-        hi = handoff[i] + (batches[i].get("lock_ms", 0.0) + batches[i].get("apply_ms", 0.0)) / 1000
+        lo, hi = handoff[i] - batches[i]["oldest_age_ms"] / 1000, applied[i]
         covered = 0.0
         for s, e, phase, j, cpu in segs:
             o = 1000 * (min(e, hi) - max(s, lo))
