@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from upsell_triggers.engine.erasure import erase
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state
@@ -184,11 +185,21 @@ class Report:
     conflicting_lead_ids: list[str] = field(default_factory=list)
     missing_leads: int = 0
     unexpected_leads: int = 0
+    # Erasure (account_deleted in the input): accounts deleted, of them those whose last input record is
+    # the deletion (their changelog state must be the bare marker), those whose state is not, and the
+    # prompts and leads triggered by an event in flight (an event of a deleted account from before its
+    # deletion that arrived after it: it must produce nothing).
+    deleted_accounts: int = 0
+    deleted_last: int = 0
+    not_markers: list[str] = field(default_factory=list)
+    in_flight_outputs: int = 0
 
     @property
     def exact(self) -> bool:
         return not (
-            self.state_mismatches
+            self.not_markers
+            or self.in_flight_outputs
+            or self.state_mismatches
             or self.missing_accounts
             or self.conflicting_ids
             or self.missing_prompts
@@ -197,6 +208,46 @@ class Report:
             or self.missing_leads
             or self.unexpected_leads
         )
+
+
+def marker(erased_at: int) -> AccountState:
+    """What a deleted account's state is until an event after the deletion arrives (engine/erasure.py)."""
+    st = AccountState()
+    erase(st, erased_at)
+    return st
+
+
+def check_erasures(
+    rep: Report,
+    events: list[bytes],
+    expected: Expected,
+    states: dict[str, AccountState],
+    outputs: Sequence[bytes],
+    in_flight: Set[str],
+) -> None:
+    """Fills the erasure figures of `rep`: each account whose last input record is its deletion must
+    have the bare marker in the changelog (erased, nothing else kept), and no prompt or lead may come
+    from an event in flight."""
+    last_type: dict[str, str] = {}
+    deleted: set[str] = set()
+    for raw in events:
+        try:
+            ev = orjson.loads(raw)
+            account, etype = ev["account_id"], ev["type"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue  # a malformed record: dead-lettered, not an event of the account
+        last_type[account] = etype
+        if etype == "account_deleted":
+            deleted.add(account)
+    rep.deleted_accounts = len(deleted)
+    for account in sorted(deleted):
+        if last_type[account] != "account_deleted":
+            continue
+        rep.deleted_last += 1
+        want, got = expected.states.get(account), states.get(account)
+        if want is None or not want.erased_at or got is None or view(got) != view(marker(want.erased_at)):
+            rep.not_markers.append(account)
+    rep.in_flight_outputs = sum(1 for v in outputs if orjson.loads(v)["trigger_event_id"] in in_flight)
 
 
 def compare(
@@ -254,9 +305,12 @@ async def check_exact(
     events: list[bytes],
     rules_dir: Path,
     read_committed: bool = False,
+    in_flight: Set[str] = frozenset(),
 ) -> Report:
     """Waits until the group committed everything, then compares its changelog and prompts with a replay
-    (read as a consumer with read_committed would, when asked), and counts repeated dead letters."""
+    (read as a consumer with read_committed would, when asked), counts repeated dead letters, and checks
+    deleted accounts (check_erasures; `in_flight`: the ids of events sent after their account's
+    deletion, from before it)."""
     await wait_committed(bs, app_id, topics["events"], timeout=300)
     expected = replay_expected(events, rules_dir)
     states = await changelog_states(bs, app_id, read_committed=read_committed)
@@ -267,6 +321,7 @@ async def check_exact(
         else []
     )
     rep = compare(expected, states, prompts, leads)
+    check_erasures(rep, events, expected, states, [*prompts, *leads], in_flight)
     if "dlq" in topics:
         dead = await read_all(bs, topics["dlq"], read_committed=read_committed)
         sources = [tuple(v for k, v in r.headers if k.startswith("source_")) for r in dead]

@@ -98,13 +98,15 @@ def sim_records(
 
 
 def with_erasures(
-    records: list[tuple[bytes, bytes]], every: int = 12, after: int = 3, final: int = 20
+    records: list[tuple[bytes, bytes]], every: int = 12, after: int = 3, final: int = 20, spread: int = 1
 ) -> tuple[list[tuple[bytes, bytes]], set[str]]:
-    """The records with one account in `every` deleted right after its `after`-th event: an
-    `account_deleted` 1 ms after that event, then an event of it from before the deletion (in flight: a
-    reading past every seat limit, dropped, so no prompt may carry its id), then the account's later
-    events, which start a new account. `final` more accounts are deleted after their last event, so
-    their state ends as the deletion's marker. Returns the records and the ids of the events in flight."""
+    """The records with one account in `every` deleted right after its `after`-th event (with `spread`
+    above 1: after its `after` to `after + spread - 1`-th, by account, so the deletions are spread over
+    the stream): an `account_deleted` 1 ms after that event, then an event of it from before the
+    deletion (in flight: a reading past every seat limit, dropped, so no prompt may carry its id), then
+    the account's later events, which start a new account. `final` more accounts are deleted after their
+    last event, so their state ends as the deletion's marker. Returns the records and the ids of the
+    events in flight."""
     out: list[tuple[bytes, bytes]] = []
     seen: dict[bytes, int] = {}
     last_ts: dict[bytes, int] = {}
@@ -115,7 +117,8 @@ def with_erasures(
         account, ts = ev["account_id"], ev["ts"]
         last_ts[key] = max(ts, last_ts.get(key, ts))
         n = seen[key] = seen.get(key, 0) + 1
-        if n != after or zlib.crc32(key) % every:
+        crc = zlib.crc32(key)
+        if crc % every or n != after + crc // every % spread:
             continue
         out.append(event(account, f"erase-{i}", ts + 1, type="account_deleted"))
         late = f"in-flight-{i}"

@@ -9,21 +9,31 @@ import asyncio
 import random
 import re
 import time
+from collections.abc import Set
 from pathlib import Path
 
 import orjson
 import pytest
 
 from devkit.exactness import Report, check_exact, read_all, replay_expected, wait_committed
-from devkit.kafka_io import produce, sim_records, with_erasures
+from devkit.kafka_io import event, produce, sim_records, with_erasures
 from devkit.worker import ROOT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
 
-async def check(bs: str, w, events: list[bytes], leads: bool = False, rules: Path = ROOT / "rules") -> Report:  # type: ignore[no-untyped-def]
-    """`leads`: the workload has high-touch accounts, so the leads topic must have leads."""
-    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, rules)
+async def check(  # type: ignore[no-untyped-def]
+    bs: str,
+    w,
+    events: list[bytes],
+    leads: bool = False,
+    rules: Path = ROOT / "rules",
+    in_flight: Set[str] = frozenset(),
+) -> Report:
+    """`leads`: the workload has high-touch accounts, so the leads topic must have leads. `in_flight`:
+    ids of events of deleted accounts that must produce nothing. Accounts whose last event is their
+    deletion must hold the bare marker."""
+    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, rules, in_flight=in_flight)
     assert rep.accounts > 0 and rep.distinct_prompts > 0  # the workload did something
     assert not rep.state_mismatches, (rep.state_mismatches[:5], rep.first_diff)
     assert rep.missing_accounts == 0
@@ -32,6 +42,7 @@ async def check(bs: str, w, events: list[bytes], leads: bool = False, rules: Pat
     assert not rep.conflicting_lead_ids, rep.conflicting_lead_ids[:5]
     assert (rep.missing_leads, rep.unexpected_leads) == (0, 0)
     assert rep.distinct_leads > 0 or not leads
+    assert (rep.not_markers, rep.in_flight_outputs) == ([], 0)
     return rep
 
 
@@ -150,18 +161,40 @@ async def test_rebalance_commits_what_was_acked(worker_factory, kafka_bootstrap)
 
 
 async def test_rocksdb_store_survives_sigkill(worker_factory, kafka_bootstrap, tmp_path: Path):
+    """With deletions in the first half (each followed by an event in flight, and 20 accounts deleted
+    after their last event of that half): the deletion markers the RocksDB store holds survive the
+    SIGKILL, so events in flight for those 20 accounts sent after the restart are dropped (no prompt
+    or lead), and states, markers included, equal the replay's."""
     pytest.importorskip("rocksdict")
     records = list(sim_records(6_000, 800, seed=6, high_touch_every=5))
+    first, in_flight = with_erasures(records[:3_000])
+    deleted = [orjson.loads(v) for _, v in first[-20:]]  # with_erasures puts the last deletions last
+    assert {d["type"] for d in deleted} == {"account_deleted"}
+    late = [
+        event(
+            d["account_id"],
+            f"late-{d['account_id']}",
+            d["ts"] - 1,
+            type="usage",
+            metric="seats",
+            value=100_000,
+        )
+        for d in deleted
+    ]
+    in_flight |= {f"late-{d['account_id']}" for d in deleted}
+    second = late + records[3_000:]
     env = {"UPSELL_STORE": "rocksdb://", "UPSELL_DATA_DIR": str(tmp_path / "rocks")}  # kept across restart
     w = worker_factory(extra_env=env).start()
     w.wait_ready(90)
-    await produce(kafka_bootstrap, w.topics["events"], records[:3_000])
+    await produce(kafka_bootstrap, w.topics["events"], first)
     await wait_committed(kafka_bootstrap, w.env["UPSELL_APP_ID"], w.topics["events"], timeout=60)
     w.stop(kill=True)
     w = worker_factory(name=w.name, extra_env=env).start()  # same data dir: RocksDB files reused
     w.wait_ready(90)
-    await produce(kafka_bootstrap, w.topics["events"], records[3_000:])
-    await check(kafka_bootstrap, w, [v for _, v in records], leads=True)
+    await produce(kafka_bootstrap, w.topics["events"], second)
+    rep = await check(kafka_bootstrap, w, [v for _, v in first + second], leads=True, in_flight=in_flight)
+    assert w.metric("upsell_erased_account_events_total") == len(late)  # nothing else in flight since
+    print(f"rocksdb: {rep.deleted_accounts} deleted, {len(late)} events in flight after the restart dropped")
 
 
 def _histogram(body: str, name: str) -> dict[str, float]:

@@ -12,12 +12,12 @@ import asyncio
 import os
 import random
 import signal
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 import pytest
 
 from devkit.exactness import Report, check_exact
-from devkit.kafka_io import produce, sim_records
+from devkit.kafka_io import produce, sim_records, with_erasures
 from devkit.worker import ROOT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.reliability, pytest.mark.timeout(900)]
@@ -26,18 +26,26 @@ pytestmark = [pytest.mark.kafka, pytest.mark.reliability, pytest.mark.timeout(90
 EXACTLY_ONCE = {"UPSELL_PROCESSING_GUARANTEE": "exactly_once"}
 
 
-async def exact(bs: str, w, events: list[bytes], read_committed: bool = False) -> Report:  # type: ignore[no-untyped-def]
-    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules", read_committed)
+async def exact(  # type: ignore[no-untyped-def]
+    bs: str, w, events: list[bytes], read_committed: bool = False, in_flight: Set[str] = frozenset()
+) -> Report:
+    rep = await check_exact(
+        bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules", read_committed, in_flight
+    )
     print(
         f"\n[reliability] accounts={rep.accounts} prompts={rep.distinct_prompts} "
         f"prompt_records={rep.prompt_records} duplicates_delivered={rep.duplicates_delivered} "
         f"dead_letters={rep.dead_letter_records} dead_letter_duplicates={rep.dead_letter_duplicates} "
         f"state_mismatches={len(rep.state_mismatches)} missing_accounts={rep.missing_accounts} "
         f"conflicting_ids={len(rep.conflicting_ids)} missing_prompts={rep.missing_prompts} "
-        f"unexpected_prompts={rep.unexpected_prompts}"
+        f"unexpected_prompts={rep.unexpected_prompts} leads={rep.distinct_leads} "
+        f"lead_records={rep.lead_records} deleted_accounts={rep.deleted_accounts} "
+        f"deleted_last={rep.deleted_last} not_markers={len(rep.not_markers)} "
+        f"in_flight={len(in_flight)} in_flight_outputs={rep.in_flight_outputs}"
     )
     assert rep.accounts > 0 and rep.distinct_prompts > 0
-    assert rep.exact, (rep.state_mismatches[:3], rep.first_diff, rep.conflicting_ids[:3])
+    assert rep.exact, (rep.state_mismatches[:3], rep.first_diff, rep.conflicting_ids[:3], rep.not_markers[:3])
+    assert rep.deleted_accounts > 0 or not in_flight
     return rep
 
 
@@ -52,7 +60,7 @@ async def stream(
 
 async def test_crash_under_load_sigkill_five_times(worker_factory, kafka_bootstrap):
     """>= 200k events over >= 10k accounts streamed while the worker is SIGKILLed at random moments."""
-    records = list(sim_records(200_000, 10_000, seed=101))
+    records, in_flight = with_deletions(list(sim_records(200_000, 10_000, seed=101, high_touch_every=5)))
     w = worker_factory().start()
     w.wait_ready(120)
     producer = asyncio.create_task(stream(kafka_bootstrap, w.topics["events"], records, chunks=40, pause=0.4))
@@ -65,11 +73,21 @@ async def test_crash_under_load_sigkill_five_times(worker_factory, kafka_bootstr
         w = worker_factory(name=w.name).start()
         await asyncio.to_thread(w.wait_ready, 180)
     await producer
-    rep = await exact(kafka_bootstrap, w, [v for _, v in records])
+    rep = await exact(kafka_bootstrap, w, [v for _, v in records], in_flight=in_flight)
     print(
         f"[reliability] crash under load: kills={kills} redelivered_last_worker={w.metric('upsell_redelivered_events_total'):.0f}"
     )
     assert rep.conflicting_ids == []
+
+
+def with_deletions(
+    records: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], set[str]]:
+    """One account in 12 deleted mid-stream, spread over the stream (after its 2nd to 9th event), each
+    deletion followed by an event of the account from before it (in flight) and then by its later
+    events (a new account); 20 more deleted after their last event. With the ids of the events in
+    flight: no prompt or lead may come from them."""
+    return with_erasures(records, every=12, after=2, final=20, spread=8)
 
 
 def with_malformed(records: list[tuple[bytes, bytes]], every: int) -> list[tuple[bytes | None, bytes]]:
@@ -86,8 +104,9 @@ def with_malformed(records: list[tuple[bytes, bytes]], every: int) -> list[tuple
 async def test_crash_under_load_exactly_once(worker_factory, kafka_bootstrap):
     """exactly_once, SIGKILLed three times under load: a read_committed consumer receives every prompt
     and every dead letter exactly once, and state and prompts equal a replay."""
-    records = with_malformed(list(sim_records(80_000, 5_000, seed=104)), every=400)
-    malformed = len(records) - 80_000
+    deleted, in_flight = with_deletions(list(sim_records(80_000, 5_000, seed=104, high_touch_every=5)))
+    records = with_malformed(deleted, every=400)
+    malformed = len(records) - len(deleted)
     w = worker_factory(extra_env=EXACTLY_ONCE).start()
     w.wait_ready(120)
     producer = asyncio.create_task(stream(kafka_bootstrap, w.topics["events"], records, chunks=20, pause=0.4))
@@ -98,14 +117,14 @@ async def test_crash_under_load_exactly_once(worker_factory, kafka_bootstrap):
         w = worker_factory(name=w.name, extra_env=EXACTLY_ONCE).start()
         await asyncio.to_thread(w.wait_ready, 180)
     await producer
-    rep = await exact(kafka_bootstrap, w, [v for _, v in records], read_committed=True)
+    rep = await exact(kafka_bootstrap, w, [v for _, v in records], True, in_flight)
     print(f"[reliability] exactly_once crash under load: kills=3 malformed={malformed}")
     assert rep.duplicates_delivered == 0
     assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0
 
 
 async def test_rebalance_two_three_one(worker_factory, kafka_bootstrap):
-    records = list(sim_records(120_000, 10_000, seed=102))
+    records, in_flight = with_deletions(list(sim_records(120_000, 10_000, seed=102, high_touch_every=5)))
     first = worker_factory()
     ws = [first.start(), worker_factory(name=first.name).start()]
     for w in ws:
@@ -122,16 +141,16 @@ async def test_rebalance_two_three_one(worker_factory, kafka_bootstrap):
     await producer
     survivor = ws[2]
     await asyncio.to_thread(survivor.wait_ready, 180)
-    await exact(
-        kafka_bootstrap, survivor, [v for _, v in records]
-    )  # also: every partition committed to its end
+    # also: every partition committed to its end
+    await exact(kafka_bootstrap, survivor, [v for _, v in records], in_flight=in_flight)
 
 
 async def test_rebalance_two_three_one_exactly_once(worker_factory, kafka_bootstrap):
     """exactly_once through 2 -> 3 -> 1 workers (a clean leave, then a SIGKILL): every prompt and dead
     letter once to a read_committed consumer, state and prompts equal to a replay."""
-    records = with_malformed(list(sim_records(40_000, 4_000, seed=105)), every=400)
-    malformed = len(records) - 40_000
+    deleted, in_flight = with_deletions(list(sim_records(40_000, 4_000, seed=105, high_touch_every=5)))
+    records = with_malformed(deleted, every=400)
+    malformed = len(records) - len(deleted)
     first = worker_factory(extra_env=EXACTLY_ONCE)
     ws = [first.start(), worker_factory(name=first.name, extra_env=EXACTLY_ONCE).start()]
     for w in ws:
@@ -148,7 +167,7 @@ async def test_rebalance_two_three_one_exactly_once(worker_factory, kafka_bootst
     await producer
     survivor = ws[2]
     await asyncio.to_thread(survivor.wait_ready, 180)
-    rep = await exact(kafka_bootstrap, survivor, [v for _, v in records], read_committed=True)
+    rep = await exact(kafka_bootstrap, survivor, [v for _, v in records], True, in_flight)
     assert rep.duplicates_delivered == 0
     assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0
 
