@@ -54,7 +54,7 @@ async def gw() -> AsyncIterator[tuple[TestClient, Hub, Sink, Clock]]:  # type: i
     g = Gateway(s, hub, sink, clock=clock)
     server = TestServer(g.app())
     # the runner options the gateway serves with (TestServer always cancels handlers itself)
-    await server.start_server(**{k: v for k, v in RUNNER_OPTIONS.items() if k != "handler_cancellation"})
+    await server.start_server(access_log=RUNNER_OPTIONS["access_log"])
     client = TestClient(server)
     await client.start_server()
     try:

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal, Protocol, TypedDict
 
 import orjson
 from aiohttp import web
@@ -42,10 +42,20 @@ log = logging.getLogger("upsell_triggers.gateway")
 
 MAX_BODY_BYTES = 4096
 MAX_RATE_KEYS = 100_000
+
+
 # No access log: EventSource clients send the token in the query string, and a log line would hold it.
 # Handler cancellation: a stream whose browser went away ends at once, not at its next heartbeat write
 # (10,000 streams closed together otherwise all unsubscribe in the same heartbeat round).
-RUNNER_OPTIONS: dict[str, object] = {"access_log": None, "handler_cancellation": True}
+class RunnerOptions(TypedDict):
+    """The keyword arguments of web.AppRunner this server sets, typed key by key (as a dict[str, object]
+    they would not type-check against AppRunner's own keyword parameters)."""
+
+    access_log: None
+    handler_cancellation: bool
+
+
+RUNNER_OPTIONS: RunnerOptions = {"access_log": None, "handler_cancellation": True}
 
 
 class FeedbackSink(Protocol):
@@ -360,7 +370,7 @@ class Gateway:
 
 
 async def serve(gw: Gateway, host: str, port: int) -> tuple[web.AppRunner, asyncio.Task[None]]:
-    runner = web.AppRunner(gw.app(), **RUNNER_OPTIONS)  # type: ignore[arg-type]
+    runner = web.AppRunner(gw.app(), **RUNNER_OPTIONS)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=4096).start()
     task = asyncio.create_task(gw.housekeeping())
