@@ -36,6 +36,11 @@ class RecordSource(Struct, frozen=True, gc=False):
     offset: int
 
 
+def _last_seen(item: tuple[str, AccountState]) -> int:
+    _, state = item
+    return state.last_seen
+
+
 class _States(dict[str, AccountState]):
     """Account id -> state; a missing account gets a new state, evicting one at the bound. A subclass
     so that a hit is one C-level lookup (no Python frame per event); only a miss runs Python."""
@@ -58,7 +63,7 @@ class _States(dict[str, AccountState]):
 
     def _evict_one(self) -> None:
         sample = itertools.islice(self.items(), self.EVICTION_SAMPLE)
-        victim = min(sample, key=lambda kv: kv[1].last_seen)[0]
+        victim, _ = min(sample, key=_last_seen)
         del self[victim]
         self.evicted += 1
         if self.on_evict is not None:

@@ -80,9 +80,11 @@ def add(
     b = ts // bucket_ms
     minutes = bucket_ms // 60_000
     h = value_hash(value)
-    if blob is None or blob[1] != tag or _HEAD.unpack_from(blob)[2] != minutes:
+    if blob is None:
         return _HEAD.pack(0, tag, minutes, b, b) + _ENTRY.pack(h, b & _MASK), True
-    level, _, _, newest, swept = _HEAD.unpack_from(blob)
+    level, blob_tag, blob_minutes, newest, swept = _HEAD.unpack_from(blob)
+    if blob_tag != tag or blob_minutes != minutes:  # another field or bucket size: start afresh
+        return _HEAD.pack(0, tag, minutes, b, b) + _ENTRY.pack(h, b & _MASK), True
     entries = blob[HEAD_LEN:]
     if b <= newest - window:
         return None, False
@@ -97,7 +99,8 @@ def add(
         return (_HEAD.pack(level, tag, minutes, newest, swept) + entries, True) if moved else (blob, False)
     i = _find(entries, h)
     if i >= 0:
-        old_age = (newest - _ENTRY.unpack_from(entries, i)[1]) & _MASK
+        _, seen = _ENTRY.unpack_from(entries, i)
+        old_age = (newest - seen) & _MASK
         age = newest - b
         if old_age <= age:  # seen at least as recently already
             return (
@@ -139,7 +142,8 @@ def count(blob: bytes | None, window: int) -> float:
 
 def level(blob: bytes) -> int:
     """The sampling level (0: exact)."""
-    return blob[0]
+    lvl, _, _, _, _ = _HEAD.unpack_from(blob)
+    return int(lvl)
 
 
 USER_ID = "user_id"  # the field every event has; any other field is one of the event's `attributes`

@@ -364,7 +364,7 @@ class Engine:
                 # Evict the series idle longest, with the rule states that counted it.
                 victim = min(rolling, key=lambda k: max(rolling[k], default=0))
                 del rolling[victim]
-                feat = split_feature_key(victim)[1]
+                _, feat = split_feature_key(victim)
                 if feat is not None and state.rules:
                     for k in [k for k in state.rules if has_feature(k, feat)]:
                         del state.rules[k]

@@ -58,6 +58,15 @@ class Projection:
 
 # ---- history: written on every usage event of a metric a forecast rule reads -----------------------
 
+# A history is one flat array, its header first. A gauge's: [first day, sample, sample, ...], day
+# numbers since the epoch, one sample per UTC day.
+GAUGE_FIRST_DAY = 0  # the day of the first sample
+GAUGE_SAMPLES = 1  # where the samples start
+# A period counter's: [period start, first day, increment, increment, ...], days from the period start.
+COUNTER_PERIOD_START = 0  # the billing period's start (ms): another period's history is replaced
+COUNTER_FIRST_DAY = 1  # the day of the first increment
+COUNTER_INCREMENTS = 2  # where the daily increments start
+
 _SWAP = sys.byteorder != "little"  # the bytes are little-endian on every machine
 
 
@@ -89,19 +98,19 @@ def record_gauge_sample(state: AccountState, metric: str, ts: int, value: float)
     if h is None:
         store(state, metric, array("d", (day, value)))
         return
-    last_day = int(h[0]) + len(h) - 2
+    last_day = int(h[GAUGE_FIRST_DAY]) + len(h) - 1 - GAUGE_SAMPLES
     if day <= last_day:
-        h[-1] = value
+        h[-1] = value  # the newest sample
         store(state, metric, h)
         return
     held = h[-1]
     gap = min(day - last_day - 1, GAUGE_DAYS)
     h.extend([held] * gap)
     h.append(value)
-    extra = len(h) - 1 - GAUGE_DAYS
+    extra = len(h) - GAUGE_SAMPLES - GAUGE_DAYS
     if extra > 0:
-        del h[1 : 1 + extra]
-        h[0] = day - GAUGE_DAYS + 1
+        del h[GAUGE_SAMPLES : GAUGE_SAMPLES + extra]
+        h[GAUGE_FIRST_DAY] = day - GAUGE_DAYS + 1
     store(state, metric, h)
 
 
@@ -111,23 +120,23 @@ def record_counter_sample(state: AccountState, metric: str, period_start: int, t
     days (the full days the rate reads, and today). Another period's history is replaced."""
     day = (ts - period_start) // DAY
     h = history(state, metric)
-    if h is None or h[0] != period_start:
+    if h is None or h[COUNTER_PERIOD_START] != period_start:
         store(state, metric, array("d", (period_start, day, delta)))
         return
-    first = int(h[1])
-    last_day = first + len(h) - 3
+    first = int(h[COUNTER_FIRST_DAY])
+    last_day = first + len(h) - 1 - COUNTER_INCREMENTS
     if day < first:
         return  # late, before the days kept: counted in the period's total, not in the rate
     if day <= last_day:
-        h[2 + day - first] += delta
+        h[COUNTER_INCREMENTS + day - first] += delta
         store(state, metric, h)
         return
     h.extend([0] * min(day - last_day - 1, RATE_DAYS + 1))
     h.append(delta)
-    extra = len(h) - 2 - (RATE_DAYS + 1)
+    extra = len(h) - COUNTER_INCREMENTS - (RATE_DAYS + 1)
     if extra > 0:
-        del h[2 : 2 + extra]
-        h[1] = day - RATE_DAYS
+        del h[COUNTER_INCREMENTS : COUNTER_INCREMENTS + extra]
+        h[COUNTER_FIRST_DAY] = day - RATE_DAYS
     store(state, metric, h)
 
 
@@ -172,16 +181,16 @@ def counter_rate(state: AccountState, c: Cond, ts: int) -> tuple[float, int] | N
     period's history or without a positive rate."""
     p = (state.periods or {}).get(c.metric)
     h = history(state, c.metric)
-    if p is None or h is None or ts >= p.end or h[0] != p.start:
+    if p is None or h is None or ts >= p.end or h[COUNTER_PERIOD_START] != p.start:
         return None
     start, end = int(p.start), int(p.end)
     today = (ts - start) // DAY
-    first = int(h[1])
+    first = int(h[COUNTER_FIRST_DAY])
     lo = max(first, today - RATE_DAYS)
     if today - lo < c.min_history_days:
         return None
-    last_day = first + len(h) - 3
-    incs = [h[2 + d - first] if d <= last_day else 0 for d in range(lo, today)]
+    last_day = first + len(h) - 1 - COUNTER_INCREMENTS
+    incs = [h[COUNTER_INCREMENTS + d - first] if d <= last_day else 0 for d in range(lo, today)]
     rate = trailing_rate(incs)
     return (rate, end - ts) if rate > 0 else None
 
@@ -192,8 +201,9 @@ def gauge_rate(state: AccountState, c: Cond, ts: int) -> float | None:
     h = history(state, c.metric)
     if h is None:
         return None
-    samples = h[1:].tolist()
-    idle = ts // DAY - (int(h[0]) + len(h) - 2)  # days since the newest sample: its reading held
+    samples = h[GAUGE_SAMPLES:].tolist()
+    last_day = int(h[GAUGE_FIRST_DAY]) + len(h) - 1 - GAUGE_SAMPLES
+    idle = ts // DAY - last_day  # days since the newest sample: its reading held
     if idle > 0:
         samples = (samples + [samples[-1]] * min(idle, GAUGE_DAYS))[-GAUGE_DAYS:]
     run = rising_run(samples)

@@ -52,9 +52,12 @@ def apply_reading(
     if not record_gauge(state, metric, ts, value):
         return False
     if prev is not None:
+        prev_ts, prev_value = prev
         blob = blob_of(state.history, metric)
-        if not blob or _POINT.unpack_from(blob, len(blob) - POINT_LEN)[1] != prev[1]:
-            start = _POINT.pack(prev[0] // bucket_ms * bucket_ms // _MIN, prev[1])
+        if blob:
+            _, last_value = _POINT.unpack_from(blob, len(blob) - POINT_LEN)
+        if not blob or last_value != prev_value:
+            start = _POINT.pack(prev_ts // bucket_ms * bucket_ms // _MIN, prev_value)
             state.history = set_blob(state.history, metric, start)
     record(state, metric, ts, value, bucket_ms, keep_ms)
     return True
@@ -77,9 +80,9 @@ def record(state: AccountState, metric: str, ts: int, value: float, bucket_ms: i
         # Points before the oldest bucket a baseline can be asked of, but the last of them, are never read.
         oldest = (ts - keep_ms) // bucket_ms * bucket_ms // _MIN
         drop = 0
-        while (
-            drop + 1 < len(blob) // POINT_LEN and _POINT.unpack_from(blob, (drop + 1) * POINT_LEN)[0] < oldest
-        ):
+        for point_b, _ in _POINT.iter_unpack(blob[POINT_LEN:]):  # the points after the first
+            if point_b >= oldest:
+                break
             drop += 1
         drop = max(drop, len(blob) // POINT_LEN - MAX_POINTS)
         if drop:

@@ -74,7 +74,7 @@ def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: i
 
 def holds(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: int) -> bool:
     """Whether condition c holds for the account (a rule's second and later conditions)."""
-    level = measure(state, plan, c, feature, ts)[2]
+    _, _, level = measure(state, plan, c, feature, ts)
     return level is not None and level >= c.threshold
 
 

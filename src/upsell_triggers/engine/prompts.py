@@ -131,7 +131,8 @@ def _rule_copy(rule: Rule, variant: Variant | None = None) -> _RuleCopy:
     src: Rule | Variant = rule if variant is None else variant
     templates = (src.title, src.body, src.cta_label, src.cta_url)
     names = [{n for _, n, _, _ in string.Formatter().parse(t) if n is not None} for t in templates]
-    static = (not names[0], not names[1], not names[2], not names[3])
+    in_title, in_body, in_label, in_url = names
+    static = (not in_title, not in_body, not in_label, not in_url)
     title, body, label, url = (t.format_map({}) if st else t for t, st in zip(templates, static, strict=True))
     c = _RuleCopy(rule, frozenset().union(*names), title, body, label, url, static)
     if len(_COPIES) >= _MAX_COPIES:

@@ -76,7 +76,8 @@ _ONE_MS = timedelta(milliseconds=1)
 def _add_months(anchor: datetime, months: int) -> datetime:
     total = anchor.month - 1 + months
     year, month = anchor.year + total // 12, total % 12 + 1
-    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    _, days_in_month = calendar.monthrange(year, month)
+    day = min(anchor.day, days_in_month)
     return anchor.replace(year=year, month=month, day=day)
 
 

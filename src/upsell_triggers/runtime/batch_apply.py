@@ -60,14 +60,15 @@ class BatchApplier:
                 except Exception as exc:  # a bug must not stop the fetcher or lose the record
                     log.exception("internal error on %s[%d]@%d", tp.topic, tp.partition, r.offset)
                     bad = ("internal_error", f"{type(exc).__name__}: {str(exc)[:200]}")
-                    self.metrics.record_invalid(bad[0])
+                    self.metrics.record_invalid("internal_error")
                 if bad is not None:
+                    reason, message = bad
                     source = {
                         "source_topic": tp.topic,
                         "source_partition": tp.partition,
                         "source_offset": r.offset,
                     }
-                    out.dead_letters.append(DeadLetter(bad[0], bad[1], raw, r.key, source))
+                    out.dead_letters.append(DeadLetter(reason, message, raw, r.key, source))
                     continue
                 for d in res.decisions:
                     if d.prompt is not None:

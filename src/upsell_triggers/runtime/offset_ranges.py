@@ -17,12 +17,16 @@ from typing import Any
 def add_range(ranges: list[list[int]], first: int, last: int) -> None:
     """Adds [first, last] (first <= last), merging it with every range it overlaps or touches."""
     i = bisect_left(ranges, [first])
-    if i and ranges[i - 1][1] >= first - 1:
-        i -= 1  # the range before it reaches it
+    if i:
+        _, before_last = ranges[i - 1]
+        if before_last >= first - 1:
+            i -= 1  # the range before it reaches it
     j = i
-    while j < len(ranges) and ranges[j][0] <= last + 1:
-        first = min(first, ranges[j][0])
-        last = max(last, ranges[j][1])
+    while j < len(ranges):
+        r_first, r_last = ranges[j]
+        if r_first > last + 1:
+            break
+        first, last = min(first, r_first), max(last, r_last)
         j += 1
     ranges[i:j] = [[first, last]]
 
@@ -33,13 +37,18 @@ def committable(ranges: list[list[int]], committed: int | None) -> int | None:
     Ranges wholly below the committed offset are dropped; the others are kept until a commit moves the
     committed offset past them, so a failed commit loses nothing."""
     if committed is not None:
-        while ranges and ranges[0][1] < committed:
-            del ranges[0]
+        done = 0
+        for _, r_last in ranges:
+            if r_last >= committed:
+                break
+            done += 1
+        del ranges[:done]
     if not ranges:
         return None
-    if committed and ranges[0][0] - committed > 1:
+    first, last = ranges[0]
+    if committed and first - committed > 1:
         return None
-    return ranges[0][1] + 1
+    return last + 1
 
 
 class AckedRanges:

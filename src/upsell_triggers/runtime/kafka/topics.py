@@ -31,9 +31,9 @@ async def ensure_topics(s: Settings) -> None:
                 [NewTopic(t, s.topic_partitions, s.topic_replication) for t in missing]
             )
             for err in getattr(resp, "topic_errors", []):
-                topic, code = err[0], err[1]
+                topic, code, *detail = err
                 if code not in (0, TOPIC_ALREADY_EXISTS):  # already exists: another replica won the race
-                    raise SystemExit(f"cannot create topic {topic}: Kafka error code {code} {err[2:]}")
+                    raise SystemExit(f"cannot create topic {topic}: Kafka error code {code} {tuple(detail)}")
         # Replicas start together: a topic just created may show no partitions yet. Wait for metadata.
         deadline = time.monotonic() + 30
         while True:
