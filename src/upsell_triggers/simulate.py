@@ -9,19 +9,38 @@ and storage drifting across 80% and 100% and back, API quotas spent within the m
 hits, upgrades. `bench/workloads.py` adds what producers send on top (timestamp formats, optional
 user ids, duplicates, prompt feedback).
 
-`expansion=True` adds what distinct counts and growth conditions read (rules/examples/expansion): each
-account has people (about one per seat, a few more on a full plan) and teams (one or two, and now and
-then a new one), and every event names its user and, as the attribute `team_id`, that user's team.
-Off by default, so the default workload's events stay as they are.
+`expansion=True` adds what distinct counts, growth and forecast conditions read (rules/examples/expansion
+and rules/examples/pace): each account has people (about one per seat, a few more on a full plan) and
+teams (one or two, and now and then a new one), and every event names its user and, as the attribute
+`team_id`, that user's team. A share of the accounts have a shape of their own (`SHAPES`), the cases a
+forecast must get right and a growth rule must see:
+
+- `burst`: an import of half the API quota or more on the first day of each billing period, little
+  use after it. A trap: a forecast from the first days' mean would say the quota runs out; it does not.
+- `month_end`: almost all of the month's API calls in its last ten days, about 80% of the quota by the
+  period's end, little at the start of the next. A trap: the rate of the last days, carried past the
+  reset, would project beyond the quota.
+- `cleanup`: seats grow by about one a day towards the plan's limit, then a cleanup removes a third of
+  them or more and the count stays flat for two weeks before growing again. A trap: the trend from
+  before the fall does not hold after it.
+- `topup`: API calls at a pace that spends the quota within the month; at 80% of it the account buys
+  a top-up (a `plan_changed` to its own plan with a per-account `api_calls` limit twice as high).
+- `ramp`: with `api_requests` among `metrics` (a rolling counter, as rules/examples/expansion declares
+  it), the account's API requests quadruple from a day in its second to fifth week (an integration
+  launched); every account sends them, at a steady rate otherwise.
+
+Each trap's quiet spans (`Simulator.quiet`: account, rule kind, from, to) are where a forecast must not
+fire, which the tests check against a replay. Off by default, so the default workload's events stay as
+they are.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
-from upsell_triggers.engine.timeutil import HOUR
+from upsell_triggers.engine.timeutil import DAY, HOUR, billing_period
 
 PLANS = (
     ("free", 5, 2 * 2**30, 10_000),
@@ -30,6 +49,9 @@ PLANS = (
 )
 FEATURES = ("sso", "audit_log", "scim")
 START_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z
+# Expansion mode: the share of accounts with each shape ("": the default walk).
+SHAPES = {"": 64, "burst": 6, "month_end": 6, "cleanup": 8, "topup": 6, "ramp": 10}
+API_REQUESTS = "api_requests"
 
 
 class Simulator:
@@ -42,11 +64,18 @@ class Simulator:
         near_limits: bool = False,
         expansion: bool = False,
         high_touch_every: int = 0,
+        metrics: Collection[str] = (),
     ) -> None:
         """`high_touch_every` N > 0: every Nth account is marked `segment: high_touch` by an
         account_updated event in its first round (the shipped rules send such accounts leads, not
-        prompts); 0 sends no traits, and the events are what they are without the option."""
+        prompts); 0 sends no traits, and the events are what they are without the option. `metrics`:
+        the rule set's metric names; with expansion, `api_requests` is sent only if it is one of them
+        (another catalog rejects it)."""
         self.high_touch_every = high_touch_every
+        self.api_requests = expansion and API_REQUESTS in metrics
+        # (account id, "period_forecast" | "gauge_forecast", from ms, to ms): spans of trap accounts
+        # where a forecast of that kind must not fire (to None: until the end).
+        self.quiet: list[tuple[str, str, int, int | None]] = []
         self.rng = random.Random(seed)
         self.expansion = expansion
         self.step_ms = step_ms
@@ -75,7 +104,13 @@ class Simulator:
                 }
             self.accounts.append({"id": f"acct-{i:05d}", "tier": tier, **acct, "new": True})
             if expansion:
-                self.accounts[-1]["teams"] = self.rng.choice((1, 1, 2))
+                a = self.accounts[-1]
+                a["teams"] = self.rng.choice((1, 1, 2))
+                a["shape"] = self.rng.choices(tuple(SHAPES), weights=tuple(SHAPES.values()))[0]
+                a["requests"] = self.rng.uniform(20, 200)  # API requests per hour
+                a["launch"] = start_ms + self.rng.randrange(8, 35) * DAY  # a ramp account's launch
+                if a["shape"] in ("burst", "month_end"):
+                    self.quiet.append((a["id"], "period_forecast", start_ms, None))
 
     def _people(self, acct: dict[str, Any]) -> dict[str, Any]:
         """The user (one of about a seat's worth of people, more when the plan is full) and their team."""
@@ -111,8 +146,14 @@ class Simulator:
                 yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
                 if self.high_touch_every and int(a["id"][5:]) % self.high_touch_every == 0:
                     yield self._ev(a, "account_updated", traits={"segment": "high_touch"})
+            if self.expansion:
+                yield from self._expansion(a)
             r = self.rng.random()
-            if r < 0.15:
+            if self.expansion and a["shape"] in ("burst", "month_end", "topup") and 0.30 <= r < 0.85:
+                yield from self._shaped_api(a)
+            elif self.expansion and a["shape"] == "cleanup" and r < 0.15:
+                yield self._cleanup_seats(a)
+            elif r < 0.15:
                 cap = PLANS[a["tier"]][1]
                 a["seats"] = max(1, min(int(cap * 1.1), a["seats"] + self.rng.choice((-1, 1, 1, 1))))
                 yield self._ev(a, "usage", metric="seats", value=a["seats"])
@@ -127,7 +168,61 @@ class Simulator:
                 yield self._ev(a, "paywall_hit", feature=self.rng.choice(FEATURES))
             elif r > 0.999 and a["tier"] < 2:
                 a["tier"] += 1
+                a.pop("api_limit", None)  # a plan change ends a top-up: the new plan's limits apply
                 yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+
+    def _quota(self, a: dict[str, Any]) -> float:
+        return float(a.get("api_limit") or PLANS[a["tier"]][3])
+
+    def _expansion(self, a: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """An account's API requests (a rolling counter), when the rule set declares them: a steady
+        rate, quadrupled from a ramp account's launch on."""
+        if self.api_requests and self.rng.random() < 0.3:
+            rate = a["requests"] * (4 if a["shape"] == "ramp" and self.now >= a["launch"] else 1)
+            yield self._ev(a, "usage", metric=API_REQUESTS, delta=int(rate * self.rng.uniform(0.7, 1.3)))
+
+    def _shaped_api(self, a: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """API calls (a period counter) of the burst, month-end and top-up shapes."""
+        quota = self._quota(a)
+        start, end = billing_period(self.now, None)
+        if a.get("period") != start:  # a new billing period: its count starts again
+            a["period"], a["used"] = start, 0.0
+            if a["shape"] == "topup" and a.get("api_limit"):
+                a["api_limit"] = None  # the top-up was for one period
+                yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0])
+                quota = self._quota(a)
+        hours = (end - start) / HOUR
+        shape = a["shape"]
+        if shape == "burst" and a["used"] == 0:
+            delta = quota * self.rng.uniform(0.5, 0.6)  # the import
+        elif shape == "burst":
+            delta = quota * 0.15 / (hours * 0.55) * self.rng.uniform(0.5, 1.5)
+        elif shape == "month_end":
+            late = end - self.now <= 10 * DAY
+            delta = quota * (0.7 / (240 * 0.55) if late else 0.05 / ((hours - 240) * 0.55))
+            delta *= self.rng.uniform(0.8, 1.0)
+        else:  # topup: the quota spent in about three weeks
+            delta = quota * 1.4 / (hours * 0.55) * self.rng.uniform(0.5, 1.5)
+        a["used"] += int(delta)
+        yield self._ev(a, "usage", metric="api_calls", delta=int(delta))
+        if shape == "topup" and not a.get("api_limit") and a["used"] >= 0.8 * quota:
+            a["api_limit"] = 2 * PLANS[a["tier"]][3]
+            yield self._ev(a, "plan_changed", plan=PLANS[a["tier"]][0], limits={"api_calls": a["api_limit"]})
+
+    def _cleanup_seats(self, a: dict[str, Any]) -> dict[str, Any]:
+        """A cleanup account's seats: about one more a day up to 80-95% of the plan's limit, then a
+        cleanup down to 40-60% of it, flat for two weeks (a quiet span for gauge forecasts)."""
+        cap = PLANS[a["tier"]][1]
+        if self.now < a.get("flat_until", 0):
+            pass
+        elif a["seats"] >= cap * a.setdefault("peak", self.rng.uniform(0.8, 0.95)):
+            a["seats"] = max(1, int(cap * self.rng.uniform(0.4, 0.6)))
+            a["flat_until"] = self.now + 14 * DAY
+            a["peak"] = self.rng.uniform(0.8, 0.95)
+            self.quiet.append((a["id"], "gauge_forecast", self.now, a["flat_until"]))
+        elif self.rng.random() < 0.28:
+            a["seats"] += max(1, cap // 50)
+        return self._ev(a, "usage", metric="seats", value=a["seats"])
 
     def _round_near_limits(self) -> Iterator[dict[str, Any]]:
         """Seats walk up and down across 80% and 100% of the plan's limit (so rules re-arm and fire

@@ -18,7 +18,8 @@ from typing import IO, Any, Protocol, cast
 import orjson
 
 from upsell_triggers.deadletter import DeadLetter
-from upsell_triggers.engine.ruleset import load_ruleset
+from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, ROLLING_GROWTH
+from upsell_triggers.engine.ruleset import RuleSet, load_ruleset
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.processor import MemoryStore, Processor
@@ -63,9 +64,19 @@ async def _lines(path: str) -> AsyncIterator[bytes]:
             f.close()
 
 
-async def _simulated(accounts: int, rate: float, limit: int | None, expansion: bool) -> AsyncIterator[bytes]:
-    """`expansion`: people and teams on every event (the rules count distinct values of them)."""
-    sim = Simulator(accounts=accounts, expansion=expansion)
+def expansion_signals(rules: RuleSet) -> bool:
+    """Whether the rules read what the simulator's expansion mode sends: distinct counts (people and
+    teams on every event), forecasts (the burst, month-end, cleanup and top-up accounts) or growth."""
+    return bool(
+        rules.distinct
+        or rules.forecast_metrics
+        or any(c.kind in (GAUGE_GROWTH, ROLLING_GROWTH) for r in rules.rules for c in r.conds)
+    )
+
+
+async def _simulated(accounts: int, rate: float, limit: int | None, rules: RuleSet) -> AsyncIterator[bytes]:
+    """The simulator's workload, in its expansion mode when the rules read expansion signals."""
+    sim = Simulator(accounts=accounts, expansion=expansion_signals(rules), metrics=rules.metrics)
     batch = max(1, int(rate / 20))
     t0 = time.monotonic()
     for n, ev in enumerate(sim.events(limit), 1):
@@ -145,7 +156,7 @@ async def run_embedded(
     loop.add_signal_handler(
         signal.SIGHUP, lambda: try_reload(settings.rules_dir, proc.rules, proc.swap_rules, metrics)
     )
-    events = _lines(source) if source else _simulated(accounts, rate, limit, bool(rules.distinct))
+    events = _lines(source) if source else _simulated(accounts, rate, limit, rules)
     n = 0
     why = "stopped"
     try:
