@@ -157,7 +157,12 @@ class BatchSink:
                 of(tp.partition).offsets[tp] = recs[-1].offset + 1
         for p in list(changelog):  # expired accounts of a partition with no record in this batch
             of(p)
-        await transactions.commit(writes)
+        if timings is None:
+            await transactions.commit(writes)
+        else:
+            phases: dict[str, float] = {}
+            await transactions.commit(writes, phases)
+            timings.note(txns=len(writes), **{k + "_ms": round(1000 * v, 3) for k, v in phases.items()})
         self._delivered(out, t0, "deliver")
 
     def _delivered(self, out: Outputs, t0: float, phase: str) -> None:

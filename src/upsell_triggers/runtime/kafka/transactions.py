@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,24 +101,28 @@ class PartitionTransactions:
         for p in list(self.producers):
             await self._stop(p)
 
-    async def commit(self, writes: Mapping[int, PartitionWrites]) -> None:
+    async def commit(
+        self, writes: Mapping[int, PartitionWrites], phases: dict[str, float] | None = None
+    ) -> None:
         """One transaction per partition, all under way at once; returns when every one committed.
         Raises if one failed (fenced, timed out, cut off): the worker must then stop, since its memory
-        holds the effects of a transaction that may not have committed."""
+        holds the effects of a transaction that may not have committed. `phases` (batch timings), if
+        given, receives the slowest partition's seconds in each phase of its transaction."""
         results = await asyncio.gather(
-            *(self._commit_one(p, w) for p, w in writes.items()), return_exceptions=True
+            *(self._commit_one(p, w, phases) for p, w in writes.items()), return_exceptions=True
         )
         for r in results:
             if isinstance(r, BaseException):
                 raise r
 
-    async def _commit_one(self, partition: int, w: PartitionWrites) -> None:
+    async def _commit_one(self, partition: int, w: PartitionWrites, phases: dict[str, float] | None) -> None:
         producer = self.producers.get(partition)
         if producer is None:
             raise RuntimeError(f"partition {partition} has no transactional producer: not assigned here")
         prompts_topic, dlq_topic, changelog_topic = self.topics()
         # On an error the transaction stays open: the worker stops, and the partition's next producer
         # (this worker's after a restart, or another's) aborts it when it gets its epoch.
+        lap = _Laps(phases) if phases is not None else None
         await producer.begin_transaction()
         sent = [await producer.send(prompts_topic, v, key=k) for k, v in w.prompts]
         sent += [await producer.send(self.leads_topic, v, key=k) for k, v in w.leads]
@@ -130,10 +135,31 @@ class PartitionTransactions:
         # before the transaction ends, or it would land outside it.
         if sent:
             await asyncio.gather(*sent)
+        if lap is not None:
+            lap("txn_send")
         if w.offsets:
             offsets = {TopicPartition(tp.topic, tp.partition): o for tp, o in w.offsets.items()}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
+        if lap is not None:
+            lap("txn_offsets")
         await producer.commit_transaction()
+        if lap is not None:
+            lap("txn_end")
+
+
+class _Laps:
+    """One transaction's phases, each kept as the slowest of the batch's partitions."""
+
+    __slots__ = ("_last", "phases")
+
+    def __init__(self, phases: dict[str, float]) -> None:
+        self.phases = phases
+        self._last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = max(self.phases.get(phase, 0.0), now - self._last)
+        self._last = now
 
 
 async def _send_changelog(
