@@ -8,7 +8,11 @@ of the latency benchmark's mix (events/s, as bench/latency.py's capacity), then 
 at --rate events/s (p50/p99, read by a read_committed consumer, as bench/latency.py measures it). The
 CPU pressure of the machine (/proc/pressure/cpu, avg10) is noted before each measurement: the machine
 is shared. The summary gives, per guarantee, the medians, and the median of the pairs' ratios
-(exactly_once / at_least_once). Writes bench/results/guarantee.json.
+(exactly_once / at_least_once). Each latency run also keeps the worker's per-batch timings
+(UPSELL_BATCH_TIMINGS_FILE) and reports where a batch's time went: p50/p90 of its fetch, apply and
+delivery (at_least_once: prompts acknowledged; exactly_once: the partitions' transactions committed, and
+their slowest partition's phases: records acknowledged, offsets added, transaction ended), and batches
+per second. Writes bench/results/guarantee.json.
 
 Targets (issue: exactly-once): throughput cost <= 20%, p99 <= 50 ms at 10k events/s.
 """
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from kafkabench import (
     bootstrap,
     create_topics,
@@ -32,7 +37,9 @@ from kafkabench import (
     start_service,
     write_result,
 )
-from latency import capacity, measure_kafka
+from latency import capacity, measure_kafka, percentile
+
+PHASES = ("fetch", "apply", "deliver", "txn_send", "txn_offsets", "txn_end", "write", "commit")
 
 GUARANTEES = ("at_least_once", "exactly_once")
 
@@ -45,18 +52,41 @@ def cpu_pressure() -> float | None:
     return None
 
 
+def phases(path: Path, t0: float, seconds: float) -> dict[str, Any]:
+    """Where the worker's batches spent their time during the measured run (ms, p50 and p90 per phase,
+    over the batches that handled records; a phase the guarantee does not have is left out)."""
+    if not path.exists():
+        return {}
+    batches = []
+    for line in path.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            r = orjson.loads(line)
+            if "event" not in r and "records" in r and r["t"] >= t0:
+                batches.append(r)
+    out: dict[str, Any] = {"batches_per_s": round(len(batches) / seconds, 1)}
+    if not batches:
+        return out
+    out["records_per_batch_p50"] = percentile([b["records"] for b in batches], 0.5)
+    for phase in PHASES:
+        xs = [b[phase + "_ms"] for b in batches if phase + "_ms" in b]
+        if xs:
+            out[phase] = {"p50_ms": round(percentile(xs, 0.5), 1), "p90_ms": round(percentile(xs, 0.9), 1)}
+    return out
+
+
 def latency_run(bs: str, tmp: Path, env: dict[str, str], rate: int, seconds: float) -> dict[str, Any]:
     rid = f"{run_id()}-g"
     topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
     asyncio.run(create_topics(bs, topics.values(), 4))
-    w = start_service(bs, tmp, topics, f"lat-{rid}", env)
+    timings = tmp / f"timings-{rid}.jsonl"
+    w = start_service(bs, tmp, topics, f"lat-{rid}", {**env, "UPSELL_BATCH_TIMINGS_FILE": str(timings)})
     try:
         w.wait_ready(120)
         time.sleep(2)
         run = asyncio.run(measure_kafka(bs, topics, rate, seconds, 1.0))
     finally:
         w.stop()
-    return run.summary()
+    return {**run.summary(), "phases": phases(timings, run.t0 + 1.0, seconds)}
 
 
 def main() -> int:
@@ -89,6 +119,7 @@ def main() -> int:
                     f"{r['cpu_pressure_before_latency']}",
                     flush=True,
                 )
+                print(f"       phases: {orjson.dumps(r['phases']).decode()}", flush=True)
             eos, alo = pair["exactly_once"], pair["at_least_once"]
             pair["capacity_ratio"] = eos["capacity"] / alo["capacity"]
             pair["p99_ratio"] = eos["p99_ms"] / alo["p99_ms"]
@@ -102,6 +133,13 @@ def main() -> int:
         g: {k: median([p[g][k] for p in runs]) for k in ("capacity", "p50_ms", "p99_ms", "max_ms")}
         for g in GUARANTEES
     }
+    for g in GUARANTEES:  # the median over pairs of each phase's p50
+        summary[g]["phases_p50_ms"] = {
+            ph: median([p[g]["phases"][ph]["p50_ms"] for p in runs])
+            for ph in PHASES
+            if all(ph in p[g]["phases"] for p in runs)
+        }
+        summary[g]["batches_per_s"] = median([p[g]["phases"].get("batches_per_s", 0.0) for p in runs])
     summary["capacity_ratio_median"] = median([p["capacity_ratio"] for p in runs])
     summary["p99_ratio_median"] = median([p["p99_ratio"] for p in runs])
     print(
@@ -110,6 +148,8 @@ def main() -> int:
         f"{summary['at_least_once']['capacity']:,.0f} events/s); p99 at {a.rate:,}/s "
         f"{summary['exactly_once']['p99_ms']:.1f} vs {summary['at_least_once']['p99_ms']:.1f} ms"
     )
+    for g in GUARANTEES:
+        print(f"  {g} batch phases, median p50 (ms): {summary[g]['phases_p50_ms']}")
     print(
         "wrote",
         write_result(

@@ -158,6 +158,48 @@ def latency_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def guarantee_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """exactly_once against at_least_once in alternating pairs: capacity ratio and latency per pair,
+    and where an exactly_once batch's time goes (older results files lack the phases)."""
+    s, pairs, rate = r["summary"], r["pairs"], r["rate"]
+    eos, alo = s["exactly_once"], s["at_least_once"]
+    pressure = [p[g][k] for p in pairs for g in ("exactly_once", "at_least_once")
+                for k in ("cpu_pressure_before_capacity", "cpu_pressure_before_latency") if p[g].get(k) is not None]  # fmt: skip
+    shared = (
+        f"; CPU pressure {min(pressure):.2f} to {max(pressure):.2f} before the measurements"
+        if pressure
+        else ""
+    )
+    rows = [
+        (f"exactly_once ÷ at_least_once capacity, backlog of {r['capacity_events']:,} events, {len(pairs)} alternating pairs{shared}",
+         f"{s['capacity_ratio_median']:.0%} ({pct(pairs, 'capacity_ratio')}; {eos['capacity']:,.0f} vs {alo['capacity']:,.0f} events/s)",
+         "≥ 80%", verdict(s["capacity_ratio_median"] >= 0.8), r["command"]),
+        (f"Event → prompt latency at {rate:,} events/s, exactly_once; at_least_once (median of the pairs' runs, `read_committed` consumer)",
+         f"p50 {eos['p50_ms']:.1f} ms, p99 {eos['p99_ms']:.1f} ms; p50 {alo['p50_ms']:.1f} ms, p99 {alo['p99_ms']:.1f} ms "
+         f"(p99 per pair: " + ", ".join(f"{p['exactly_once']['p99_ms']:,.0f} vs {p['at_least_once']['p99_ms']:,.0f}" for p in pairs) + " ms)",
+         "p99 ≤ 50 ms", verdict(eos["p99_ms"] <= 50), ""),
+    ]  # fmt: skip
+    if eos.get("phases_p50_ms"):
+        ph, ph_alo = eos["phases_p50_ms"], alo.get("phases_p50_ms", {})
+        rows.append(
+            (f"Where a batch's time goes at {rate:,} events/s (median of the pairs' p50 per batch): exactly_once's transactions and the phases of their slowest partition; at_least_once's delivery",
+             f"{ph.get('deliver', float('nan')):.0f} ms (records acknowledged {ph.get('txn_send', float('nan')):.0f}, offsets added "
+             f"{ph.get('txn_offsets', float('nan')):.0f}, ended {ph.get('txn_end', float('nan')):.0f}; apply {ph.get('apply', float('nan')):.0f}); "
+             f"{ph_alo.get('deliver', float('nan')):.0f} ms (apply {ph_alo.get('apply', float('nan')):.0f})", "", "", ""))  # fmt: skip
+    return rows
+
+
+def transactions_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    s = r["summary_p50_ms"]
+    b2b, spaced, plain = s["transactions_back_to_back"], s["transactions_spaced"], s["plain_acknowledged"]
+    return [
+        (f"One transaction of {r['records']} records on two partitions plus input offsets, one producer (p50, median of rounds): back to back; {r['gap_ms']:g} ms apart; the same records acknowledged without a transaction",
+         f"{b2b['total']:.1f} ms (records {b2b['records']:.1f}, offsets {b2b['offsets']:.1f}, end {b2b['end']:.1f}); "
+         f"{spaced['total']:.1f} ms (records {spaced['records']:.1f}, offsets {spaced['offsets']:.1f}, end {spaced['end']:.1f}); "
+         f"{plain['records']:.1f} ms", "", "", r["command"]),
+    ]  # fmt: skip
+
+
 def gateway_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     cmd = "python bench/gateway_bench.py"
     idle, lat, fb = r["idle_streams"], r["latency"], r["feedback"]
@@ -234,6 +276,10 @@ def main() -> int:
     if r := load("latency"):
         machine = machine or r["machine"]
         rows += latency_rows(r)
+    if r := load("guarantee"):
+        rows += guarantee_rows(r)
+    if r := load("transactions"):
+        rows += transactions_rows(r)
     if r := load("state"):
         machine = machine or r["machine"]
         counts = r.get("runs_per_config", {})
