@@ -10,12 +10,14 @@ from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from faust.types import TP
 
 from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.runtime.batch_apply import Outputs
+from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.kafka.transactions import PartitionTransactions, transactional_id
 from upsell_triggers.runtime.sink import BatchSink, SinkTopics
 from upsell_triggers.settings import Settings
@@ -37,6 +39,7 @@ class FakeTxnProducer:
     def __init__(self, tid: str, log: list[str], fail_commit: bool = False) -> None:
         self.tid, self.log, self.fail_commit = tid, log, fail_commit
         self.pending = 0
+        self.commit_s = 0.0  # how long EndTxn takes
         self._txn_manager = SimpleNamespace(wait_for_pid=self._pid)
 
     async def _pid(self) -> None:
@@ -79,6 +82,7 @@ class FakeTxnProducer:
 
     async def commit_transaction(self) -> None:
         assert self.pending == 0, "commit while records were still unacknowledged"
+        await asyncio.sleep(self.commit_s)
         if self.fail_commit:
             raise RuntimeError("ProducerFenced")
         self.log.append(f"{self.tid} commit")
@@ -236,3 +240,28 @@ def test_exactly_once_with_rocksdb_is_a_one_line_start_up_error(monkeypatch: pyt
     assert validated_settings(Settings).processing_guarantee == "exactly_once"
     monkeypatch.delenv("UPSELL_PROCESSING_GUARANTEE")
     assert validated_settings(Settings).processing_guarantee == "at_least_once"
+
+
+async def test_timed_batches_record_each_transaction_phase_of_their_slowest_partition(tmp_path: Any) -> None:
+    log: list[str] = []
+    txns = await started(log, {0, 1})
+    txns.producers[1].commit_s = 0.05  # partition 1's EndTxn is the slow one
+    timings = BatchTimings(str(tmp_path / "t.jsonl"))
+    sink = BatchSink(
+        apply,
+        lambda: None,
+        SinkTopics("prompts", "dlq", lambda: "cl"),
+        FakeStates({0: [(b"a", b"s")]}),
+        Metrics(),
+        timings,
+        transactions=txns,
+    )
+    timings.start()
+    await sink.deliver_atomically({TP("events", 0): recs(1), TP("events", 1): recs(2)})
+    timings.note(records=2)
+    timings.end()
+    timings.close()
+    (line,) = (orjson.loads(x) for x in (tmp_path / "t.jsonl").read_bytes().splitlines() if b"records" in x)
+    assert line["txns"] == 2
+    assert 50 <= line["txn_end_ms"] < line["deliver_ms"]
+    assert 0 <= line["txn_send_ms"] < 50 and 0 <= line["txn_offsets_ms"] < 50
