@@ -263,5 +263,5 @@ async def test_timed_batches_record_each_transaction_phase_of_their_slowest_part
     timings.close()
     (line,) = (orjson.loads(x) for x in (tmp_path / "t.jsonl").read_bytes().splitlines() if b"records" in x)
     assert line["txns"] == 2
-    assert 50 <= line["txn_end_ms"] < line["deliver_ms"]
-    assert 0 <= line["txn_send_ms"] < 50 and 0 <= line["txn_offsets_ms"] < 50
+    assert 50 <= line["txn_end_ms"] <= line["deliver_ms"]  # partition 1's, not partition 0's (~0 ms)
+    assert line["txn_send_ms"] >= 0 and line["txn_offsets_ms"] >= 0
