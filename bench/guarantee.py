@@ -9,10 +9,11 @@ at --rate events/s (p50/p99, read by a read_committed consumer, as bench/latency
 CPU pressure of the machine (/proc/pressure/cpu, avg10) is noted before each measurement: the machine
 is shared. The summary gives, per guarantee, the medians, and the median of the pairs' ratios
 (exactly_once / at_least_once). Each latency run also keeps the worker's per-batch timings
-(UPSELL_BATCH_TIMINGS_FILE) and reports where a batch's time went: p50/p90 of its fetch, apply and
-delivery (at_least_once: prompts acknowledged; exactly_once: the partitions' transactions committed, and
-their slowest partition's phases: records acknowledged, offsets added, transaction ended), and batches
-per second. Writes bench/results/guarantee.json.
+(UPSELL_BATCH_TIMINGS_FILE) and reports where a batch's time went: p50/p90 of each phase the
+guarantee laps (at_least_once: `send`, the outputs handed to the producer, `write`, `commit`;
+exactly_once: `deliver`, the partitions' transactions committed, and their slowest partition's
+`txn_send`, `txn_offsets`, `txn_end`: records acknowledged, offsets added, transaction ended), and
+batches per second. Writes bench/results/guarantee.json.
 
 Targets (issue: exactly-once): throughput cost <= 20%, p99 <= 50 ms at 10k events/s.
 """
@@ -39,7 +40,18 @@ from kafkabench import (
 )
 from latency import capacity, measure_kafka, percentile
 
-PHASES = ("fetch", "apply", "deliver", "txn_send", "txn_offsets", "txn_end", "write", "commit")
+PHASES = (
+    "fetch",
+    "lock",
+    "apply",
+    "send",
+    "deliver",
+    "txn_send",
+    "txn_offsets",
+    "txn_end",
+    "write",
+    "commit",
+)
 
 GUARANTEES = ("at_least_once", "exactly_once")
 

@@ -185,7 +185,7 @@ def guarantee_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             (f"Where a batch's time goes at {rate:,} events/s (median of the pairs' p50 per batch): exactly_once's transactions and the phases of their slowest partition; at_least_once's delivery",
              f"{ph.get('deliver', float('nan')):.0f} ms (records acknowledged {ph.get('txn_send', float('nan')):.0f}, offsets added "
              f"{ph.get('txn_offsets', float('nan')):.0f}, ended {ph.get('txn_end', float('nan')):.0f}; apply {ph.get('apply', float('nan')):.0f}); "
-             f"{ph_alo.get('deliver', float('nan')):.0f} ms (apply {ph_alo.get('apply', float('nan')):.0f})", "", "", ""))  # fmt: skip
+             f"{ph_alo.get('deliver', ph_alo.get('send', float('nan'))):.0f} ms (apply {ph_alo.get('apply', float('nan')):.0f})", "", "", ""))  # fmt: skip
     return rows
 
 
