@@ -276,7 +276,7 @@ def main() -> int:
     if r := load("latency"):
         machine = machine or r["machine"]
         rows += latency_rows(r)
-    for name in ("guarantee", "guarantee-2k"):
+    for name in ("guarantee", "guarantee-2k", "guarantee-2k-current"):
         if r := load(name):
             rows += guarantee_rows(r)
     if r := load("transactions"):
