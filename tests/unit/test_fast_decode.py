@@ -12,6 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from upsell_triggers.engine import events as events_module
 from upsell_triggers.engine.events import (
     _MODELS,
     MAX_TS_MS,
@@ -346,3 +347,65 @@ def test_every_millisecond_of_a_second_reads_as_written(zone: str) -> None:
         for extra in ("", "999"):
             text = f"2026-11-22T10:00:07.{milli:03d}{extra}{zone}"
             assert _ts_ms(text) == _parse_ts(text) == second + milli, text
+
+
+def _read(text: str, read: Any) -> int | None:
+    try:
+        ms: int = read(text)
+    except ValueError:
+        return None
+    return ms
+
+
+@st.composite
+def plain_rfc3339(draw: st.DrawFn) -> str:
+    """The layout producers write (`2026-11-22T10:00:07.123Z`, `...07.123000+00:00`, `...07+05:30`),
+    anywhere in the accepted range and a little past either end, in whole-minute offsets."""
+    ms = draw(
+        st.one_of(
+            st.integers(min_value=MIN_TS_MS - 2 * 86_400_000, max_value=MIN_TS_MS + 2 * 86_400_000),
+            st.integers(min_value=MAX_TS_MS - 2 * 86_400_000, max_value=MAX_TS_MS + 2 * 86_400_000),
+            st.integers(min_value=MIN_TS_MS, max_value=MAX_TS_MS - 1),
+        )
+    )
+    offset_min = draw(st.one_of(st.sampled_from([0, 330, -300, 345, 1439, -1439]), st.integers(-1439, 1439)))
+    local = _EPOCH + timedelta(milliseconds=ms, minutes=offset_min)
+    frac = draw(st.sampled_from(["", ".{ms:03d}", ".{ms:03d}000", ".{ms:03d}999", ".{d1}", ".{ms:03d}0"]))
+    frac = frac.format(ms=local.microsecond // 1000, d1=local.microsecond // 100_000)
+    sign = "-" if offset_min < 0 else "+"
+    hh, mm = divmod(abs(offset_min), 60)
+    zone = draw(
+        st.sampled_from(
+            ["Z", f"{sign}{hh:02d}:{mm:02d}"] if offset_min == 0 else [f"{sign}{hh:02d}:{mm:02d}"]
+        )
+    )
+    return (
+        local.strftime("%Y-%m-%d") + draw(st.sampled_from("TTt ")) + local.strftime("%H:%M:%S") + frac + zone
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(plain_rfc3339(), plain_rfc3339(), rfc3339()), min_size=1, max_size=8))
+def test_learnt_parts_read_as_the_long_way_reads_them(texts: list[str]) -> None:
+    """The fast path keeps the minute, the second and the rest (fraction and offset) of each plain string
+    it reads, and reads a string made of kept parts from them alone: every string made of the parts of
+    these, in every combination (most never seen whole), reads as the long way reads it."""
+    for text in texts:
+        assert _read(text, _ts_ms) == _read(text, _parse_ts), text
+    for a in texts:
+        for b in texts:
+            for c in texts:
+                text = a[:16] + b[16:19] + c[19:]
+                assert _read(text, _ts_ms) == _read(text, _parse_ts), text
+
+
+def test_the_kept_parts_are_bounded() -> None:
+    """Rests of millisecond precision in every offset: more than the cache keeps, never more than its bound."""
+    for offset_min in range(-1439, 1440, 7):
+        sign = "-" if offset_min < 0 else "+"
+        hh, mm = divmod(abs(offset_min), 60)
+        for milli in range(0, 1000, 37):
+            text = f"2026-11-22T10:00:07.{milli:03d}{sign}{hh:02d}:{mm:02d}"
+            assert _ts_ms(text) == _parse_ts(text)
+    assert 0 < len(events_module._REST_MS) <= events_module._MAX_RESTS
+    assert 0 < len(events_module._MINUTE_MS) <= events_module._MAX_MINUTES

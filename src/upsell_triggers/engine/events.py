@@ -11,6 +11,7 @@ message naming the field (it goes to the dead letter topic).
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -63,19 +64,48 @@ def _parse_ts(v: Any) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOCAL_EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
+_MS = timedelta(milliseconds=1)
+_DAY_MS = 86_400_000
 _MINUTES: dict[tuple[str, tzinfo], int] = {}  # (text up to the minute, offset) -> microseconds since 1970
 _MAX_MINUTES = 4096
+
+# The plain layout producers write, `2026-11-22T10:00:07.123Z` (JavaScript), `...07.123000+00:00`
+# (Python), `...07+05:30`, read in three parts that each mean the same wherever they appear: the local
+# minute, the second, and the rest (a fraction of up to millisecond precision and a whole-minute offset).
+# Each part is learnt from a string `fromisoformat` accepted, so any string made of learnt parts is one
+# it accepts, and it reads as the sum of the parts. A minute is kept only a day or more inside the
+# accepted range: no offset can then take its instants outside, so a string of learnt parts needs no
+# range check. Fractions past the millisecond (Python's microseconds, Go's nanoseconds) are not kept
+# (a million values per offset would churn); they are read the longer way below.
+_SECOND_MS = {f":{s:02d}": s * 1000 for s in range(60)}
+_MINUTE_MS: dict[str, int] = {}  # "2026-11-22T15:30" -> that local time read as UTC, epoch ms
+_REST_MS: dict[str, int] = {}  # ".250-05:00" -> 250 + 5 h: the fraction's ms minus the offset
+_MAX_RESTS = 8192
+_PLAIN_MINUTE = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d", re.ASCII)
+_PLAIN_REST = re.compile(r"(?:\.\d{1,3}0{0,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
 
 
 def _ts_ms(text: str) -> int:
     """An RFC 3339 string read exactly as `_parse_ts` reads it, for the fast paths: epoch ms, or a bare
     ValueError (the long way then words the error).
 
-    Integer arithmetic, as datetime_to_ms: milliseconds are truncated, never rounded by a float. Turning
-    a datetime into an instant costs several times its parse, so the microseconds since 1970 up to the
-    minute are kept per minute and offset (a producer's events share their minutes; the first 16
-    characters of any string fromisoformat accepts hold its date, hour and minute)."""
+    A string of learnt parts (above) is three slices, three dict lookups and two additions: the whole
+    of an event's timestamp cost that `fromisoformat` and datetime arithmetic would multiply several
+    times over. Anything else is parsed (`_parse_ts_ms`), and teaches its parts."""
+    try:
+        return _MINUTE_MS[text[:16]] + _SECOND_MS[text[16:19]] + _REST_MS[text[19:]]
+    except KeyError:
+        return _parse_ts_ms(text)
+
+
+def _parse_ts_ms(text: str) -> int:
+    """`_ts_ms` for a string not made of learnt parts: `fromisoformat`, then integer arithmetic, as
+    datetime_to_ms: milliseconds are truncated, never rounded by a float. Turning a datetime into an
+    instant costs several times its parse, so the microseconds since 1970 up to the minute are kept per
+    minute and offset (the first 16 characters of any string fromisoformat accepts hold its date, hour
+    and minute)."""
     dt = datetime.fromisoformat(text)
     tz = dt.tzinfo
     if tz is None:
@@ -89,8 +119,34 @@ def _ts_ms(text: str) -> int:
         _MINUTES[key] = base
     ms = (base + dt.second * 1_000_000 + dt.microsecond) // 1000
     if MIN_TS_MS <= ms < MAX_TS_MS:
+        _learn(text, dt, ms)
         return ms
     raise ValueError("ts outside the accepted range")
+
+
+def _learn(text: str, dt: datetime, ms: int) -> None:
+    """Keeps the parts of a plain-layout string (`_ts_ms`) that `fromisoformat` read as written."""
+    minute, second, rest = text[:16], text[16:19], text[19:]
+    second_ms = _SECOND_MS.get(second)
+    if (
+        second_ms is None
+        or dt.second * 1000 != second_ms
+        or not _PLAIN_MINUTE.fullmatch(minute)
+        or not _PLAIN_REST.fullmatch(rest)
+        or dt.isoformat(sep=minute[10], timespec="minutes")[:16] != minute
+    ):
+        return
+    local = (dt.replace(tzinfo=None, second=0, microsecond=0) - _LOCAL_EPOCH) // _MS
+    rest_ms = ms - local - second_ms  # the fraction's ms minus a whole-minute offset (under a day)
+    if not -_DAY_MS < rest_ms < _DAY_MS:
+        return
+    if MIN_TS_MS + _DAY_MS <= local <= MAX_TS_MS - _DAY_MS - 60_000:
+        if len(_MINUTE_MS) >= _MAX_MINUTES:
+            _MINUTE_MS.clear()
+        _MINUTE_MS[minute] = local
+    if len(_REST_MS) >= _MAX_RESTS:
+        _REST_MS.clear()
+    _REST_MS[rest] = rest_ms
 
 
 def time_ms(text: str) -> int:
@@ -237,10 +293,12 @@ EventModel = (
 # gc=False: events hold strings and numbers only, so the collector need not track them.
 #
 # A string `ts` (RFC 3339, the contract's own example) is decoded by msgspec as a string and read by
-# `__post_init__` with the long way's own C parser, `datetime.fromisoformat`, so both ways agree by
-# construction. msgspec's datetime type is not used: it accepts a lowercase 'z' the long way rejects and
-# rounds digits past the microsecond where the long way truncates them. After construction `ts` is
-# always epoch ms, which is the type the engine (and mypy) sees.
+# `__post_init__` with `_ts_ms`: the parts of strings the long way's own C parser,
+# `datetime.fromisoformat`, accepted, or that parser itself, so both ways agree by construction (and
+# tests/unit/test_fast_decode.py checks it). msgspec's datetime type is not used: it accepts a lowercase
+# 'z' the long way rejects, rounds digits past the microsecond where the long way truncates them, and
+# turning its datetime into epoch ms would cost what the parts save. After construction `ts` is always
+# epoch ms, which is the type the engine (and mypy) sees.
 
 _Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
 _UserId = Annotated[str, Meta(max_length=MAX_ID_LEN)]
