@@ -95,10 +95,14 @@ def _ts_ms(text: str) -> int:
     A string of learnt parts (above) is three slices, three dict lookups and two additions: the whole
     of an event's timestamp cost that `fromisoformat` and datetime arithmetic would multiply several
     times over. Anything else is parsed (`_parse_ts_ms`), and teaches its parts."""
-    try:
-        return _REST_MS[text[19:]] + _MINUTE_MS[text[:16]] + _SECOND_MS[text[16:19]]
-    except KeyError:
-        return _parse_ts_ms(text)
+    rest = _REST_MS.get(text[19:])  # get, not [] in a try: a raised KeyError costs a parse's worth
+    if rest is not None:
+        minute = _MINUTE_MS.get(text[:16])
+        if minute is not None:
+            second = _SECOND_MS.get(text[16:19])
+            if second is not None:
+                return rest + minute + second
+    return _parse_ts_ms(text)
 
 
 def _parse_ts_ms(text: str) -> int:
@@ -120,7 +124,8 @@ def _parse_ts_ms(text: str) -> int:
         _MINUTES[key] = base
     ms = (base + dt.second * 1_000_000 + dt.microsecond) // 1000
     if MIN_TS_MS <= ms < MAX_TS_MS:
-        _learn(text, dt, ms)
+        if not dt.microsecond % 1000:  # a fraction past the millisecond is never learnt: skip the check
+            _learn(text, dt, ms)
         return ms
     raise ValueError("ts outside the accepted range")
 
