@@ -463,3 +463,43 @@ def test_a_history_stays_within_its_bound_of_packed_doubles() -> None:
     assert a.state.pace is not None
     assert [len(b) for b in a.state.pace[1::2]] == [8 * len(h[m]) for m in a.state.pace[::2]]
     assert max(len(b) for b in a.state.pace[1::2]) <= 120
+
+
+def jobs_rules(kind: str) -> RuleSet:
+    """A custom metric `jobs` of the given kind, with a forecast on it (limit 40 on free)."""
+    catalog = "version: 1\nplans:\n  - {id: free, limits: {jobs: 40}}\n  - {id: pro, limits: {jobs: 4000}}\n"
+    catalog += f"metrics:\n  jobs: {{kind: {kind}}}\n"
+    rules_ = """
+version: 1
+groups:
+  - id: g
+    rules:
+      - id: jobs-pace
+        when: {metric: jobs, ratio: 1.0, within: 30d}
+        rearm: 0.9
+        prompt: {title: "jobs full in {days_left} days", cta: {label: x, url: /u}}
+"""
+    return compile_sources([("catalog.yaml", catalog), ("rules.yaml", rules_)])
+
+
+def test_a_reload_that_changes_a_metrics_kind_starts_its_forecast_history_afresh() -> None:
+    """A history the metric's other kind wrote (kept from before the reload) is read as none and
+    replaced at the next reading, so the new kind's forecast fires on its own history only; the other
+    way round, a period counter's history of another period (the gauge's) is replaced too."""
+    a = Acct()
+    a.engine.swap_rules(jobs_rules("period_counter"))
+    for d in range(5):
+        a.send(P0 + d * DAY, type="usage", metric="jobs", delta=6)
+    assert histories(a.state) == {"jobs": [P0, 0, 6, 6, 6, 6, 6]}
+    assert [ts for ts, d in a.decisions] == [P0 + 3 * DAY]  # 6 a day, at 3 days of rate: 180 by day 30
+    a.decisions.clear()
+    a.engine.swap_rules(jobs_rules("gauge"))
+    for d in range(5, 12):  # 15, 16, ..., 21: one a day, 6 full days of trend (7 needed)
+        a.send(P0 + d * DAY, type="usage", metric="jobs", value=10 + d)
+    assert histories(a.state) == {"jobs": [P0 // DAY + 5, 15, 16, 17, 18, 19, 20, 21]}
+    assert a.emitted("jobs-pace") == []
+    a.send(P0 + 12 * DAY, type="usage", metric="jobs", value=22)  # 22 + 30 x 1 a day >= 40
+    assert [d.prompt["title"] for d in a.emitted("jobs-pace") if d.prompt] == ["jobs full in 18 days"]
+    a.engine.swap_rules(jobs_rules("period_counter"))
+    a.send(P0 + 13 * DAY, type="usage", metric="jobs", delta=1)
+    assert histories(a.state) == {"jobs": [P0, 13, 1]}

@@ -89,12 +89,24 @@ def store(state: AccountState, metric: str, h: array[float]) -> None:
     state.pace = set_blob(state.pace, metric, h.tobytes())
 
 
+# A gauge's history starts with a day number (days since 1970: far below this), a period counter's with
+# its period's start in epoch ms (far above it), so each kind tells a history the other wrote: one kept
+# from before a reload changed the metric's kind, read as none and replaced at the next reading.
+_FIRST_DAY_BELOW = 10**8
+
+
+def gauge_history(state: AccountState, metric: str) -> array[float] | None:
+    """metric's history if a gauge wrote it, else None (a period counter's, see _FIRST_DAY_BELOW)."""
+    h = history(state, metric)
+    return h if h is not None and h[0] < _FIRST_DAY_BELOW else None
+
+
 def record_gauge_sample(state: AccountState, metric: str, ts: int, value: float) -> None:
     """The gauge's reading at ts as its day's sample. History: [first day, sample, sample, ...], one
     sample per UTC day up to the newest, days without readings holding the previous sample. Called after
     the gauge accepted the reading, so ts is not older than the newest sample's day."""
     day = ts // DAY
-    h = history(state, metric)
+    h = gauge_history(state, metric)
     if h is None:
         store(state, metric, array("d", (day, value)))
         return
@@ -198,7 +210,7 @@ def counter_rate(state: AccountState, c: Cond, ts: int) -> tuple[float, int] | N
 def gauge_rate(state: AccountState, c: Cond, ts: int) -> float | None:
     """The gauge's trend per day at ts (samples up to ts's day, the newest held), or None without
     min_history days since the last fall or without growth."""
-    h = history(state, c.metric)
+    h = gauge_history(state, c.metric)
     if h is None:
         return None
     samples = h[GAUGE_SAMPLES:].tolist()
