@@ -210,3 +210,51 @@ def test_engine_without_traits_in_the_catalog_rejects_account_updated() -> None:
     out = eng.process(ev, AccountState())
     assert out.invalid is not None and out.invalid.reason == "unknown_trait"
     assert "(declared: none)" in out.invalid.message
+
+
+def example_sources(**edits: tuple[str, str]) -> list[tuple[str, str]]:
+    """rules/examples' files, each with its (old, new) text replaced where `edits` names it (by stem)."""
+    out = []
+    for p in sorted(EXAMPLE.glob("*.yaml")):
+        text = p.read_text()
+        if p.stem in edits:
+            old, new = edits[p.stem]
+            assert old in text
+            text = text.replace(old, new)
+        out.append((p.name, text))
+    return out
+
+
+def test_a_reload_that_removes_or_retypes_a_trait_the_state_holds() -> None:
+    """Removed from the catalog: updates setting it are dead-lettered, the account's value stays unread
+    until its next update drops it. Declared again as a string: the number the state holds fails every
+    condition on it (even a `not_in` it is not in) until an update sets a string."""
+    a = example()
+    update(a, 0, segment="self_serve", signed_up_at=T0 - 30 * DAY, employees=12)
+    a.seats(HOUR, 3)
+    no_employees = compile_sources(
+        example_sources(
+            catalog=("  employees: {type: number}\n", ""),
+            segments=("            - {trait: employees, at_least: 20}\n", ""),
+        )
+    )
+    a.engine.swap_rules(no_employees)
+    assert update(a, 2 * HOUR, employees=30).startswith("unknown_trait: field 'traits.employees'")
+    assert a.state.traits == {"segment": "self_serve", "signed_up_at": T0 - 30 * DAY, "employees": 12}
+    assert update(a, 3 * HOUR, segment="self_serve") == "applied"
+    assert a.state.traits == {"segment": "self_serve", "signed_up_at": T0 - 30 * DAY}
+    b = example()
+    update(b, 0, segment="self_serve", signed_up_at=T0 - 30 * DAY, employees=12)
+    b.seats(HOUR, 3)
+    retyped = compile_sources(
+        example_sources(
+            catalog=("employees: {type: number}", "employees: {type: string}"),
+            segments=("{trait: employees, at_least: 20}", "{trait: employees, not_in: [few]}"),
+        )
+    )
+    b.engine.swap_rules(retyped)
+    assert b.send(2 * HOUR, type="usage", metric="api_calls", delta=9000) == []  # 12 is not a string
+    update(b, 3 * HOUR, employees="many")
+    assert outcomes(b.send(4 * HOUR, type="usage", metric="api_calls", delta=1)) == [
+        ("api-calls-80-larger-teams", "emitted")
+    ]
