@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,20 @@ from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state
 from upsell_triggers.processor import MemoryStore, Processor
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_KINDS = ROOT / "devkit" / "rules" / "all-kinds.yaml"
+
+
+def all_kinds_rules(dest: Path) -> Path:
+    """A rules directory of the shipped rules (rules/*.yaml: traits, leads) and devkit/rules/all-kinds.yaml
+    (distinct counts, growth, forecasts): every kind of per-account state a rule set keeps, so that the
+    checks below compare each of them with a replay."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in [*sorted((ROOT / "rules").glob("*.yaml")), ALL_KINDS]:
+        (dest / src.name).write_bytes(src.read_bytes())
+    return dest
+
 
 VIEW_FIELDS = (
     "plan",
@@ -42,6 +56,9 @@ VIEW_FIELDS = (
     "traits",
     "traits_ts",
     "erased_at",
+    "pace",
+    "distinct",
+    "history",
     "leads",
     "score",
 )
@@ -66,6 +83,9 @@ def view(st: AccountState) -> tuple[Any, ...]:
         st.traits or None,
         st.traits_ts,
         st.erased_at,
+        st.pace,
+        st.distinct,
+        st.history,
         st.leads,
         st.score,
     )
@@ -83,11 +103,18 @@ class Expected:
     leads: dict[str, bytes] = field(default_factory=dict)  # lead_id -> the lead's JSON
 
 
-def replay_expected(events: list[bytes], rules_dir: Path) -> Expected:
+def replay_expected(
+    events: list[bytes], rules_dir: Path, reloads: Sequence[tuple[int, Path]] = ()
+) -> Expected:
+    """`reloads`: (i, directory): the rules of the directory from the i-th event on, as a hot reload
+    between two events does."""
+    swaps = dict(reloads)
     proc = Processor(load_ruleset(rules_dir), store=MemoryStore(max_accounts=10_000_000))
     prompts: dict[str, bytes] = {}
     leads: dict[str, bytes] = {}
-    for raw in events:
+    for i, raw in enumerate(events):
+        if i in swaps:
+            proc.swap_rules(load_ruleset(swaps[i]))
         res = proc.handle(raw)
         for d in res.decisions:
             if d.prompt is not None:
@@ -175,6 +202,7 @@ class Report:
     duplicates_delivered: int = 0  # the same prompt id delivered more than once (same content)
     dead_letter_records: int = 0
     dead_letter_duplicates: int = 0  # dead letters of an input record already dead-lettered
+    repeated_dead_letters: list[str] = field(default_factory=list)  # the first few, where they are
     conflicting_ids: list[str] = field(default_factory=list)  # an id with other content than the replay's
     missing_prompts: int = 0
     unexpected_prompts: int = 0
@@ -185,6 +213,10 @@ class Report:
     conflicting_lead_ids: list[str] = field(default_factory=list)
     missing_leads: int = 0
     unexpected_leads: int = 0
+    # What the replay exercised, so a test can show its workload reached each kind of state and rule:
+    # accounts holding traits, distinct counts, growth history, forecast history; prompts and leads by rule.
+    state_kinds: dict[str, int] = field(default_factory=dict)
+    by_rule: dict[str, int] = field(default_factory=dict)
     # Erasure (account_deleted in the input): accounts deleted, of them those whose last input record is
     # the deletion (their changelog state must be the bare marker), those whose state is not, and the
     # prompts and leads triggered by an event in flight (an event of a deleted account from before its
@@ -257,6 +289,12 @@ def compare(
     lead_values: Sequence[bytes] = (),
 ) -> Report:
     rep = Report(accounts=len(expected.states))
+    rep.state_kinds = {
+        kind: sum(1 for st in expected.states.values() if getattr(st, kind))
+        for kind in ("traits", "distinct", "history", "pace")
+    }
+    rules = [orjson.loads(v)["rule_id"] for v in [*expected.prompts.values(), *expected.leads.values()]]
+    rep.by_rule = dict(sorted(Counter(rules).items()))
     for acct, st in expected.states.items():
         got = states.get(acct)
         if got is None:
@@ -306,13 +344,14 @@ async def check_exact(
     rules_dir: Path,
     read_committed: bool = False,
     in_flight: Set[str] = frozenset(),
+    reloads: Sequence[tuple[int, Path]] = (),
 ) -> Report:
     """Waits until the group committed everything, then compares its changelog and prompts with a replay
-    (read as a consumer with read_committed would, when asked), counts repeated dead letters, and checks
-    deleted accounts (check_erasures; `in_flight`: the ids of events sent after their account's
-    deletion, from before it)."""
+    (read as a consumer with read_committed would, when asked; with the rules reloaded where `reloads`
+    says), counts repeated dead letters, and checks deleted accounts (check_erasures; `in_flight`: the
+    ids of events sent after their account's deletion, from before it)."""
     await wait_committed(bs, app_id, topics["events"], timeout=300)
-    expected = replay_expected(events, rules_dir)
+    expected = replay_expected(events, rules_dir, reloads)
     states = await changelog_states(bs, app_id, read_committed=read_committed)
     prompts = [r.value for r in await read_all(bs, topics["prompts"], read_committed=read_committed)]
     leads = (
@@ -325,6 +364,11 @@ async def check_exact(
     if "dlq" in topics:
         dead = await read_all(bs, topics["dlq"], read_committed=read_committed)
         sources = [tuple(v for k, v in r.headers if k.startswith("source_")) for r in dead]
+        seen: set[tuple[bytes, ...]] = set()
+        for r, src in zip(dead, sources, strict=True):
+            if src in seen and len(rep.repeated_dead_letters) < 5:
+                rep.repeated_dead_letters.append(f"{r.topic}/{r.partition}@{r.offset} key={r.key!r} {src}")
+            seen.add(src)
         rep.dead_letter_records = len(dead)
         rep.dead_letter_duplicates = len(sources) - len(set(sources))
     return rep

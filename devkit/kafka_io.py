@@ -97,6 +97,39 @@ def sim_records(
         yield ev["account_id"].encode(), orjson.dumps(ev)
 
 
+def all_kinds_records(events: int, accounts: int, seed: int = 12) -> list[tuple[bytes, bytes]]:
+    """A workload for devkit/exactness.all_kinds_rules: the simulator's launch-week accounts (close to
+    their limits: forecasts and growth fire) with people and teams on every event (distinct counts), every
+    fifth account marked by an account_updated (traits), four hours of event time per round (about two
+    weeks over 80 rounds), ending an hour ago. Account ids start with `ak-`, so the records mix with
+    sim_records' without sharing an account."""
+    from upsell_triggers.engine.timeutil import HOUR
+    from upsell_triggers.simulate import Simulator
+
+    sim = Simulator(
+        accounts=accounts, seed=seed, step_ms=4 * HOUR, near_limits=True, expansion=True, high_touch_every=5
+    )
+    evs = list(sim.events(events))
+    # A round has fewer events than accounts at times, so the rounds are not known in advance: the
+    # times are moved to end an hour ago (a worker dead-letters events ahead of its clock).
+    shift = int(time.time() * 1000) - HOUR - max(ev["ts"] for ev in evs)
+    out: list[tuple[bytes, bytes]] = []
+    for ev in evs:
+        ev["account_id"] = account = "ak-" + ev["account_id"]
+        ev["ts"] += shift
+        out.append((account.encode(), orjson.dumps(ev)))
+    return out
+
+
+def interleave(*streams: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The records of several workloads spread evenly over one stream, each workload's in its order (an
+    account's events keep theirs)."""
+    total = sum(map(len, streams))
+    tagged = [((i + 0.5) / len(s), n, r) for n, s in enumerate(streams) for i, r in enumerate(s)]
+    assert len(tagged) == total
+    return [r for _, _, r in sorted(tagged, key=lambda t: (t[0], t[1]))]
+
+
 def with_erasures(
     records: list[tuple[bytes, bytes]], every: int = 12, after: int = 3, final: int = 20, spread: int = 1
 ) -> tuple[list[tuple[bytes, bytes]], set[str]]:

@@ -13,12 +13,12 @@ import os
 import random
 import signal
 from collections.abc import Sequence, Set
+from pathlib import Path
 
 import pytest
 
-from devkit.exactness import Report, check_exact
-from devkit.kafka_io import produce, sim_records, with_erasures
-from devkit.worker import ROOT
+from devkit.exactness import Report, all_kinds_rules, check_exact
+from devkit.kafka_io import all_kinds_records, interleave, produce, sim_records, with_erasures
 
 pytestmark = [pytest.mark.kafka, pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -29,9 +29,8 @@ EXACTLY_ONCE = {"UPSELL_PROCESSING_GUARANTEE": "exactly_once"}
 async def exact(  # type: ignore[no-untyped-def]
     bs: str, w, events: list[bytes], read_committed: bool = False, in_flight: Set[str] = frozenset()
 ) -> Report:
-    rep = await check_exact(
-        bs, w.env["UPSELL_APP_ID"], w.topics, events, ROOT / "rules", read_committed, in_flight
-    )
+    rules = Path(w.env["UPSELL_RULES_DIR"])
+    rep = await check_exact(bs, w.env["UPSELL_APP_ID"], w.topics, events, rules, read_committed, in_flight)
     print(
         f"\n[reliability] accounts={rep.accounts} prompts={rep.distinct_prompts} "
         f"prompt_records={rep.prompt_records} duplicates_delivered={rep.duplicates_delivered} "
@@ -47,6 +46,25 @@ async def exact(  # type: ignore[no-untyped-def]
     assert rep.exact, (rep.state_mismatches[:3], rep.first_diff, rep.conflicting_ids[:3], rep.not_markers[:3])
     assert rep.deleted_accounts > 0 or not in_flight
     return rep
+
+
+# Rules of each kind of per-account state (devkit/rules/all-kinds.yaml), and leads.yaml's, which route by
+# a trait: the workload of the all-kinds tests must have made the replay prompt (or lead) by each.
+ALL_KINDS_RULES = {
+    "distinct count": {"new-teams", "users-over-seats"},
+    "growth": {"seats-growth"},
+    "forecast": {"api-calls-pace", "seats-pace"},
+    "trait": {"seats-80-lead"},
+}
+
+
+def assert_all_kinds(rep: Report) -> None:
+    """The accounts of the check held traits, distinct counts, growth and forecast history, and each
+    kind of rule decided prompts or leads: the exactness covered them all."""
+    print(f"[reliability] all kinds: states {rep.state_kinds}, prompts and leads by rule {rep.by_rule}")
+    assert all(rep.state_kinds.values()), rep.state_kinds
+    for kind, rules in ALL_KINDS_RULES.items():
+        assert sum(rep.by_rule.get(r, 0) for r in rules) > 0, (kind, rep.by_rule)
 
 
 async def stream(
@@ -120,20 +138,28 @@ async def test_crash_under_load_exactly_once(worker_factory, kafka_bootstrap):
     rep = await exact(kafka_bootstrap, w, [v for _, v in records], True, in_flight)
     print(f"[reliability] exactly_once crash under load: kills=3 malformed={malformed}")
     assert rep.duplicates_delivered == 0
-    assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0
+    assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0, rep.repeated_dead_letters
 
 
-async def test_rebalance_two_three_one(worker_factory, kafka_bootstrap):
-    records, in_flight = with_deletions(list(sim_records(120_000, 10_000, seed=102, high_touch_every=5)))
-    first = worker_factory()
-    ws = [first.start(), worker_factory(name=first.name).start()]
+async def test_rebalance_two_three_one(worker_factory, kafka_bootstrap, tmp_path):
+    """2 -> 3 -> 1 workers (a clean leave, then a SIGKILL) on the shipped rules plus a distinct count, a
+    growth and forecasts (devkit/rules/all-kinds.yaml), among accounts with traits and deletions: state
+    and prompts equal to a replay, for every kind of state."""
+    workload = interleave(
+        list(sim_records(70_000, 7_000, seed=102, high_touch_every=5)),
+        all_kinds_records(24_000, 240, seed=112),
+    )
+    records, in_flight = with_deletions(workload)
+    rules = all_kinds_rules(tmp_path / "rules")
+    first = worker_factory(rules_dir=rules)
+    ws = [first.start(), worker_factory(name=first.name, rules_dir=rules).start()]
     for w in ws:
         w.wait_ready(120)
     producer = asyncio.create_task(
         stream(kafka_bootstrap, first.topics["events"], records, chunks=30, pause=0.4)
     )
     await asyncio.sleep(3)
-    ws.append(worker_factory(name=first.name).start())  # 2 -> 3
+    ws.append(worker_factory(name=first.name, rules_dir=rules).start())  # 2 -> 3
     await asyncio.sleep(5)
     await asyncio.to_thread(ws[0].stop)  # 3 -> 2 (clean)
     await asyncio.sleep(3)
@@ -142,24 +168,31 @@ async def test_rebalance_two_three_one(worker_factory, kafka_bootstrap):
     survivor = ws[2]
     await asyncio.to_thread(survivor.wait_ready, 180)
     # also: every partition committed to its end
-    await exact(kafka_bootstrap, survivor, [v for _, v in records], in_flight=in_flight)
+    rep = await exact(kafka_bootstrap, survivor, [v for _, v in records], in_flight=in_flight)
+    assert_all_kinds(rep)
 
 
-async def test_rebalance_two_three_one_exactly_once(worker_factory, kafka_bootstrap):
-    """exactly_once through 2 -> 3 -> 1 workers (a clean leave, then a SIGKILL): every prompt and dead
-    letter once to a read_committed consumer, state and prompts equal to a replay."""
-    deleted, in_flight = with_deletions(list(sim_records(40_000, 4_000, seed=105, high_touch_every=5)))
+async def test_rebalance_two_three_one_exactly_once(worker_factory, kafka_bootstrap, tmp_path):
+    """exactly_once through 2 -> 3 -> 1 workers (a clean leave, then a SIGKILL), on the rules and kinds
+    of state of test_rebalance_two_three_one: every prompt and dead letter once to a read_committed
+    consumer, state and prompts equal to a replay."""
+    workload = interleave(
+        list(sim_records(28_000, 3_000, seed=105, high_touch_every=5)),
+        all_kinds_records(12_000, 150, seed=115),
+    )
+    deleted, in_flight = with_deletions(workload)
     records = with_malformed(deleted, every=400)
     malformed = len(records) - len(deleted)
-    first = worker_factory(extra_env=EXACTLY_ONCE)
-    ws = [first.start(), worker_factory(name=first.name, extra_env=EXACTLY_ONCE).start()]
+    rules = all_kinds_rules(tmp_path / "rules")
+    first = worker_factory(extra_env=EXACTLY_ONCE, rules_dir=rules)
+    ws = [first.start(), worker_factory(name=first.name, extra_env=EXACTLY_ONCE, rules_dir=rules).start()]
     for w in ws:
         w.wait_ready(120)
     producer = asyncio.create_task(
         stream(kafka_bootstrap, first.topics["events"], records, chunks=20, pause=0.4)
     )
     await asyncio.sleep(2)
-    ws.append(worker_factory(name=first.name, extra_env=EXACTLY_ONCE).start())  # 2 -> 3
+    ws.append(worker_factory(name=first.name, extra_env=EXACTLY_ONCE, rules_dir=rules).start())  # 2 -> 3
     await asyncio.sleep(4)
     await asyncio.to_thread(ws[0].stop)  # 3 -> 2 (clean)
     await asyncio.sleep(2)
@@ -169,7 +202,8 @@ async def test_rebalance_two_three_one_exactly_once(worker_factory, kafka_bootst
     await asyncio.to_thread(survivor.wait_ready, 180)
     rep = await exact(kafka_bootstrap, survivor, [v for _, v in records], True, in_flight)
     assert rep.duplicates_delivered == 0
-    assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0
+    assert rep.dead_letter_records == malformed and rep.dead_letter_duplicates == 0, rep.repeated_dead_letters
+    assert_all_kinds(rep)
 
 
 async def test_a_paused_worker_is_fenced_exactly_once(worker_factory, kafka_bootstrap):
