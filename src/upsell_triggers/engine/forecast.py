@@ -98,7 +98,7 @@ _FIRST_DAY_BELOW = 10**8
 def gauge_history(state: AccountState, metric: str) -> array[float] | None:
     """metric's history if a gauge wrote it, else None (a period counter's, see _FIRST_DAY_BELOW)."""
     h = history(state, metric)
-    return h if h is not None and h[0] < _FIRST_DAY_BELOW else None
+    return h if h is not None and h[GAUGE_FIRST_DAY] < _FIRST_DAY_BELOW else None
 
 
 def record_gauge_sample(state: AccountState, metric: str, ts: int, value: float) -> None:
