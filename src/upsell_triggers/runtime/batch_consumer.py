@@ -178,6 +178,17 @@ class BatchConsumer(ConsumerAdapter):
             await self.app.crash(exc)
             raise
 
+    async def _write_state_in_loop(self, timings: BatchTimings | None) -> bool:
+        """`_write_state` from the batch loop, lapped as the batch's `write` phase; False when it failed
+        (logged, and the worker is crashing: the loop must stop handling the batch)."""
+        try:
+            await self._write_state()
+        except Exception:
+            return False
+        if timings is not None:
+            timings.lap("write")
+        return True
+
     def _ack_if_current(self, generation: int, tp: TP, first: int, last: int) -> None:
         # Revoked meanwhile, or from before a rebalance: Faust dropped its bookkeeping, and the
         # partition's owner resumes from the committed offset (offset dedup in the state).
@@ -331,15 +342,11 @@ class BatchConsumer(ConsumerAdapter):
         if sink.transactions is not None:
             await self._handle_atomically(sink, hot)
             return
-        if self._caught_up and sink.held and sink.acknowledged():
-            # The earlier batches' outputs arrived: write their states before this batch changes them
-            # (a state is written only once every output of the events it reflects is acknowledged).
-            try:
-                await self._write_state()
-            except Exception:  # logged, and the worker is crashing
-                return
-            if timings is not None:
-                timings.lap("write")
+        # The earlier batches' outputs arrived: write their states before this batch changes them (a
+        # state is written only once every output of the events it reflects is acknowledged).
+        caught_up_and_acknowledged = self._caught_up and sink.held and sink.acknowledged()
+        if caught_up_and_acknowledged and not await self._write_state_in_loop(timings):
+            return
         try:
             await sink.deliver(hot)
         except Exception as exc:
@@ -385,13 +392,8 @@ class BatchConsumer(ConsumerAdapter):
         # keep writing behind until the commit timer or the bound.
         if not behind:
             self._write_when_acknowledged()
-        elif transport.sink.must_write():
-            try:
-                await self._write_state()
-            except Exception:  # logged, and the worker is crashing
-                return
-            if timings is not None:
-                timings.lap("write")
+        elif transport.sink.must_write() and not await self._write_state_in_loop(timings):
+            return
         commit_every = self.commit_every
         if not behind and commit_every is not None and self.n_acked >= commit_every:
             # Faust's commit every N acked records, kept when caught up, off the batch loop: it flushes
