@@ -42,6 +42,8 @@ async def exact(  # type: ignore[no-untyped-def]
         f"deleted_last={rep.deleted_last} not_markers={len(rep.not_markers)} "
         f"in_flight={len(in_flight)} in_flight_outputs={rep.in_flight_outputs}"
     )
+    for repeated in rep.repeated_dead_letters:
+        print(f"[reliability] repeated dead letter: {repeated} (worker logs: {w.log.parent})")
     assert rep.accounts > 0 and rep.distinct_prompts > 0
     assert rep.exact, (rep.state_mismatches[:3], rep.first_diff, rep.conflicting_ids[:3], rep.not_markers[:3])
     assert rep.deleted_accounts > 0 or not in_flight

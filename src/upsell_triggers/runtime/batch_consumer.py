@@ -27,6 +27,7 @@ from faust.types import TP
 
 from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.changelog_restore import unread
+from upsell_triggers.runtime.committed_floor import CommittedFloor
 from upsell_triggers.runtime.kafka.compat import ConsumerAdapter
 from upsell_triggers.runtime.kafka.fetch_wait import FETCH_MAX_WAIT_MS
 from upsell_triggers.runtime.offset_ranges import AckedRanges, committable
@@ -50,6 +51,14 @@ class BatchConsumer(ConsumerAdapter):
     _caught_up = True  # the last batch left no records behind its partitions' high watermarks
     _background_commit: asyncio.Future[None] | None = None
     _writer: asyncio.Future[None] | None = None  # writes the states once their outputs are acknowledged
+    _floor: CommittedFloor | None = None
+
+    @property
+    def committed_floor(self) -> CommittedFloor:
+        """exactly_once: per hot partition, the offset below which every record is committed."""
+        if self._floor is None:
+            self._floor = CommittedFloor()
+        return self._floor
 
     @property
     def sought(self) -> set[TP]:
@@ -117,7 +126,30 @@ class BatchConsumer(ConsumerAdapter):
             # aborts the previous owner's open transaction and fences it (kafka.transactions).
             hot = cast("BatchTransport", self.transport).hot_topics
             await transactions.assign({tp.partition for tp in assigned if tp.topic in hot})
+            await self._start_at_committed({tp for tp in assigned if tp.topic in hot})
         await super().on_partitions_assigned(assigned, generation_id)
+
+    async def _start_at_committed(self, hot: set[TP]) -> None:
+        """exactly_once, once the fence completed the previous owners' transactions: the committed
+        offsets read now are the floor of each hot partition (committed_floor), and the partitions are
+        sought there before Faust's recovery resumes them (aiokafka's own positions were read before the
+        fence). Faust's recovery seeks them again later; records below the floor are dropped whatever
+        the position."""
+        if not hot:
+            return  # (aiokafka's seek_to_committed refuses an empty assignment)
+        try:
+            committed = await self.seek_to_committed()
+        except Exception as exc:  # e.g. a new rebalance began: Faust's assignment must still run
+            log.warning("exactly_once: reading the committed offsets after the fence failed: %r", exc)
+            return
+        offsets = {tp: committed.get(tp) for tp in hot}
+        self.committed_floor.raise_to(offsets)
+        log.info(
+            "exactly_once: input partitions start at their committed offsets",
+            extra={
+                "fields": {"offsets": {f"{tp.topic}[{tp.partition}]": o for tp, o in sorted(offsets.items())}}
+            },
+        )
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit what was acked before Faust forgets it. Faust's revoke drops the acked offsets of every
@@ -267,6 +299,7 @@ class BatchConsumer(ConsumerAdapter):
         other: dict[TP, Sequence[Any]] = {}
         buffered = self.buffered_partitions
         paused: dict[TP, Sequence[Any]] = {}
+        floor = self.committed_floor if self.sink.transactions is not None else None
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in buffered:
                 if tp.topic in transport.hot_topics:
@@ -274,6 +307,8 @@ class BatchConsumer(ConsumerAdapter):
                 continue
             if tp.topic in transport.hot_topics:
                 fresh = unread(self, tp, recs)
+                if fresh and floor is not None:
+                    fresh = self._unapplied(floor, tp, fresh)
                 if fresh:
                     hot[tp] = fresh
             else:
@@ -293,6 +328,22 @@ class BatchConsumer(ConsumerAdapter):
         if other:
             await transport.restore_for(self).deliver(other, generation)
 
+    @staticmethod
+    def _unapplied(floor: CommittedFloor, tp: TP, recs: Sequence[Any]) -> Sequence[Any]:
+        kept = floor.unapplied(tp, recs)
+        if len(kept) < len(recs):  # the position was behind the committed offset (committed_floor)
+            log.info(
+                "exactly_once: dropped records committed already",
+                extra={
+                    "fields": {
+                        "partition": f"{tp.topic}[{tp.partition}]",
+                        "offsets": f"{recs[0].offset}..{recs[len(recs) - len(kept) - 1].offset}",
+                        "committed": floor.get(tp),
+                    }
+                },
+            )
+        return kept
+
     async def _handle_atomically(self, sink: BatchSink, hot: dict[TP, Sequence[Any]]) -> None:
         """exactly_once: the batch is applied and committed (outputs, states, offsets) in one
         transaction per partition. A batch whose partition was revoked meanwhile commits too: this
@@ -308,6 +359,7 @@ class BatchConsumer(ConsumerAdapter):
         for tp, recs in hot.items():
             read_offsets[tp] = recs[-1].offset
             committed[tp] = recs[-1].offset + 1  # as Faust's commit records it (its lag checks read it)
+        self.committed_floor.raise_to({tp: recs[-1].offset + 1 for tp, recs in hot.items()})
         on_lag = cast("BatchTransport", self.transport).on_lag
         if on_lag is not None:
             for tp, recs in hot.items():
