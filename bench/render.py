@@ -46,11 +46,27 @@ READING = """## Reading the figures
 - **Recovery** is the time from start to ready: a clean restart reads the changelog (memory store) or
   local files plus the changelog's tail (RocksDB); after a SIGKILL add the 15 s session timeout before
   the group reassigns the partitions.
+- **Latency's tail** is laid out per run by `python bench/latency.py --timings DIR`: the slowest 2%
+  of batches, by phase (waiting for records, earlier batches' apply, send, state write and commit, own
+  apply), with the share of that time the worker's loop thread was on a CPU. In alternating pairs at
+  10k events/s with the machine shared by about eight engineers (CPU pressure 0.96–1.0, the worker
+  pinned to core 1 yet on a CPU 12–20% of the run), a batch loop that waits for each batch's
+  acknowledgements spent 28–36% of its time waiting for them (65–67% at 1k events/s), 14–24% of the
+  slowest batches' time (33–78% at 1k/s); the shipped loop does not wait between batches (0%). The
+  rest of those batches' time is apply with the loop thread on a CPU 9–24% of it: the run queue of a
+  shared core, which also kept the p99 from separating the two (B ÷ A per pair 0.32–1.92). Setting and
+  per-run figures: [docs/operations.md](docs/operations.md#latency).
+- **Service A/B** (`bench/service_ab.py`) answers "does this change cost the service anything?": one
+  worker from each of two source trees (each a `git worktree add --detach` of the code to compare, put
+  first on the worker's PYTHONPATH; same interpreter and dependencies, a rules directory per side) over
+  the same pre-produced topics, in pairs whose order alternates (A then B, B then A, ...), with the CPU
+  pressure before each run. Its rows give B ÷ A per pair and the median: on a shared machine the
+  spread between pairs is the noise any difference has to exceed.
 - **Scaling** on a 2-core machine that also runs the broker measures the machine: per-worker throughput
   is what sizes a deployment.
 
 Engineering notes with the A/B measurements behind the design, dated: [bench/ANALYSIS.md](bench/ANALYSIS.md).
-"""
+"""  # noqa: RUF001 (the figures' ranges take en dashes, as in the docs)
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -189,6 +205,23 @@ def guarantee_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def service_ab_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """bench/service_ab.py: one worker from two source trees in alternating pairs, B ÷ A per workload."""
+    a, b = r["sides"]["A"]["label"], r["sides"]["B"]["label"]
+    psi = r.get("cpu_pressure_avg10_range")
+    shared = f"; CPU pressure {psi[0]:.0f}% to {psi[1]:.0f}% before the runs" if psi else ""
+    rows = []
+    for w, s in r["summary"].items():
+        per_pair = ", ".join(f"{p['b_over_a']:.2f}" for p in r["pairs"][w])
+        rows.append(
+            (f"Service, 1 worker, {w} mix, {r['events']:,} events / {r['accounts']:,} accounts: {b} ÷ {a}, "
+             f"{len(r['pairs'][w])} alternating pairs{shared}",
+             f"{s['median_b_over_a']:.2f} ({per_pair}; {s['median_b']:,.0f} vs {s['median_a']:,.0f} events/s)",
+             "", "", r["command"] if not rows else "")
+        )  # fmt: skip
+    return rows
+
+
 def transactions_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     s = r["summary_p50_ms"]
     b2b, spaced, plain = s["transactions_back_to_back"], s["transactions_spaced"], s["plain_acknowledged"]
@@ -281,6 +314,9 @@ def main() -> int:
             rows += guarantee_rows(r)
     if r := load("transactions"):
         rows += transactions_rows(r)
+    for path in sorted(RESULTS.glob("service-ab-*.json")):
+        if r := load(path.stem):
+            rows += service_ab_rows(r)
     if r := load("state"):
         machine = machine or r["machine"]
         counts = r.get("runs_per_config", {})
