@@ -7,6 +7,7 @@ import atexit
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def median(xs: list[float]) -> float:
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {**result, "machine": machine(), "command": "python " + " ".join(sys.argv)}
+    result = {**result, "machine": machine(), "command": "python " + shlex.join(sys.argv)}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
