@@ -314,7 +314,7 @@ def main() -> int:
             rows += guarantee_rows(r)
     if r := load("transactions"):
         rows += transactions_rows(r)
-    for path in sorted(RESULTS.glob("service-ab-*.json")):
+    for path in sorted(RESULTS.glob("service-ab-*.json"), key=lambda p: p.stem):
         if r := load(path.stem):
             rows += service_ab_rows(r)
     if r := load("state"):
