@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kafkabench import (
+    ROOT,
     bootstrap,
     create_topics,
     delete_created_topics_at_exit,
@@ -45,8 +46,6 @@ from kafkabench import (
     write_result,
 )
 from workloads import WORKLOADS, records
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu_pressure() -> float | None:
