@@ -1,8 +1,9 @@
 """Benchmark 2: event -> prompt latency at fixed input rates, every run reported, with the worker's capacity.
 
     python bench/latency.py [--rates 1000 10000] [--runs 3] [--seconds 15] [--warmup 1]
-                            [--mode kafka|embedded] [--capacity-events 300000] [--busy-core]
-                            [--worker-core N] [--timings DIR] [--env NAME=VALUE ...] [--name latency]
+                            [--mode kafka|embedded|floor|gateway] [--capacity-events 300000] [--busy-core]
+                            [--worker-core N] [--timings DIR] [--env NAME=VALUE ...] [--gateway-streams 2000]
+                            [--name latency]
 
 A producer sends events at a fixed rate (wall-clock paced, 1 ms ticks). One in ten starts a new account
 that crosses 80% of its seats (plan_changed free, then seats=4: a seats-80 prompt); the rest are API-call
@@ -21,8 +22,25 @@ as the reliability runs do). --worker-core N gives the worker CPU N to itself an
 benchmark's producer and consumer on the other cores: what a deployment with the broker on other machines
 sees, on a machine where all of them must share two cores. --timings DIR keeps each worker's per-batch timings
 (UPSELL_BATCH_TIMINGS_FILE) and log there and prints their summary per run, with the slowest batches'
-time laid out by phase (tail_attribution). --mode embedded measures
-`upsell-triggers run --embedded` end to end the same way (events on its stdin, prompts on its stdout).
+time laid out by phase (tail_attribution).
+
+Modes, each measured the same way and reported the same way:
+- kafka (default): one `upsell-triggers run` worker on fresh topics of the local broker.
+- floor: bench/relay.py in place of the worker: a bare consumer -> producer relay with the worker's
+  Kafka client settings, no engine, that produces a small record for each event that prompts (its
+  record timestamps stand for the worker's in `worker_*`). What it
+  measures is producer -> broker -> fetch -> produce -> broker -> fetch on this machine: the part of the
+  kafka mode's latency that no worker code can remove. --worker-core pins the relay as it pins the
+  worker; --capacity-events does not apply (there is no worker to measure).
+- gateway: the worker as in kafka mode and an `upsell-triggers gateway` serving its prompts topic; the
+  prompts are received as SSE frames from the gateway's streams (GET /v1/stream, one stream per account,
+  as the gateway serves them), opened for the measured accounts before the first event is sent: every
+  prompting account of the measured seconds, evenly thinned to at most --gateway-streams (with 15 s runs
+  all of them at 1k events/s, every 8th at 10k/s; the others' prompts still pass through the gateway). The
+  worker's share is read from the prompt records' timestamps by a consumer of the prompts topic; the
+  rest (`consumer_p99_ms`) is the gateway's: its consumer, hub and the stream. With --worker-core the
+  gateway runs on the other cores with the broker and the benchmark.
+- embedded: `upsell-triggers run --embedded` end to end (events on its stdin, prompts on its stdout).
 
 Targets: p99 <= 50 ms at 10k events/s in at least 19 of 20 runs and no run with p50 above 100 ms; p99
 <= 25 ms at 1k events/s. Writes bench/results/<name>.json (latency.json by default).
@@ -34,6 +52,8 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -52,14 +72,17 @@ from kafkabench import (
     delete_created_topics_at_exit,
     median,
     produce_fast,
+    python_subprocess,
     run_id,
     start_service,
     wait_consumed,
     write_result,
 )
 
+from devkit.gateway import SECRET, GatewayProc
 from devkit.kafka_io import event
 from devkit.worker import free_port
+from upsell_triggers.gateway.tokens import sign
 
 TARGET_P99_MS = {1000: 25.0, 10000: 50.0}
 
@@ -87,10 +110,12 @@ def mix(n: int, base: int) -> Iterator[tuple[str | None, bytes, bytes]]:
 class Run:
     """One run's clocks: send times of the measured events, receive times of their prompts."""
 
-    def __init__(self) -> None:
+    def __init__(self, only: set[str] | None = None) -> None:
+        self.only = only  # the event ids measured (None: every prompting event after the warm-up)
         self.sent: dict[str, float] = {}  # event id -> wall clock when handed to the producer
         self.latency: list[float] = []  # s, event handed over -> prompt received
         self.worker: list[float] = []  # s, event handed over -> prompt record's timestamp (worker side)
+        self.after: list[float] = []  # s, prompt record's timestamp -> prompt received
         self.behind_max = 0.0  # s, most the pacing producer was behind its schedule
         self.t0 = 0.0  # wall clock of the first event sent
 
@@ -102,6 +127,20 @@ class Run:
         if t is not None:
             self.latency.append(now - t)
             self.worker.append(created_ms / 1000 - t)
+            self.after.append(now - created_ms / 1000)
+
+    def pair(self, created_ms: dict[str, int], arrived: dict[str, float]) -> None:
+        """The clocks of a run whose prompts were received elsewhere (the gateway's streams) than their
+        records were seen (a consumer of the prompts topic): both by trigger_event_id."""
+        for eid, t in self.sent.items():
+            if eid in arrived:
+                self.latency.append(arrived[eid] - t)
+                if eid in created_ms:
+                    self.worker.append(created_ms[eid] / 1000 - t)
+                    self.after.append(arrived[eid] - created_ms[eid] / 1000)
+
+    def measures(self, eid: str) -> bool:
+        return self.only is None or eid in self.only
 
     async def pace(self, send: Any, rate: int, seconds: float, warmup: float) -> None:
         """Calls `await send(key, value)` for the mix at `rate` per second for warmup + seconds."""
@@ -116,13 +155,12 @@ class Run:
                 n += 1
                 for measured, key, value in mix(n, base):
                     await send(key, value)
-                    if measured is not None and elapsed >= warmup:
+                    if measured is not None and elapsed >= warmup and self.measures(measured):
                         self.sent[measured] = time.time()
             await asyncio.sleep(0.001)
 
     def summary(self) -> dict[str, float]:
         lat, wk = self.latency, self.worker
-        consumer = sorted(a - b for a, b in zip(lat, wk, strict=True))
         return {
             "p50_ms": 1000 * percentile(lat, 0.50),
             "p99_ms": 1000 * percentile(lat, 0.99),
@@ -130,7 +168,7 @@ class Run:
             "prompts": len(lat),
             "worker_p50_ms": 1000 * percentile(wk, 0.50),
             "worker_p99_ms": 1000 * percentile(wk, 0.99),
-            "consumer_p99_ms": 1000 * percentile(consumer, 0.99),
+            "consumer_p99_ms": 1000 * percentile(self.after, 0.99),
             "producer_behind_max_ms": 1000 * self.behind_max,
         }
 
@@ -184,6 +222,136 @@ async def measure_kafka(bs: str, topics: dict[str, str], rate: int, seconds: flo
     await cons.stop()
     run.check()
     return run
+
+
+def gateway_accounts(rate: int, seconds: float, warmup: float, streams: int) -> list[int]:
+    """The n of the measured events whose accounts get a gateway stream: every prompting event of the
+    measured seconds (n > warmup x rate is only sent once the warm-up is over), evenly thinned to at most
+    `streams` (the gateway streams per account; its other prompts still pass through it)."""
+    ns = [n for n in range(10, int((warmup + seconds) * rate) + 1, 10) if n > warmup * rate]
+    return ns[:: max(1, -(-len(ns) // streams))]
+
+
+TRIGGER = re.compile(rb'"trigger_event_id":"([^"]+)"')
+
+
+async def open_stream(port: int, account: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A gateway SSE stream for one user of `account` (a raw socket, as bench/gateway_bench.py's clients)."""
+    tok = sign(SECRET.encode(), account, "bench", int(time.time()) + 3600)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tok}\r\n\r\n"
+    writer.write(request.encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        status = head.split(b"\r\n", 1)[0].decode()
+        raise RuntimeError(f"gateway stream for {account}: {status}")
+    return reader, writer
+
+
+async def follow_stream(reader: asyncio.StreamReader, arrived: dict[str, float]) -> None:
+    """Wall clock at which each prompt's frame was read, by trigger_event_id, until the stream ends."""
+    buf = b""
+    while chunk := await reader.read(65536):
+        now = time.time()
+        buf = buf[-64:] + chunk  # a frame split over two reads
+        for m in TRIGGER.finditer(buf):
+            arrived.setdefault(m.group(1).decode(), now)
+
+
+async def measure_gateway(
+    bs: str, topics: dict[str, str], port: int, rate: int, seconds: float, warmup: float, streams: int
+) -> Run:
+    """The worker's prompts through the gateway: one SSE stream per measured account, opened before the
+    first event is sent; latency = event handed to the producer -> its prompt's frame read from the
+    stream. A consumer of the prompts topic reads the records' timestamps (the worker's share)."""
+    ns = gateway_accounts(rate, seconds, warmup, streams)
+    run = Run(only={f"s{n}" for n in ns})
+    arrived: dict[str, float] = {}
+    created: dict[str, int] = {}
+    sem = asyncio.Semaphore(100)
+
+    async def opened(n: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with sem:
+            return await open_stream(port, f"lat-{n}")
+
+    conns = await asyncio.gather(*(opened(n) for n in ns))
+    followers = [asyncio.create_task(follow_stream(r, arrived)) for r, _ in conns]
+    cons = AIOKafkaConsumer(
+        topics["prompts"],
+        bootstrap_servers=bs,
+        auto_offset_reset="latest",
+        group_id=None,
+        isolation_level="read_committed",
+    )
+    prod = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=1)
+    await cons.start()
+    await prod.start()
+    await cons.seek_to_end()
+    stop = asyncio.Event()
+
+    async def records() -> None:
+        while not stop.is_set():
+            for msgs in (await cons.getmany(timeout_ms=200)).values():
+                for m in msgs:
+                    if m.value is not None and (hit := TRIGGER.search(m.value)):
+                        created[hit.group(1).decode()] = m.timestamp
+
+    async def send(key: bytes, value: bytes) -> None:
+        await prod.send(topics["events"], value, key=key)
+
+    rx = asyncio.create_task(records())
+    try:
+        await run.pace(send, rate, seconds, warmup)
+        await prod.flush()
+        await asyncio.sleep(2)
+        last, seen = time.monotonic(), -1
+        while time.monotonic() - last < 5.0:  # until every prompt arrived both ways, or none for 5 s
+            if all(e in arrived and e in created for e in run.sent):
+                break
+            if len(arrived) + len(created) != seen:
+                last, seen = time.monotonic(), len(arrived) + len(created)
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await rx
+        for t in followers:
+            t.cancel()
+        for _, w in conns:
+            w.close()
+        await asyncio.gather(*followers, return_exceptions=True)
+        await prod.stop()
+        await cons.stop()
+    run.pair(created, arrived)
+    run.check()
+    return run
+
+
+def start_relay(bs: str, topics: dict[str, str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """bench/relay.py on the run's topics, with the worker's environment; returns once it is up."""
+    relay_env = {
+        **env,
+        "KAFKA_BOOTSTRAP_SERVERS": bs,
+        "UPSELL_TOPIC_EVENTS": topics["events"],
+        "UPSELL_TOPIC_PROMPTS": topics["prompts"],
+    }
+    proc = python_subprocess([str(ROOT / "bench" / "relay.py")], relay_env, log)
+    deadline = time.monotonic() + 60
+    while "relay up" not in _text(log):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"relay did not start:\n{_text(log)[-3000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _text(path: Path) -> str:
@@ -507,13 +675,83 @@ def busy_core(on: bool) -> Iterator[None]:
         p.wait()
 
 
+def service_run(
+    a: argparse.Namespace,
+    bs: str,
+    tmp: Path,
+    rid: str,
+    rate: int,
+    env: dict[str, str],
+    broker: int | None,
+    worker_cpus: set[int],
+) -> tuple[Run, dict[str, Any]]:
+    """One run of the kafka, gateway or floor mode on fresh topics: the worker (or the relay) and, with
+    the gateway, a gateway process on them; the worker or relay pinned with --worker-core, the gateway
+    on the benchmark's cores (as the broker)."""
+    topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
+    asyncio.run(create_topics(bs, topics.values(), 4))
+    wenv = dict(env)
+    tfile = (a.timings or tmp) / f"timings-{rid}.jsonl"
+    if a.timings and a.mode != "floor":
+        wenv["UPSELL_BATCH_TIMINGS_FILE"] = str(tfile)
+    with contextlib.ExitStack() as stack:
+        if a.mode == "floor":
+            log = tmp / f"relay-{rid}.log"
+            proc = start_relay(bs, topics, wenv, log)
+            stack.callback(stop_process, proc)
+        else:
+            w = start_service(bs, tmp, topics, f"lat-{rid}", wenv)
+            stack.callback(w.stop)
+            assert w.proc is not None
+            proc, log = w.proc, w.log
+        gateway = None
+        if a.mode == "gateway":
+            genv = {"UPSELL_LOG_LEVEL": "warning", "UPSELL_GATEWAY_HEARTBEAT_S": "15"}
+            gateway = GatewayProc(bs, topics, tmp / f"gateway-{rid}.log", extra_env=genv).start()
+            stack.callback(gateway.stop)
+        if a.mode != "floor":
+            w.wait_ready(120)
+        if gateway is not None:
+            gateway.wait_ready(120)
+        time.sleep(2)
+        if a.worker_core is not None:
+            pin(proc.pid, worker_cpus)
+        pids = {"worker": proc.pid, "bench": os.getpid(), "broker": broker}
+        if gateway is not None:
+            assert gateway.proc is not None
+            pids["gateway"] = gateway.proc.pid
+        watch = CpuWatch(pids)
+        watch.start()
+        if gateway is not None:
+            measured = measure_gateway(bs, topics, gateway.port, rate, a.seconds, a.warmup, a.gateway_streams)
+            run = asyncio.run(measured)
+        else:
+            run = asyncio.run(measure_kafka(bs, topics, rate, a.seconds, a.warmup))
+        cpu = watch.stop()
+    r: dict[str, Any] = run.summary()
+    r["cpu"] = cpu
+    if gateway is not None:
+        r["gateway_streams"] = len(run.only or ())
+    if a.timings:
+        shutil.copy(log, a.timings / f"{'relay' if a.mode == 'floor' else 'worker'}-{rid}.log")
+        if gateway is not None:
+            shutil.copy(gateway.log, a.timings / f"gateway-{rid}.log")
+        if a.mode != "floor":
+            r["timings"] = timings_summary(tfile, run.t0, topics["events"])
+            r["timings_file"] = str(tfile)
+    return run, r
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds at the rate before measuring")
-    ap.add_argument("--mode", choices=["kafka", "embedded"], default="kafka")
+    ap.add_argument("--mode", choices=["kafka", "embedded", "floor", "gateway"], default="kafka")
+    ap.add_argument(
+        "--gateway-streams", type=int, default=2000, help="gateway mode: at most this many accounts measured"
+    )
     ap.add_argument("--capacity-events", type=int, default=300_000, help="0: do not measure capacity")
     ap.add_argument("--busy-core", action="store_true", help="keep one core busy during the runs")
     ap.add_argument("--worker-core", type=int, help="the worker alone on this CPU; the rest on the others")
@@ -524,6 +762,10 @@ def main() -> int:
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
     embedded = a.mode == "embedded"
+    with_capacity = a.capacity_events and a.mode in ("kafka", "gateway")  # the worker's
+    if a.mode == "gateway":  # a socket per stream, in this process and in the gateway (which inherits it)
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     bs = "" if embedded else bootstrap()
     if not embedded:
         delete_created_topics_at_exit(bs)
@@ -538,9 +780,10 @@ def main() -> int:
         worker_core(a.worker_core, broker) as worker_cpus,
     ):
         tmp = Path(d)
-        if a.capacity_events and not embedded:
+        if with_capacity:
             caps.append(capacity(bs, tmp, a.capacity_events, env))
             print(f"capacity: {caps[-1]:,.0f} events/s working off {a.capacity_events:,} events", flush=True)
+        who = "relay" if a.mode == "floor" else "worker"  # whose record timestamps worker_* are
         for i in range(a.runs):
             for rate in a.rates:
                 rid = f"{run_id()}-{rate}"
@@ -549,37 +792,13 @@ def main() -> int:
                     run = asyncio.run(measure_embedded(tmp, rate, a.seconds, a.warmup, elog))
                     r: dict[str, Any] = run.summary()
                 else:
-                    topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
-                    asyncio.run(create_topics(bs, topics.values(), 4))
-                    wenv = dict(env)
-                    tfile = (a.timings or tmp) / f"timings-{rid}.jsonl"
-                    if a.timings:
-                        wenv["UPSELL_BATCH_TIMINGS_FILE"] = str(tfile)
-                    w = start_service(bs, tmp, topics, f"lat-{rid}", wenv)
-                    try:
-                        w.wait_ready(120)
-                        time.sleep(2)
-                        assert w.proc is not None
-                        if a.worker_core is not None:
-                            pin(w.proc.pid, worker_cpus)
-                        watch = CpuWatch({"worker": w.proc.pid, "bench": os.getpid(), "broker": broker})
-                        watch.start()
-                        run = asyncio.run(measure_kafka(bs, topics, rate, a.seconds, a.warmup))
-                        cpu = watch.stop()
-                    finally:
-                        w.stop()
-                    r = run.summary()
-                    r["cpu"] = cpu
-                    if a.timings:
-                        shutil.copy(w.log, a.timings / f"worker-{rid}.log")
-                        r["timings"] = timings_summary(tfile, run.t0, topics["events"])
-                        r["timings_file"] = str(tfile)
+                    run, r = service_run(a, bs, tmp, rid, rate, env, broker, worker_cpus)
                 r["run"] = i + 1
                 r["started"] = round(run.t0, 3)
                 runs[str(rate)].append(r)
                 print(
                     f"run {i + 1}: {rate:>6,} events/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-                    f"max {r['max_ms']:.1f} ms ({r['prompts']} prompts; worker p99 "
+                    f"max {r['max_ms']:.1f} ms ({r['prompts']} prompts; {who} p99 "
                     f"{r['worker_p99_ms']:.1f} ms, producer behind <= {r['producer_behind_max_ms']:.0f} ms)",
                     flush=True,
                 )
@@ -587,7 +806,7 @@ def main() -> int:
                     print("       cpu:", orjson.dumps(r["cpu"]).decode(), flush=True)
                 if "timings" in r:
                     print("       timings:", orjson.dumps(r["timings"]).decode(), flush=True)
-        if a.capacity_events and not embedded:
+        if with_capacity:
             caps.append(capacity(bs, tmp, a.capacity_events, env))
             print(f"capacity: {caps[-1]:,.0f} events/s working off {a.capacity_events:,} events", flush=True)
     summary: dict[str, dict[str, Any]] = {}
@@ -633,6 +852,7 @@ def main() -> int:
                 "busy_core": a.busy_core,
                 "worker_core": a.worker_core,
                 "worker_env": env,
+                "gateway_streams_max": a.gateway_streams if a.mode == "gateway" else None,
                 "stall_p50_ms": a.stall_ms,
                 "capacity_events_per_s": caps,
                 "summary": summary,
