@@ -228,7 +228,8 @@ def gateway_accounts(rate: int, seconds: float, warmup: float, streams: int) -> 
     """The n of the measured events whose accounts get a gateway stream: every prompting event of the
     measured seconds (n > warmup x rate is only sent once the warm-up is over), evenly thinned to at most
     `streams` (the gateway streams per account; its other prompts still pass through it)."""
-    ns = [n for n in range(10, int((warmup + seconds) * rate) + 1, 10) if n > warmup * rate]
+    last = int((warmup + seconds) * rate)  # due only once the time is up: not sent
+    ns = [n for n in range(10, last, 10) if n > warmup * rate]
     return ns[:: max(1, -(-len(ns) // streams))]
 
 

@@ -18,8 +18,8 @@ worker's change. Like the worker's batch loop it hands each batch's records to t
 waiting for their acknowledgements (a failed send ends the relay with status 1).
 
 What it leaves out on purpose, all of it worker work rather than transport: decoding into typed events,
-the engine, state writes and offset commits, Faust's group membership (the relay assigns the partitions
-to itself), and the idle partitions the worker also fetches (feedback, Faust's leader topic). Prints
+the engine, state writes and offset commits, Faust's group membership (the relay reads every partition
+without a group), and the idle partitions the worker also fetches (feedback, Faust's leader topic). Prints
 `relay up` on stderr once its partitions are assigned and its producer has started; runs until SIGTERM.
 """
 
@@ -31,7 +31,7 @@ import sys
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from upsell_triggers.gateway.kafka import client_options
 from upsell_triggers.runtime.faust_app import faust_app
@@ -54,6 +54,7 @@ def clients(s: Settings) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     """A consumer and a producer with the worker's settings (its Faust app's, and its fetch wait)."""
     conf = faust_app(s).conf
     consumer = AIOKafkaConsumer(
+        s.topic_events,  # every partition (no group: no join, no commits)
         **client_options(s),
         group_id=None,
         enable_auto_commit=False,
@@ -88,11 +89,13 @@ async def relay(s: Settings) -> int:
     await consumer.start()
     await producer.start()
     try:
-        parts = await consumer.partitions_for_topic(s.topic_events)
-        if not parts:
-            print(f"relay: topic {s.topic_events} not found", file=sys.stderr)
+        for _ in range(600):
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            print(f"relay: no partitions of {s.topic_events} in 30 s", file=sys.stderr)
             return 2
-        consumer.assign([TopicPartition(s.topic_events, p) for p in sorted(parts)])
         print("relay up", file=sys.stderr, flush=True)
         while not stop.is_set() and not failed:
             batch = await consumer.getmany(timeout_ms=200)
