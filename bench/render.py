@@ -149,8 +149,12 @@ def latency_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         who = "relay" if mode == "floor" else "worker"
         rest = "the broker, the gateway" if mode == "gateway" else "the broker"
         where += f"; the {who} on a core of its own, {rest} and the load generator on the other"
+    elif mode != "embedded":
+        where += "; everything shares both cores"
     for rate, m in sorted(r["median"].items(), key=lambda kv: int(kv[0])):
         s = summary.get(rate, {})
+        # How busy the machine was: PSI CPU pressure (share of time some task waited for a CPU).
+        pressure = [x["cpu"]["cpu_pressure_share"] for x in r.get("runs", {}).get(rate, []) if x.get("cpu")]
         # the floor is no product's latency: the targets are shown against the worker, not it
         target_ms = (
             None if mode == "floor" else s.get("target_p99_ms") or (50.0 if int(rate) == 10_000 else None)
@@ -164,6 +168,10 @@ def latency_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 result += (
                     f"; the rate is {s['share_of_capacity']:.0%} of the capacity measured in the sitting"
                 )
+        if pressure:
+            result += (
+                f"; CPU pressure {min(pressure):.2f} to {max(pressure):.2f} (median {median(pressure):.2f})"
+            )
         target = (
             f"p99 ≤ {target_ms:g} ms" + (" in 19 of 20 runs" if int(rate) == 10_000 else "")
             if target_ms
@@ -314,11 +322,18 @@ def main() -> int:
             ("Service ÷ plain Faust tuned (same run): a stricter comparison than the reference pipeline, whose target is the defaults row",
              f"{m['vs_faust']:.1f}x", "", "", ""),
         ]  # fmt: skip
-    if r := load("latency"):
-        machine = machine or r["machine"]
-        rows += latency_rows(r)
-    for name in ("latency-floor", "latency-gateway"):  # bench/latency.py --mode floor | gateway
+    # Every latency sitting (bench/latency.py --name): the worker, its floor, the other runtimes.
+    firsts = (
+        "latency-worker-pinned",
+        "latency-floor",
+        "latency-shared",
+        "latency-embedded",
+        "latency-gateway",
+    )
+    others = sorted(p.stem for p in RESULTS.glob("latency*.json") if p.stem not in firsts)
+    for name in (*firsts, *others):
         if r := load(name):
+            machine = machine or r["machine"]
             rows += latency_rows(r)
     for name in ("guarantee", "guarantee-2k", "guarantee-2k-current"):
         if r := load(name):
