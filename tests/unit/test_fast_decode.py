@@ -11,6 +11,7 @@ import orjson
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from upsell_triggers.engine import events as events_module
 from upsell_triggers.engine.events import (
@@ -22,6 +23,7 @@ from upsell_triggers.engine.events import (
     PromptShown,
     Usage,
     _decode_common,
+    _describe,
     _fast,
     _from_model,
     _parse_ts,
@@ -409,3 +411,29 @@ def test_the_kept_parts_are_bounded() -> None:
             assert _ts_ms(text) == _parse_ts(text)
     assert 0 < len(events_module._REST_MS) <= events_module._MAX_RESTS
     assert 0 < len(events_module._MINUTE_MS) <= events_module._MAX_MINUTES
+
+
+def _models_only(raw: bytes) -> Any:
+    """The event, or the dead-letter reason and message, as the pydantic models alone decide them."""
+    obj = orjson.loads(raw)
+    try:
+        return _from_model(_MODELS[obj["type"]].model_validate(obj))
+    except ValidationError as err:
+        return InvalidEvent(*_describe(err))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.sampled_from(["usage", "paywall_hit", "plan_changed", "prompt_shown"]),
+    st.lists(st.one_of(plain_rfc3339(), rfc3339(), string_timestamps), min_size=1, max_size=6),
+)
+def test_string_timestamps_decode_or_dead_letter_as_the_models_say(etype: str, texts: list[str]) -> None:
+    """Every string `ts` (plain layouts that teach the kept parts, any offset, 0-9 fractional digits,
+    both ends of the accepted range, and invalid strings), and strings made of the parts of the others:
+    decode_event returns the event the models return, or the same dead-letter reason and message."""
+    fields = {"metric": "seats", "value": 3, "feature": "sso", "plan": "pro", "prompt_id": "p"}
+    for text in [*texts, *(a[:16] + b[16:19] + c[19:] for a in texts for b in texts for c in texts)]:
+        raw = orjson.dumps({"type": etype, "event_id": "e", "account_id": "a", "ts": text, **fields})
+        got, expected = decode_event(raw), _models_only(raw)
+        assert got == expected, text
+        assert not isinstance(got, InvalidEvent) or got.message == expected.message

@@ -83,6 +83,7 @@ _SECOND_MS = {f":{s:02d}": s * 1000 for s in range(60)}
 _MINUTE_MS: dict[str, int] = {}  # "2026-11-22T15:30" -> that local time read as UTC, epoch ms
 _REST_MS: dict[str, int] = {}  # ".250-05:00" -> 250 + 5 h: the fraction's ms minus the offset
 _MAX_RESTS = 8192
+_rest_ms = _REST_MS.get
 _PLAIN_MINUTE = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d", re.ASCII)
 _PLAIN_REST = re.compile(r"(?:\.\d{1,3}0{0,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
 
@@ -95,13 +96,12 @@ def _ts_ms(text: str) -> int:
     A string of learnt parts (above) is three slices, three dict lookups and two additions: the whole
     of an event's timestamp cost that `fromisoformat` and datetime arithmetic would multiply several
     times over. Anything else is parsed (`_parse_ts_ms`), and teaches its parts."""
-    rest = _REST_MS.get(text[19:])  # get, not [] in a try: a raised KeyError costs a parse's worth
+    rest = _rest_ms(text[19:])  # get, not [] in a try: a raised KeyError costs a parse's worth
     if rest is not None:
-        minute = _MINUTE_MS.get(text[:16])
-        if minute is not None:
-            second = _SECOND_MS.get(text[16:19])
-            if second is not None:
-                return rest + minute + second
+        try:
+            return _MINUTE_MS[text[:16]] + _SECOND_MS[text[16:19]] + rest
+        except KeyError:
+            pass
     return _parse_ts_ms(text)
 
 
@@ -134,26 +134,29 @@ def _learn(text: str, dt: datetime, ms: int) -> None:
     """Keeps the parts of a plain-layout string (`_ts_ms`) that `fromisoformat` read as written.
 
     The rest is checked first, in one C call: strings with microseconds (or finer) are read this way on
-    every event, and must not pay for more."""
+    every event, and must not pay for more. A minute already kept is not checked or computed again: most
+    strings that teach anything teach a new rest in a known minute."""
     if not _PLAIN_REST.fullmatch(text, 19):
         return
     minute, second, rest = text[:16], text[16:19], text[19:]
     second_ms = _SECOND_MS.get(second)
-    if (
-        second_ms is None
-        or dt.second * 1000 != second_ms
-        or not _PLAIN_MINUTE.fullmatch(minute)
-        or dt.isoformat(sep=minute[10], timespec="minutes")[:16] != minute
-    ):
+    if second_ms is None or dt.second * 1000 != second_ms:
         return
-    local = (dt.replace(tzinfo=None, second=0, microsecond=0) - _LOCAL_EPOCH) // _MS
+    local = _MINUTE_MS.get(minute)
+    if local is None:
+        if (
+            not _PLAIN_MINUTE.fullmatch(minute)
+            or dt.isoformat(sep=minute[10], timespec="minutes")[:16] != minute
+        ):
+            return
+        local = (dt.replace(tzinfo=None, second=0, microsecond=0) - _LOCAL_EPOCH) // _MS
+        if MIN_TS_MS + _DAY_MS <= local <= MAX_TS_MS - _DAY_MS - 60_000:
+            if len(_MINUTE_MS) >= _MAX_MINUTES:
+                _MINUTE_MS.clear()
+            _MINUTE_MS[minute] = local
     rest_ms = ms - local - second_ms  # the fraction's ms minus a whole-minute offset (under a day)
     if not -_DAY_MS < rest_ms < _DAY_MS:
         return
-    if MIN_TS_MS + _DAY_MS <= local <= MAX_TS_MS - _DAY_MS - 60_000:
-        if len(_MINUTE_MS) >= _MAX_MINUTES:
-            _MINUTE_MS.clear()
-        _MINUTE_MS[minute] = local
     if len(_REST_MS) >= _MAX_RESTS:
         _REST_MS.clear()
     _REST_MS[rest] = rest_ms
