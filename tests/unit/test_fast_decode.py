@@ -437,3 +437,16 @@ def test_string_timestamps_decode_or_dead_letter_as_the_models_say(etype: str, t
         got, expected = decode_event(raw), _models_only(raw)
         assert got == expected, text
         assert not isinstance(got, InvalidEvent) or got.message == expected.message
+
+
+def test_the_kept_seconds_are_bounded() -> None:
+    """More local seconds than the cache keeps, read twice over in every offset spelling: each reads as
+    the long way reads it, and the cache never holds more than its bound."""
+    start = datetime(2026, 11, 22, tzinfo=UTC)
+    for _ in range(2):
+        for s in range(0, events_module._MAX_SECONDS + 2000, 1):
+            local = (start + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S")
+            for rest in (".123Z", ".007+05:30", "+00:00"):
+                text = local + rest
+                assert _ts_ms(text) == _parse_ts(text), text
+            assert len(events_module._SECONDS_MS) <= events_module._MAX_SECONDS

@@ -84,6 +84,10 @@ _MINUTE_MS: dict[str, int] = {}  # "2026-11-22T15:30" -> that local time read as
 _REST_MS: dict[str, int] = {}  # ".250-05:00" -> 250 + 5 h: the fraction's ms minus the offset
 _MAX_RESTS = 8192
 _rest_ms = _REST_MS.get
+# "2026-11-22T15:30:07" -> the sum of its learnt minute and second (a string of learnt parts only)
+_SECONDS_MS: dict[str, int] = {}
+_MAX_SECONDS = 16384  # about 2 MB
+_local_second = _SECONDS_MS.get
 _PLAIN_MINUTE = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d", re.ASCII)
 _PLAIN_REST = re.compile(r"(?:\.\d{1,3}0{0,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
 
@@ -93,15 +97,25 @@ def _ts_ms(text: str) -> int:
     ValueError (the long way then words the error).
 
     The rest is looked up first: it is the part that misses every time for strings with microseconds.
-    A string of learnt parts (above) is three slices, three dict lookups and two additions: the whole
-    of an event's timestamp cost that `fromisoformat` and datetime arithmetic would multiply several
-    times over. Anything else is parsed (`_parse_ts_ms`), and teaches its parts."""
+    Then the local second (minute and second, kept as their sum once read): new strings for the parts
+    and their lookups are the whole cost of a string of learnt parts, so two parts instead of three
+    save a third of it wherever a stream's seconds repeat (16,384 kept: hours of a stream's seconds).
+    That is a fraction of what `fromisoformat` and datetime arithmetic would cost. Anything else is
+    parsed (`_parse_ts_ms`), and teaches its parts."""
     rest = _rest_ms(text[19:])  # get, not [] in a try: a raised KeyError costs a parse's worth
     if rest is not None:
+        head = text[:19]
+        second = _local_second(head)
+        if second is not None:
+            return second + rest
         try:
-            return _MINUTE_MS[text[:16]] + _SECOND_MS[text[16:19]] + rest
+            second = _MINUTE_MS[head[:16]] + _SECOND_MS[head[16:]]
         except KeyError:
-            pass
+            return _parse_ts_ms(text)
+        if len(_SECONDS_MS) >= _MAX_SECONDS:
+            _SECONDS_MS.clear()
+        _SECONDS_MS[head] = second
+        return second + rest
     return _parse_ts_ms(text)
 
 
