@@ -40,6 +40,8 @@ from kafkabench import (
 )
 from latency import capacity, measure_kafka, percentile
 
+from upsell_triggers.settings import Settings
+
 PHASES = (
     "fetch",
     "lock",
@@ -171,6 +173,7 @@ def main() -> int:
                 "capacity_events": a.capacity_events,
                 "rate": a.rate,
                 "seconds": a.seconds,
+                "transaction_retry_backoff_ms": Settings().transaction_retry_backoff_ms,
                 "summary": summary,
                 "pairs": runs,
                 "targets": {"capacity_cost_max": 0.20, "p99_ms_at_10k": 50},

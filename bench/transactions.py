@@ -1,6 +1,7 @@
 """Benchmark: what one Kafka transaction of an exactly_once batch costs on this broker, phase by phase.
 
     python bench/transactions.py [--transactions 100] [--records 40] [--gap-ms 30] [--rounds 2]
+                                 [--backoff-ms 5 ...]
 
 One aiokafka transactional producer (the settings of the worker's: linger 1 ms) commits transactions
 shaped like a worker's per-partition transaction: --records records split over two partitions of two
@@ -8,12 +9,17 @@ topics (prompts and changelog), then the input offsets with `send_offsets_to_tra
 `commit_transaction`, each phase timed: records acknowledged (AddPartitionsToTxn, then Produce), offsets
 added (AddOffsetsToTxn, then TxnOffsetCommit to the group coordinator), transaction ended (EndTxn). A
 plain idempotent producer sending the same records and waiting for their acknowledgements is the
-at-least-once counterpart. Transactions run back to back (the next begins when the last one ended, as
-the worker's next batch does under load) and with --gap-ms between them (a worker's fetch and apply),
-alternating in --rounds: the broker answers AddPartitionsToTxn with CONCURRENT_TRANSACTIONS while it
-still writes the previous transaction's markers (KAFKA-5477), and aiokafka retries after 20 ms, so the
-difference between the two is what starting a transaction too early costs. CPU pressure (Linux PSI)
-is noted per measurement: the machine may be shared. Writes bench/results/transactions.json.
+at-least-once counterpart.
+
+Transactions run back to back (the next begins when the last one ended, as a busy worker's partition
+does) and with --gap-ms between them (a worker's fetch and apply). The broker answers AddPartitionsToTxn
+with CONCURRENT_TRANSACTIONS while it still writes the previous transaction's markers (KAFKA-5477), and
+the producer asks again after a wait: aiokafka's own 20 ms, or the worker's
+UPSELL_TRANSACTION_RETRY_BACKOFF_MS (its default, or the variable if set; kafka.compat sets it). Back to
+back runs once with each, and once per --backoff-ms given; spaced runs with the worker's. Every
+measurement also counts the answers that made a transactional request retry, per request type (retries
+and seconds waited per transaction). The kinds alternate in order over --rounds. CPU pressure (Linux
+PSI) is noted per measurement: the machine may be shared. Writes bench/results/transactions.json.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from guarantee import cpu_pressure
 from kafkabench import bootstrap, create_topics, delete_created_topics_at_exit, median, run_id, write_result
 from latency import percentile
 
+from upsell_triggers.runtime.kafka import compat
+from upsell_triggers.settings import Settings
+
 PHASES = ("records", "offsets", "end", "total")
 
 
@@ -36,9 +45,15 @@ def ms(xs: list[float]) -> dict[str, float]:
     return {"p50_ms": round(1000 * percentile(xs, 0.5), 1), "p90_ms": round(1000 * percentile(xs, 0.9), 1)}
 
 
-async def transactions(bs: str, topics: tuple[str, str], n: int, records: int, gap: float) -> dict[str, Any]:
-    """n transactions of one producer; per phase p50/p90 and transactions per second."""
+async def transactions(
+    bs: str, topics: tuple[str, str], n: int, records: int, gap: float, backoff: float
+) -> dict[str, Any]:
+    """n transactions of one producer retrying CONCURRENT_TRANSACTIONS after `backoff` s; per phase
+    p50/p90, transactions per second, and the retries per transaction by request type."""
     prompts, changelog = topics
+    compat.set_transaction_retry_backoff(backoff)
+    retries = compat.count_transaction_retries()
+    before = {k: list(v) for k, v in retries.items()}
     producer = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=1, transactional_id=f"bench-txn-{run_id()}")
     await producer.start()
     phases: dict[str, list[float]] = {p: [] for p in PHASES}
@@ -71,6 +86,15 @@ async def transactions(bs: str, topics: tuple[str, str], n: int, records: int, g
         await producer.stop()
     out: dict[str, Any] = {p: ms(xs) for p, xs in phases.items()}
     out["transactions_per_s"] = round(n / (time.perf_counter() - start), 1)
+    out["retry_backoff_ms"] = round(1000 * backoff, 3)
+    out["retries_per_transaction"] = {
+        request: {
+            "retries": round(len(waits) / n, 2),
+            "waited_ms": round(1000 * sum(waits) / n, 1),
+        }
+        for request, all_waits in retries.items()
+        if (waits := all_waits[len(before.get(request, [])) :])
+    }
     return out
 
 
@@ -100,6 +124,13 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=40, help="records per transaction (two partitions)")
     ap.add_argument("--gap-ms", type=float, default=30.0, help="pause between spaced transactions")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument(
+        "--backoff-ms",
+        type=float,
+        action="append",
+        default=[],
+        help="also measure back to back with this retry wait (repeatable)",
+    )
     ap.add_argument("--name", default="transactions", help="results file bench/results/<name>.json")
     a = ap.parse_args()
     bs = bootstrap()
@@ -107,24 +138,38 @@ def main() -> int:
     rid = run_id()
     topics = (f"txn-prompts-{rid}", f"txn-changelog-{rid}")
     asyncio.run(create_topics(bs, topics, 2))
-    kinds = {
-        "transactions_back_to_back": lambda: transactions(bs, topics, a.transactions, a.records, 0.0),
-        "transactions_spaced": lambda: transactions(bs, topics, a.transactions, a.records, a.gap_ms / 1000),
-        "plain_acknowledged": lambda: plain(bs, topics, a.transactions, a.records, 0.0),
+    aiokafka_s = compat.set_transaction_retry_backoff(0.02)  # aiokafka's own value, read back
+    worker_ms = Settings().transaction_retry_backoff_ms
+    backoffs = {"aiokafka": 1000 * aiokafka_s, "worker": worker_ms} | {
+        f"{b:g}ms": b for b in a.backoff_ms if b not in (1000 * aiokafka_s, worker_ms)
     }
+
+    def back_to_back(backoff_ms: float) -> Any:
+        return lambda: transactions(bs, topics, a.transactions, a.records, 0.0, backoff_ms / 1000)
+
+    kinds = {f"transactions_back_to_back_{name}": back_to_back(ms_) for name, ms_ in backoffs.items()}
+    kinds["transactions_spaced_worker"] = lambda: transactions(
+        bs, topics, a.transactions, a.records, a.gap_ms / 1000, worker_ms / 1000
+    )
+    kinds["plain_acknowledged"] = lambda: plain(bs, topics, a.transactions, a.records, 0.0)
     rounds: list[dict[str, Any]] = []
     for i in range(a.rounds):
         r: dict[str, Any] = {"round": i + 1}
         for kind, run in kinds.items() if i % 2 == 0 else reversed(kinds.items()):
             pressure = cpu_pressure()
             r[kind] = {**asyncio.run(run()), "cpu_pressure_before": pressure}
-            print(f"round {i + 1} {kind:<26}: {r[kind]}", flush=True)
+            print(f"round {i + 1} {kind:<36}: {r[kind]}", flush=True)
         rounds.append(r)
-    summary = {
+    summary: dict[str, dict[str, float]] = {
         kind: {p: median([r[kind][p]["p50_ms"] for r in rounds]) for p in PHASES if p in rounds[0][kind]}
         for kind in kinds
     }
-    print("median over rounds of the p50 (ms):", summary)
+    for kind in kinds:
+        if "transactions_per_s" in rounds[0][kind]:
+            summary[kind]["transactions_per_s"] = median([r[kind]["transactions_per_s"] for r in rounds])
+    print("median over rounds of the p50 (ms), and of transactions/s:")
+    for kind, figures in summary.items():
+        print(f"  {kind:<36} {figures}")
     print(
         "wrote",
         write_result(
@@ -134,6 +179,7 @@ def main() -> int:
                 "transactions": a.transactions,
                 "records": a.records,
                 "gap_ms": a.gap_ms,
+                "retry_backoff_ms": backoffs,
                 "summary_p50_ms": summary,
                 "rounds": rounds,
             },

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
         "are one Kafka transaction per partition (consumers of the output topics read with "
         "isolation.level=read_committed); needs the memory store",
     )
+    transaction_retry_backoff_ms: float = Field(
+        default=2.0,
+        gt=0,
+        le=1000,
+        description="exactly_once: how long a partition's transactional producer waits before asking again "
+        "to start a transaction the broker refused because it still writes the previous one's commit "
+        "markers (aiokafka's own wait is 20 ms)",
+    )
     fetch_partition_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,

@@ -197,6 +197,7 @@ def create_app(s: Settings) -> Worker:
 
     transactions = None
     if s.processing_guarantee == "exactly_once":
+        compat.set_transaction_retry_backoff(s.transaction_retry_backoff_ms / 1000)
         transactions = PartitionTransactions(
             lambda tid: compat.transactional_producer(app, tid),
             app_id=s.app_id,

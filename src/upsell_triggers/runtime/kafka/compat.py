@@ -98,6 +98,8 @@ EXACTLY_ONCE_MEMBERS: tuple[Member, ...] = (
     Member("faust.transport.drivers.aiokafka", "Producer", "_settings_extra", ("self",)),
     Member("aiokafka.producer.producer", "AIOKafkaProducer", "_txn_manager"),
     Member("aiokafka.producer.transaction_manager", "TransactionManager", "wait_for_pid", ("self",)),
+    # The retry after CONCURRENT_TRANSACTIONS, a module constant (set_transaction_retry_backoff).
+    Member("aiokafka.producer.sender", "AddPartitionsToTxnHandler", "BACKOFF_OVERRIDE"),
 )
 ROCKSDB_MEMBERS: tuple[Member, ...] = (
     Member(*_ROCKSDB, "_db_for_partition", ("self", "partition")),
@@ -360,6 +362,57 @@ async def wait_for_producer_id(producer: Any) -> None:
     await producer._txn_manager.wait_for_pid()
 
 
+def set_transaction_retry_backoff(seconds: float) -> float:
+    """How long a transactional producer of this process waits before it asks again to add partitions
+    to a new transaction that the broker refused with CONCURRENT_TRANSACTIONS; returns the previous
+    value. The broker refuses while it still writes the previous transaction's commit markers
+    (KAFKA-5477), a few milliseconds, so a producer whose transactions follow each other (a busy
+    worker's partition) meets it at nearly every transaction; aiokafka waits a fixed 20 ms, a module
+    constant, which is most of what such a transaction takes. Only AddPartitionsToTxn, the first
+    coordinator request of a transaction with records, retries after it; the other transactional
+    requests retry after the producer's retry_backoff_ms. `check(exactly_once=True)` verifies at
+    start-up that aiokafka's handler still reads the constant."""
+    from aiokafka.producer import sender
+
+    previous = float(sender.BACKOFF_OVERRIDE)
+    sender.BACKOFF_OVERRIDE = seconds
+    return previous
+
+
+_txn_retries: dict[str, list[float]] | None = None
+
+
+def count_transaction_retries() -> dict[str, list[float]]:
+    """For benchmarks: from now on, per transactional request type of aiokafka's producers in this
+    process, the backoff (s) of every answer that made it retry (CONCURRENT_TRANSACTIONS, coordinator
+    loading or moved). The returned dict fills as requests are answered."""
+    global _txn_retries
+    if _txn_retries is not None:
+        return _txn_retries
+    from aiokafka.producer import sender
+
+    retries: dict[str, list[float]] = {}
+    _txn_retries = retries
+    handlers = (
+        sender.AddPartitionsToTxnHandler,
+        sender.AddOffsetsToTxnHandler,
+        sender.TxnOffsetCommitHandler,
+        sender.EndTxnHandler,
+    )
+    for handler in handlers:
+        handle = handler.handle_response
+        name = handler.__name__.removesuffix("Handler")
+
+        def _handle_response(self: Any, resp: Any, handle: Any = handle, name: str = name) -> Any:
+            backoff = handle(self, resp)
+            if backoff is not None:
+                retries.setdefault(name, []).append(float(backoff))
+            return backoff
+
+        handler.handle_response = _handle_response
+    return retries
+
+
 def memory_store_data(store: Any) -> dict[bytes, Any]:
     """faust.stores.memory.Store's dict: key -> value bytes (as recovery writes them)."""
     data: dict[bytes, Any] = store.data
@@ -439,4 +492,6 @@ __all__ = [
     "RecoveryView",
     "aiokafka_producer",
     "check",
+    "count_transaction_retries",
+    "set_transaction_retry_backoff",
 ]
