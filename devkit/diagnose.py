@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from devkit.exactness import differing_fields, read_all, replay_expected, view
-from upsell_triggers.engine.state import AccountState, event_hash
+from upsell_triggers.engine.state import AccountState, event_hash, period_items
 from upsell_triggers.engine.statecodec import decode_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ async def diagnose(bs: str, app: str, account: str | None = None) -> None:
     for r in history.get(chosen, []):
         st = decode_state(r.value)
         hashes = [h.hex()[:8] for h in _ring(st)]
-        periods = ", ".join(f"{k}: {v.total}" for k, v in (st.periods or {}).items())
+        periods = ", ".join(f"{k}: {v.total}" for k, v in period_items(st.periods).items())
         print(f"  {r.offset:>7} {[st.events_offset, st.feedback_offset]} {{{periods}}} {hashes}")
 
 

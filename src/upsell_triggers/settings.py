@@ -81,11 +81,12 @@ class Settings(BaseSettings):
         "is behind, states are written at each commit, or at the latest when this many are unwritten",
     )
     state_write_version: int = Field(
-        default=5,
+        default=6,
         ge=3,
-        le=5,
+        le=6,
         description="account state format written: during a rolling upgrade from a release before state "
-        "version 5, the newest version its workers read (4; 3 before state version 4), then 5; all are read",
+        "version 6, the newest version its workers read (5 from 0.1.0; 4 and 3 from older builds), then 6; "
+        "all are read",
     )
     commit_interval_s: float = Field(
         default=2.8,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from upsell_triggers.engine.prompts import in_holdout
+from upsell_triggers.engine.state import period_items
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 
 from .helpers import DAY, HOUR, Account, outcomes, with_policy
@@ -147,7 +148,7 @@ def test_stale_gauge_and_late_counter_change_nothing():
     a.send(0, type="plan_changed", plan="free", period_start="2026-11-01T00:00:00Z")
     a.send(20 * DAY, type="usage", metric="api_calls", delta=10)
     a.send(5 * DAY, type="usage", metric="api_calls", delta=99_999)  # previous period: late
-    assert a.state.periods["api_calls"].total == 10
+    assert period_items(a.state.periods)["api_calls"].total == 10
 
 
 def test_duplicates_dropped():

@@ -17,7 +17,7 @@ from upsell_triggers.engine import distinct
 from upsell_triggers.engine.events import InvalidEvent, decode_event, validate_event
 from upsell_triggers.engine.rulemodel import RulesError
 from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
-from upsell_triggers.engine.state import Attribution, RuleState, blob_names, blob_of
+from upsell_triggers.engine.state import STATE_VERSION, Attribution, RuleState, blob_names, blob_of
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 
 from .helpers import DAY, HOUR, T0, Account, fixture_rules, outcomes
@@ -192,14 +192,14 @@ def test_state_of_accounts_without_distinct_counts_is_byte_identical() -> None:
     """The bytes of an account that uses no distinct count and no growth history are those of the
     layout without them (the trailing fields are left out), with and without traits."""
 
-    class Plain(msgspec.Struct, array_like=True, tag=5):  # the layout's fields before traits
+    class Plain(msgspec.Struct, array_like=True, tag=STATE_VERSION):  # the layout's fields before traits
         plan: str | None = None
         plan_ts: int = 0
         period_anchor: int | None = None
         limits: dict[str, float | None] | None = None
         gauges: list[object] | None = None
         periods: dict[str, list[float]] | None = None
-        rolling: dict[str, dict[int, float]] | None = None
+        rolling: dict[str, bytes | dict[int, float]] | None = None
         rules: dict[str, RuleState] | None = None
         sent: tuple[int, ...] | None = None
         attribution: Attribution | None = None
@@ -209,7 +209,7 @@ def test_state_of_accounts_without_distinct_counts_is_byte_identical() -> None:
         events_offset: int = -1
         feedback_offset: int = -1
 
-    class WithTraits(Plain, tag=5):
+    class WithTraits(Plain, tag=STATE_VERSION):
         traits: dict[str, object] | None = None
         traits_ts: int = 0
 

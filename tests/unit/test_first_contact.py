@@ -76,7 +76,7 @@ def test_rules_that_do_not_load_are_listed_without_a_traceback(tmp_path: Path):
     [
         ({"UPSELL_HTTP_PORT": "eighty"}, ["UPSELL_HTTP_PORT='eighty'", "valid integer", ".env"]),
         ({"UPSELL_LOG_LEVEL": "verbose"}, ["UPSELL_LOG_LEVEL='verbose'", "'debug'"]),
-        ({"UPSELL_STATE_WRITE_VERSION": "9"}, ["UPSELL_STATE_WRITE_VERSION='9'", "less than or equal to 5"]),
+        ({"UPSELL_STATE_WRITE_VERSION": "9"}, ["UPSELL_STATE_WRITE_VERSION='9'", "less than or equal to 6"]),
     ],
 )
 def test_bad_setting_value_names_the_variable(env: dict[str, str], words: list[str]):

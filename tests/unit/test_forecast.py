@@ -15,7 +15,7 @@ from upsell_triggers.engine.engine import Decision, Engine
 from upsell_triggers.engine.events import InvalidEvent, validate_event
 from upsell_triggers.engine.forecast import history, rising_run, trailing_rate, trend_slope
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, compile_sources
-from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.state import STATE_VERSION, AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.timeutil import DAY, HOUR, billing_period
 
@@ -380,7 +380,10 @@ def _released_bytes(st: AccountState) -> bytes:
         if f not in ("pace", "distinct", "history", "leads", "score")
     ]
     released = msgspec.defstruct(
-        "Released", [(n, object, getattr(AccountState(), n)) for n in names], array_like=True, tag=5
+        "Released",
+        [(n, object, getattr(AccountState(), n)) for n in names],
+        array_like=True,
+        tag=STATE_VERSION,
     )
     data = msgspec.msgpack.encode(released(**{n: getattr(st, n) for n in names}))
     drop = 0 if st.erased_at else 3 if st.traits is None else 1

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upsell_triggers.engine import growth
+from upsell_triggers.engine import growth, windows
 from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, ROLLING_GROWTH, Cond, RulesError
 from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
-from upsell_triggers.engine.state import AccountState, blob_names, blob_of, record_gauge, rolling_add
+from upsell_triggers.engine.state import AccountState, blob_names, blob_of, record_gauge
 
 from .helpers import DAY, HOUR, T0, Account, outcomes
 
@@ -96,10 +96,12 @@ def test_counter_growth_equals_brute_force_in_any_order(
     keep = 14 * DAY
     arrivals = [(T0 + ts, float(d)) for ts, d in raw]
     rnd.shuffle(arrivals)  # type: ignore[attr-defined]
-    state = AccountState(rolling={"api_requests": {}})
+    state = AccountState(rolling={})
     assert state.rolling is not None
     for ts, d in arrivals:
-        rolling_add(state.rolling["api_requests"], ts, d, HOUR, keep)
+        added = windows.add(state.rolling.get("api_requests"), ts, d, HOUR, keep)
+        if added is not None:
+            state.rolling["api_requests"] = added
     now, then = rolling_brute_force(arrivals, HOUR, keep, window, over)
     c = Cond(
         "api_requests", None, None, window, None, ROLLING_GROWTH, increase=1, over_ms=over, bucket_ms=HOUR

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from upsell_triggers.engine import windows
 from upsell_triggers.engine.keys import feature_key
 from upsell_triggers.engine.levels import NEVER, measure, reference_measure, skip_bound
 from upsell_triggers.engine.rulemodel import GAUGE, PERIOD, ROLLING, Cond, Plan
@@ -38,13 +39,13 @@ def _states(draw: st.DrawFn) -> AccountState:
                 st.integers(1, 2 * DAY),
                 _num,
             ),
-        )
+        ).map(lambda d: [x for m, p in d.items() for x in (m, p)] or None)
     )
     series = st.sampled_from(METRICS) | st.builds(
         feature_key, st.sampled_from(METRICS), st.sampled_from(FEATURES)
     )
     buckets = st.dictionaries(st.integers(0, 60).map(lambda h: T - h * HOUR), _num, min_size=1)
-    s.rolling = draw(st.none() | st.dictionaries(series, buckets))
+    s.rolling = draw(st.none() | st.dictionaries(series, buckets | buckets.map(windows.pack)))
     s.limits = draw(st.none() | st.dictionaries(st.sampled_from(METRICS), _limit))
     return s
 
@@ -95,7 +96,7 @@ def test_a_reading_below_the_skip_bound_cannot_reach_the_threshold(kind, ratio, 
     if kind == GAUGE:
         state.gauges = ["m1", T, reading]
     else:
-        state.periods = {"m1": BillingPeriod(T - DAY, T + DAY, reading)}
+        state.periods = ["m1", BillingPeriod(T - DAY, T + DAY, reading)]
     level = reference_measure(state, plan, cond, None, T)[2]
     if reading < bound:
         assert level is None or level < threshold

@@ -9,8 +9,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upsell_triggers.engine.state import rolling_add, rolling_sum
+from upsell_triggers.engine import windows
 from upsell_triggers.engine.timeutil import DAY, HOUR
+from upsell_triggers.engine.windows import Series
 from upsell_triggers.replay import replay
 
 from .helpers import T0, Account, fixture_rules
@@ -26,20 +27,23 @@ BUCKET, WINDOW = HOUR, 7 * DAY
 def test_window_sum_equals_bruteforce_under_any_order(events, rnd):
     shuffled = list(events)
     rnd.shuffle(shuffled)
-    buckets: dict[int, float] = {}
+    buckets: Series | None = None
     applied = []
     for ts, n in shuffled:
-        if rolling_add(buckets, T0 + ts, n, BUCKET, WINDOW):
+        added = windows.add(buckets, T0 + ts, n, BUCKET, WINDOW)
+        if added is not None:
+            buckets = added
             applied.append((ts, n))
+    assert buckets is not None
     newest = max(T0 + ts for ts, _ in events)
     newest_bucket = newest - newest % BUCKET
     # brute force: every event whose bucket lies within the window ending at the newest bucket
     expected = sum(n for ts, n in events if (T0 + ts) - (T0 + ts) % BUCKET > newest_bucket - WINDOW)
-    assert rolling_sum(buckets, WINDOW) == expected
+    assert windows.window_sum(buckets, WINDOW) == expected
     # and the events dropped as late are exactly those outside the window
     late = [e for e in shuffled if e not in applied]
     assert all((T0 + ts) - (T0 + ts) % BUCKET <= newest_bucket - WINDOW for ts, _ in late)
-    assert len(buckets) <= WINDOW // BUCKET
+    assert windows.count(buckets) <= WINDOW // BUCKET
 
 
 usage_ops = st.one_of(

@@ -1,5 +1,5 @@
-"""Account state bytes: the msgspec v5 codec round-trips exactly, older versions are still read (and 3
-and 4 written for rolling upgrades), and the packed dedup ring matches whole hashes only."""
+"""Account state bytes: the msgspec v6 codec round-trips exactly, older versions are still read (and 3-5
+written for rolling upgrades), and the packed dedup ring matches whole hashes only."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any
 import msgspec
 import orjson
 
+from upsell_triggers.engine import recentprompts, windows
+from upsell_triggers.engine.recentprompts import RecentPrompt
 from upsell_triggers.engine.state import (
     STATE_VERSION,
     AccountState,
     Attribution,
     BillingPeriod,
-    RecentPrompt,
     RuleState,
     event_hash,
     seen,
@@ -28,15 +29,19 @@ def full_state() -> AccountState:
     st.plan, st.plan_ts, st.period_anchor = "team", 1_800_000_000_000, 1_799_000_000_000
     st.limits = {"seats": 40.0, "storage_bytes": None}
     st.gauges = ["seats", 1_800_000_000_123, 33.0, "storage_bytes", 1_800_000_000_100, 1e9]
-    st.periods = {"api_calls": BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12.5)}
-    st.rolling = {"paywall_hits\x1fsso": {1_800_000_000_000 - 3_600_000: 2, 1_800_000_000_000: 1}}
+    st.periods = ["api_calls", BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12.5)]
+    st.rolling = {
+        "paywall_hits\x1fsso": windows.pack({1_800_000_000_000 - 3_600_000: 2, 1_800_000_000_000: 1})
+    }
     st.rules = {
         "seats-80": RuleState(False, 1_800_000_000_123, None, True),
         "paywall-repeat\x1fsso": RuleState(),
     }
     st.sent = (1_800_000_000_123,)
     st.attribution = Attribution("pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123)
-    st.recent_prompts = (RecentPrompt("pr_x", "seats-80", "seats"),)
+    st.recent_prompts = recentprompts.pack(
+        (RecentPrompt("pr_x", "seats-80", "seats"), RecentPrompt("pr_" + "0a" * 12, "seats-80", "seats"))
+    )
     for i in range(20):
         seen(st, event_hash(f"e-{i}"))
     st.last_seen, st.events_offset = 1_800_000_000_123, 41
@@ -48,7 +53,7 @@ def test_roundtrip_is_exact_with_types_kept():
     back = decode_state(encode_state(st))
     assert back == st
     assert [type(v) for v in back.gauges] == [str, int, float] * 2
-    assert all(type(b) is int for b in back.rolling["paywall_hits\x1fsso"])
+    assert all(type(b) is int for b in windows.buckets(back.rolling["paywall_hits\x1fsso"]))
     assert len(back.dedup) == 8 * 16  # bounded to the horizon
     assert seen(back, event_hash("e-19")) and not seen(back, event_hash("e-0"))  # e-0 fell out
     assert msgspec.msgpack.decode(encode_state(st))[0] == STATE_VERSION
@@ -83,7 +88,7 @@ def test_version_2_bytes_are_read_and_keep_their_dedup_ids():
     assert st.plan == "team" and st.gauges == ["seats", 7, 3.0]
     assert (st.events_offset, st.feedback_offset) == (12, 3)
     assert st.periods is None and st.recent_prompts is None  # empty in v2: unused since v4
-    assert st.rolling == {"paywall_hits\x1fsso": {3_600_000: 2}}
+    assert st.rolling == {"paywall_hits\x1fsso": windows.pack({3_600_000: 2})}
     assert st.rules["seats-80"] == RuleState(False, 7, None, True)
     # An event seen before the upgrade stays a duplicate.
     assert all(seen(st, event_hash(i)) for i in ids)
@@ -106,7 +111,7 @@ def test_an_unknown_version_is_refused_with_its_number():
     fields = msgspec.msgpack.decode(encode_state(full_state()))
     v4 = msgspec.msgpack.decode(to_bytes_v4(full_state()))
     v3 = orjson.loads(to_bytes_v3(full_state()))
-    for version in (6, 0):
+    for version in (7, 0):
         for data in (
             msgspec.msgpack.encode([version, *fields[1:]]),
             msgspec.msgpack.encode([version, *v4[1:]]),
@@ -177,7 +182,8 @@ def test_version_3_written_for_a_rolling_upgrade_is_what_the_previous_release_re
         assert old.offsets == [st.events_offset, st.feedback_offset]
         g = st.gauges or []
         assert old.gauges == {g[i]: [g[i + 1], g[i + 2]] for i in range(0, len(g), 3)}
-        assert old.rules == (st.rules or {}) and old.recent_prompts == as_lists(st.recent_prompts or ())
+        rp = st.recent_prompts.prompts() if st.recent_prompts else ()
+        assert old.rules == (st.rules or {}) and old.recent_prompts == as_lists(rp)
         assert decode_state(data) == st  # and this release reads it back as it was
 
 
@@ -216,7 +222,7 @@ def test_version_4_written_for_a_rolling_upgrade_is_what_the_previous_release_re
             st.rules,
             as_lists(st.sent),
             as_lists(st.attribution),
-            as_lists(st.recent_prompts),
+            as_lists(st.recent_prompts.prompts()) if st.recent_prompts else None,
         )
         assert decode_state(to_bytes_v4(st)) == st  # and this release reads it back as it was
 
@@ -236,7 +242,7 @@ def test_version_4_bytes_of_the_previous_release_are_read_with_names_shared():
     assert (st.events_offset, st.feedback_offset, st.last_seen) == (12, 3, 7)
     assert seen(st, event_hash("a"))  # an event applied before the upgrade stays a duplicate
     # Decoded names are the one interned copy, as in states the engine creates.
-    names = [st.plan, st.gauges[0], st.attribution.rule_id, st.recent_prompts[0].rule_group]  # type: ignore[union-attr,index]
+    names = [st.plan, st.gauges[0], st.attribution.rule_id, st.recent_prompts.entries[0].rule_group]  # type: ignore[union-attr,index]
     assert all(n is sys.intern(n) for n in names) and names[1] is names[3]
 
 
@@ -245,5 +251,5 @@ def test_a_billing_period_is_the_three_item_array_every_version_stores():
     assert msgspec.msgpack.encode(period) == msgspec.msgpack.encode([period.start, period.end, period.total])
     old = _ReleasedV4(periods={"api_calls": [1_799_000_000_000, 1_801_000_000_000, 12]})
     st = decode_state(msgspec.msgpack.encode(old))
-    assert st.periods == {"api_calls": BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12)}
-    assert type(st.periods["api_calls"].total) is int  # a count stays an int
+    assert st.periods == ["api_calls", BillingPeriod(1_799_000_000_000, 1_801_000_000_000, 12)]
+    assert type(st.periods[1].total) is int  # type: ignore[union-attr]  # a count stays an int

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from upsell_triggers.engine import distinct, growth, leads, score
+from upsell_triggers.engine import distinct, growth, leads, recentprompts, score, windows
 from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
     AccountDeleted,
@@ -64,17 +64,16 @@ from upsell_triggers.engine.rulemodel import (
 from upsell_triggers.engine.state import (
     CAP_HISTORY,
     MAX_SERIES,
-    RECENT_PROMPTS,
     UNUSED,
     AccountState,
     Attribution,
     BillingPeriod,
-    RecentPrompt,
     RuleState,
     event_hash,
+    period_of,
     record_gauge,
-    rolling_add,
     seen,
+    set_period,
 )
 from upsell_triggers.engine.timeutil import HOUR, PeriodBounds, billing_period
 from upsell_triggers.engine.traits import check_traits, gate_failure
@@ -209,13 +208,15 @@ class Engine:
                 return STALE
             reading = amount
         elif kind == PERIOD:
-            periods = state.periods
-            if periods is None:
-                periods = state.periods = {}
-            p = periods.get(metric)
+            ps = state.periods
+            try:  # period_of(), inline
+                p: BillingPeriod | None = ps[ps.index(metric) + 1] if ps is not None else None  # type: ignore[assignment]
+            except ValueError:
+                p = None
             if p is None or ts >= p.end:
                 start, end = self._billing_period(ts, state.period_anchor)
-                p = periods[metric] = BillingPeriod(start, end, 0)
+                p = BillingPeriod(start, end, 0)
+                state.periods = set_period(state.periods, metric, p)
             elif ts < p.start:
                 return LATE
             p.total += amount
@@ -362,14 +363,18 @@ class Engine:
         if buckets is None:
             if len(rolling) >= MAX_SERIES:
                 # Evict the series idle longest, with the rule states that counted it.
-                victim = min(rolling, key=lambda k: max(rolling[k], default=0))
+                victim = min(rolling, key=lambda k: windows.newest(rolling[k]))
                 del rolling[victim]
                 _, feat = split_feature_key(victim)
                 if feat is not None and state.rules:
                     for k in [k for k in state.rules if has_feature(k, feat)]:
                         del state.rules[k]
-            buckets = rolling[sys.intern(series)] = {}  # a name built per event: kept once
-        return rolling_add(buckets, ts, delta, bucket_ms, keep_ms)
+            series = sys.intern(series)  # a name built per event: kept once
+        added = windows.add(buckets, ts, delta, bucket_ms, keep_ms)
+        if added is None:
+            return False
+        rolling[series] = added
+        return True
 
     @staticmethod
     def _pace(state: AccountState, rs: RuleSet, spec: MetricSpec, ts: int, amount: float) -> None:
@@ -378,7 +383,8 @@ class Engine:
         if spec.kind == GAUGE:
             record_gauge_sample(state, spec.name, ts, amount)
         else:
-            p = (state.periods or UNUSED)[spec.name]
+            p = period_of(state.periods, spec.name)
+            assert p is not None  # the event's own, opened above
             record_counter_sample(state, spec.name, int(p.start), ts, amount)
 
     def _plan(self, state: AccountState, rs: RuleSet) -> Plan:
@@ -459,9 +465,10 @@ class Engine:
 
     def _feedback(self, ev: Feedback, state: AccountState, rs: RuleSet) -> Outcome:
         rule_id, rule_group = "unknown", "unknown"
-        for rp in state.recent_prompts or ():
-            if rp.prompt_id == ev.prompt_id:
-                rule_id, rule_group = rp.rule_id, rp.rule_group
+        rp = state.recent_prompts
+        hit = rp.find(ev.prompt_id) if rp is not None else None
+        if hit is not None:
+            rule_id, rule_group = hit.rule_id, hit.rule_group
         action = FEEDBACK_ACTIONS[ev.type]
         return Outcome(
             "applied",
@@ -545,7 +552,7 @@ class Engine:
         """Start of the billing period a period-counter condition is in (re-arms rules on rollover)."""
         if c.kind != PERIOD:
             return None
-        p = (state.periods or UNUSED).get(c.metric)
+        p = period_of(state.periods, c.metric)
         return int(p.start) if p else None
 
     def _decide(
@@ -718,9 +725,7 @@ class Engine:
         state.sent = (*sent[1 - CAP_HISTORY :], ts) if sent else (ts,)
         pid = prompt["prompt_id"]
         state.attribution = Attribution(pid, rule.id, rule.group, TREATMENT, ts)
-        rp = state.recent_prompts
-        entry = RecentPrompt(pid, rule.id, rule.group)
-        state.recent_prompts = (*rp[1 - RECENT_PROMPTS :], entry) if rp else (entry,)
+        state.recent_prompts = recentprompts.add(state.recent_prompts, pid, rule.id, rule.group)
         return Decision(
             EMITTED,
             rule.id,

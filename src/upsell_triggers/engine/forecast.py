@@ -33,7 +33,7 @@ from array import array
 from dataclasses import dataclass
 
 from upsell_triggers.engine.rulemodel import FORECAST, GAUGE, PERIOD, Cond, Rule
-from upsell_triggers.engine.state import AccountState, blob_of, set_blob
+from upsell_triggers.engine.state import AccountState, blob_of, period_of, set_blob
 from upsell_triggers.engine.timeutil import DAY
 
 RATE_DAYS = 7  # period counters: full days the trailing rate averages
@@ -191,7 +191,7 @@ def rising_run(samples: list[float]) -> list[float]:
 def counter_rate(state: AccountState, c: Cond, ts: int) -> tuple[float, int] | None:
     """(rate per day, ms left in the period) of a period counter at ts, or None without enough of this
     period's history or without a positive rate."""
-    p = (state.periods or {}).get(c.metric)
+    p = period_of(state.periods, c.metric)
     h = history(state, c.metric)
     if p is None or h is None or ts >= p.end or h[COUNTER_PERIOD_START] != p.start:
         return None

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import struct
 
+from upsell_triggers.engine import windows
 from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, Cond
 from upsell_triggers.engine.state import UNUSED, AccountState, blob_of, gauge_readings, record_gauge, set_blob
+from upsell_triggers.engine.windows import range_sum, window_sum
 
 _POINT = struct.Struct("<Id")  # bucket start in minutes since 1970 (any bucket size reads it), value
 _MIN = 60_000
@@ -115,13 +117,13 @@ def measure(state: AccountState, c: Cond, limit: float | None) -> Measure:
         if then is None:
             return now, limit, None
     else:  # a rolling counter: this window against the one `over` earlier
-        buckets = (state.rolling or UNUSED).get(metric)
-        if not buckets:
+        series = (state.rolling or UNUSED).get(metric)
+        if not series:
             return 0, limit, None
-        newest = max(buckets)
         w, over = c.window_ms, c.over_ms
-        now = sum(n for b, n in buckets.items() if b > newest - w)
-        then = sum(n for b, n in buckets.items() if newest - over - w < b <= newest - over)
+        now = window_sum(series, w)
+        newest = windows.newest(series)
+        then = range_sum(series, newest - over - w, newest - over)
     if c.growth is not None:
         return now, limit, (now / then if then > 0 else None)
     return now, limit, now - then

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import math
 
-from upsell_triggers.engine import distinct, growth
+from upsell_triggers.engine import distinct, growth, windows
 from upsell_triggers.engine.forecast import forecast_level
 from upsell_triggers.engine.keys import feature_key
 from upsell_triggers.engine.rulemodel import DISTINCT, FORECAST, GAUGE, PERIOD, ROLLING, Cond, Plan
 from upsell_triggers.engine.state import (
     UNUSED,
     AccountState,
+    BillingPeriod,
     blob_of,
     gauge_readings,
     gauge_value,
-    rolling_sum,
+    period_items,
+    period_of,
 )
+from upsell_triggers.engine.windows import window_sum
 
 INF = float("inf")
 NEVER = -INF  # a skip bound no reading is below
@@ -47,18 +50,26 @@ def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: i
     if kind == GAUGE:
         value = gauge_value(state.gauges, metric)
     elif kind == PERIOD:
-        p = (state.periods or UNUSED).get(metric)
-        value = p.total if p and ts < p.end else 0  # a period that ended counts as a new, empty one
+        value = 0  # no period, or one that ended: a new, empty one
+        ps = state.periods
+        if ps is not None:  # period_of(), inline: the engine calls this for every rule group
+            try:
+                period: BillingPeriod = ps[ps.index(metric) + 1]  # type: ignore[assignment]
+            except ValueError:
+                pass
+            else:
+                if ts < period.end:
+                    value = period.total
     elif kind == FORECAST:  # a projected level (forecast.py), of the reading a gauge or period sees
         if c.source_kind == GAUGE:
             value = gauge_value(state.gauges, metric)
         else:
-            p = (state.periods or UNUSED).get(metric)
+            p = period_of(state.periods, metric)
             value = p.total if p and ts < p.end else 0
         return value, limit, forecast_level(state, c, value, limit, ts)
     elif kind == ROLLING:
         b = (state.rolling or UNUSED).get(metric if feature is None else feature_key(metric, feature))
-        value = rolling_sum(b, c.window_ms) if b else 0
+        value = window_sum(b, c.window_ms) if b else 0
     elif kind == DISTINCT:
         value = distinct.count(blob_of(state.distinct, metric), c.window_ms // c.bucket_ms)
     else:
@@ -91,10 +102,10 @@ def reference_measure(state: AccountState, plan: Plan, c: Cond, feature: str | N
     elif kind == GAUGE:
         _ts, reading = gauge_readings(state.gauges).get(c.metric, (0, 0))
     elif kind == PERIOD:
-        period = (state.periods or {}).get(c.metric)
+        period = period_items(state.periods).get(c.metric)
         reading = period.total if period is not None and ts < period.end else 0  # ended: the next, empty
     else:  # a rolling counter
-        buckets = (state.rolling or {}).get(feature_key(c.metric, feature), {})
+        buckets = windows.buckets((state.rolling or {}).get(feature_key(c.metric, feature)))
         newest = max(buckets, default=0)
         reading = sum(n for start, n in buckets.items() if start > newest - c.window_ms)
     level: float | None

@@ -3,9 +3,9 @@
 The layout is this version's (AccountState, one MessagePack array on the wire); its bytes are
 statecodec.py's, and older versions are read, and written during rolling upgrades, by statelegacy.py.
 Bounds, per account: one reading per gauge, one open period per period counter, at most MAX_SERIES
-rolling series (paywall features + rolling metrics) of at most window/bucket buckets each, one rule
-state per (rule, feature), DEDUP_HORIZON recent event ids, RECENT_PROMPTS prompt ids for
-feedback, CAP_HISTORY prompt times for the frequency cap.
+rolling series (paywall features + rolling metrics, windows.py) of at most window/bucket buckets each,
+one rule state per (rule, feature), DEDUP_HORIZON recent event ids, RECENT_PROMPTS prompt ids for
+feedback (recentprompts.py), CAP_HISTORY prompt times for the frequency cap.
 """
 
 from __future__ import annotations
@@ -21,15 +21,18 @@ from msgspec import Struct
 
 from upsell_triggers.engine.leadstate import LeadState
 from upsell_triggers.engine.outcomes import Group
+from upsell_triggers.engine.recentprompts import RecentPrompts
+from upsell_triggers.engine.recentprompts import shared as shared_recent
+from upsell_triggers.engine.windows import Series
 
 DEDUP_HORIZON = 16  # producer retries repeat recent ids; Kafka redelivery is caught by offset
 _RING_BYTES = 8 * DEDUP_HORIZON  # the dedup ring's length when full: 8-byte hashes
-RECENT_PROMPTS = 8
 CAP_HISTORY = 8
 MAX_SERIES = 32
-# 5: gauges as one flat list, the dedup ring as bytes, the two source offsets as fields (a decoded state takes
-# 480 bytes, 730 in version 4's layout). Older versions: statelegacy.py.
-STATE_VERSION = 5
+# 6: rolling series (windows.py) and recent prompts (recentprompts.py) packed, billing periods as one flat
+# list. 5: gauges as one flat list, the dedup ring as bytes, the two source offsets as fields (a decoded
+# state takes 480 bytes, 730 in version 4's layout). Older versions: statelegacy.py.
+STATE_VERSION = 6
 Num = int | float  # kept apart on decode: event times stay ints, readings stay floats
 pack_hash = struct.Struct("<II").pack  # an event-id hash: CRC-32, Adler-32
 UNUSED: Mapping[str, Any] = MappingProxyType({})  # what an account's unused container reads as
@@ -47,14 +50,6 @@ class Attribution(Struct, array_like=True, gc=False, frozen=True):
     ts: int
 
 
-class RecentPrompt(Struct, array_like=True, gc=False, frozen=True):
-    """A prompt sent to the account, which feedback events name by id."""
-
-    prompt_id: str
-    rule_id: str
-    rule_group: str
-
-
 class BillingPeriod(Struct, array_like=True, gc=False):
     """A period counter's open billing period: [start, end) in event time and the total counted in it.
     A MessagePack array of three on the wire, as a list would be; gc=False (numbers only), and mutable:
@@ -63,6 +58,40 @@ class BillingPeriod(Struct, array_like=True, gc=False):
     start: int
     end: int
     total: Num
+
+
+# Open billing periods, flat: metric, its period, metric, its period... (a list of two takes 72 bytes, a
+# dict of one 184). Read and written through period_of() and set_period() only; names are the only
+# strings, as in Gauges.
+Periods = list[str | BillingPeriod]
+
+
+def period_of(periods: Periods | None, metric: str) -> BillingPeriod | None:
+    """metric's open billing period, or None."""
+    if periods is not None:
+        try:
+            p: Any = periods[periods.index(metric) + 1]
+        except ValueError:
+            return None
+        return p  # type: ignore[no-any-return]
+    return None
+
+
+def set_period(periods: Periods | None, metric: str, p: BillingPeriod) -> Periods:
+    """The list with metric's period set (the same list, or a new one for None)."""
+    if periods is None:
+        return [metric, p]
+    try:
+        periods[periods.index(metric) + 1] = p
+    except ValueError:
+        periods += (metric, p)
+    return periods
+
+
+def period_items(periods: Periods | None) -> dict[str, BillingPeriod]:
+    """metric -> its open billing period."""
+    ps: list[Any] = periods or []
+    return {ps[i]: ps[i + 1] for i in range(0, len(ps), 2)}
 
 
 # Gauge readings, flat: metric, ts, value, metric, ts, value... (a list of three-item tuples cost three
@@ -137,14 +166,14 @@ class AccountState(Struct, array_like=True, gc=False, tag=STATE_VERSION):
     period_anchor: int | None = None
     limits: dict[str, Num | None] | None = None  # per-account overrides from plan_changed
     gauges: Gauges | None = None  # metric, ts, value, ... (see Gauges)
-    periods: dict[str, BillingPeriod] | None = None  # metric -> its open billing period
-    rolling: dict[str, dict[int, Num]] | None = None  # series -> {bucket start: sum}
+    periods: Periods | None = None  # metric, its open billing period, ... (see Periods)
+    rolling: dict[str, Series] | None = None  # series -> its buckets, packed (windows.py)
     rules: dict[str, RuleState] | None = None  # feature_key(rule id, feature or None) -> state
-    # Tuples, replaced when a prompt is decided (rare), where lists cost 16-40 bytes more each: MessagePack
-    # arrays either way.
+    # Replaced when a prompt is decided (rare): a tuple, where a list costs 16-40 bytes more (a MessagePack
+    # array either way), and the recent prompts packed (recentprompts.py).
     sent: tuple[int, ...] | None = None  # times of recent prompts counted by the frequency cap
     attribution: Attribution | None = None
-    recent_prompts: tuple[RecentPrompt, ...] | None = None
+    recent_prompts: RecentPrompts | None = None
     # Ring of event-id hashes (8 bytes each, newest last), packed: as a list of 16 int objects
     # scattered on the heap, checking an event against it was the engine's costliest line (cache
     # misses over 100k accounts). Immutable bytes, replaced per event (see seen()).
@@ -227,22 +256,45 @@ def gauge_readings(gauges: Gauges | None) -> dict[str, tuple[Num, Num]]:
 
 def shared_strings(st: AccountState) -> AccountState:
     """Names decoded from bytes are new strings per account (~55 bytes each); interned, every account
-    shares one copy of each plan, metric and rule name, as the states the engine creates do. Runs on
+    shares one copy of each plan, metric and rule name, as the states the engine creates do; and
+    numbers a decoded state holds twice (a prompt's time) are one object again. Runs on
     every cache miss, so written for speed (0.58 us for a typical state)."""
     p = st.plan
     if p is not None:
         st.plan = intern(p)
+    # Prompt times: the frequency cap's, each rule's last, the attribution's are mostly the same few
+    # numbers (32 bytes each as separate ints), one object each as in a state the engine built.
+    sent = st.sent
+    times: dict[int, int] = {t: t for t in sent} if sent else {}
+    # Dict keys too: rule keys, series and metric names.
+    rules = st.rules
+    if rules:
+        for r in rules.values():
+            lf = r.last_fired
+            if lf is not None:
+                r.last_fired = times.get(lf, lf)
+        st.rules = {intern(k): v for k, v in rules.items()}
+    if st.rolling:
+        st.rolling = {intern(k): v for k, v in st.rolling.items()}
+    ps = st.periods
+    if ps:
+        for i in range(0, len(ps), 2):
+            n = ps[i]
+            if type(n) is str:
+                ps[i] = intern(n)
+    if st.limits:
+        st.limits = {intern(k): v for k, v in st.limits.items()}
     g = st.gauges
     if g:
         for i in range(0, len(g), 3):
             g[i] = intern(g[i])
-    a = st.attribution
-    if a:
-        st.attribution = Attribution(a.prompt_id, intern(a.rule_id), intern(a.rule_group), a.group, a.ts)
     rp = st.recent_prompts
     if rp:
-        st.recent_prompts = tuple(
-            RecentPrompt(r.prompt_id, intern(r.rule_id), intern(r.rule_group)) for r in rp
+        st.recent_prompts = shared_recent(rp)
+    a = st.attribution
+    if a:
+        st.attribution = Attribution(
+            a.prompt_id, intern(a.rule_id), intern(a.rule_group), a.group, times.get(a.ts, a.ts)
         )
     sc = st.score
     if sc:
@@ -278,28 +330,3 @@ def seen(st: AccountState, h: bytes) -> bool:
         return True
     st.dedup = dedup[8:] + h if len(dedup) >= _RING_BYTES else dedup + h
     return False
-
-
-def rolling_add(buckets: dict[int, float], ts: int, delta: float, bucket_ms: int, keep_ms: int) -> bool:
-    """Adds delta to ts's bucket; drops buckets that fell out of the kept horizon.
-
-    False when ts is too old for the horizon (the event is late and counts nowhere).
-    """
-    b = ts - ts % bucket_ms
-    newest = max(buckets) if buckets else b
-    if b <= newest - keep_ms:
-        return False
-    buckets[b] = buckets.get(b, 0) + delta
-    if b > newest:
-        cutoff = b - keep_ms
-        for k in [k for k in buckets if k <= cutoff]:
-            del buckets[k]
-    return True
-
-
-def rolling_sum(buckets: dict[int, float], window_ms: int) -> float:
-    """Sum of the buckets within window_ms of the newest bucket (windows are aligned to buckets)."""
-    if not buckets:
-        return 0
-    cutoff = max(buckets) - window_ms
-    return sum(c for b, c in buckets.items() if b > cutoff)

@@ -24,6 +24,7 @@ _HEAD_WITHOUT = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 
 assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (_FIELDS + 1).to_bytes(2, "big"), (
     "AccountState's array header is not array16"
 )
+assert len(statelegacy.StateV5.__struct_fields__) == _FIELDS  # _trimmed's headers fit both
 assert AccountState.__struct_fields__[-8:] == (
     "traits",
     "traits_ts",
@@ -43,7 +44,12 @@ def encode_state(st: AccountState) -> bytes:
     growth history, distinct counts and a forecast's history while None, erased_at 0, and the traits of
     an account that never had any; one byte each), so a state's bytes are what they are without those
     features."""
-    data = _encode(st)
+    return _trimmed(_encode(st), st)
+
+
+def _trimmed(data: bytes, st: AccountState | statelegacy.StateV5) -> bytes:
+    """An encoded state (this version's or version 5's: the same trailing fields) without the trailing
+    fields at their defaults (encode_state)."""
     if st.score is not None:
         return data
     if st.leads is not None:
@@ -63,6 +69,13 @@ def encode_state(st: AccountState) -> bytes:
     return _HEAD_WITHOUT[drop] + data[_HEAD_LEN:-drop]
 
 
+def _encode_v5(st: AccountState) -> bytes:
+    """The state as version 5, which the release before version 6 reads: written during a rolling upgrade
+    from it (UPSELL_STATE_WRITE_VERSION=5), when an account can move back to an old worker."""
+    old = statelegacy.to_v5(st)
+    return _trimmed(_encode(old), old)
+
+
 def decode_state(data: bytes) -> AccountState:
     """This version's bytes, or an older version's (statelegacy.read); ValueError for others."""
     if data[:1] != b"[":  # versions 1-3 are JSON arrays
@@ -76,5 +89,6 @@ def decode_state(data: bytes) -> AccountState:
 # UPSELL_STATE_WRITE_VERSION -> encoder.
 STATE_WRITERS: dict[int, Callable[[AccountState], bytes]] = {
     **statelegacy.WRITERS,
+    statelegacy.V5: _encode_v5,
     STATE_VERSION: encode_state,
 }

@@ -2,6 +2,9 @@
 rolling upgrades from a release that reads nothing newer. Each version's code is here and only here, so
 dropping one deletes code in this file (and its entry in WRITERS, if it is written).
 
+5: this version's layout with billing periods a map, each rolling series a dict {bucket start: sum},
+recent prompts a list of [id, rule, group], and a forecast history either packed doubles or, as written
+before histories were packed, a map metric -> list of numbers;
 4: MessagePack, containers an account has not used are nil; 3: JSON by msgspec, rule states as
 booleans, dedup ring packed (base64); 2: crc32|adler32 dedup hashes as ints and source offsets;
 1: blake2b hashes (dropped on load). 1-3 are JSON arrays (their first byte is '['), 4 a MessagePack
@@ -10,6 +13,8 @@ array whose first item is the version.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -17,20 +22,93 @@ import msgspec
 import orjson
 from msgspec import Struct, field
 
+from upsell_triggers.engine import recentprompts, windows
+from upsell_triggers.engine.leadstate import LeadState
+from upsell_triggers.engine.recentprompts import RecentPrompt
 from upsell_triggers.engine.state import (
     AccountState,
     Attribution,
     BillingPeriod,
+    Blobs,
     Gauges,
     Num,
-    RecentPrompt,
+    Periods,
     RuleState,
     gauge_readings,
     pack_hash,
+    period_items,
     shared_strings,
 )
 
 V4 = 4
+V5 = 5
+
+
+class StateV5(Struct, array_like=True, gc=False, tag=V5):
+    """Version 5's layout (AccountState's fields, in its order): read from workers of the release before
+    version 6, and written (UPSELL_STATE_WRITE_VERSION=5, statecodec.STATE_WRITERS) while such workers
+    may still run."""
+
+    plan: str | None = None
+    plan_ts: int = 0
+    period_anchor: int | None = None
+    limits: dict[str, Num | None] | None = None
+    gauges: Gauges | None = None
+    periods: dict[str, BillingPeriod] | None = None
+    rolling: dict[str, dict[int, Num]] | None = None  # series -> {bucket start: sum}
+    rules: dict[str, RuleState] | None = None
+    sent: tuple[int, ...] | None = None
+    attribution: Attribution | None = None
+    recent_prompts: tuple[RecentPrompt, ...] | None = None
+    dedup: bytes = b""
+    last_seen: int = 0
+    events_offset: int = -1
+    feedback_offset: int = -1
+    traits: dict[str, str | bool | Num] | None = None
+    traits_ts: int = 0
+    erased_at: int = 0
+    # metric, packed doubles, ... or, as written before histories were packed, metric -> its numbers
+    pace: Blobs | dict[str, list[Num]] | None = None
+    distinct: Blobs | None = None
+    history: Blobs | None = None
+    leads: LeadState | None = None
+    score: list[Any] | None = None
+
+
+assert StateV5.__struct_fields__ == AccountState.__struct_fields__  # the fields this version renames none of
+
+
+def _from_v5(o: StateV5) -> AccountState:
+    st = AccountState(*(getattr(o, f) for f in StateV5.__struct_fields__))
+    st.periods = [x for m, p in o.periods.items() for x in (m, p)] if o.periods else None
+    if o.rolling:
+        st.rolling = {k: windows.pack(b) for k, b in o.rolling.items()}
+    st.recent_prompts = recentprompts.pack(o.recent_prompts or ())
+    pace = o.pace
+    if isinstance(pace, dict):
+        st.pace = [x for m, h in pace.items() for x in (m, _doubles(h))]
+    return shared_strings(st)
+
+
+def _doubles(numbers: list[Num]) -> bytes:
+    """A forecast history's numbers as forecast.py packs them: little-endian doubles."""
+    a = array("d", numbers)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+def to_v5(st: AccountState) -> StateV5:
+    """The state in version 5's layout (statecodec encodes it, leaving out the same trailing fields as
+    this version's)."""
+    old = StateV5(*(getattr(st, f) for f in StateV5.__struct_fields__))
+    if st.periods:
+        old.periods = period_items(st.periods)
+    if st.rolling:
+        old.rolling = {k: windows.buckets(s) for k, s in st.rolling.items()}
+    if st.recent_prompts:
+        old.recent_prompts = st.recent_prompts.prompts()
+    return old
 
 
 class StateV4(Struct, array_like=True, gc=False):
@@ -60,6 +138,10 @@ def read(data: bytes) -> AccountState:
     if data[:1] == b"[":
         return _from_v4(_from_json(data))  # versions 1-3
     try:
+        return _from_v5(_decode_v5(data))
+    except msgspec.ValidationError:
+        pass
+    try:
         old = _decode_v4(data)
     except msgspec.ValidationError:
         old = None
@@ -83,11 +165,11 @@ def _from_v4(o: StateV4) -> AccountState:
             o.limits,
             gauges,
             _periods(o.periods) if o.periods else None,
-            o.rolling,
+            {k: windows.pack(b) for k, b in o.rolling.items()} if o.rolling else None,
             o.rules,
             tuple(o.sent) if o.sent else None,
             Attribution(*o.attribution) if o.attribution else None,
-            tuple(RecentPrompt(*r) for r in o.recent_prompts) if o.recent_prompts else None,
+            recentprompts.pack([RecentPrompt(*r) for r in o.recent_prompts]) if o.recent_prompts else None,
             bytes(o.dedup),
             o.last_seen,
             o.offsets[0],
@@ -96,9 +178,13 @@ def _from_v4(o: StateV4) -> AccountState:
     )
 
 
-def _periods(periods: dict[str, list[Num]]) -> dict[str, BillingPeriod]:
+def _periods(periods: dict[str, list[Num]]) -> Periods:
     """Billing periods as versions 1-4 hold them, [start, end, total] lists, as this version's."""
-    return {m: BillingPeriod(int(start), int(end), total) for m, (start, end, total) in periods.items()}
+    return [
+        x
+        for m, (start, end, total) in periods.items()
+        for x in (m, BillingPeriod(int(start), int(end), total))
+    ]
 
 
 def _to_v4(st: AccountState, version: int = V4) -> StateV4:
@@ -110,12 +196,14 @@ def _to_v4(st: AccountState, version: int = V4) -> StateV4:
         st.period_anchor,
         st.limits,
         gauge_readings(g) if g else None,
-        {m: [p.start, p.end, p.total] for m, p in st.periods.items()} if st.periods else None,
-        st.rolling,
+        {m: [p.start, p.end, p.total] for m, p in period_items(st.periods).items()} if st.periods else None,
+        {k: windows.buckets(s) for k, s in st.rolling.items()} if st.rolling else None,
         st.rules,
         list(st.sent) if st.sent else None,
         list(msgspec.structs.astuple(st.attribution)) if st.attribution else None,
-        [list(msgspec.structs.astuple(r)) for r in st.recent_prompts] if st.recent_prompts else None,
+        [list(msgspec.structs.astuple(r)) for r in st.recent_prompts.prompts()]
+        if st.recent_prompts
+        else None,
         bytearray(st.dedup),
         st.last_seen,
         [st.events_offset, st.feedback_offset],
@@ -128,6 +216,7 @@ def to_bytes_v4(st: AccountState) -> bytes:
     return _encode_v4(_to_v4(st))
 
 
+_decode_v5 = msgspec.msgpack.Decoder(StateV5).decode
 _encode_v4 = msgspec.msgpack.Encoder().encode
 _decode_v4 = msgspec.msgpack.Decoder(StateV4).decode
 _decode_v3 = msgspec.json.Decoder(StateV4).decode
