@@ -20,8 +20,9 @@ of the real states, as many of each), and the resident memory of the process (RS
 grows by that much: that growth per account is the figure, for each rule set, measured in one process
 one after the other. It includes what holding them costs (the account id and the dict's slot, about
 100 bytes per account). Where the bytes go: per state field, the mean size of its objects
-(sys.getsizeof, followed into containers; interned names and cached small ints are shared by all
-accounts and not counted). Writes bench/results/expansion.json.
+(sys.getsizeof, followed into containers; interned names, cached small ints and what decoded states
+share, such as a recent prompt's rule, are counted once for all accounts). Writes
+bench/results/expansion.json.
 """
 
 from __future__ import annotations
@@ -132,12 +133,18 @@ def resident_per_account(states: dict[str, AccountState], n: int) -> float:
     return grown / n
 
 
+def _interned(s: str) -> bool:
+    """Whether s is the interned copy of its text (sys.intern(s) itself would intern s, so a copy of
+    the text is asked instead: it comes back as s only if s was interned before)."""
+    return sys.intern("".join(list(s))) is s
+
+
 def _deep(o: object, seen: set[int]) -> int:
     """o's bytes and its contents', each object once; interned strings and cached ints are shared."""
     if id(o) in seen or o is None or type(o) is bool:
         return 0
     seen.add(id(o))
-    if (type(o) is str and sys.intern(o) is o) or (type(o) is int and -5 <= o <= 256):
+    if (type(o) is str and _interned(o)) or (type(o) is int and -5 <= o <= 256):
         return 0
     n = sys.getsizeof(o)
     if isinstance(o, dict):
@@ -153,9 +160,11 @@ def bytes_by_field(states: dict[str, AccountState]) -> dict[str, float]:
     """Mean resident bytes per account of each state field (as decoded), largest first; `struct` is
     the AccountState object itself."""
     totals: Counter[str] = Counter()
+    seen: set[int] = set()  # across accounts: what decoded states share (names, rule entries) counts once
+    kept = []
     for st in states.values():
         d = decode_state(encode_state(st))
-        seen: set[int] = set()
+        kept.append(d)  # alive until the end, so no id is reused
         totals["struct"] += sys.getsizeof(d)
         for f in AccountState.__struct_fields__:
             totals[f] += _deep(getattr(d, f), seen)

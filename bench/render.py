@@ -40,9 +40,11 @@ READING = """## Reading the figures
 - **State per account by rule set** (`bench/expansion_bench.py`) holds the replayed states decoded and
   measures the process's growth, holding included (about 100 B of account id and dict slot); the
   results file breaks it down by state field. Rolling paywall series, rule states and recent prompts
-  are the same for every rule set whose rules fire alike; the new kinds add their own fields: forecast
-  histories (packed doubles, at most 120 B each), distinct counts (6 B per value, at most 398 B) and
-  growth histories (12 B per change point, at most 408 B).
+  are the same for every rule set whose rules fire alike (a rolling window is packed: 8 B per bucket
+  of a paywall feature, 12 B of a usage counter; a recent prompt 12 B of id); the new kinds add their
+  own fields: forecast histories (packed doubles, at most 120 B each), distinct counts (6 B per value,
+  at most 398 B) and growth histories (12 B per change point, at most 408 B). An account that uses
+  none of them holds none of those fields and writes none of their bytes.
 - **Recovery** is the time from start to ready: a clean restart reads the changelog (memory store) or
   local files plus the changelog's tail (RocksDB); after a SIGKILL add the 15 s session timeout before
   the group reassigns the partitions.
