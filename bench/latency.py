@@ -177,12 +177,13 @@ class Run:
             raise RuntimeError(f"only {len(self.latency)} of {len(self.sent)} prompts arrived")
 
 
-async def measure_kafka(bs: str, topics: dict[str, str], rate: int, seconds: float, warmup: float) -> Run:
-    run = Run()
-    # read_committed, as consumers of the prompts topic must read with exactly_once; without
-    # transactions on the topic it reads exactly what read_uncommitted does.
+async def prompts_reader_and_producer(bs: str, prompts: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """The measuring consumer, at the end of the prompts topic, and the pacing producer, both started.
+
+    read_committed, as consumers of the prompts topic must read with exactly_once; without
+    transactions on the topic it reads exactly what read_uncommitted does."""
     cons = AIOKafkaConsumer(
-        topics["prompts"],
+        prompts,
         bootstrap_servers=bs,
         auto_offset_reset="latest",
         group_id=None,
@@ -192,6 +193,12 @@ async def measure_kafka(bs: str, topics: dict[str, str], rate: int, seconds: flo
     await cons.start()
     await prod.start()
     await cons.seek_to_end()
+    return cons, prod
+
+
+async def measure_kafka(bs: str, topics: dict[str, str], rate: int, seconds: float, warmup: float) -> Run:
+    run = Run()
+    cons, prod = await prompts_reader_and_producer(bs, topics["prompts"])
     stop = asyncio.Event()
 
     async def receive() -> None:
@@ -277,17 +284,7 @@ async def measure_gateway(
 
     conns = await asyncio.gather(*(opened(n) for n in ns))
     followers = [asyncio.create_task(follow_stream(r, arrived)) for r, _ in conns]
-    cons = AIOKafkaConsumer(
-        topics["prompts"],
-        bootstrap_servers=bs,
-        auto_offset_reset="latest",
-        group_id=None,
-        isolation_level="read_committed",
-    )
-    prod = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=1)
-    await cons.start()
-    await prod.start()
-    await cons.seek_to_end()
+    cons, prod = await prompts_reader_and_producer(bs, topics["prompts"])
     stop = asyncio.Event()
 
     async def records() -> None:
