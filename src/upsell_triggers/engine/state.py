@@ -77,15 +77,21 @@ def period_of(periods: Periods | None, metric: str) -> BillingPeriod | None:
     return None
 
 
+def _set_pair(pairs: list[Any] | None, name: str, value: Any) -> list[Any]:
+    """A flat name, value, name, value... list with name's value set (the same list, or a new one for
+    None): billing periods and packed structures are kept this way."""
+    if pairs is None:
+        return [name, value]
+    try:
+        pairs[pairs.index(name) + 1] = value
+    except ValueError:
+        pairs += (name, value)
+    return pairs
+
+
 def set_period(periods: Periods | None, metric: str, p: BillingPeriod) -> Periods:
     """The list with metric's period set (the same list, or a new one for None)."""
-    if periods is None:
-        return [metric, p]
-    try:
-        periods[periods.index(metric) + 1] = p
-    except ValueError:
-        periods += (metric, p)
-    return periods
+    return _set_pair(periods, metric, p)
 
 
 def period_items(periods: Periods | None) -> dict[str, BillingPeriod]:
@@ -119,13 +125,7 @@ def blob_of(blobs: Blobs | None, name: str) -> bytes | None:
 
 def set_blob(blobs: Blobs | None, name: str, blob: bytes) -> Blobs:
     """The list with name's structure set (the same list, or a new one for None)."""
-    if blobs is None:
-        return [name, blob]
-    try:
-        blobs[blobs.index(name) + 1] = blob
-    except ValueError:
-        blobs += (name, blob)
-    return blobs
+    return _set_pair(blobs, name, blob)
 
 
 def blob_names(blobs: Blobs | None) -> list[str]:
