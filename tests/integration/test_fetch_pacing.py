@@ -60,3 +60,39 @@ async def test_late_batch_loop_does_not_leave_busy_partition_unfetched(kafka_boo
     finally:
         await admin.delete_topics([busy, idle])
         await admin.close()
+
+
+async def test_records_produced_while_the_loop_was_busy_come_only_with_a_second_take(kafka_bootstrap):
+    """What runtime/fresh_take.py answers: aiokafka fetches no partition of a broker while records of
+    one wait in its buffer, so a take after a busy spell (a batch's transactions) returns what was
+    fetched when the spell began; the take makes it fetch again at once, and a second take gets the
+    records produced meanwhile one fetch round trip later."""
+    busy = f"pace-busy-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0)
+    try:
+        await admin.create_topics([NewTopic(busy, 1, 1)])
+        await consumer.start()
+        await producer.start()
+        set_fetch_max_wait(consumer, FETCH_MAX_WAIT_MS)
+        tp = TopicPartition(busy, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.getmany(timeout_ms=300)  # position resolved, a fetch in flight
+        await (await producer.send(busy, b"a"))  # the in-flight fetch returns with it: buffered
+        await asyncio.sleep(0.03)  # the batch loop is busy
+        await (await producer.send(busy, b"b"))
+        await asyncio.sleep(0.03)
+        first = await consumer.getmany(timeout_ms=0)
+        assert [m.value for m in first.get(tp, [])] == [b"a"]  # b, 30 ms old, is not fetched yet
+        t0 = time.monotonic()
+        second = await consumer.getmany(timeout_ms=2000)
+        assert [m.value for m in second.get(tp, [])] == [b"b"]
+        assert time.monotonic() - t0 < FETCH_MAX_WAIT_MS / 1000  # a round trip, not a held fetch
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        await admin.delete_topics([busy])
+        await admin.close()

@@ -173,6 +173,30 @@ async def test_each_partition_commits_its_own_outputs_states_and_offsets_in_one_
     ]
 
 
+async def test_each_transaction_calls_on_ending_as_it_sends_endtxn() -> None:
+    """The next batch's early take (runtime/fresh_take.py) starts during the last round trip."""
+    log: list[str] = []
+    txns = await started(log, {0, 1})
+    sink = BatchSink(
+        apply,
+        lambda: None,
+        SinkTopics("prompts", "dlq", lambda: "cl"),
+        FakeStates({}),
+        Metrics(),
+        transactions=txns,
+    )
+    await sink.deliver_atomically(
+        {TP("events", 0): recs(1), TP("events", 1): recs(2)}, lambda: log.append("ending")
+    )
+    assert log.count("ending") == 2
+    for tid in ("app-eos-0", "app-eos-1"):
+        assert log.index(f"{tid} offsets events[{tid[-1]}]={int(tid[-1]) + 2} group=app") < log.index(
+            f"{tid} commit"
+        )
+    first_commit = min(log.index("app-eos-0 commit"), log.index("app-eos-1 commit"))
+    assert log.index("ending") < first_commit
+
+
 async def test_a_partition_with_only_expired_accounts_commits_their_tombstones() -> None:
     log: list[str] = []
     txns = await started(log, {0, 1})

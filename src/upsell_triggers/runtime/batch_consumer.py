@@ -20,11 +20,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from faust.types import TP
 
+from upsell_triggers.runtime import fresh_take
 from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.changelog_restore import unread
 from upsell_triggers.runtime.committed_floor import CommittedFloor
@@ -52,6 +53,7 @@ class BatchConsumer(ConsumerAdapter):
     _background_commit: asyncio.Future[None] | None = None
     _writer: asyncio.Future[None] | None = None  # writes the states once their outputs are acknowledged
     _floor: CommittedFloor | None = None
+    _early: asyncio.Future[tuple[Any, int]] | None = None  # exactly_once: the next batch's early take
 
     @property
     def committed_floor(self) -> CommittedFloor:
@@ -97,6 +99,8 @@ class BatchConsumer(ConsumerAdapter):
         """Faust's stop (it waits for the batch in flight), then the transactional producers close."""
         if self._writer is not None:
             self._writer.cancel()  # Faust's final commit writes the states
+        if self._early is not None:
+            self._early.cancel()  # taken, not applied: read again from the committed offsets
         if self._background_commit is not None:
             with contextlib.suppress(Exception):
                 await self._background_commit  # before Faust's own, final commit
@@ -263,15 +267,50 @@ class BatchConsumer(ConsumerAdapter):
     async def _drain_fetch(self) -> None:
         transport = cast("BatchTransport", self.transport)
         timings = transport.timings
-        records, active = await self.next_records(1.0)
+        early, self._early = self._early, None
+        held, held_generation = (await early) if early is not None else (None, 0)
+        # Holding the early take's records: wait only briefly for the fetch it started (fresh_take).
+        records, active = await self.next_records(fresh_take.FRESH_WAIT_S if held else 1.0)
         if timings is not None:
             timings.lap("fetch")
         # Stamped after the fetch, as Faust's getmany does (stamping before left recovery stuck).
         generation = self.app.consumer_generation_id
+        if held:
+            if timings is not None:
+                timings.note(early=sum(map(len, held.values())))
+            if held_generation == generation and self.flow_active:
+                merged, left = fresh_take.merge(held, records or {}, self.app.conf.broker_max_poll_records)
+                if left:
+                    await self._rewind(left)
+                records = merged
+            else:  # a rebalance began in between: each take with its own generation
+                await self._drain_records(transport, held, active, held_generation)
         await self._drain_records(transport, records, active, generation)
         if self.sink.transactions is not None and self._current(generation):
             # Once the fetch's records were applied (an empty fetch may have passed markers too).
             await transport.restore_for(self).past_markers(self.sought)
+
+    def _take_early(self, hot: Mapping[TP, Sequence[Any]]) -> Callable[[], None] | None:
+        """exactly_once, caught up: what starts the next batch's early take once the transactions of
+        this one send EndTxn (fresh_take); the first call starts it, the others do nothing."""
+        transport = cast("BatchTransport", self.transport)
+        if not fresh_take.caught_up(hot, self.highwater, transport.hot_topics):
+            return None
+
+        def start() -> None:
+            if self._early is None:
+                self._early = asyncio.ensure_future(self._taken_early())
+
+        return start
+
+    async def _taken_early(self) -> tuple[Any, int]:
+        """(what the fetcher holds, taken without waiting, or None; its generation). Nothing while the
+        flow is stopped: Faust's fetch would wait for it to resume, and a rebalance waits for this
+        batch."""
+        if not (self.flow_active and not self.suspend_flow.is_set()):
+            return None, 0
+        records, _ = await self.next_records(0)
+        return records, self.app.consumer_generation_id
 
     def _current(self, generation: int) -> bool:
         """No rebalance began since the fetch of `generation`."""
@@ -350,7 +389,7 @@ class BatchConsumer(ConsumerAdapter):
         worker's producer is fenced only once the next owner was assigned, which waits for the batch in
         flight (wait_empty); a fenced producer's commit fails and stops this worker."""
         try:
-            await sink.deliver_atomically(hot)
+            await sink.deliver_atomically(hot, self._take_early(hot))
         except Exception as exc:
             log.exception("a transaction failed; crashing the worker to reprocess from committed offsets")
             await self.app.crash(exc)

@@ -121,10 +121,13 @@ class BatchSink:
                 raise RuntimeError("an output was cancelled before the broker acknowledged it")
             await asyncio.gather(*self.unacknowledged)
 
-    async def deliver_atomically(self, batch: Mapping[TP, Sequence[Any]]) -> None:
+    async def deliver_atomically(
+        self, batch: Mapping[TP, Sequence[Any]], on_ending: Callable[[], None] | None = None
+    ) -> None:
         """Applies a batch and commits, per partition, its prompts, dead letters, changed states and the
         next offsets of its records in one transaction. Raising means a transaction may not have
-        committed while memory holds its effects: the caller stops the worker."""
+        committed while memory holds its effects: the caller stops the worker. `on_ending`: called as
+        each transaction sends EndTxn (PartitionTransactions.commit)."""
         transactions = self.transactions
         assert transactions is not None
         t0 = time.perf_counter()
@@ -158,10 +161,10 @@ class BatchSink:
         for p in list(changelog):  # expired accounts of a partition with no record in this batch
             of(p)
         if timings is None:
-            await transactions.commit(writes)
+            await transactions.commit(writes, on_ending=on_ending)
         else:
             phases: dict[str, float] = {}
-            await transactions.commit(writes, phases)
+            await transactions.commit(writes, phases, on_ending)
             timings.note(txns=len(writes), **{k + "_ms": round(1000 * v, 3) for k, v in phases.items()})
         self._delivered(out, t0, "deliver")
 

@@ -102,20 +102,30 @@ class PartitionTransactions:
             await self._stop(p)
 
     async def commit(
-        self, writes: Mapping[int, PartitionWrites], phases: dict[str, float] | None = None
+        self,
+        writes: Mapping[int, PartitionWrites],
+        phases: dict[str, float] | None = None,
+        on_ending: Callable[[], None] | None = None,
     ) -> None:
         """One transaction per partition, all under way at once; returns when every one committed.
         Raises if one failed (fenced, timed out, cut off): the worker must then stop, since its memory
         holds the effects of a transaction that may not have committed. `phases` (batch timings), if
-        given, receives the slowest partition's seconds in each phase of its transaction."""
+        given, receives the slowest partition's seconds in each phase of its transaction; `on_ending`
+        is called as each partition's transaction sends EndTxn (fresh_take)."""
         results = await asyncio.gather(
-            *(self._commit_one(p, w, phases) for p, w in writes.items()), return_exceptions=True
+            *(self._commit_one(p, w, phases, on_ending) for p, w in writes.items()), return_exceptions=True
         )
         for r in results:
             if isinstance(r, BaseException):
                 raise r
 
-    async def _commit_one(self, partition: int, w: PartitionWrites, phases: dict[str, float] | None) -> None:
+    async def _commit_one(
+        self,
+        partition: int,
+        w: PartitionWrites,
+        phases: dict[str, float] | None,
+        on_ending: Callable[[], None] | None,
+    ) -> None:
         producer = self.producers.get(partition)
         if producer is None:
             raise RuntimeError(f"partition {partition} has no transactional producer: not assigned here")
@@ -142,6 +152,8 @@ class PartitionTransactions:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
         if lap is not None:
             lap("txn_offsets")
+        if on_ending is not None:
+            on_ending()
         await producer.commit_transaction()
         if lap is not None:
             lap("txn_end")
