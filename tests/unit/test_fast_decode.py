@@ -4,6 +4,7 @@ pydantic models on every input they accept."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from upsell_triggers.engine import events as events_module
 from upsell_triggers.engine.events import (
     _MODELS,
     MAX_TS_MS,
@@ -31,6 +31,7 @@ from upsell_triggers.engine.events import (
     decode_event,
     validate_event,
 )
+from upsell_triggers.engine.timeutil import datetime_to_ms
 
 ids = st.one_of(
     st.text(min_size=0, max_size=3),
@@ -81,8 +82,17 @@ def rfc3339(draw: st.DrawFn, valid_only: bool = False) -> str:
         ["Z", "Z", "-00:00"] if offset_min == 0 else []
     )
     if not valid_only:
-        zones += ["", "z", f"{sign}{hh:02d}:{mm:02d}:00"] + ([f"{sign}{hh:02d}"] if mm == 0 else [])
-    return text + draw(st.sampled_from(zones))
+        zones += ["", "z", f"{sign}{hh:02d}:{mm:02d}:00", f"{sign}{hh:02d}:{mm:02d}:15"]
+        zones += [f"{sign}{hh:02d}"] if mm == 0 else []
+        zones += ["Z[Europe/Paris]", f"{sign}{hh:02d}:{mm:02d}[Asia/Kolkata]"]
+    text += draw(st.sampled_from(zones))
+    if not valid_only:
+        how = draw(st.sampled_from(["as is", "as is", "as is", "leap second", "basic", "basic leap second"]))
+        if how.endswith("leap second"):  # second 60: RFC 3339's leap second, which the contract rejects
+            text = text[:17] + "60" + text[19:]
+        if how.startswith("basic"):  # no separators in the date and time (ISO 8601's basic format)
+            text = text[:10].replace("-", "") + text[10] + text[11:19].replace(":", "") + text[19:]
+    return text
 
 
 string_timestamps = st.one_of(
@@ -309,7 +319,7 @@ def test_rfc3339_events_take_the_fast_path(ts: str, ms: int) -> None:
         "2000-01-01T05:29:59+05:30",
         "2200-01-01T00:00:00Z",
         "2026-11-22T10:00:00",
-        "2026-11-22T10:00:00z",
+        "2026-11-22T10:00:00Z[Europe/Paris]",
         "2026-02-29T10:00:00Z",
     ],
 )
@@ -321,13 +331,13 @@ def test_rejected_string_timestamps_are_worded_by_the_models(ts: str) -> None:
     assert isinstance(ev, InvalidEvent) and ev.reason == "invalid_field" and "'ts'" in ev.message
 
 
-def test_strings_of_one_minute_read_alike_through_the_minute_cache() -> None:
-    """The fast path keeps each minute's start per offset: every second and fraction of a minute, in
-    offsets that share the minute's text and in every spelling, reads as the long way reads it."""
+def test_strings_of_one_minute_read_alike() -> None:
+    """Every second and fraction of a minute, in offsets that share the minute's text and in every
+    spelling, reads as the long way reads it (the fast way or, for the spellings it leaves, the long way)."""
     minutes = ("2026-11-22T15:30", "2026-11-22T15:31", "2026-11-22T16:30", "2026-11-23T15:30")
     for minute in (*minutes, "2004-10-20T21:33", "2199-12-31T23:59", "2000-01-01T05:29"):
         for zone in ("+05:30", "-03:00", "+0530", "+05:30:15", "Z", "+00:00", "-00:00", "+14:00", "-11:59"):
-            for rest in (":00", ":59.999", ":02.324", ":07.5", ":59.9999995", ":30.000001"):
+            for rest in (":00", ":59.999", ":02.324", ":07.5", ":59.9999995", ":30.000001", ":60", ":60.5"):
                 text = minute + rest + zone
                 try:
                     expected: int | None = _parse_ts(text)
@@ -346,9 +356,58 @@ def test_every_millisecond_of_a_second_reads_as_written(zone: str) -> None:
     arithmetic (a float product reads some, such as .123, as one less), on both the fast and the long way."""
     second = _parse_ts("2026-11-22T10:00:07" + zone)
     for milli in range(1000):
-        for extra in ("", "999"):
+        for extra in ("", "999", "999999", "5", "9995"):
             text = f"2026-11-22T10:00:07.{milli:03d}{extra}{zone}"
             assert _ts_ms(text) == _parse_ts(text) == second + milli, text
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("2026-11-22T10:00:00z", 1795341600000),  # RFC 3339 (5.6) allows a lowercase 'z'
+        ("2026-11-22t10:00:00.123z", 1795341600123),
+        ("2026-11-22T10:00:60Z", 1795341659000),  # a leap second: epoch time has none, so second 59
+        ("2026-11-22T15:30:60.500+05:30", 1795341659500),
+        ("2199-12-31T23:59:60.999Z", MAX_TS_MS - 1),
+    ],
+)
+def test_rfc3339_spellings_fromisoformat_rejects_are_read(text: str, ms: int) -> None:
+    """RFC 3339 allows these, `datetime.fromisoformat` rejects them: both ways read them alike."""
+    with pytest.raises(ValueError):
+        datetime.fromisoformat(text)
+    assert _parse_ts(text) == _ts_ms(text) == ms
+    raw = {"type": "usage", "event_id": "e", "account_id": "a", "ts": text, "metric": "m", "value": 1}
+    ev = _decode_common(json.dumps(raw).encode())  # raises if it would go the long way
+    assert isinstance(ev, Usage) and ev.ts == ms
+
+
+def _fromisoformat_ms(text: str) -> int | None:
+    """How the contract's strings were read before whenever: `fromisoformat`, then integer arithmetic."""
+    try:
+        ms = datetime_to_ms(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+    return ms if MIN_TS_MS <= ms < MAX_TS_MS else None
+
+
+def _as_fromisoformat_spells_it(text: str) -> str:
+    """An RFC 3339 spelling `fromisoformat` rejects, in one it accepts: 'Z' for 'z', second 59 for 60."""
+    text = re.sub(r"z$", "Z", text)
+    return re.sub(r"(?<=[Tt ]\d\d:\d\d:)60|(?<=[Tt ]\d{4})60", "59", text)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(rfc3339(), string_timestamps))
+def test_every_string_fromisoformat_accepts_reads_as_it_reads_it(text: str) -> None:
+    """Nothing valid changes meaning: a string `fromisoformat` accepts reads as it reads it (both ways),
+    and a string only whenever reads is a lowercase 'z' or a leap second of one `fromisoformat` reads."""
+    read = _read(text, _parse_ts)
+    assert _read(text, _ts_ms) == read
+    before = _fromisoformat_ms(text)
+    if before is not None:
+        assert read == before, text
+    elif read is not None:
+        assert _fromisoformat_ms(_as_fromisoformat_spells_it(text)) == read, text
 
 
 def _read(text: str, read: Any) -> int | None:
@@ -388,10 +447,10 @@ def plain_rfc3339(draw: st.DrawFn) -> str:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(plain_rfc3339(), plain_rfc3339(), rfc3339()), min_size=1, max_size=8))
-def test_learnt_parts_read_as_the_long_way_reads_them(texts: list[str]) -> None:
-    """The fast path keeps the minute, the second and the rest (fraction and offset) of each plain string
-    it reads, and reads a string made of kept parts from them alone: every string made of the parts of
-    these, in every combination (most never seen whole), reads as the long way reads it."""
+def test_spliced_strings_read_as_the_long_way_reads_them(texts: list[str]) -> None:
+    """Strings made of the date and minute, the second, and the fraction and offset of others, in every
+    combination (most of them invalid: hour 24 of an offset's day, a fraction without digits, ...),
+    read as the long way reads them."""
     for text in texts:
         assert _read(text, _ts_ms) == _read(text, _parse_ts), text
     for a in texts:
@@ -399,18 +458,6 @@ def test_learnt_parts_read_as_the_long_way_reads_them(texts: list[str]) -> None:
             for c in texts:
                 text = a[:16] + b[16:19] + c[19:]
                 assert _read(text, _ts_ms) == _read(text, _parse_ts), text
-
-
-def test_the_kept_parts_are_bounded() -> None:
-    """Rests of millisecond precision in every offset: more than the cache keeps, never more than its bound."""
-    for offset_min in range(-1439, 1440, 7):
-        sign = "-" if offset_min < 0 else "+"
-        hh, mm = divmod(abs(offset_min), 60)
-        for milli in range(0, 1000, 37):
-            text = f"2026-11-22T10:00:07.{milli:03d}{sign}{hh:02d}:{mm:02d}"
-            assert _ts_ms(text) == _parse_ts(text)
-    assert 0 < len(events_module._REST_MS) <= events_module._MAX_RESTS
-    assert 0 < len(events_module._MINUTE_MS) <= events_module._MAX_MINUTES
 
 
 def _models_only(raw: bytes) -> Any:
@@ -428,8 +475,8 @@ def _models_only(raw: bytes) -> Any:
     st.lists(st.one_of(plain_rfc3339(), rfc3339(), string_timestamps), min_size=1, max_size=6),
 )
 def test_string_timestamps_decode_or_dead_letter_as_the_models_say(etype: str, texts: list[str]) -> None:
-    """Every string `ts` (plain layouts that teach the kept parts, any offset, 0-9 fractional digits,
-    both ends of the accepted range, and invalid strings), and strings made of the parts of the others:
+    """Every string `ts` (the layouts producers write, any offset, 0-9 fractional digits, both ends of
+    the accepted range, and invalid strings), and strings made of the parts of the others:
     decode_event returns the event the models return, or the same dead-letter reason and message."""
     fields = {"metric": "seats", "value": 3, "feature": "sso", "plan": "pro", "prompt_id": "p"}
     for text in [*texts, *(a[:16] + b[16:19] + c[19:] for a in texts for b in texts for c in texts)]:
@@ -437,16 +484,3 @@ def test_string_timestamps_decode_or_dead_letter_as_the_models_say(etype: str, t
         got, expected = decode_event(raw), _models_only(raw)
         assert got == expected, text
         assert not isinstance(got, InvalidEvent) or got.message == expected.message
-
-
-def test_the_kept_seconds_are_bounded() -> None:
-    """More local seconds than the cache keeps, read twice over in every offset spelling: each reads as
-    the long way reads it, and the cache never holds more than its bound."""
-    start = datetime(2026, 11, 22, tzinfo=UTC)
-    for _ in range(2):
-        for s in range(0, events_module._MAX_SECONDS + 2000, 1):
-            local = (start + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S")
-            for rest in (".123Z", ".007+05:30", "+00:00"):
-                text = local + rest
-                assert _ts_ms(text) == _parse_ts(text), text
-            assert len(events_module._SECONDS_MS) <= events_module._MAX_SECONDS

@@ -11,12 +11,12 @@ message naming the field (it goes to the dead letter topic).
 from __future__ import annotations
 
 import math
-import re
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 import orjson
+import whenever
 from msgspec import Meta, Struct
 from pydantic import (
     BaseModel,
@@ -51,11 +51,14 @@ def _parse_ts(v: Any) -> int:
     if isinstance(v, int):
         ms = v
     elif isinstance(v, str):
-        try:
-            dt = datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"ts {v[:64]!r} is not RFC 3339 (e.g. 2026-11-22T10:00:00Z)") from None
-        ms = datetime_to_ms(dt)
+        read = _rfc3339_ms(v)
+        if read is None:
+            try:
+                dt = datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"ts {v[:64]!r} is not RFC 3339 (e.g. 2026-11-22T10:00:00Z)") from None
+            read = datetime_to_ms(dt)
+        ms = read
     else:
         raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds")
     if not MIN_TS_MS <= ms < MAX_TS_MS:
@@ -63,117 +66,51 @@ def _parse_ts(v: Any) -> int:
     return ms
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LOCAL_EPOCH = datetime(1970, 1, 1)
-_US = timedelta(microseconds=1)
-_MS = timedelta(milliseconds=1)
-_DAY_MS = 86_400_000
-_MINUTES: dict[tuple[str, tzinfo], int] = {}  # (text up to the minute, offset) -> microseconds since 1970
-_MAX_MINUTES = 4096
+# A string is read by whenever's parser (Rust): epoch ms in one parse and one conversion, with no
+# Python-level slicing or caching, a fraction of what `datetime.fromisoformat` and datetime arithmetic
+# cost. It reads every RFC 3339 string, the lowercase 'z' and the leap second (":60", read as second 59
+# plus its fraction, as epoch time has no leap seconds) included, and truncates digits past the
+# millisecond. A bracketed zone name after the offset ("...Z[Europe/Paris]", RFC 9557), which it would
+# accept and ignore, is not RFC 3339: such strings, and the other ISO 8601 spellings it rejects (week
+# dates, ten or more fractional digits, ...), are read by `fromisoformat`, as they always were. Both
+# ways of decoding read strings with the same functions (`_ts_ms` is `_parse_ts` without its wording),
+# so they agree by construction; tests/unit/test_fast_decode.py checks it, and that every string
+# `fromisoformat` accepts reads as it reads it.
+_instant = whenever.Instant.parse_iso
 
-# The plain layout producers write, `2026-11-22T10:00:07.123Z` (JavaScript), `...07.123000+00:00`
-# (Python), `...07+05:30`, read in three parts that each mean the same wherever they appear: the local
-# minute, the second, and the rest (a fraction of up to millisecond precision and a whole-minute offset).
-# Each part is learnt from a string `fromisoformat` accepted, so any string made of learnt parts is one
-# it accepts, and it reads as the sum of the parts. A minute is kept only a day or more inside the
-# accepted range: no offset can then take its instants outside, so a string of learnt parts needs no
-# range check. Fractions past the millisecond (Python's microseconds, Go's nanoseconds) are not kept
-# (a million values per offset would churn); they are read the longer way below.
-_SECOND_MS = {f":{s:02d}": s * 1000 for s in range(60)}
-_MINUTE_MS: dict[str, int] = {}  # "2026-11-22T15:30" -> that local time read as UTC, epoch ms
-_REST_MS: dict[str, int] = {}  # ".250-05:00" -> 250 + 5 h: the fraction's ms minus the offset
-_MAX_RESTS = 8192
-_rest_ms = _REST_MS.get
-# "2026-11-22T15:30:07" -> the sum of its learnt minute and second (a string of learnt parts only)
-_SECONDS_MS: dict[str, int] = {}
-_MAX_SECONDS = 16384  # about 2 MB
-_local_second = _SECONDS_MS.get
-_PLAIN_MINUTE = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d", re.ASCII)
-_PLAIN_REST = re.compile(r"(?:\.\d{1,3}0{0,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
+
+def _rfc3339_ms(text: str) -> int | None:
+    """whenever's reading of an RFC 3339 string as epoch ms, or None (not range-checked)."""
+    if text[-1:] == "]":
+        return None
+    try:
+        ms: int = _instant(text).timestamp(unit="millisecond")
+    except ValueError:
+        return None
+    return ms
 
 
 def _ts_ms(text: str) -> int:
-    """An RFC 3339 string read exactly as `_parse_ts` reads it, for the fast paths: epoch ms, or a bare
-    ValueError (the long way then words the error).
-
-    The rest is looked up first: it is the part that misses every time for strings with microseconds.
-    Then the local second (minute and second, kept as their sum once read): new strings for the parts
-    and their lookups are the whole cost of a string of learnt parts, so two parts instead of three
-    save a third of it wherever a stream's seconds repeat (16,384 kept: hours of a stream's seconds).
-    That is a fraction of what `fromisoformat` and datetime arithmetic would cost. Anything else is
-    parsed (`_parse_ts_ms`), and teaches its parts."""
-    rest = _rest_ms(text[19:])  # get, not [] in a try: a raised KeyError costs a parse's worth
-    if rest is not None:
-        head = text[:19]
-        second = _local_second(head)
-        if second is not None:
-            return second + rest
-        try:
-            second = _MINUTE_MS[head[:16]] + _SECOND_MS[head[16:]]
-        except KeyError:
-            return _parse_ts_ms(text)
-        if len(_SECONDS_MS) >= _MAX_SECONDS:
-            _SECONDS_MS.clear()
-        _SECONDS_MS[head] = second
-        return second + rest
+    """A string read exactly as `_parse_ts` reads it, for the fast paths: epoch ms, or a bare ValueError
+    (the long way then words the error). `_rfc3339_ms` inlined: this runs for every string `ts`."""
+    try:
+        if text[-1] != "]":
+            ms: int = _instant(text).timestamp(unit="millisecond")
+            if MIN_TS_MS <= ms < MAX_TS_MS:
+                return ms
+    except (ValueError, IndexError):
+        pass
     return _parse_ts_ms(text)
 
 
 def _parse_ts_ms(text: str) -> int:
-    """`_ts_ms` for a string not made of learnt parts: `fromisoformat`, then integer arithmetic, as
-    datetime_to_ms: milliseconds are truncated, never rounded by a float. Turning a datetime into an
-    instant costs several times its parse, so the microseconds since 1970 up to the minute are kept per
-    minute and offset (the first 16 characters of any string fromisoformat accepts hold its date, hour
-    and minute)."""
-    dt = datetime.fromisoformat(text)
-    tz = dt.tzinfo
-    if tz is None:
-        raise ValueError("ts needs a UTC offset")
-    key = (text[:16], tz)
-    base = _MINUTES.get(key)
-    if base is None:
-        base = (dt.replace(second=0, microsecond=0) - _EPOCH) // _US
-        if len(_MINUTES) >= _MAX_MINUTES:
-            _MINUTES.clear()
-        _MINUTES[key] = base
-    ms = (base + dt.second * 1_000_000 + dt.microsecond) // 1000
+    """`_ts_ms` for the strings whenever does not read, or that lie outside the accepted range."""
+    ms = _rfc3339_ms(text)
+    if ms is None:
+        ms = datetime_to_ms(datetime.fromisoformat(text))
     if MIN_TS_MS <= ms < MAX_TS_MS:
-        if not dt.microsecond % 1000:  # a fraction past the millisecond is never learnt: skip the check
-            _learn(text, dt, ms)
         return ms
     raise ValueError("ts outside the accepted range")
-
-
-def _learn(text: str, dt: datetime, ms: int) -> None:
-    """Keeps the parts of a plain-layout string (`_ts_ms`) that `fromisoformat` read as written.
-
-    The rest is checked first, in one C call: strings with microseconds (or finer) are read this way on
-    every event, and must not pay for more. A minute already kept is not checked or computed again: most
-    strings that teach anything teach a new rest in a known minute."""
-    if not _PLAIN_REST.fullmatch(text, 19):
-        return
-    minute, second, rest = text[:16], text[16:19], text[19:]
-    second_ms = _SECOND_MS.get(second)
-    if second_ms is None or dt.second * 1000 != second_ms:
-        return
-    local = _MINUTE_MS.get(minute)
-    if local is None:
-        if (
-            not _PLAIN_MINUTE.fullmatch(minute)
-            or dt.isoformat(sep=minute[10], timespec="minutes")[:16] != minute
-        ):
-            return
-        local = (dt.replace(tzinfo=None, second=0, microsecond=0) - _LOCAL_EPOCH) // _MS
-        if MIN_TS_MS + _DAY_MS <= local <= MAX_TS_MS - _DAY_MS - 60_000:
-            if len(_MINUTE_MS) >= _MAX_MINUTES:
-                _MINUTE_MS.clear()
-            _MINUTE_MS[minute] = local
-    rest_ms = ms - local - second_ms  # the fraction's ms minus a whole-minute offset (under a day)
-    if not -_DAY_MS < rest_ms < _DAY_MS:
-        return
-    if len(_REST_MS) >= _MAX_RESTS:
-        _REST_MS.clear()
-    _REST_MS[rest] = rest_ms
 
 
 def time_ms(text: str) -> int:
@@ -320,11 +257,10 @@ EventModel = (
 # gc=False: events hold strings and numbers only, so the collector need not track them.
 #
 # A string `ts` (RFC 3339, the contract's own example) is decoded by msgspec as a string and read by
-# `__post_init__` with `_ts_ms`: the parts of strings the long way's own C parser,
-# `datetime.fromisoformat`, accepted, or that parser itself, so both ways agree by construction (and
-# tests/unit/test_fast_decode.py checks it). msgspec's datetime type is not used: it accepts a lowercase
-# 'z' the long way rejects, rounds digits past the microsecond where the long way truncates them, and
-# turning its datetime into epoch ms would cost what the parts save. After construction `ts` is always
+# `__post_init__` with `_ts_ms`, the long way's own reading (whenever's parser; see above). msgspec's
+# datetime type is not used: it rounds digits past the microsecond where the long way truncates them (so
+# .0009995 would read a millisecond later), which no check after decoding can tell apart, and turning
+# its datetime into epoch ms costs more than whenever's whole reading. After construction `ts` is always
 # epoch ms, which is the type the engine (and mypy) sees.
 
 _Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
@@ -348,8 +284,16 @@ class _Common(Struct, tag_field="type", gc=False):
 
     def __post_init__(self) -> None:
         ts: int | str = self.ts
-        if type(ts) is str:
-            self.ts = _ts_ms(ts)
+        if type(ts) is str:  # _ts_ms inlined (a call costs a tenth of the reading)
+            try:
+                if ts[-1] != "]":
+                    ms: int = _instant(ts).timestamp(unit="millisecond")
+                    if MIN_TS_MS <= ms < MAX_TS_MS:
+                        self.ts = ms
+                        return
+            except (ValueError, IndexError):
+                pass
+            self.ts = _parse_ts_ms(ts)
 
 
 class Usage(_Common, tag="usage", gc=False):
@@ -361,11 +305,19 @@ class Usage(_Common, tag="usage", gc=False):
     type: ClassVar[str] = "usage"
 
     def __post_init__(self) -> None:
-        ts: int | str = self.ts
-        if type(ts) is str:
-            self.ts = _ts_ms(ts)
         if (self.value is None) == (self.delta is None):
             raise ValueError("exactly one of value/delta")  # the models word it for the DLQ
+        ts: int | str = self.ts
+        if type(ts) is str:  # _ts_ms inlined, as in _Common
+            try:
+                if ts[-1] != "]":
+                    ms: int = _instant(ts).timestamp(unit="millisecond")
+                    if MIN_TS_MS <= ms < MAX_TS_MS:
+                        self.ts = ms
+                        return
+            except (ValueError, IndexError):
+                pass
+            self.ts = _parse_ts_ms(ts)
 
 
 class PaywallHit(_Common, tag="paywall_hit", gc=False):
