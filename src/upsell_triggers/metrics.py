@@ -169,6 +169,12 @@ class Metrics:
             "Accounts changed since their state was last written to the changelog (Kafka runtime)",
             registry=kafka,
         )
+        self.decoded_accounts = Gauge(
+            "upsell_state_decoded_accounts",
+            "Account states held decoded, unwritten ones included; the others are held as bytes until their "
+            "next event (UPSELL_STATE_IDLE_S, UPSELL_STATE_CACHE_ACCOUNTS) (Kafka runtime)",
+            registry=kafka,
+        )
         self.expired = Counter(
             "upsell_accounts_expired_total",
             "Account states removed, with a changelog tombstone, because their newest event is older than "

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         description="decoded account states kept in memory per worker (~0.6 KiB each), unwritten ones "
         "included; beyond it the longest-decoded written ones are evicted (decoded again when next used)",
     )
+    state_idle_s: float = Field(
+        default=30,
+        ge=0,
+        description="a decoded account state not changed for this long (seconds) is held as bytes (its "
+        "changelog record, a third to a half of the memory) until its next event, which decodes it again: "
+        "memory follows the accounts active in the last minute; 0 = only state_cache_accounts evicts",
+    )
     state_unwritten_accounts: int = Field(
         default=100_000,
         ge=1,

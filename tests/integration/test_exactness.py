@@ -264,3 +264,21 @@ async def test_write_behind_is_bounded_and_written_once_caught_up(worker_factory
     assert w.metric("upsell_state_unwritten_accounts") == 0  # caught up: written without a commit
     w.stop()  # the commit timer would come in 600 s: the clean stop commits
     await check(kafka_bootstrap, w, [v for _, v in records])
+
+
+async def test_states_evicted_when_idle_and_read_back_packed_equal_replay(worker_factory, kafka_bootstrap):
+    """UPSELL_STATE_IDLE_S at 0.2 s: between the chunks, every account goes back to bytes (deflated,
+    packed_states) and is decoded again at its next event, many times over; the changelog, prompts and
+    leads must still be the replay's."""
+    records = list(sim_records(8_000, 600, seed=21, high_touch_every=5))
+    w = worker_factory(extra_env={"UPSELL_STATE_IDLE_S": "0.2"}).start()
+    w.wait_ready(90)
+    decoded = []
+    for i in range(0, len(records), 1_000):
+        await produce(kafka_bootstrap, w.topics["events"], records[i : i + 1_000])
+        await asyncio.sleep(1.5)  # idle: evicted
+        decoded.append(w.metric("upsell_state_decoded_accounts"))
+    assert min(decoded) < 100, decoded  # the accounts did go back to bytes between chunks
+    await wait_committed(kafka_bootstrap, w.env["UPSELL_APP_ID"], w.topics["events"], timeout=120)
+    w.stop()
+    await check(kafka_bootstrap, w, [v for _, v in records], leads=True)

@@ -171,3 +171,141 @@ def test_states_are_written_in_the_format_asked_for(make: Any) -> None:
     ((key, value),) = states.flush()[0]
     assert key == b"a" and value.startswith(b"[3,") and stored(t, b"a") == value
     assert decode_state(value).plan == "team"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _decoded(t: SimpleNamespace, states: TableState) -> set[bytes]:
+    """The keys held decoded (the memory store's decoded values, or RocksDB's cache)."""
+    if hasattr(t.data, "dbs"):
+        return set(states.cache)
+    return {k for k, v in t.data.data.items() if isinstance(v, AccountState)}
+
+
+@TABLES
+def test_states_idle_for_idle_s_are_evicted_and_active_ones_stay_decoded(make: Any) -> None:
+    t, clock = make(), _Clock()
+    states = TableState(t, idle_s=30, clock=clock)
+    for name in ("a", "b", "c"):
+        touch(states, name, 0, "team")
+    written = states.flush()
+    assert states.evict_idle() == 0  # just written
+    for step in range(1, 13):  # 60 s, a tick each 5 s: b written every 10 s, a and c never again
+        clock.now += 5
+        if step % 2 == 0:
+            touch(states, "b", 0, "business")
+            states.flush()
+        states.evict_idle()
+        if clock.now - 1_000 < 30:
+            assert _decoded(t, states) == {b"a", b"b", b"c"}  # not idle for 30 s yet
+    assert _decoded(t, states) == {b"b"}  # a and c went between 30 and 60 s after their last write
+    assert list(states.decoded) == [b"b"]
+    if not hasattr(t.data, "dbs"):  # the memory store holds them as the bytes that were written
+        assert t.data.data[b"a"] == dict(written[0])[b"a"]
+    states.partition = 0
+    assert states.get("a").plan == "team" and states.get("b").plan == "business"
+    assert _decoded(t, states) == {b"a", b"b"}
+
+
+@TABLES
+def test_an_idle_state_goes_between_idle_s_and_twice_that_after_its_last_write(make: Any) -> None:
+    t, clock = make(), _Clock()
+    states = TableState(t, idle_s=10, clock=clock)
+    touch(states, "a", 0, "team")
+    states.flush()
+    states.evict_idle()
+    clock.now += 5
+    states.evict_idle()  # the timer's tick: the stamp of the writes that follow
+    touch(states, "a", 0, "business")  # written again 5 s after it was queued
+    states.flush()
+    gone_at = None
+    for _ in range(40):
+        clock.now += 1
+        states.evict_idle()
+        if not _decoded(t, states):
+            gone_at = clock.now - 1_005  # seconds after its last write
+            break
+    assert gone_at is not None and 10 <= gone_at <= 20
+    assert not states.decoded and not states.touched
+
+
+def test_dirty_states_are_never_evicted_as_idle() -> None:
+    t, clock = memory_table(), _Clock()
+    states = TableState(t, idle_s=1, clock=clock)
+    touch(states, "a", 0, "team")
+    states.evict_idle()
+    for _ in range(5):
+        clock.now += 10
+        assert states.evict_idle() == 0  # changed, not written yet
+    assert isinstance(t.data.data[b"a"], AccountState)
+    assert states.flush() == {0: [(b"a", encode_state(t.data.data[b"a"]))]}
+
+
+def test_idle_eviction_looks_at_most_budget_states_per_call() -> None:
+    t, clock = memory_table(), _Clock()
+    states = TableState(t, idle_s=1, clock=clock)
+    for i in range(10):
+        touch(states, f"a{i}", 0, "team")
+    states.flush()
+    states.evict_idle()
+    clock.now += 2
+    assert [states.evict_idle(budget=4) for _ in range(4)] == [4, 4, 2, 0]
+    assert not _decoded(t, states) and not states.decoded
+
+
+def test_idle_eviction_is_off_at_zero_and_keeps_no_touched_keys() -> None:
+    t, clock = memory_table(), _Clock()
+    states = TableState(t, clock=clock)  # idle_s=0
+    touch(states, "a", 0, "team")
+    states.flush()
+    clock.now += 1e6
+    assert states.evict_idle() == 0 and _decoded(t, states) == {b"a"} and not states.touched
+
+
+def test_states_evicted_by_the_bound_leave_no_touched_key_behind() -> None:
+    """touched is bounded by the decoded states: the bound's evictions take their keys out of it."""
+    t, clock = memory_table(), _Clock()
+    states = TableState(t, max_cached=2, idle_s=30, clock=clock)
+    for i in range(10):
+        touch(states, f"a{i}", 0, "team")
+        states.flush()
+    assert len(states.decoded) == 2 and set(states.touched) == {b"a8", b"a9"}
+
+
+def test_each_batch_evicts_idle_states_too_when_the_timer_is_late() -> None:
+    """While a backlog keeps the event loop busy, trim() (after each batch) does the timer's work."""
+    t, clock = memory_table(), _Clock()
+    states = TableState(t, idle_s=1, clock=clock)
+    for name in ("a", "b"):
+        touch(states, name, 0, "team")
+    states.flush()
+    clock.now += 2
+    touch(states, "c", 0, "team")
+    states.trim()
+    assert _decoded(t, states) == {b"c"} and isinstance(t.data.data[b"a"], bytes)
+
+
+def test_the_memory_store_holds_evicted_states_packed_and_reads_them_back() -> None:
+    t, clock = memory_table(), _Clock()
+    states = TableState(t, idle_s=1, clock=clock)
+    written: dict[bytes, bytes] = {}
+    for i in range(20):
+        touch(states, f"acct-{i:03d}", 0, "team")
+        states.get(f"acct-{i:03d}").last_seen = 1_790_000_000_000 + i
+    for recs in states.flush().values():
+        written.update(recs)
+    clock.now += 2
+    assert states.evict_idle() == 20
+    held = t.data.data
+    packed = [k for k, v in held.items() if isinstance(v, bytes) and v != written[k]]
+    assert len(packed) >= 10 and all(len(held[k]) < len(written[k]) for k in packed)
+    for i in range(20):  # each reads back as the state written
+        states.partition = 0
+        assert states.get(f"acct-{i:03d}").last_seen == 1_790_000_000_000 + i
+    assert states.flush()[0] == list(written.items())

@@ -94,6 +94,10 @@ class ReleasePolicy:
         """Changelog records were restored (start, rebalance): a load whose fetches are freed too."""
         self.active = True
 
+    def on_freed(self) -> None:
+        """Account states were evicted (their decoded objects freed): memory to give back too."""
+        self.active = True
+
     def forget(self, partition: Hashable) -> None:
         """A revoked partition no longer counts."""
         self.lags.pop(partition, None)

@@ -10,9 +10,20 @@ state: dirty ones until written (`max_unwritten` bounds them), written ones whil
 `max_cached` are decoded, the longest decoded evicted first. With RocksDB the decoded states are a
 cache in front of the database. The memory store holds them itself, in place of their bytes: its
 dict's value is a state's bytes (as Faust's recovery writes them) or, once the account is active, the
-decoded state, turned back into bytes when evicted. A decoded state's bytes are only needed by the
-changelog, and a second dict of decoded states cost ~52 bytes per account, its bytes ~175 more
-(bench/ANALYSIS.md).
+decoded state, turned back into bytes when evicted (deflated: packed_states). A decoded
+state's bytes are only needed by the changelog, and a second dict of decoded states cost ~52 bytes per
+account, its bytes ~175 more (bench/ANALYSIS.md).
+
+A decoded state costs two to three times its bytes in memory (bench/expansion_bench.py: 1,830 B
+against 601 with every kind of the example rules), so states not written for `idle_s` (the clock's
+seconds, UPSELL_STATE_IDLE_S) are evicted too, a budget at a time (evict_idle, on a timer and after
+each batch): memory follows the accounts active in the last `idle_s`, not every account of the
+partitions. An account used again within `idle_s` pays no decode. `decoded` is the queue they are
+looked at in: marks, one per MARK_S at most, note how far it reached by when, and each flush stamps
+its keys with the last mark's time (`touched`: once per written state, not per event). A key whose
+mark is `idle_s` old is evicted unless its stamp is newer, then it goes round again: a state goes
+between `idle_s` and twice that after its last write, and the accounts of a burst after about
+`idle_s`.
 
 Store access goes around Faust's Table API (which needs a current stream event per write) into the two
 store classes' data, reached through kafka.compat (checked at start-up).
@@ -21,6 +32,7 @@ store classes' data, reached through kafka.compat (checked at start-up).
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -29,6 +41,7 @@ from upsell_triggers.engine.retention import DEFAULT_ERASURE_HOLD_MS, state_expi
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.runtime.kafka import compat
+from upsell_triggers.runtime.packed_states import Packer
 
 
 class TableState:
@@ -41,6 +54,8 @@ class TableState:
         retention_ms: int | None = None,
         on_expired: Callable[[int], None] | None = None,
         hold_ms: int = DEFAULT_ERASURE_HOLD_MS,
+        idle_s: float = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.table = table
         # Retention (engine/retention.py): each flush checks one stored account plus one per
@@ -64,6 +79,17 @@ class TableState:
         self.cache: dict[bytes, Any] = {}
         self.decoded: deque[bytes] = deque()  # keys decoded, longest decoded first (may hold stale keys)
         self.dirty: dict[bytes, int] = {}  # key -> partition
+        # Idle eviction (0: off). _marks: (clock time, entries appended to `decoded` by then, counted
+        # as _popped + len(decoded)); touched: decoded key -> the last mark's time (_stamp) when it was
+        # last written (one float object per flush, shared by its keys).
+        self.idle_s = idle_s
+        self.clock = clock
+        self.touched: dict[bytes, float] = {}
+        self._marks: deque[tuple[float, int]] = deque()
+        self._popped = 0  # entries taken from the front of `decoded`
+        self._stamp = float("-inf")
+        # The memory store's evicted states, deflated (packed_states); read back by _load and the sweep.
+        self.packer = Packer()
         self.partition = 0  # the partition of the records being handled: set by the batch loop
         self._bound = False
         self._memory = False
@@ -112,7 +138,7 @@ class TableState:
                 self._partition_of[key] = self.partition
         else:
             raw = self._db_for(self.partition).get(key)
-        st = decode_state(raw) if raw else AccountState()
+        st = decode_state(self.packer.unpack(raw)) if raw else AccountState()
         self.cache[key] = st
         self.decoded.append(key)
         return st
@@ -124,25 +150,86 @@ class TableState:
     def trim(self) -> None:
         """Evicts the longest-decoded clean states beyond max_cached: the memory store gets their bytes
         back, RocksDB has them already."""
-        decoded, dirty, cache = self.decoded, self.dirty, self.cache
+        if self.idle_s:
+            self.evict_idle(BATCH_IDLE_BUDGET)
+        decoded, dirty = self.decoded, self.dirty
         n = len(decoded) - self.max_cached
         if n <= 0:
             return
         keep = []
-        memory, encode = self._memory, self.encode
+        popped = 0
+        evict, touched = self._evict, self.touched
         while n > 0 and decoded:
             key = decoded.popleft()
+            popped += 1
             if key in dirty:
                 keep.append(key)
                 continue
             n -= 1
-            st = cache.get(key)
-            if st.__class__ is AccountState:  # else stale: since replaced by recovery's bytes, or dropped
-                if memory:
-                    cache[key] = encode(st)
-                else:
-                    del cache[key]
+            evict(key)
+            touched.pop(key, None)
+        self._popped += popped
         decoded.extend(keep)
+
+    def _evict(self, key: bytes) -> bool:
+        """A clean decoded state out of memory: the memory store gets its bytes back, deflated, RocksDB
+        has them already. False if the key is not held decoded (stale: since replaced by recovery's
+        bytes, or dropped). Deflating costs ~10-20 us a state, 10-20 times the encoding: at the bound
+        (more accounts active than max_cached) it is paid on the batch path."""
+        st = self.cache.get(key)
+        if st.__class__ is not AccountState:
+            return False
+        if self._memory:
+            self.cache[key] = self.packer.pack(self.encode(st))
+        else:
+            del self.cache[key]
+        return True
+
+    def evict_idle(self, budget: int = 500) -> int:
+        """Evicts the decoded states not written for `idle_s`, looking at `budget` states at most (an
+        eviction encodes and deflates a state, ~10-20 us: the budget bounds the event loop's pause);
+        returns how many it evicted. Called on a timer, and by trim() after each batch so that eviction
+        keeps up with a backlog, when the timer fires seldom. Notes a mark every MARK_S: the stamp of
+        the writes that follow, and how far `decoded` reached."""
+        if not self.idle_s:
+            return 0
+        now = self.clock()
+        marks = self._marks
+        cutoff = now - self.idle_s
+        evicted = 0
+        if marks and marks[0][0] <= cutoff:
+            evicted = self._evict_idle(cutoff, budget)
+        if now - self._stamp >= MARK_S:
+            self._stamp = now
+            end = self._popped + len(self.decoded)
+            if not marks or marks[-1][1] != end:  # else the older mark stands for the same entries
+                marks.append((now, end))
+        return evicted
+
+    def _evict_idle(self, cutoff: float, budget: int) -> int:
+        decoded, marks, dirty, touched = self.decoded, self._marks, self.dirty, self.touched
+        evicted = 0
+        while marks and marks[0][0] <= cutoff and budget > 0:
+            end = marks[0][1]  # the entries before it were queued before its time: idle_s ago
+            popped = self._popped
+            while popped < end and budget > 0:
+                key = decoded.popleft()
+                popped += 1
+                budget -= 1
+                written = touched.get(key)
+                if key in dirty or (written is not None and written > cutoff):
+                    decoded.append(key)  # written since: looked at again idle_s from now
+                    continue
+                if self._evict(key):
+                    evicted += 1
+                if written is not None:
+                    del touched[key]
+            self._popped = popped
+            if popped >= end:
+                marks.popleft()
+        if not touched:
+            self.touched = {}  # a dict keeps its table when emptied: let an emptied one go
+        return evicted
 
     def flush(self) -> dict[int, list[tuple[bytes, bytes | None]]]:
         """Writes dirty states (RocksDB; the memory store holds them already); returns the changelog
@@ -150,6 +237,7 @@ class TableState:
         out: dict[int, list[tuple[bytes, bytes | None]]] = {}
         cache, encode, watermarks = self.cache, self.encode, self.watermarks
         db_for, key_index = (None, None) if self._memory else (self._db_for, self._rocksdb_partition_of)
+        touched, stamp = (self.touched, self._stamp) if self.idle_s else (None, 0.0)
         for key, partition in self.dirty.items():
             st = cache[key]
             if st.__class__ is not AccountState:  # replaced by the store's bytes: a bug, not a state
@@ -161,6 +249,8 @@ class TableState:
                 db_for(partition).put(key, value)
                 key_index[key] = partition
             out.setdefault(partition, []).append((key, value))
+            if touched is not None:
+                touched[key] = stamp
         written = len(self.dirty)
         self.dirty.clear()
         if self.retention_ms is not None and self._bound:
@@ -195,7 +285,7 @@ class TableState:
             partition = partitions.get(key)
             if value is None or partition is None:
                 continue  # removed since the snapshot
-            st = value if value.__class__ is AccountState else decode_state(value)
+            st = value if value.__class__ is AccountState else decode_state(self.packer.unpack(value))
             watermark = watermarks.get(partition, 0)
             if st.last_seen > watermark:
                 watermarks[partition] = watermark = st.last_seen
@@ -243,7 +333,9 @@ class TableState:
         self.dirty.clear()
         if not self._memory:
             self.cache.clear()
+            self._popped += len(self.decoded)
             self.decoded.clear()
+            self.touched = {}
             # The sweep reads only partitions written since: a revoked one's database is not reopened.
             self.watermarks.clear()
             self._cursors.clear()
@@ -253,6 +345,11 @@ class TableState:
         if self.rocksdb:
             self._store.set_persisted_offset(tp, offset)
 
+
+# Idle eviction: a mark (and the stamp of the writes after it) every MARK_S; states looked at after
+# each batch at most (the timer's calls look at more: faust_app).
+MARK_S = 0.25
+BATCH_IDLE_BUDGET = 200
 
 # Stored accounts checked for retention: one per state write plus one per SWEEP_RATIO states written.
 # A check costs about what writing a state does (it decodes an evicted state), so this keeps the sweep

@@ -1,0 +1,70 @@
+"""packed_states: evicted states deflated with a dictionary of the process's first states, read back
+as the very bytes that were packed; plain bytes (Faust's recovery) read as they are."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from upsell_triggers.engine.engine import Engine
+from upsell_triggers.engine.events import decode_event
+from upsell_triggers.engine.ruleset import load_ruleset
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.statecodec import decode_state, encode_state
+from upsell_triggers.engine.statelegacy import to_bytes_v3
+from upsell_triggers.runtime.packed_states import MARK, Packer
+
+RULES = Path(__file__).resolve().parents[2] / "rules"
+
+
+@functools.cache
+def _states() -> tuple[bytes, ...]:
+    """20 accounts' states under the shipped rules: a plan, seats readings, API calls."""
+    engine = Engine(load_ruleset(RULES))
+    out = []
+    for i in range(20):
+        st = AccountState()
+        t = 1_790_000_000_000 + i
+        for n, fields in enumerate(
+            (
+                {"type": "plan_changed", "plan": "team"},
+                {"type": "usage", "metric": "seats", "value": 8 + i % 3},
+                {"type": "usage", "metric": "api_calls", "delta": 40_000 + i},
+                {"type": "usage", "metric": "seats", "value": 10},
+            )
+        ):
+            raw = b'{"event_id": "e%d-%d", "account_id": "a%d", "ts": %d, ' % (i, n, i, t + n * 60_000)
+            raw += b", ".join(b'"%s": %s' % (k.encode(), _json(v)) for k, v in fields.items()) + b"}"
+            ev = decode_event(raw)
+            engine.process(ev, st)  # type: ignore[arg-type]
+        out.append(encode_state(st))
+    return tuple(out)
+
+
+def _json(v: object) -> bytes:
+    return b'"%s"' % str(v).encode() if isinstance(v, str) else str(v).encode()
+
+
+def test_states_are_kept_plain_until_the_dictionary_is_complete_then_packed_smaller() -> None:
+    blobs = _states()
+    p = Packer(samples=4)
+    assert [p.pack(b) for b in blobs[:4]] == list(blobs[:4]) and p.zdict is not None
+    packed = [p.pack(b) for b in blobs[4:]]
+    assert all(x.startswith(MARK) and len(x) < len(b) for x, b in zip(packed, blobs[4:], strict=True))
+    assert [p.unpack(x) for x in packed] == list(blobs[4:])
+    assert decode_state(p.unpack(packed[0])) == decode_state(blobs[4])
+
+
+def test_plain_bytes_of_every_version_read_as_they_are() -> None:
+    p = Packer(samples=1)
+    p.pack(_states()[0])
+    v3 = to_bytes_v3(AccountState(plan="team"))
+    for raw in (v3, _states()[1]):
+        assert p.unpack(raw) is raw
+
+
+def test_a_state_deflating_does_not_shrink_stays_plain() -> None:
+    p = Packer(samples=1)
+    p.pack(b"\x91\xa1x")
+    tiny = encode_state(AccountState())
+    assert p.pack(tiny) == tiny and p.unpack(tiny) == tiny
