@@ -90,12 +90,17 @@ def small_accounts(accounts: int) -> list[bytes]:
     return out
 
 
-def examples_ruleset() -> RuleSet:
-    """rules/examples/expansion and the pace rules of rules/examples/pace as one rule set (the pace
-    directory's plans are the expansion catalog's)."""
+def examples_rule_files() -> list[Path]:
+    """rules/examples/expansion and the pace rules of rules/examples/pace (the pace directory's plans
+    are the expansion catalog's): the rule files of the `examples` rule set."""
     files = [*sorted((ROOT / "rules" / "examples" / "expansion").glob("*.yaml"))]
     files.append(ROOT / "rules" / "examples" / "pace" / "pace.yaml")
-    return compile_sources([(str(p), p.read_text()) for p in files])
+    return files
+
+
+def examples_ruleset() -> RuleSet:
+    """rules/examples/expansion and the pace rules of rules/examples/pace as one rule set."""
+    return compile_sources([(str(p), p.read_text()) for p in examples_rule_files()])
 
 
 def replay(rules: RuleSet, lines: list[bytes]) -> tuple[dict[str, AccountState], Counter[str], float]:

@@ -373,6 +373,21 @@ def main() -> int:
             rows.append((f"Recovery, {int(n):,} accounts, {store} store: clean restart; after SIGKILL (+ session timeout){note}",
                          f"{m['recovery_s']:.1f} s; {m.get('recovery_after_sigkill_s', float('nan')):.1f} s",
                          target, verdict(m["recovery_s"] <= 60) if target else "", cmd))  # fmt: skip
+    if r := load("state-variants"):  # other rule sets, shapes and settings (bench/state_bench.py)
+        counts = r.get("runs_per_config", {})
+        for key, m in sorted(r["median"].items()):
+            store, n, variant, *settings = key.split("/")
+            rules, shape = variant.split("-", 1)
+            runs = counts.get(key, 1)
+            sets = "".join(f" --set {kv}" for kv in settings)
+            cmd = (
+                f"python bench/state_bench.py --accounts {n} --stores {store} --rules {rules} --shape {shape}"
+                f"{sets} --runs {runs}"
+            )
+            named = f"{rules} rules, {shape} shape" + "".join(f", {kv}" for kv in settings)
+            rows.append((f"Memory per active account, {int(n):,} accounts, {store} store, {named} (RSS at rest after the load; peak during it; at rest after a restart) [{runs} run{'s' if runs != 1 else ''}]",
+                         f"{m['bytes_per_account']:,.0f} B; peak {m['peak_bytes_per_account']:,.0f} B; {m['bytes_per_account_after_recovery']:,.0f} B",
+                         "≤ 1 KiB", verdict(m["bytes_per_account"] <= 1024), cmd))  # fmt: skip
     if r := load("scaling"):
         m = r["median"]
         for k in sorted(k for k in m if k.startswith("total_")):
