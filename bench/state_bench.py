@@ -88,13 +88,19 @@ _DECODED = "upsell_state_decoded_accounts"
 
 
 def rss_at_rest(w: Worker, timeout: float = 600) -> int:
-    """RSS once the worker is at rest after the load: no account held decoded (each is turned back
-    into bytes once idle for UPSELL_STATE_IDLE_S, within twice that), then freed memory given back
-    to the OS, at most once per UPSELL_MEMORY_RELEASE_INTERVAL_S (10 s) after a change."""
+    """RSS once the worker is at rest after the load: the accounts held decoded no longer falling
+    (each is turned back into bytes once idle for UPSELL_STATE_IDLE_S, within twice that; none are
+    with it at 0) for the idle time, then freed memory given back to the OS, at most once per
+    UPSELL_MEMORY_RELEASE_INTERVAL_S (10 s) after a change."""
     assert w.proc is not None
     deadline = time.monotonic() + timeout
-    while w.metric(_DECODED) > 0 and time.monotonic() < deadline:
+    idle_s = float(w.env.get("UPSELL_STATE_IDLE_S", 30))
+    last, since = w.metric(_DECODED), time.monotonic()
+    while last > 0 and time.monotonic() < deadline and time.monotonic() - since < 2 * idle_s + 5:
         time.sleep(1)
+        now = w.metric(_DECODED)
+        if now < last:
+            last, since = now, time.monotonic()
     time.sleep(12)
     return rss_kib(w.proc.pid)
 
