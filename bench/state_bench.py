@@ -94,7 +94,7 @@ def rss_at_rest(w: Worker, timeout: float = 600) -> int:
     UPSELL_MEMORY_RELEASE_INTERVAL_S (10 s) after a change."""
     assert w.proc is not None
     deadline = time.monotonic() + timeout
-    idle_s = float(w.env.get("UPSELL_STATE_IDLE_S", 30))
+    idle_s = float(w.env.get("UPSELL_STATE_IDLE_S", 0))
     last, since = w.metric(_DECODED), time.monotonic()
     while last > 0 and time.monotonic() < deadline and time.monotonic() - since < 2 * idle_s + 5:
         time.sleep(1)

@@ -75,11 +75,12 @@ class Settings(BaseSettings):
         "included; beyond it the longest-decoded written ones are evicted (decoded again when next used)",
     )
     state_idle_s: float = Field(
-        default=30,
+        default=0,
         ge=0,
         description="a decoded account state not changed for this long (seconds) is held as bytes (its "
-        "changelog record, a third to a half of the memory) until its next event, which decodes it again: "
-        "memory follows the accounts active in the last minute; 0 = only state_cache_accounts evicts",
+        "changelog record, deflated) until its next event, which decodes it again: memory follows the "
+        "accounts active in the last 2 x this; 0 (the default: the evictions' work lengthens the latency "
+        "tail) = only state_cache_accounts evicts",
     )
     state_unwritten_accounts: int = Field(
         default=100_000,
