@@ -136,9 +136,10 @@ def service_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def latency_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+def latency_rows(r: dict[str, Any], name: str) -> list[tuple[str, str, str, str, str]]:
     """Every rate's runs as the issue of a frontend sees them: the median run, the worst run and how many
-    runs missed the target, beside the rate as a share of the worker's capacity measured in the sitting."""
+    runs missed the target, beside the rate as a share of the worker's capacity measured in the sitting.
+    `name` is the results file's: sittings of one command differ only by it."""
     rows = []
     summary = r.get("summary", {})
     mode = r.get("mode", "kafka")
@@ -153,6 +154,7 @@ def latency_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         where += f"; the {who} on a core of its own, {rest} and the load generator on the other"
     elif mode != "embedded":
         where += "; everything shares both cores"
+    where += f"; `{name}.json`"
     for rate, m in sorted(r["median"].items(), key=lambda kv: int(kv[0])):
         s = summary.get(rate, {})
         # How busy the machine was: PSI CPU pressure (share of time some task waited for a CPU).
@@ -221,6 +223,37 @@ def guarantee_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
              f"{ph.get('txn_offsets', float('nan')):.0f}, ended {ph.get('txn_end', float('nan')):.0f}; apply {ph.get('apply', float('nan')):.0f}); "
              f"{ph_alo.get('deliver', ph_alo.get('send', float('nan'))):.0f} ms (apply {ph_alo.get('apply', float('nan')):.0f})", "", "", ""))  # fmt: skip
     return rows
+
+
+def eos_latency_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Where exactly_once's event -> prompt latency goes, prompt by prompt (bench/eos_latency.py): the
+    median over runs of each part's p50, how many batch cycles an event waited before its batch began,
+    and what `read_committed` and aiokafka's 500 ms fetch wait add against the other two consumers."""
+    runs = r["runs"]
+    parts = ("to_batch_start", "to_prompt_created", "to_committed", "to_read_committed_arrival")
+    p50 = {k: median([x["per_prompt_p50_ms"][k] for x in runs]) for k in parts}
+
+    def consumer(key: str, stat: str) -> float:
+        return median([x[key][stat] for x in runs])
+
+    committed_extra = consumer("read_committed", "p50_ms") - consumer("read_uncommitted", "p50_ms")
+    wait_extra = consumer("read_committed", "p50_ms") - consumer("read_committed_wait_5ms", "p50_ms")
+    pressure = [x["cpu_pressure_during"] for x in runs if x.get("cpu_pressure_during") is not None]
+    result = (
+        f"per prompt (median of the runs' p50): waiting for its batch {p50['to_batch_start']:.1f} ms "
+        f"({median([x['cycles_before_batch_start'] for x in runs]):.2f} batch cycles of "
+        f"{median([x['batch_cycle_p50_ms'] for x in runs]):.1f} ms), fetch and apply "
+        f"{p50['to_prompt_created']:.1f} ms, the transactions' commit {p50['to_committed']:.1f} ms, "
+        f"to the `read_committed` consumer {p50['to_read_committed_arrival']:.1f} ms; `read_committed` "
+        f"p50 {consumer('read_committed', 'p50_ms'):.1f} ms, p99 {consumer('read_committed', 'p99_ms'):.1f} ms: "
+        f"{committed_extra:+.1f} ms (p50) against `read_uncommitted`, {wait_extra:+.1f} ms against a 5 ms fetch wait"
+    )
+    if pressure:
+        result += f"; CPU pressure {min(pressure):.2f} to {max(pressure):.2f}"
+    return [
+        (f"Where exactly_once's latency goes, per prompt, at {r['rate']:,} events/s ({len(runs)} runs of {r['seconds']} s)",
+         result, "", "", r["command"]),
+    ]  # fmt: skip
 
 
 def service_ab_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -348,10 +381,12 @@ def main() -> int:
     for name in (*firsts, *others):
         if r := load(name):
             machine = machine or r["machine"]
-            rows += latency_rows(r)
+            rows += latency_rows(r, name)
     for name in ("guarantee", "guarantee-2k", "guarantee-2k-current"):
         if r := load(name):
             rows += guarantee_rows(r)
+    if r := load("eos-latency"):
+        rows += eos_latency_rows(r)
     if r := load("transactions"):
         rows += transactions_rows(r)
     for path in sorted(RESULTS.glob("service-ab-*.json"), key=lambda p: p.stem):
