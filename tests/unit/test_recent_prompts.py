@@ -57,3 +57,15 @@ def test_eight_prompts_take_a_fraction_of_their_strings() -> None:
     assert own < 300
     assert rp.find("pr_" + f"{0xABC3:024x}") is rp.entries[3]
     assert rp.find("pr_" + f"{0xABC3:024X}") is None  # upper case is another id
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.binary(min_size=12, max_size=12), rules), min_size=1, max_size=12))
+def test_add_packed_is_add_of_the_engines_ids(sent: list[tuple[bytes, tuple[str, str]]]) -> None:
+    by_id: RecentPrompts | None = None
+    by_raw: RecentPrompts | None = None
+    for raw, (rule, group) in sent:
+        by_id = recentprompts.add(by_id, "pr_" + raw.hex(), rule, group)
+        by_raw = recentprompts.add_packed(by_raw, raw, rule, group)
+        assert by_raw == by_id
+        assert by_raw.entries[-1] is by_id.entries[-1]  # the shared entry

@@ -19,6 +19,7 @@ from upsell_triggers.engine.state import (
     RuleState,
     event_hash,
     seen,
+    seen_id,
 )
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.statelegacy import to_bytes_v3, to_bytes_v4
@@ -143,6 +144,16 @@ def test_a_match_straddling_two_hashes_is_not_a_duplicate():
     assert not seen(st, b"ABCDEFGH")  # found at offset 4: across the boundary
     assert st.dedup.endswith(b"ABCDEFGH") and len(st.dedup) == 24
     assert seen(st, b"ABCDEFGH")  # now it is a whole hash
+
+
+def test_seen_id_is_seen_of_the_event_hash():
+    ids = [f"e-{i % 23}" for i in range(60)] + ["", "ü", "e-1"]
+    by_hash, by_id = AccountState(), AccountState()
+    for i in ids:
+        assert seen(by_hash, event_hash(i)) == seen_id(by_id, i)
+        assert by_hash.dedup == by_id.dedup
+    straddled = AccountState(dedup=b"\x00" * 4 + event_hash("x")[:4] + event_hash("x")[4:] + b"\x00" * 4)
+    assert not seen_id(straddled, "x") and seen_id(straddled, "x")
 
 
 def as_lists(v: Any) -> Any:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from upsell_triggers.engine import distinct, growth, leads, recentprompts, score, windows
 from upsell_triggers.engine.erasure import erase, reopen
@@ -73,6 +74,7 @@ from upsell_triggers.engine.state import (
     period_of,
     record_gauge,
     seen,
+    seen_id,
     set_period,
 )
 from upsell_triggers.engine.timeutil import HOUR, PeriodBounds, billing_period
@@ -107,14 +109,34 @@ def _rule_state(state: AccountState, key: str) -> RuleState:
     return rst
 
 
-@dataclass(slots=True)
-class _Trigger:
+class _Trigger(Struct, gc=False):
+    """A rule whose conditions hold on this event, on its way through _decide. A msgspec struct: built
+    in C, as a dataclass's __init__ is not."""
+
     rule: Rule
     feature: str | None
     key: str
     value: float
     limit: float | None
     period: int | None
+
+
+def _period_start(state: AccountState, c: Cond) -> int | None:
+    """Start of the billing period a period-counter condition is in (re-arms rules on rollover)."""
+    p = period_of(state.periods, c.metric)
+    return int(p.start) if p else None
+
+
+def _suppressed(
+    state: AccountState, t: _Trigger, outcome: Suppression, reason: str, account: str, ts: int
+) -> Decision:
+    """A rule that reached its threshold and may not prompt: disarmed (until its level falls back to
+    re-arm, or its billing period ends) and its decision."""
+    rst = _rule_state(state, t.key)
+    rst.armed = False
+    rst.fired_period = t.period
+    team = t.rule.team or None  # lead rules: their suppressions are counted per team
+    return Decision(outcome, t.rule.id, t.rule.group, account, ts, reason, t.feature, team=team)
 
 
 class Engine:
@@ -181,7 +203,7 @@ class Engine:
                 return Outcome("invalid", invalid=bad)
         elif type(ev) is AccountUpdated:
             return self._account_updated(ev, state, rs)
-        if seen(state, event_hash(ev.event_id)):
+        if seen_id(state, ev.event_id):
             return DUPLICATE
         if ts > state.last_seen:
             state.last_seen = ts
@@ -513,19 +535,29 @@ class Engine:
                 levels = ((None, value, limit, level),)
             else:
                 feats = features if pf == "*" else (pf,) if pf in features else ()
-                levels = [(f, *measure(state, plan, primary, f, ts)) for f in feats]
-                if not rstates and all(lv is None or lv < grp.min_threshold for _, _, _, lv in levels):
+                # Loops, not comprehensions: in this Python each comprehension is a call of its own.
+                levels = []
+                can_fire = False
+                for f in feats:
+                    m = (f, *measure(state, plan, primary, f, ts))
+                    levels.append(m)
+                    if not (m[3] is None or m[3] < grp.min_threshold):
+                        can_fire = True
+                if not rstates and not can_fire:
                     continue
+            # The billing period a period counter's level is in: nothing below changes it.
+            period = _period_start(state, primary) if primary.kind == PERIOD else None
             for rule in grp.rules:  # rule-major, as the files order them
                 for feat, value, limit, level in levels:
                     key = rule.id if feat is None else feature_key(rule.id, feat)
                     rst = rstates.get(key)
                     if rst is not None and not rst.armed:
-                        period = self._period(state, primary)
-                        new_period = (
-                            period is not None and rst.fired_period is not None and period != rst.fired_period
-                        )
-                        if new_period or level is None or level < rule.rearm:
+                        fired_in = rst.fired_period
+                        if (
+                            (period is not None and fired_in is not None and period != fired_in)
+                            or level is None
+                            or level < rule.rearm
+                        ):  # a new billing period, or the level fell back
                             rst.armed, rst.capped = True, False
                         else:
                             continue
@@ -538,22 +570,12 @@ class Engine:
                     ):
                         if triggered is None:
                             triggered = []
-                        triggered.append(
-                            _Trigger(rule, feat, key, value, limit, self._period(state, primary))
-                        )
+                        triggered.append(_Trigger(rule, feat, key, value, limit, period))
                     elif rst is not None and rst.capped:
                         rst.capped = False
         if triggered is None:
             return _NONE
         return self._decide(ev, state, rs, plan, triggered)
-
-    @staticmethod
-    def _period(state: AccountState, c: Cond) -> int | None:
-        """Start of the billing period a period-counter condition is in (re-arms rules on rollover)."""
-        if c.kind != PERIOD:
-            return None
-        p = period_of(state.periods, c.metric)
-        return int(p.start) if p else None
 
     def _decide(
         self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, triggered: list[_Trigger]
@@ -561,15 +583,6 @@ class Engine:
         ts, account = ev.ts, ev.account_id
         out: list[Decision] = []
         live: list[tuple[_Trigger, Plan]] = []
-
-        def suppress(t: _Trigger, outcome: Suppression, reason: str, disarm: bool = True) -> None:
-            rst = _rule_state(state, t.key)
-            if disarm:
-                rst.armed = False
-                rst.fired_period = t.period
-            team = t.rule.team or None  # lead rules: their suppressions are counted per team
-            out.append(Decision(outcome, t.rule.id, t.rule.group, account, ts, reason, t.feature, team=team))
-
         scoring = rs.scoring
         if scoring is not None:  # the readiness score: rules starting an episode add their points first
             rstates = state.rules or UNUSED
@@ -608,10 +621,11 @@ class Engine:
                                 )
                             )
                         continue
-                    suppress(t, outcome, reason)
+                    out.append(_suppressed(state, t, outcome, reason, account, ts))
                     continue
             if rule.audience is not None and plan.id not in rule.audience:
-                suppress(t, "audience", f"plan '{plan.id}' is not in the rule's audience")
+                why = f"plan '{plan.id}' is not in the rule's audience"
+                out.append(_suppressed(state, t, "audience", why, account, ts))
                 continue
             if rule.target_plan == "next":
                 target = rs.next_plan(plan, rule, t.feature)
@@ -620,11 +634,13 @@ class Engine:
                 if target.tier <= plan.tier:
                     target = None
             if target is None:
-                suppress(t, "no_upgrade_path", f"no plan above '{plan.id}' raises this limit")
+                why = f"no plan above '{plan.id}' raises this limit"
+                out.append(_suppressed(state, t, "no_upgrade_path", why, account, ts))
                 continue
             rst = (state.rules or UNUSED).get(t.key)
             if rst is not None and rst.last_fired is not None and ts - rst.last_fired < rule.cooldown_ms:
-                suppress(t, "cooldown", f"fired at {rst.last_fired}, cooldown {rule.cooldown_ms // 1000}s")
+                why = f"fired at {rst.last_fired}, cooldown {rule.cooldown_ms // 1000}s"
+                out.append(_suppressed(state, t, "cooldown", why, account, ts))
                 continue
             live.append((t, target))
         if not live:
@@ -645,13 +661,14 @@ class Engine:
                     t.rule.threshold
                     < best[(t.rule.primary.metric, t.feature, t.rule.primary.kind, t.rule.leads)]
                 ):
-                    suppress(t, "superseded", "a higher threshold on the same metric fired on this event")
+                    why = "a higher threshold on the same metric fired on this event"
+                    out.append(_suppressed(state, t, "superseded", why, account, ts))
                 else:
                     kept.append((t, target))
         pol = rs.policy
-        if in_holdout(account, pol.holdout_salt, pol.holdout_fraction):
+        if pol.holdout_fraction > 0 and in_holdout(account, pol.holdout_salt, pol.holdout_fraction):
             for t, _ in kept:
-                suppress(t, "holdout", "account is in the holdout group")
+                out.append(_suppressed(state, t, "holdout", "account is in the holdout group", account, ts))
                 _rule_state(state, t.key).last_fired = ts
                 state.attribution = Attribution("holdout:" + t.rule.id, t.rule.id, t.rule.group, HOLDOUT, ts)
             return out
@@ -659,7 +676,6 @@ class Engine:
             kept.sort(key=lambda x: (-x[0].rule.priority, -x[0].rule.threshold, x[0].rule.id))
         sharers = rs.day_sharers
         for t, target in kept:
-            recent = sum(1 for s in state.sent or () if ts - s < pol.cap_window_ms)
             rule = t.rule
             if sharers and rule.primary.metric in sharers:  # a forecast's metric: one prompt a day
                 taken = day_taken(state, sharers[rule.primary.metric], rule, ts)
@@ -669,10 +685,19 @@ class Engine:
                         rst.capped = True
                         out.append(Decision("superseded", rule.id, rule.group, account, ts, taken, t.feature))
                     continue
+            if rule.bypass_cap and not rule.leads:  # the cap does not apply: no need to count
+                out.append(self._emit_prompt(ev, state, rs, plan, t, target))
+                continue
+            # Prompts within the cap's window (each emitted above counts for the next).
+            recent = 0
+            window = pol.cap_window_ms
+            for s in state.sent or ():
+                if ts - s < window:
+                    recent += 1
             if rule.leads:  # a lead, or a lead and a prompt: each channel with its own cap (leads.py)
                 out += self._leads(ev, state, rs, plan, t, target, recent)
                 continue
-            if not rule.bypass_cap and recent >= pol.cap_max:
+            if recent >= pol.cap_max:
                 rst = _rule_state(state, t.key)
                 if (
                     not rst.capped
@@ -685,8 +710,7 @@ class Engine:
                             rule.group,
                             account,
                             ts,
-                            f"{recent} prompt(s) in the last {pol.cap_window_ms // 1000}s "
-                            f"(cap {pol.cap_max})",
+                            f"{recent} prompt(s) in the last {window // 1000}s (cap {pol.cap_max})",
                             t.feature,
                         )
                     )
@@ -725,7 +749,10 @@ class Engine:
         state.sent = (*sent[1 - CAP_HISTORY :], ts) if sent else (ts,)
         pid = prompt["prompt_id"]
         state.attribution = Attribution(pid, rule.id, rule.group, TREATMENT, ts)
-        state.recent_prompts = recentprompts.add(state.recent_prompts, pid, rule.id, rule.group)
+        # The id's 12 bytes as recentprompts packs them: build_prompt's ids are "pr_" and 24 hex digits.
+        state.recent_prompts = recentprompts.add_packed(
+            state.recent_prompts, bytes.fromhex(pid[3:]), rule.id, rule.group
+        )
         return Decision(
             EMITTED,
             rule.id,
@@ -733,10 +760,10 @@ class Engine:
             account,
             ts,
             f"{rule.primary.metric} reached {prompt['ratio'] or prompt['value']} "
-            f"(threshold {rule.threshold:g})"
+            f"(threshold {rule.threshold_text})"
             if pj is None
             else f"{rule.primary.metric} at {prompt['ratio']}, projected to reach "
-            f"{rule.threshold:g} of the limit in {pj.days_left:.1f} days at {pj.rate:g} a day",
+            f"{rule.threshold_text} of the limit in {pj.days_left:.1f} days at {pj.rate:g} a day",
             t.feature,
             prompt=prompt,
             variant=variant.id if variant is not None else None,

@@ -97,6 +97,9 @@ def skip_bounds(
     return out
 
 
+NEXT_PLANS = 4096  # next_plan answers a rule set keeps: a bound, not an expected size
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     metrics: dict[str, MetricSpec]
@@ -122,6 +125,8 @@ class RuleSet:
     # (empty for most rule sets, and then the engine does nothing more per event).
     distinct: tuple[tuple[MetricSpec, tuple[int, ...], int], ...] = field(init=False)  # distinct.DistinctRead
     distinct_names: frozenset[str] = field(init=False)
+    # next_plan's answers by (tier, metric, feature): a prompt asks it, and the answer is the rule set's.
+    next_plans: dict[tuple[int, str, str | None], Plan | None] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         groups = {m: level_groups(r) for m, r in self.by_metric.items()}
@@ -154,11 +159,26 @@ class RuleSet:
             ),
         )
         object.__setattr__(self, "distinct_names", frozenset(windows))
+        object.__setattr__(self, "next_plans", {})
 
     def next_plan(self, plan: Plan, rule: Rule, feature: str | None) -> Plan | None:
         """The target of `target_plan: next`: the next tier raising the primary metric's limit, or for a
-        paywall rule the cheapest higher tier including the feature."""
-        metric = rule.primary.metric
+        paywall rule the cheapest higher tier including the feature. Remembered per plan of this rule set,
+        metric and feature (features come from events: at most NEXT_PLANS answers are kept)."""
+        metric, tier, plans = rule.primary.metric, plan.tier, self.plans
+        if not (0 <= tier < len(plans) and plans[tier] is plan):  # a plan of another rule set
+            return self._next_plan(plan, metric, feature)
+        key = (tier, metric, feature)
+        memo = self.next_plans
+        hit = memo.get(key, self)  # self: not asked yet (None is an answer)
+        if hit is not self:
+            return hit  # type: ignore[return-value]
+        target = memo[key] = self._next_plan(plan, metric, feature)
+        if len(memo) > NEXT_PLANS:
+            memo.clear()
+        return target
+
+    def _next_plan(self, plan: Plan, metric: str, feature: str | None) -> Plan | None:
         if metric != PAYWALL_METRIC:
             return next_raising_limit(self.plans, plan, metric)
         for cand in self.plans[plan.tier + 1 :]:

@@ -257,6 +257,7 @@ class Rule:
     primary: Cond = field(init=False)
     secondary: tuple[Cond, ...] = field(init=False)  # the rest of an `all:`
     threshold: float = field(init=False)
+    threshold_text: str = field(init=False)  # f"{threshold:g}", as every emitted decision's reason says it
     checks: bool = field(init=False)  # any of when_traits, audience_traits, gate, min_score
 
     def __post_init__(self) -> None:
@@ -268,6 +269,7 @@ class Rule:
         object.__setattr__(self, "primary", self.conds[0])
         object.__setattr__(self, "secondary", self.conds[1:])
         object.__setattr__(self, "threshold", self.conds[0].threshold)
+        object.__setattr__(self, "threshold_text", f"{self.conds[0].threshold:g}")
 
     @property
     def metrics(self) -> frozenset[str]:

@@ -319,6 +319,20 @@ def event_hash(event_id: str) -> bytes:
     return pack_hash(zlib.crc32(b), zlib.adler32(b))
 
 
+def seen_id(st: AccountState, event_id: str) -> bool:
+    """seen(st, event_hash(event_id)) in one call: every event asks it."""
+    b = event_id.encode()
+    h = pack_hash(zlib.crc32(b), zlib.adler32(b))
+    dedup = st.dedup
+    i = dedup.find(h)
+    while i > 0 and i % 8:  # a match straddling two hashes is not one
+        i = dedup.find(h, i + 1)
+    if i >= 0:
+        return True
+    st.dedup = dedup[8:] + h if len(dedup) >= _RING_BYTES else dedup + h
+    return False
+
+
 def seen(st: AccountState, h: bytes) -> bool:
     """Records an event-id hash (event_hash()) in the account's ring; True if it was among the last
     DEDUP_HORIZON."""
