@@ -42,19 +42,25 @@ def format_duration(ms: int) -> str:
 def to_iso(ms: int) -> str:
     """RFC 3339 UTC with a 'Z', second precision unless milliseconds are present.
 
-    Integer arithmetic and a cached date: every prompt formats two of these, and the strftime version
-    cost 2.3 us each (a fifth of building a prompt)."""
+    Integer arithmetic, a cached date and the digits looked up: every prompt formats one of these, and
+    the strftime version cost 2.3 us each (a fifth of building a prompt); an int's `:02d` format costs
+    as many instructions as the rest of the function."""
     days, rem = divmod(ms, DAY)
     secs, milli = divmod(rem, SECOND)
     hours, secs = divmod(secs, 3600)
     minutes, secs = divmod(secs, 60)
     if milli:
-        return f"{_iso_date(days)}T{hours:02d}:{minutes:02d}:{secs:02d}.{milli:03d}Z"
-    return f"{_iso_date(days)}T{hours:02d}:{minutes:02d}:{secs:02d}Z"
+        return f"{iso_date(days)}T{_D2[hours]}:{_D2[minutes]}:{_D2[secs]}.{_D3[milli]}Z"
+    return f"{iso_date(days)}T{_D2[hours]}:{_D2[minutes]}:{_D2[secs]}Z"
+
+
+_D2 = tuple(f"{i:02d}" for i in range(60))  # hours, minutes, seconds
+_D3 = tuple(f"{i:03d}" for i in range(1000))  # milliseconds
 
 
 @functools.lru_cache(maxsize=4096)
-def _iso_date(days_since_epoch: int) -> str:
+def iso_date(days_since_epoch: int) -> str:
+    """The date of a day counted from the epoch, as to_iso() begins (`2026-11-01`)."""
     return (_EPOCH + timedelta(days=days_since_epoch)).isoformat()
 
 
