@@ -12,7 +12,6 @@ integration and reliability suites exercise these members against a real broker.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
@@ -22,7 +21,6 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
-from mode.utils.futures import maybe_async
 
 PINNED_FALLBACK = ("faust-streaming==0.15.3", "aiokafka<0.15,>=0.14.0")
 
@@ -78,25 +76,6 @@ MEMBERS: tuple[Member, ...] = (
     Member("faust.transport.drivers.aiokafka", "Consumer", "_new_consumer_thread", ("self",)),
     Member("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer", ("self",)),
     Member("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_fetcher"),
-    # Faust's consumer thread run on the worker's loop (_MainLoopConsumerThread).
-    Member("mode.threads", "ServiceThread", "__init__", ("self", "executor", "loop", "thread_loop")),
-    Member("mode.threads", "ServiceThread", "_thread_started"),
-    Member("mode.threads", "QueueServiceThread", "call_thread", ("self", "fun")),
-    Member("mode.threads", "QueueServiceThread", "on_thread_stop", ("self",)),
-    Member("mode.services", "Service", "_default_start", ("self",)),
-    Member("mode.services", "Service", "_default_stop_children", ("self",)),
-    Member("mode.services", "Service", "_default_stop_futures", ("self",)),
-    Member("mode.services", "Service", "_default_stop_exit_stacks", ("self",)),
-    Member("mode.services", "Service", "_started"),
-    Member("mode.services", "Service", "_stopped"),
-    Member("mode.services", "Service", "_shutdown"),
-    Member("faust.transport.consumer", "ConsumerThread", "on_partitions_revoked", ("self", "revoked")),
-    Member(
-        "faust.transport.consumer",
-        "ConsumerThread",
-        "on_partitions_assigned",
-        ("self", "assigned", "generation_id"),
-    ),
     Member("aiokafka.consumer.fetcher", "Fetcher", "_fetch_max_wait_ms"),
     Member(
         "aiokafka.consumer.fetcher",
@@ -191,7 +170,7 @@ def check(rocksdb: bool = False, members: Iterable[Member] | None = None, exactl
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread class; once its aiokafka consumer started, the fetch wait is set (fetch_wait).
+    """Faust's consumer thread; once its aiokafka consumer started, the fetch wait is set (fetch_wait).
     With read_committed, its consumer reads only committed transactions (Faust sets that only with its
     own processing_guarantee=exactly_once, which also replaces its producer by its transactional ones)."""
 
@@ -210,45 +189,6 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             set_fetch_max_wait(self._ensure_consumer(), self.fetch_max_wait_ms)
 
 
-class _MainLoopConsumerThread(_ConsumerThread):
-    """Faust's consumer thread without the thread: the aiokafka consumer runs on the worker's event loop.
-
-    Faust runs it in a thread of its own and hands every call to it through a queue, the result back
-    through a future resolved from the other thread: each fetch paid two wake-ups of the other loop
-    (self-pipe writes) and the thread switches, most of the worker's main-thread CPU per batch at 1k
-    events/s. Here each call is the coroutine itself, awaited on the caller's loop; the rebalance
-    callbacks run Faust's consumer's own, shielded as the queue did (stopping aiokafka's coordinator
-    cancels its task, not a revoke under way). Start and stop do on the loop what the thread did."""
-
-    def __init__(self, consumer: Any, *, loop: Any, beacon: Any) -> None:
-        super().__init__(consumer, loop=loop, thread_loop=loop, beacon=beacon)
-
-    async def start(self) -> None:
-        self._thread_started.set()
-        await self._default_start()  # on_start: creates and starts the aiokafka consumer
-
-    async def stop(self) -> None:
-        if not self._started.is_set() or self._stopped.is_set():
-            return
-        self._stopped.set()
-        await self.on_stop()
-        await self.on_thread_stop()  # stops the aiokafka consumer: it leaves the group
-        await self._default_stop_children()
-        await self._default_stop_futures()
-        await self._default_stop_exit_stacks()
-        self._shutdown.set()
-        await self.on_shutdown()
-
-    async def call_thread(self, fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await maybe_async(fun(*args, **kwargs))
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        await asyncio.shield(self.consumer.on_partitions_revoked(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        await asyncio.shield(self.consumer.on_partitions_assigned(assigned, generation_id))
-
-
 class ConsumerAdapter(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with its private bookkeeping under names of this service's own.
 
@@ -264,7 +204,7 @@ class ConsumerAdapter(faust_aiokafka.Consumer):
         return False
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        thread = _MainLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        thread = _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
         thread.fetch_max_wait_ms = self.fetch_max_wait_ms
         thread.read_committed = self.read_committed
         return thread
@@ -526,7 +466,7 @@ def set_fetch_max_wait(consumer: Any, max_wait_ms: int) -> None:
 
 def time_fetches(on_fetch: Callable[[float, dict[str, int], bool], None]) -> None:
     """Calls on_fetch(seconds, partitions per topic, whether records came) after each fetch request of
-    aiokafka's fetchers in this process (on the worker's event loop). For per-batch timings only."""
+    aiokafka's fetchers in this process (in Faust's consumer thread). For per-batch timings only."""
     from aiokafka.consumer.fetcher import Fetcher
 
     if getattr(Fetcher, "_upsell_timed", False):

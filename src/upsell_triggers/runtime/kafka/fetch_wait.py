@@ -15,7 +15,7 @@ worker runs below half its capacity (100 ms of events then take less than 100 ms
 ten fetches a second. A longer prefetch_backoff would avoid the idle request altogether but stalls
 every fetch for that long once per partition whose records the batch loop never takes (the table's
 changelog partitions after recovery): 1 s gave 1 s stalls at 1k events/s. The setting itself is
-compat's (a member of aiokafka's fetcher, set once Faust's consumer has started it).
+compat's (a member of aiokafka's fetcher, set when Faust's consumer thread has started it).
 """
 
 from __future__ import annotations
