@@ -1,6 +1,11 @@
 """py-spy profile of the service's hot path while it consumes a pre-produced topic.
 
     python bench/profile_service.py [--events 400000] [--accounts 40000] [--seconds 8] [--top 25]
+                                    [--workload sim|typical|near-limits]
+
+`--workload`: the simulator's plain mix (`sim`, the default), or one of bench/workloads.py's benchmark
+mixes, which bench/throughput.py measures (`near-limits` emits about ten times the prompts of
+`typical`, so it shows the per-prompt costs).
 
 Prints the top frames by own samples and by inclusive samples, and writes the collapsed stacks to
 bench/results/profile-<id>.txt (load into speedscope.app or flamegraph.pl).
@@ -15,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from kafkabench import (
@@ -28,6 +34,7 @@ from kafkabench import (
     sim_records,
     start_service,
 )
+from workloads import WORKLOADS, records
 
 
 def top_frames(collapsed: str, top: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
@@ -53,6 +60,7 @@ def main() -> int:
     ap.add_argument("--accounts", type=int, default=40_000)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--workload", choices=("sim", *WORKLOADS), default="sim")
     ap.add_argument("--idle", action="store_true", help="sample idle threads too, per thread")
     a = ap.parse_args()
     bs = bootstrap()
@@ -60,7 +68,11 @@ def main() -> int:
     rid = run_id()
     topic = f"prof-events-{rid}"
     asyncio.run(create_topics(bs, [topic], 4))
-    asyncio.run(produce_fast(bs, topic, sim_records(a.events, a.accounts), 4))
+    if a.workload == "sim":
+        recs: Iterable[tuple[bytes, bytes]] = sim_records(a.events, a.accounts)
+    else:
+        recs = records(a.workload, a.events, a.accounts)
+    asyncio.run(produce_fast(bs, topic, recs, 4))
     topics = {
         "events": topic,
         "feedback": f"prof-fb-{rid}",
@@ -90,7 +102,8 @@ def main() -> int:
                     "-o",
                     str(out),
                     "--nonblocking",
-                    *(["--idle", "--threads"] if a.idle else []),
+                    "--threads",
+                    *(["--idle"] if a.idle else []),
                 ],
                 check=True,
                 capture_output=True,
