@@ -13,7 +13,8 @@ so the hot path pays one dict update instead of prometheus-client's labels() loo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import collections
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -191,6 +192,14 @@ class Metrics:
         self.ready = Gauge(
             "upsell_ready", "1 when partitions are assigned and state is recovered", registry=r
         )
+
+    def count_events(self, types: Iterable[str]) -> None:
+        """Events applied that decided nothing, by type: what record() counts of them, once per batch
+        (Processor.handle_records) instead of a call per event."""
+        counts = self.events.values
+        for etype, n in collections.Counter(types).items():
+            key = _TYPE_KEYS.get(etype) or (etype,)
+            counts[key] = counts.get(key, 0) + n
 
     def record(self, etype: str, outcome: Outcome) -> None:
         counts, key = self.events.values, _TYPE_KEYS.get(etype) or (etype,)  # no *args per event

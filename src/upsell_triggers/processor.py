@@ -6,9 +6,9 @@ Kafka-free; the embedded runner, `replay` and the Faust runtime all drive it, so
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from msgspec import Struct
 
@@ -29,8 +29,8 @@ FEEDBACK: HotTopic = 1
 
 
 class RecordSource(Struct, frozen=True, gc=False):
-    """Where a Kafka record came from: which hot topic, and its offset there. A msgspec struct: built
-    per record on the worker's hot path, in C."""
+    """Where a Kafka record came from: which hot topic, and its offset there (handle()). A msgspec
+    struct: built in C. The worker's batch path reads the records themselves (handle_records)."""
 
     topic: HotTopic
     offset: int
@@ -195,12 +195,16 @@ class Processor:
         redelivered (RELIABILITY.md, the delivery guarantee of each output topic)."""
         ev = decode_event(raw, key)
         if isinstance(ev, InvalidEvent):
-            if source is not None and key is not None and self._rejected_before(key, source):
+            if (
+                source is not None
+                and key is not None
+                and self._rejected_before(key, source.topic, source.offset)
+            ):
                 return Result(REDELIVERED)
             self.metrics.record_invalid(ev.reason)
             return Result(None, ev)
         state = self._get(ev.account_id)
-        if source is not None and self._applied_before(state, source):
+        if source is not None and self._applied_before(state, source.topic, source.offset):
             return Result(REDELIVERED)
         out = self.engine.process(ev, state, now_ms)
         if out.invalid is not None:
@@ -209,7 +213,72 @@ class Processor:
         self.metrics.record(ev.type, out)
         return _APPLIED if out is APPLIED else Result(out, None, out.decisions)
 
-    def _rejected_before(self, key: bytes, source: RecordSource) -> bool:
+    def handle_records(
+        self,
+        records: Iterable[Any],
+        topic: HotTopic,
+        decided: list[Decision],
+        rejected: list[Rejected],
+    ) -> None:
+        """handle() for a run of Kafka records of one hot topic (objects with `value`, `key`,
+        `timestamp` and `offset`, as aiokafka hands them), in order: the same state changes, metrics and
+        redelivery checks, the record's timestamp as the clock. The decisions of applied events are
+        appended to `decided`, and each record to dead-letter to `rejected`, with its reason and message.
+
+        The worker's batch path: one call per partition of a fetch instead of one per record, with no
+        Result and RecordSource per record, and the events that changed state without deciding anything
+        (most of them) counted once per call. An exception on one record rejects that record as
+        `internal_error` (its exception in the entry, for the caller to log): an exception must not stop
+        the Kafka fetcher or lose the record. Kept next to handle() so that the two stay one logic."""
+        process, get, metrics = self.engine.process, self._get, self.metrics
+        feedback = topic == FEEDBACK
+        applied: list[str] = []  # types of the events that decided nothing, counted at the end
+        record = metrics.record
+        for r in records:
+            raw = r.value
+            if raw is None:
+                raw = b""
+            try:
+                ev = decode_event(raw, r.key)
+                if isinstance(ev, InvalidEvent):
+                    key = r.key
+                    if key is not None and self._rejected_before(key, topic, r.offset):
+                        continue
+                    metrics.record_invalid(ev.reason)
+                    rejected.append((r, ev.reason, ev.message, None))
+                    continue
+                state = get(ev.account_id)
+                offset = r.offset
+                # _applied_before, inlined: one check per record
+                if feedback:
+                    if offset <= state.feedback_offset:
+                        metrics.redelivered.inc()
+                        continue
+                    state.feedback_offset = offset
+                else:
+                    if offset <= state.events_offset:
+                        metrics.redelivered.inc()
+                        continue
+                    state.events_offset = offset
+                out = process(ev, state, r.timestamp)
+                if out is APPLIED:
+                    applied.append(ev.type)
+                    continue
+                invalid = out.invalid
+                if invalid is not None:
+                    metrics.record_invalid(invalid.reason)
+                    rejected.append((r, invalid.reason, invalid.message, None))
+                    continue
+                record(ev.type, out)
+                if out.decisions:
+                    decided += out.decisions
+            except Exception as exc:  # a bug must not stop the fetcher or lose the record
+                metrics.record_invalid("internal_error")
+                rejected.append((r, "internal_error", f"{type(exc).__name__}: {str(exc)[:200]}", exc))
+        if applied:
+            metrics.count_events(applied)
+
+    def _rejected_before(self, key: bytes, topic: HotTopic, offset: int) -> bool:
         """Whether a rejected record was applied (dead-lettered) already, by the applied offset of the
         account its key names; if not, that offset moves to it. Rejections are rare, so the account's
         state is looked up (and, for a key with no state yet, created) only for them."""
@@ -219,13 +288,12 @@ class Processor:
             return False
         if not 0 < len(account_id) <= MAX_ID_LEN:
             return False
-        return self._applied_before(self._get(account_id), source)
+        return self._applied_before(self._get(account_id), topic, offset)
 
-    def _applied_before(self, state: AccountState, source: RecordSource) -> bool:
+    def _applied_before(self, state: AccountState, topic: HotTopic, offset: int) -> bool:
         """Whether the account applied the record already (a redelivery, counted); if not, the account's
         offset for the record's topic moves to it."""
-        offset = source.offset
-        if source.topic == FEEDBACK:
+        if topic == FEEDBACK:
             if offset <= state.feedback_offset:
                 self.metrics.redelivered.inc()
                 return True
@@ -236,3 +304,7 @@ class Processor:
                 return True
             state.events_offset = offset
         return False
+
+
+# A record handle_records rejected: (the record, reason, message, the exception of an internal error).
+Rejected = tuple[Any, str, str, Exception | None]

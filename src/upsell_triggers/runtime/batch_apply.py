@@ -13,8 +13,9 @@ import orjson
 from faust.types import TP
 
 from upsell_triggers.deadletter import DeadLetter
+from upsell_triggers.engine.outcomes import Decision
 from upsell_triggers.metrics import Metrics
-from upsell_triggers.processor import HotTopic, Processor, RecordSource
+from upsell_triggers.processor import HotTopic, Processor, Rejected
 from upsell_triggers.runtime.table_state import TableState
 
 log = logging.getLogger("upsell_triggers.worker")
@@ -45,38 +46,46 @@ class BatchApplier:
         self.processor, self.states, self.hot_topics, self.metrics = processor, states, hot_topics, metrics
 
     def __call__(self, batch: Mapping[TP, Sequence[Any]]) -> Outputs:
-        """Synchronous on purpose: no rebalance can interleave with a batch's state changes."""
+        """Synchronous on purpose: no rebalance can interleave with a batch's state changes. Each
+        partition's records go to the processor in one call (Processor.handle_records)."""
         out = Outputs()
-        handle, states = self.processor.handle, self.states
+        prompts, leads, dead_letters, spans, lead_ends = (
+            out.prompts,
+            out.leads,
+            out.dead_letters,
+            out.spans,
+            out.lead_ends,
+        )
+        handle_records, states, hot_topics = self.processor.handle_records, self.states, self.hot_topics
+        decided: list[Decision] = []
+        rejected: list[Rejected] = []
+        dumps = orjson.dumps
         newest_ts = None
         for tp, records in batch.items():
+            if not records:
+                continue
             states.partition = tp.partition
-            topic = self.hot_topics[tp.topic]
-            for r in records:
+            handle_records(records, hot_topics[tp.topic], decided, rejected)
+            for d in decided:
+                if d.prompt is not None:
+                    prompts.append((d.account_id.encode(), dumps(d.prompt)))
+                if d.lead is not None:
+                    leads.append((d.account_id.encode(), dumps(d.lead)))
+            decided.clear()
+            for r, reason, message, exc in rejected:
+                if exc is not None:
+                    log.error("internal error on %s[%d]@%d", tp.topic, tp.partition, r.offset, exc_info=exc)
+                source = {
+                    "source_topic": tp.topic,
+                    "source_partition": tp.partition,
+                    "source_offset": r.offset,
+                }
                 raw = r.value if r.value is not None else b""
-                try:
-                    res = handle(raw, r.key, r.timestamp, RecordSource(topic, r.offset))
-                    bad = (res.invalid.reason, res.invalid.message) if res.invalid is not None else None
-                except Exception as exc:  # a bug must not stop the fetcher or lose the record
-                    log.exception("internal error on %s[%d]@%d", tp.topic, tp.partition, r.offset)
-                    bad = ("internal_error", f"{type(exc).__name__}: {str(exc)[:200]}")
-                    self.metrics.record_invalid("internal_error")
-                if bad is not None:
-                    reason, message = bad
-                    source = {
-                        "source_topic": tp.topic,
-                        "source_partition": tp.partition,
-                        "source_offset": r.offset,
-                    }
-                    out.dead_letters.append(DeadLetter(reason, message, raw, r.key, source))
-                    continue
-                for d in res.decisions:
-                    if d.prompt is not None:
-                        out.prompts.append((d.account_id.encode(), orjson.dumps(d.prompt)))
-                    if d.lead is not None:
-                        out.leads.append((d.account_id.encode(), orjson.dumps(d.lead)))
-            newest_ts = records[-1].timestamp if newest_ts is None else max(newest_ts, records[-1].timestamp)
-            out.spans.append((tp.partition, len(out.prompts), len(out.dead_letters)))
-            out.lead_ends.append(len(out.leads))
+                dead_letters.append(DeadLetter(reason, message, raw, r.key, source))
+            rejected.clear()
+            ts = records[-1].timestamp
+            newest_ts = ts if newest_ts is None or ts > newest_ts else newest_ts
+            spans.append((tp.partition, len(prompts), len(dead_letters)))
+            lead_ends.append(len(leads))
         out.newest_ts = newest_ts
         return out
