@@ -39,6 +39,7 @@ from upsell_triggers.metrics import Metrics
 from upsell_triggers.runtime.batch_apply import Outputs
 from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.kafka.changelog_writer import send_changelog
+from upsell_triggers.runtime.kafka.keyed_batches import send_keyed
 from upsell_triggers.runtime.kafka.transactions import PartitionTransactions, PartitionWrites
 
 Ack = Callable[[int, TP, int, int], None]  # (consumer generation, partition, first offset, last offset)
@@ -95,9 +96,9 @@ class BatchSink:
         if timings is not None:
             timings.lap("apply")
         producer, topics = self.producer(), self.topics
-        sent = [await producer.send(topics.prompts, value, key=key) for key, value in out.prompts]
+        sent = await send_keyed(producer, topics.prompts, out.prompts)
         if out.leads:  # delivered with the prompts, before any state that records them is written
-            sent += [await producer.send(topics.leads, value, key=key) for key, value in out.leads]
+            sent += await send_keyed(producer, topics.leads, out.leads)
         sent += [
             await producer.send(topics.dlq, d.raw, key=d.key, headers=d.kafka_headers())
             for d in out.dead_letters

@@ -68,6 +68,9 @@ MEMBERS: tuple[Member, ...] = (
     Member("faust.tables.manager", "TableManager", "changelog_queue"),
     Member("faust.tables.manager", "TableManager", "recovery"),
     Member("faust.transport.drivers.aiokafka", "Producer", "_producer"),
+    # The partitioner and metadata send() partitions a keyed record with (keyed_partitions).
+    Member("aiokafka.producer.producer", "AIOKafkaProducer", "_partitioner"),
+    Member("aiokafka.producer.producer", "AIOKafkaProducer", "_metadata"),
     Member(*_MEMORY, "data"),
     Member(*_MEMORY, "_key_partition"),
     Member("aiokafka.consumer.fetcher", "PartitionRecords", "_consumer_record", ("self", "tp", "record")),
@@ -337,6 +340,22 @@ class RecoveryView:
 def aiokafka_producer(app: Any) -> Any:
     """aiokafka's producer under Faust's (None until started). Faust's commit flushes it first."""
     return getattr(app.producer, "_producer", None)
+
+
+def keyed_partitions(producer: Any, topic: str) -> Callable[[bytes | None], int]:
+    """key -> the partition of `topic` that the aiokafka producer's send() would choose for it: its
+    own partitioner over the topic's partitions as its metadata lists them (AIOKafkaProducer._partition).
+    Call once the topic's metadata is known (`await producer.partitions_for(topic)`)."""
+    metadata = producer._metadata
+    all_partitions = list(metadata.partitions_for_topic(topic))
+    available = list(metadata.available_partitions_for_topic(topic))
+    partitioner = producer._partitioner
+
+    def partition(key: bytes | None) -> int:
+        p: int = partitioner(key, all_partitions, available)
+        return p
+
+    return partition
 
 
 def transactional_producer(app: Any, transactional_id: str) -> Any:

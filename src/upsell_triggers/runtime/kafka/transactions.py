@@ -32,6 +32,7 @@ from faust.types import TP
 
 from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.runtime.kafka import compat
+from upsell_triggers.runtime.kafka.keyed_batches import send_keyed
 
 log = logging.getLogger("upsell_triggers.transactions")
 
@@ -134,8 +135,8 @@ class PartitionTransactions:
         # (this worker's after a restart, or another's) aborts it when it gets its epoch.
         lap = _Laps(phases) if phases is not None else None
         await producer.begin_transaction()
-        sent = [await producer.send(prompts_topic, v, key=k) for k, v in w.prompts]
-        sent += [await producer.send(self.leads_topic, v, key=k) for k, v in w.leads]
+        sent = await send_keyed(producer, prompts_topic, w.prompts)
+        sent += await send_keyed(producer, self.leads_topic, w.leads)
         sent += [
             await producer.send(dlq_topic, d.raw, key=d.key, headers=d.kafka_headers())
             for d in w.dead_letters
