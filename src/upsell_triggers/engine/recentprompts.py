@@ -118,14 +118,12 @@ def add_packed(rp: RecentPrompts | None, raw: bytes, rule_id: str, rule_group: s
     """add() of the prompt whose id is "pr_" and raw's 24 hex digits (raw: 12 bytes), as the engine
     makes them: the id is not read back from its text, which cost a third of add()."""
     assert len(raw) == _ID_BYTES
-    e = _shared(rule_id, rule_group)
-    if rp is None:
-        return RecentPrompts(raw, (e,))
-    keep = 1 - RECENT_PROMPTS
-    return RecentPrompts(rp.ids[_ID_BYTES * keep :] + raw, (*rp.entries[keep:], e))
+    return _added(rp, raw, _shared(rule_id, rule_group))
 
 
 def _added(rp: RecentPrompts | None, raw: bytes, e: RecentPrompt) -> RecentPrompts:
+    """rp with (raw, e) added as the newest, the oldest dropped past RECENT_PROMPTS: add() and
+    add_packed() share it."""
     if rp is None:
         return RecentPrompts(raw, (e,))
     keep = 1 - RECENT_PROMPTS
