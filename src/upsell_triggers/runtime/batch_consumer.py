@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("upsell_triggers.consumer")
 
+# Caught up, states are written at most this often. Writing after every batch made one changelog
+# produce request per batch: at 1k events/s a batch holds two or three records, and those requests
+# (and the broker's work on them) were a fifth of the worker's CPU. The price is durability: a crash
+# re-emits the prompts of up to this much more of the events (the same ids and content).
+WRITE_INTERVAL_S = 0.05
+
 
 class BatchConsumer(ConsumerAdapter):
     """Reads its hot topics and handler from its BatchTransport."""
@@ -52,6 +58,7 @@ class BatchConsumer(ConsumerAdapter):
     _caught_up = True  # the last batch left no records behind its partitions' high watermarks
     _background_commit: asyncio.Future[None] | None = None
     _writer: asyncio.Future[None] | None = None  # writes the states once their outputs are acknowledged
+    _written_at = 0.0  # loop time of the last state write
     _floor: CommittedFloor | None = None
     _early: asyncio.Future[tuple[Any, int]] | None = None  # exactly_once: the next batch's early take
 
@@ -205,6 +212,7 @@ class BatchConsumer(ConsumerAdapter):
 
     async def _write_state(self) -> None:
         """Writes the pending states, then acks the batches they came from (call with in_flight held)."""
+        self._written_at = time.monotonic()
         try:
             await self.sink.write(self._ack_if_current)
         except Exception as exc:
@@ -435,7 +443,12 @@ class BatchConsumer(ConsumerAdapter):
             return
         # The earlier batches' outputs arrived: write their states before this batch changes them (a
         # state is written only once every output of the events it reflects is acknowledged).
-        caught_up_and_acknowledged = self._caught_up and sink.held and sink.acknowledged()
+        caught_up_and_acknowledged = (
+            self._caught_up
+            and sink.held
+            and time.monotonic() - self._written_at >= WRITE_INTERVAL_S
+            and sink.acknowledged()
+        )
         if caught_up_and_acknowledged and not await self._write_state_in_loop(timings):
             return
         try:
@@ -477,9 +490,10 @@ class BatchConsumer(ConsumerAdapter):
                 first = prev + 1
             sink.hold(generation, tp, first, recs[-1].offset)
             read_offsets[tp] = recs[-1].offset
-        # Caught up: the states are written as soon as this batch's outputs are acknowledged, by the
-        # writer task between batches or before the next batch, whichever comes first (durable within
-        # a batch or two, and the acknowledgements do not hold up the next batch's prompts). Behind:
+        # Caught up: the states are written once this batch's outputs are acknowledged and
+        # WRITE_INTERVAL_S passed since the last write, by the writer task between batches or before
+        # the next batch, whichever comes first (durable within about that interval, and the
+        # acknowledgements do not hold up the next batch's prompts). Behind:
         # keep writing behind until the commit timer or the bound.
         if not behind:
             self._write_when_acknowledged()
@@ -499,10 +513,14 @@ class BatchConsumer(ConsumerAdapter):
             self._writer = asyncio.ensure_future(self._write_acknowledged())
 
     async def _write_acknowledged(self) -> None:
-        """Writes the states once every output sent is acknowledged, between batches. A batch applied
-        meanwhile sent outputs of its own: wait for those too, until the worker falls behind (then the
-        commit timer and the bound write) or a batch or commit wrote them."""
+        """Writes the states once every output sent is acknowledged and WRITE_INTERVAL_S passed since the
+        last write, between batches. A batch applied meanwhile sent outputs of its own: wait for those
+        too, until the worker falls behind (then the commit timer and the bound write) or a batch or
+        commit wrote them."""
         sink, timings = self.sink, self.timings
+        wait = self._written_at + WRITE_INTERVAL_S - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         while sink.held and self._caught_up:
             try:
                 await sink.wait_acknowledged()
