@@ -4,8 +4,9 @@ Faust keeps doing what it is good at: group membership, partition assignment, th
 changelog recovery of the table. What it is slow at is per-message delivery: its drain loop wraps every
 record in a ConsumerMessage, schedules a callback and waits on it with `wait_first` (measured: a plain
 agent moves ~9k events/s on this machine class). Here each fetch's records of the hot topics go to one
-sink at once; the states they changed are written when this consumer decides (after the batch when
-caught up, at each commit or at the sink's bound while behind), and only then are their offsets acked
+sink at once; the states they changed are written when this consumer decides (caught up, once the
+batch's outputs are acknowledged and at most every WRITE_INTERVAL_S; while behind, at each commit or at
+the sink's bound), and only then are their offsets acked
 the way `Consumer.ack()` does, so Faust's commit (which flushes the producer first) moves the committed
 offsets. Records of the other topics go to changelog_restore; the hot topics' records reach this
 module as aiokafka's own record objects (raw_records).
@@ -58,7 +59,7 @@ class BatchConsumer(ConsumerAdapter):
     _caught_up = True  # the last batch left no records behind its partitions' high watermarks
     _background_commit: asyncio.Future[None] | None = None
     _writer: asyncio.Future[None] | None = None  # writes the states once their outputs are acknowledged
-    _written_at = 0.0  # loop time of the last state write
+    _written_at = 0.0  # time.monotonic() of the last write that had states pending
     _floor: CommittedFloor | None = None
     _early: asyncio.Future[tuple[Any, int]] | None = None  # exactly_once: the next batch's early take
 
@@ -212,7 +213,8 @@ class BatchConsumer(ConsumerAdapter):
 
     async def _write_state(self) -> None:
         """Writes the pending states, then acks the batches they came from (call with in_flight held)."""
-        self._written_at = time.monotonic()
+        if self.sink.held:  # a commit with nothing pending does not push the next write back
+            self._written_at = time.monotonic()
         try:
             await self.sink.write(self._ack_if_current)
         except Exception as exc:
@@ -518,9 +520,6 @@ class BatchConsumer(ConsumerAdapter):
         too, until the worker falls behind (then the commit timer and the bound write) or a batch or
         commit wrote them."""
         sink, timings = self.sink, self.timings
-        wait = self._written_at + WRITE_INTERVAL_S - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
         while sink.held and self._caught_up:
             try:
                 await sink.wait_acknowledged()
@@ -529,6 +528,12 @@ class BatchConsumer(ConsumerAdapter):
                     with contextlib.suppress(Exception):
                         await run_to_end(self._write_state())
                 return
+            # Acknowledgements first (a failed output crashes the worker at once), then the interval;
+            # the batches applied meanwhile sent outputs of their own: wait for those too.
+            wait = self._written_at + WRITE_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
             async with self.in_flight:
                 if sink.held and sink.acknowledged():
                     t0 = time.perf_counter()
