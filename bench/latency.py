@@ -448,6 +448,15 @@ def _psi_some() -> float:
     return 0.0
 
 
+def _steal_s() -> float:
+    """s of the machine's CPUs taken by the hypervisor for other guests (the steal column of /proc/stat,
+    all CPUs summed), 0 if unavailable: time this machine's processes were ready but not run at all."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def _listening_inodes(port: int) -> set[str]:
     """Socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6."""
     inodes = set()
@@ -483,14 +492,18 @@ class CpuWatch:
         self.t = 0.0
         self.at: dict[str, tuple[float, float]] = {}
         self.psi = 0.0
+        self.steal = 0.0
 
     def start(self) -> None:
-        self.t, self.psi = time.monotonic(), _psi_some()
+        self.t, self.psi, self.steal = time.monotonic(), _psi_some(), _steal_s()
         self.at = {k: _schedstat(p) for k, p in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.t
-        out = {"cpu_pressure_share": round((_psi_some() - self.psi) / wall, 3)}
+        out = {
+            "cpu_pressure_share": round((_psi_some() - self.psi) / wall, 3),
+            "steal_share": round((_steal_s() - self.steal) / wall, 3),
+        }
         for k, p in self.pids.items():
             with contextlib.suppress(OSError):
                 run, wait = _schedstat(p)
