@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         default=2.8,
         gt=0,
         description="Kafka offset commit interval; while a worker is behind, account states are written "
-        "(store + changelog) at each commit instead of after each batch",
+        "(store + changelog) at each commit instead of every 50 ms",
     )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         default="at_least_once",
