@@ -40,6 +40,7 @@ class _Writer:
     _caught_up = True
     timings = None
     _write_state = BatchConsumer._write_state
+    _until_write_due = BatchConsumer._until_write_due
     _write_acknowledged = BatchConsumer._write_acknowledged
 
     def __init__(self) -> None:
@@ -59,14 +60,17 @@ class _Writer:
         self.sink.hold(1, TOPIC, last, last)
         return output
 
+    async def write_earlier(self, last: int) -> None:
+        """An earlier batch up to `last`, acknowledged and written: the interval starts here."""
+        self.deliver(last).set_result(None)
+        async with self.in_flight:
+            await self._write_state()
+
 
 @pytest.mark.asyncio
 async def test_a_batch_sent_during_the_interval_is_written_once_its_outputs_are_acknowledged() -> None:
     w = _Writer()
-    first = w.deliver(10)
-    first.set_result(None)
-    async with w.in_flight:
-        await w._write_state()  # the write of an earlier batch: the interval starts here
+    await w.write_earlier(10)
     assert [last for last, _ in w.acked] == [10]
     written_at = w._written_at
     second = w.deliver(20)
@@ -83,9 +87,7 @@ async def test_a_batch_sent_during_the_interval_is_written_once_its_outputs_are_
 @pytest.mark.asyncio
 async def test_states_wait_for_the_interval_after_the_last_write() -> None:
     w = _Writer()
-    w.deliver(10).set_result(None)
-    async with w.in_flight:
-        await w._write_state()
+    await w.write_earlier(10)
     w.deliver(20).set_result(None)
     await asyncio.wait_for(w._write_acknowledged(), 1)
     assert [last for last, _ in w.acked] == [10, 20]
@@ -95,9 +97,7 @@ async def test_states_wait_for_the_interval_after_the_last_write() -> None:
 @pytest.mark.asyncio
 async def test_a_failed_output_crashes_the_worker_without_waiting_for_the_interval() -> None:
     w = _Writer()
-    w.deliver(10).set_result(None)
-    async with w.in_flight:
-        await w._write_state()
+    await w.write_earlier(10)
     failed = w.deliver(20)
     failed.set_exception(RuntimeError("broker refused the prompt"))
     t0 = time.monotonic()

@@ -6,10 +6,10 @@ record in a ConsumerMessage, schedules a callback and waits on it with `wait_fir
 agent moves ~9k events/s on this machine class). Here each fetch's records of the hot topics go to one
 sink at once; the states they changed are written when this consumer decides (caught up, once the
 batch's outputs are acknowledged and at most every WRITE_INTERVAL_S; while behind, at each commit or at
-the sink's bound), and only then are their offsets acked
-the way `Consumer.ack()` does, so Faust's commit (which flushes the producer first) moves the committed
-offsets. Records of the other topics go to changelog_restore; the hot topics' records reach this
-module as aiokafka's own record objects (raw_records).
+the sink's bound), and only then are their offsets acked the way `Consumer.ack()` does, so Faust's
+commit (which flushes the producer first) moves the committed offsets. Records of the other topics go
+to changelog_restore; the hot topics' records reach this module as aiokafka's own record objects
+(raw_records).
 
 Faust's private members (its offset bookkeeping, the hooks overridden here) are reached through
 kafka.compat.ConsumerAdapter, which checks them at start-up. See docs/architecture.md.
@@ -210,6 +210,10 @@ class BatchConsumer(ConsumerAdapter):
             ms = {"lock_ms": t1 - t0, "write_ms": t2 - t1, "commit_ms": time.perf_counter() - t2}
             timings.event("commit", **{k: round(1000 * v, 3) for k, v in ms.items()})
         return result
+
+    def _until_write_due(self) -> float:
+        """Seconds until the caught-up write may run (WRITE_INTERVAL_S after the last one); <= 0: now."""
+        return self._written_at + WRITE_INTERVAL_S - time.monotonic()
 
     async def _write_state(self) -> None:
         """Writes the pending states, then acks the batches they came from (call with in_flight held)."""
@@ -446,10 +450,7 @@ class BatchConsumer(ConsumerAdapter):
         # The earlier batches' outputs arrived: write their states before this batch changes them (a
         # state is written only once every output of the events it reflects is acknowledged).
         caught_up_and_acknowledged = (
-            self._caught_up
-            and sink.held
-            and time.monotonic() - self._written_at >= WRITE_INTERVAL_S
-            and sink.acknowledged()
+            self._caught_up and sink.held and self._until_write_due() <= 0 and sink.acknowledged()
         )
         if caught_up_and_acknowledged and not await self._write_state_in_loop(timings):
             return
@@ -530,7 +531,7 @@ class BatchConsumer(ConsumerAdapter):
                 return
             # Acknowledgements first (a failed output crashes the worker at once), then the interval;
             # the batches applied meanwhile sent outputs of their own: wait for those too.
-            wait = self._written_at + WRITE_INTERVAL_S - time.monotonic()
+            wait = self._until_write_due()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
