@@ -282,3 +282,32 @@ async def test_states_evicted_when_idle_and_read_back_packed_equal_replay(worker
     await wait_committed(kafka_bootstrap, w.env["UPSELL_APP_ID"], w.topics["events"], timeout=120)
     w.stop()
     await check(kafka_bootstrap, w, [v for _, v in records], leads=True)
+
+
+async def test_exactly_once_batch_bound_leaves_records_to_read_again_without_losing_any(
+    worker_factory, kafka_bootstrap
+):
+    """exactly_once with a small batch bound: while caught up on some partitions and behind on others,
+    the early take (fresh_take) and the fetch after it hold more than one batch, and what exceeds the
+    bound is put back to be read again. The records of the batch before them must still be applied:
+    putting the rest back once moved Faust's read offset past them, and the batch dropped them as
+    read already (a whole stretch of a partition's events never applied)."""
+    records = list(sim_records(12_000, 1_500, seed=21))
+    env = {"UPSELL_PROCESSING_GUARANTEE": "exactly_once", "UPSELL_MAX_BATCH_RECORDS": "40"}
+    w = worker_factory(extra_env=env).start()
+    w.wait_ready()
+    rng = random.Random(21)
+    for i in range(0, len(records), 600):  # uneven chunks: partitions catch up at different times
+        await produce(kafka_bootstrap, w.topics["events"], records[i : i + 600])
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
+    rep = await check_exact(
+        kafka_bootstrap,
+        w.env["UPSELL_APP_ID"],
+        w.topics,
+        [v for _, v in records],
+        ROOT / "rules",
+        read_committed=True,
+    )
+    assert rep.accounts > 0 and rep.distinct_prompts > 0
+    assert not rep.state_mismatches, (len(rep.state_mismatches), rep.first_diff)
+    assert (rep.missing_prompts, rep.unexpected_prompts, rep.duplicates_delivered) == (0, 0, 0)

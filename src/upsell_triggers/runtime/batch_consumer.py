@@ -295,9 +295,20 @@ class BatchConsumer(ConsumerAdapter):
             if held_generation == generation and self.flow_active:
                 merged, left = fresh_take.merge(held, records or {}, self.app.conf.broker_max_poll_records)
                 if left:
-                    await self._rewind(left)
+                    await self._put_back(left)
                 records = merged
             else:  # a rebalance began in between: each take with its own generation
+                # A partition's records of the later take follow its records of the early one: they are
+                # read again, so that nothing after the early take is applied before it is (applied, or
+                # read again itself).
+                later = {
+                    tp: r
+                    for tp, r in (records or {}).items()
+                    if tp in held and tp.topic in transport.hot_topics
+                }
+                if later:
+                    await self._put_back(later)
+                    records = {tp: r for tp, r in records.items() if tp not in later}
                 await self._drain_records(transport, held, active, held_generation)
         await self._drain_records(transport, records, active, generation)
         if self.sink.transactions is not None and self._current(generation):
@@ -417,6 +428,17 @@ class BatchConsumer(ConsumerAdapter):
         if on_lag is not None:
             for tp, recs in hot.items():
                 on_lag(tp, max(0, self.highwater(tp) - recs[-1].offset - 1))
+
+    async def _put_back(self, records: Mapping[TP, Sequence[Any]]) -> None:
+        """Puts back the records that follow a batch still to be handed on (what exceeds the batch bound,
+        or a later take): the position goes back to their first record, Faust's read offset stays. Faust's
+        seek sets the read offset to the offset sought, and `unread` drops a fetch's records below it, so
+        a plain rewind here dropped the batch before them: a stretch of the partition never applied."""
+        read_offsets = self.read_offsets
+        kept = {tp: read_offsets[tp] for tp in records}
+        await self._rewind(records)
+        for tp, offset in kept.items():
+            read_offsets[tp] = offset
 
     async def _rewind(self, records: Mapping[TP, Sequence[Any]]) -> None:
         """Puts a fetch back: each partition still assigned is sought to its first record, so the
