@@ -247,11 +247,17 @@ class Engine:
             return LATE
         else:
             reading = INF  # below no bound: a rolling counter's level is a window's sum, not the reading
-        if not state.rules and state.limits is None:
-            # The common event: a reading below every threshold of an account with no rule state
-            # (ruleindex.skip_bounds); _evaluate would find that no group can fire.
+        if state.limits is None:
+            # The common event: a reading below every threshold (ruleindex.skip_bounds) of an account
+            # with no state of this metric's rules; _evaluate would find that no group can fire, and
+            # none has a rule to re-arm or uncap. Near the limits most accounts have rule state, mostly
+            # of another metric's rules.
             bounds = rs.skip_below.get(state.plan)
-            if bounds is not None and reading < bounds.get(metric, -INF):
+            if (
+                bounds is not None
+                and reading < bounds.get(metric, -INF)
+                and (not state.rules or state.rules.keys().isdisjoint(rs.state_keys[metric]))
+            ):
                 return APPLIED
         groups = rs.groups_by_metric.get(metric)
         if groups is None:

@@ -116,6 +116,9 @@ class RuleSet:
     groups_by_metric: dict[str, tuple[LevelGroup, ...]] = field(init=False)
     all_groups: tuple[LevelGroup, ...] = field(init=False)
     skip_below: dict[str | None, dict[str, float]] = field(init=False)  # skip_bounds()
+    # Per metric, the rule-state keys of its groups' feature-less rules: an account with state for none
+    # of them takes the skip bound too (the near-limits mix: most accounts have state for some metric).
+    state_keys: dict[str, frozenset[str]] = field(init=False)
     variant_rules: dict[str, Rule] = field(init=False)  # rules with copy variants, by id
     # Metrics a forecast rule reads (their daily history is kept) and, per such metric, the ids of the
     # rules that share its one prompt a day (forecast.day_taken): empty for rule sets without forecasts.
@@ -133,6 +136,8 @@ class RuleSet:
         object.__setattr__(self, "groups_by_metric", groups)
         object.__setattr__(self, "all_groups", level_groups(self.rules))
         object.__setattr__(self, "skip_below", skip_bounds(groups, self.plans, self.policy.default_plan))
+        keys = {m: frozenset(k for g in gs for k in g.ids) for m, gs in groups.items()}
+        object.__setattr__(self, "state_keys", keys)
         object.__setattr__(self, "variant_rules", {r.id: r for r in self.rules if r.variants})
         fm = frozenset(r.primary.metric for r in self.rules if r.primary.kind == FORECAST)
         object.__setattr__(self, "forecast_metrics", fm)
