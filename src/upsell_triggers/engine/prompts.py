@@ -112,6 +112,19 @@ def _created_expires(ts: int, expiry_ms: int) -> tuple[str, str]:
 
 # The placeholders most copy uses; a copy that uses any other is checked for each of the others.
 _COMMON = frozenset({"value", "limit", "percent", "target_plan", "target_plan_name"})
+# The placeholders build_prompt fills for every prompt whose copy uses them; the others (a forecast's,
+# when it projects nothing) render empty.
+_ALWAYS = _COMMON | {
+    "account_id",
+    "metric",
+    "feature",
+    "remaining",
+    "count",
+    "window",
+    "plan",
+    "plan_name",
+    "threshold",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +142,7 @@ class _RuleCopy:
     cta_url: str
     static: tuple[bool, bool, bool, bool]
     rare: bool  # needs a placeholder outside _COMMON
+    blanks: tuple[str, ...]  # needs a placeholder outside _ALWAYS: each set to "" first
 
 
 _COPIES: dict[str, _RuleCopy] = {}
@@ -151,7 +165,8 @@ def _rule_copy(rule: Rule, variant: Variant | None = None) -> _RuleCopy:
         t.format_map({}) if st else _percent_style(t) for t, st in zip(templates, static, strict=True)
     )
     needs = frozenset().union(*names)
-    c = _RuleCopy(rule, needs, title, body, label, url, static, not needs <= _COMMON)
+    blanks = tuple(sorted(needs - _ALWAYS))
+    c = _RuleCopy(rule, needs, title, body, label, url, static, not needs <= _COMMON, blanks)
     if len(_COPIES) >= _MAX_COPIES:
         _COPIES.clear()
     _COPIES[key] = c
@@ -180,7 +195,9 @@ def build_prompt(
     ratio = value / limit if limit else None
     copy = _rule_copy(rule, variant)
     needs = copy.needs
-    values = _Copy()
+    # A plain dict: `%` looks each placeholder up in it through the C lookup, where a dict subclass
+    # (_Copy, whose __missing__ renders an unfilled one empty) costs a Python-level method call each.
+    values: dict[str, str] = {}
     if needs:
         unit = rs.metrics[metric].unit
         if "value" in needs:
@@ -194,6 +211,8 @@ def build_prompt(
         if "target_plan_name" in needs:
             values["target_plan_name"] = target.name
         if copy.rare:
+            for name in copy.blanks:
+                values[name] = ""
             if "account_id" in needs:
                 values["account_id"] = account_id
             if "metric" in needs:
