@@ -213,20 +213,28 @@ class Metrics:
             self.ignored.inc(status)
         elif status == "erased":
             self.erased.inc()
+        # The tallies most decisions touch are updated here rather than through Tally.inc: near the
+        # limits a third of the events decide something, and the call (its *labels tuple and keyword)
+        # cost as much as the update.
+        tally: dict[tuple[str, ...], int]
+        labels: tuple[str, ...]
         for d in outcome.decisions:
             if d.outcome == "feedback":
-                self.feedback.inc(d.rule_id, d.variant or "", d.action or "")
+                tally, labels = self.feedback.values, (d.rule_id, d.variant or "", d.action or "")
             elif d.outcome == "conversion":
                 if d.channel == "lead":
                     self.lead_conversions.inc(d.rule_id, d.team or "", d.band or "")
                 else:
                     self.conversions.inc(d.rule_id, d.variant or "", d.group or "")
+                continue
             else:
-                self.decisions.inc(d.rule_id, d.outcome)
+                tally, labels = self.decisions.values, (d.rule_id, d.outcome)
                 if d.outcome == EMITTED and d.prompt is not None:
-                    self.prompts.inc(d.rule_id, d.variant or "", d.prompt["placement"])
+                    prompts, by = self.prompts.values, (d.rule_id, d.variant or "", d.prompt["placement"])
+                    prompts[by] = prompts.get(by, 0) + 1
                 if d.team is not None:  # a lead rule's decision
                     self._lead_decision(d)
+            tally[labels] = tally.get(labels, 0) + 1
 
     def _lead_decision(self, d: Decision) -> None:
         if d.lead is not None:
