@@ -462,7 +462,9 @@ class Engine:
             if metric == PAYWALL_METRIC and feat is not None
         )
         decisions += self._evaluate(ev, state, rs, rs.all_groups, features)
-        return Outcome("applied", decisions)
+        # Most plan changes decide nothing: the shared outcome, as for usage events, which the worker
+        # counts per batch rather than recording each (Processor.handle_records).
+        return Outcome("applied", decisions) if decisions else APPLIED
 
     @staticmethod
     def _account_updated(ev: AccountUpdated, state: AccountState, rs: RuleSet) -> Outcome:
