@@ -40,3 +40,17 @@ def test_what_exceeds_the_batch_bound_is_left_to_read_again() -> None:
     assert [r.offset for r in batch[ev0]] == [1, 2, 3, 4] and [r.offset for r in batch[ev1]] == [7]
     assert {tp: [r.offset for r in rs] for tp, rs in left.items()} == {ev1: [8]}
     assert [r.offset for r in first[ev0]] == [1, 2]  # the first take is not changed
+
+
+def test_a_second_take_sought_back_in_between_does_not_repeat_the_first() -> None:
+    """Faust's recovery seeks to the committed offsets while the loop runs: the fetch after the early
+    take can start at or before it again. The batch keeps each record once, in ascending order."""
+    ev0, ev1 = TP("events", 0), TP("events", 1)
+    batch, left = merge({ev0: recs(5, 6, 7)}, {ev0: recs(3, 4, 5, 6, 7, 8, 9), ev1: recs(1)}, limit=6)
+    assert {tp: [r.offset for r in rs] for tp, rs in batch.items()} == {ev0: [5, 6, 7, 8, 9], ev1: [1]}
+    assert left == {}
+    batch, left = merge({ev0: recs(5, 6, 7)}, {ev0: recs(3, 4, 5, 6, 7, 8, 9)}, limit=4)
+    assert [r.offset for r in batch[ev0]] == [5, 6, 7, 8]
+    assert {tp: [r.offset for r in rs] for tp, rs in left.items()} == {ev0: [9]}
+    batch, left = merge({ev0: recs(5, 6, 7)}, {ev0: recs(3, 4)}, limit=10)  # all of it taken already
+    assert [r.offset for r in batch[ev0]] == [5, 6, 7] and left == {}

@@ -46,11 +46,18 @@ def merge(
 ) -> tuple[dict[TP, list[Any]], dict[TP, Sequence[Any]]]:
     """(both takes as one batch of at most `limit` records, the second take's records beyond it by
     partition: to be read again). A partition's records of the second take follow its records of the
-    first (the fetch started where the take ended)."""
+    first (the fetch started where the take ended), except after a seek in between: Faust's recovery
+    seeks the input partitions to their committed offsets while the loop already runs, and the second
+    take can then start at or before the first's records again. Those are dropped here, so that a
+    batch's records of a partition always ascend (the checks of what was read or committed already
+    look at a partition's first record only)."""
     out: dict[TP, list[Any]] = {tp: list(recs) for tp, recs in first.items()}
     room = limit - sum(map(len, out.values()))
     left: dict[TP, Sequence[Any]] = {}
     for tp, recs in second.items():
+        had = out.get(tp)
+        if had and recs and recs[0].offset <= had[-1].offset:
+            recs = [r for r in recs if r.offset > had[-1].offset]
         if not recs:
             continue
         kept = recs[: max(0, room)]
