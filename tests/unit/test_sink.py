@@ -175,6 +175,35 @@ async def test_a_failed_delivery_raises_at_the_write_and_nothing_is_acked_or_wri
     assert acks == [] and "flush" not in " ".join(log)
 
 
+async def test_a_send_refused_at_once_writes_no_state_afterwards() -> None:
+    """A send that raises at once (not a delivery that fails later): the batch's state changes are in
+    memory and its outputs not all sent. The write the worker's final commit makes must not write them
+    (its events would count as applied, their prompts never sent), nor the earlier batches' states."""
+    sink, log, states = make()
+    await sink.deliver(records(1))  # an earlier batch, delivered and held
+    sink.hold(1, EVENTS, 1, 1)
+    producer = sink.producer()
+
+    async def refuse(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        raise KafkaTimeoutLike("metadata not available")
+
+    producer.send = refuse  # type: ignore[method-assign]
+    with pytest.raises(KafkaTimeoutLike):
+        await sink.deliver(records(2))
+    assert b"acct2" in states.dirty  # applied in memory
+    acks: list[object] = []
+    with pytest.raises(RuntimeError):
+        await sink.write(lambda *a: acks.append(a))
+    assert acks == [] and sink.held == [] and "flush" not in " ".join(log)
+    with pytest.raises(RuntimeError):  # and no batch after it is applied
+        await sink.deliver(records(3))
+    assert b"acct3" not in states.dirty
+
+
+class KafkaTimeoutLike(Exception):
+    pass
+
+
 async def test_a_failed_state_write_acks_nothing_and_holds_nothing() -> None:
     sink, _, _ = make()
     await sink.deliver(records(9))

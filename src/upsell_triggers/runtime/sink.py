@@ -85,24 +85,36 @@ class BatchSink:
         self.metrics = metrics
         self.held: list[tuple[int, TP, int, int]] = []  # applied and sent, not written: in order
         self.unacknowledged: list[asyncio.Future[Any]] = []  # outputs sent, their acks not seen yet
+        self.failed: BaseException | None = None  # what a batch's sends raised (deliver): write nothing more
 
     async def deliver(self, batch: Mapping[TP, Sequence[Any]]) -> None:
+        """Applies a batch and hands its outputs to the producer. If that raises (a send refused at once,
+        not only a delivery that fails later), the batch's state changes are in memory and not all of
+        its outputs are on their way: the sink writes no state from then on (`write` raises), since the
+        worker's final commit would otherwise write them, and the events, marked applied, would never
+        be delivered."""
+        if self.failed is not None:
+            raise RuntimeError("an earlier batch's outputs could not be sent") from self.failed
         t0 = time.perf_counter()
         metrics = self.metrics
         metrics.batch_records.observe(sum(map(len, batch.values())))
-        out = self.apply(batch)
-        self.states.trim()
-        timings = self.timings
-        if timings is not None:
-            timings.lap("apply")
-        producer, topics = self.producer(), self.topics
-        sent = await send_keyed(producer, topics.prompts, out.prompts)
-        if out.leads:  # delivered with the prompts, before any state that records them is written
-            sent += await send_keyed(producer, topics.leads, out.leads)
-        sent += [
-            await producer.send(topics.dlq, d.raw, key=d.key, headers=d.kafka_headers())
-            for d in out.dead_letters
-        ]
+        try:
+            out = self.apply(batch)
+            self.states.trim()
+            timings = self.timings
+            if timings is not None:
+                timings.lap("apply")
+            producer, topics = self.producer(), self.topics
+            sent = await send_keyed(producer, topics.prompts, out.prompts)
+            if out.leads:  # delivered with the prompts, before any state that records them is written
+                sent += await send_keyed(producer, topics.leads, out.leads)
+            sent += [
+                await producer.send(topics.dlq, d.raw, key=d.key, headers=d.kafka_headers())
+                for d in out.dead_letters
+            ]
+        except BaseException as exc:
+            self.failed = exc
+            raise
         self.unacknowledged += sent
         self._delivered(out, t0, "send")
 
@@ -198,6 +210,9 @@ class BatchSink:
         """Once every output sent is acknowledged, writes the changed states, then acks the offsets held.
         If an output failed or writing raises, nothing held is acked (and nothing stays held): the caller
         crashes the worker so that it reprocesses."""
+        if self.failed is not None:
+            self.held.clear()
+            raise RuntimeError("a batch's outputs could not be sent: no state is written") from self.failed
         if not self.held:
             return
         try:
