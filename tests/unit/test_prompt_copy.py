@@ -15,13 +15,11 @@ from hypothesis import strategies as st
 
 from upsell_triggers.engine.prompts import (
     SCHEMA_VERSION,
-    _Copy,
     _num,
     _percent,
     build_prompt,
     human,
     prompt_id,
-    render,
 )
 from upsell_triggers.engine.rulecompiler import PLACEHOLDERS
 from upsell_triggers.engine.rulemodel import Policy
@@ -33,6 +31,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 from prompt_bench import cases  # noqa: E402
 
 RULES = load_ruleset(ROOT / "rules")
+
+
+class _Copy(dict[str, str]):
+    """The reference's copy values: a placeholder left unfilled renders empty."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    return template.format_map(values if type(values) is _Copy else _Copy(values))
 
 
 def reference_prompt(

@@ -83,15 +83,6 @@ def human(x: float | None, unit: str) -> str:
 _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
-class _Copy(dict[str, str]):
-    def __missing__(self, key: str) -> str:  # only validated names reach here; keep rendering total
-        return ""
-
-
-def render(template: str, values: dict[str, str]) -> str:
-    return template.format_map(values if type(values) is _Copy else _Copy(values))
-
-
 def _percent_style(template: str) -> str:
     """A copy template (only `{name}` placeholders and `{{`/`}}`, as rulecompiler admits) as the same
     text in %-style: `t % values` renders what `t.format_map(values)` does, and parses a third faster."""
@@ -196,7 +187,7 @@ def build_prompt(
     copy = _rule_copy(rule, variant)
     needs = copy.needs
     # A plain dict: `%` looks each placeholder up in it through the C lookup, where a dict subclass
-    # (_Copy, whose __missing__ renders an unfilled one empty) costs a Python-level method call each.
+    # whose __missing__ rendered an unfilled one empty cost a Python-level method call each.
     values: dict[str, str] = {}
     if needs:
         unit = rs.metrics[metric].unit
