@@ -1,6 +1,7 @@
 """Diagnostic: where exactly_once's event -> prompt latency goes, prompt by prompt.
 
     python bench/eos_latency.py [--runs 3] [--rate 10000] [--seconds 10] [--env NAME=VALUE ...]
+                                [--timings DIR] [--name eos-latency]
 
 One exactly_once worker on fresh topics (bench/latency.py's mix, paced at --rate), read by three
 consumers of the prompts topic at once: `read_committed` with aiokafka's fetch wait (500 ms) and with
@@ -11,7 +12,11 @@ into: event handed to the producer -> its batch began (waiting for the loop, and
 received by the `read_committed` consumer (the commit markers, the consumer's fetch). Per run: those
 parts' p50, the batch cycle (p50 of the time between batch ends), how many batch cycles an event
 waited before its batch began, the three consumers' p50/p99, and the CPU pressure during the run (the
-machine may be shared). Writes bench/results/<--name>.json (eos-latency.json by default).
+machine may be shared). `tail` sets what the slowest 2% of prompts waited for beside the median prompt:
+the parts of their latency, the phases and sizes of their batch and of the batch before it, and the
+share of them whose wait overlapped a producer retry, a collector pause or a fetch of idle partitions
+only (`tail()`). --timings DIR keeps the workers' per-batch timings there. Writes
+bench/results/<--name>.json (eos-latency.json by default).
 """
 
 from __future__ import annotations
@@ -146,7 +151,91 @@ def analyse(
         xs = [b[phase + "_ms"] for b in batches if phase + "_ms" in b]
         if xs:
             out[phase + "_p50_ms"] = round(percentile(xs, 0.5), 1)
+    out["tail"] = tail(sent, rc, created, batches, starts, ends, events(timings))
     return out
+
+
+def events(timings: Path) -> dict[str, list[dict[str, Any]]]:
+    """The timings file's lines between batches, by kind (gc, retry, fetch, ...)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for line in timings.read_bytes().splitlines():
+        r = orjson.loads(line)
+        if "event" in r:
+            out.setdefault(r["event"], []).append(r)
+    return out
+
+
+def tail(
+    sent: dict[str, float],
+    arrived: dict[str, float],
+    created: dict[str, float],
+    batches: list[dict[str, Any]],
+    starts: list[float],
+    ends: list[float],
+    between: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """What the slowest 2% of prompts (read_committed) waited for, against the median prompt: where
+    their event was when the loop took it, the batch that carried the prompt and the one before it
+    (the batch under way when the event arrived). For each, the p50 over the tail's prompts (and over
+    all prompts: `all`) of the parts of a prompt's latency, of the two batches' phases and sizes, and
+    the share of tail prompts whose wait (from the event's send to its batch's end) overlaps a producer
+    retry, a collector pause or a fetch of idle partitions only."""
+    rows = []
+    for e, t in sent.items():
+        if e not in created or e not in arrived:
+            continue
+        i = bisect.bisect_right(starts, created[e]) - 1
+        if i < 1:
+            continue
+        rows.append((arrived[e] - t, t, i))
+    if not rows:
+        return {}
+    rows.sort()
+    slow = rows[int(0.98 * len(rows)) :]
+    retries = [(r["t"], r) for r in between.get("retry", [])]
+    gcs = [(g["t"] - g["ms"] / 1000, g["t"]) for g in between.get("gc", [])]
+    # fetches of idle partitions only (no hot topic's), which the broker held for the fetch wait while
+    # the hot partitions' records waited in the fetcher (runtime/kafka/fetch_wait.py)
+    idle = [
+        (f["t"] - f["ms"] / 1000, f["t"])
+        for f in between.get("fetch", [])
+        if not f["data"] and not any(t.startswith("lat-events-") for t in f["parts"])
+    ]
+
+    def summary(rs: list[tuple[float, float, int]]) -> dict[str, Any]:
+        def p50(f: Any) -> float | None:
+            xs = [f(r) for r in rs]
+            xs = [x for x in xs if x is not None]
+            return round(percentile(xs, 0.5), 1) if xs else None
+
+        out: dict[str, Any] = {
+            "prompts": len(rs),
+            "latency_ms": p50(lambda r: 1000 * r[0]),
+            "to_batch_start_ms": p50(lambda r: 1000 * (starts[r[2]] - r[1])),
+            "batch_to_committed_ms": p50(lambda r: 1000 * (ends[r[2]] - starts[r[2]])),
+            "committed_to_arrival_ms": p50(lambda r: 1000 * (r[1] + r[0] - ends[r[2]])),
+        }
+        for which, k in (("own", 0), ("before", 1)):
+            out[which + "_records"] = p50(lambda r, k=k: batches[r[2] - k]["records"])
+            for phase in ("fetch", "apply", "deliver", "txn_send", "txn_offsets", "txn_end"):
+                out[f"{which}_{phase}_ms"] = p50(lambda r, k=k, ph=phase: batches[r[2] - k].get(ph + "_ms"))
+        # the event arrived during the batch before its own, or earlier: from its send to its batch's end
+        with_retry = with_gc = with_idle = 0
+        for _, t, i in rs:
+            lo, hi = t, ends[i]
+            with_retry += any(lo <= rt <= hi for rt, _ in retries)
+            with_gc += any(g0 < hi and g1 > lo for g0, g1 in gcs)
+            with_idle += any(f0 < hi and f1 > lo for f0, f1 in idle)
+        out["share_with_retry"] = round(with_retry / len(rs), 3)
+        out["share_with_gc_pause"] = round(with_gc / len(rs), 3)
+        out["share_with_idle_fetch"] = round(with_idle / len(rs), 3)
+        return out
+
+    kinds: dict[str, int] = {}
+    for _, r in retries:
+        key = f"{r['request']} {r['error']} {r['backoff_ms']:g} ms"
+        kinds[key] = kinds.get(key, 0) + 1
+    return {"slowest_2pct": summary(slow), "all": summary(rows), "retries": kinds}
 
 
 def main() -> int:
@@ -156,6 +245,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for the worker")
     ap.add_argument("--name", default="eos-latency", help="results file bench/results/<name>.json")
+    ap.add_argument("--timings", type=Path, help="keep the workers' per-batch timings in this directory")
     a = ap.parse_args()
     bs = bootstrap()
     delete_created_topics_at_exit(bs)
@@ -163,11 +253,13 @@ def main() -> int:
     runs = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if a.timings:
+            a.timings.mkdir(parents=True, exist_ok=True)
         for i in range(a.runs):
             rid = f"{run_id()}-e"
             topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
             asyncio.run(create_topics(bs, topics.values(), 4))
-            timings = tmp / f"timings-{rid}.jsonl"
+            timings = (a.timings or tmp) / f"timings-{rid}.jsonl"
             w = start_service(
                 bs, tmp, topics, f"lat-{rid}", {**env, "UPSELL_BATCH_TIMINGS_FILE": str(timings)}
             )

@@ -58,3 +58,22 @@ def test_full_collections_are_written_as_pauses(tmp_path: Path) -> None:
     pauses = [r for r in lines(path) if r.get("event") == "gc"]
     assert any(r["generation"] == 2 and r["ms"] >= 0 and r["cpu_ms"] >= 0 for r in pauses)
     assert timings._on_gc not in gc.callbacks  # closed: the collector no longer calls it
+
+
+def test_a_retried_request_is_an_event_and_counts_in_the_batch_under_way(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    timings = BatchTimings(str(path))
+    try:
+        timings.on_retry("AddPartitionsToTxn", "ConcurrentTransactions", 0.002)  # between batches
+        timings.start()
+        timings.on_retry("Produce", "NotEnoughReplicasError", 0.1)
+        timings.on_retry("Produce", "NotEnoughReplicasError", 0.1)
+        timings.note(records=5)
+        timings.end()
+    finally:
+        timings.close()
+    first, second, third, batch = lines(path)
+    assert first["event"] == "retry" and first["request"] == "AddPartitionsToTxn"
+    assert first["error"] == "ConcurrentTransactions" and first["backoff_ms"] == 2.0
+    assert second["request"] == third["request"] == "Produce" and second["backoff_ms"] == 100.0
+    assert batch["records"] == 5 and batch["retries"] == 2 and batch["retry_wait_ms"] == 200.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from faust.transport import consumer as faust_consumer
@@ -48,3 +49,25 @@ def test_the_failure_is_one_line_without_a_traceback() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Consumer._wait_next_records() is missing" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_retries_are_told_with_the_request_the_error_and_the_wait() -> None:
+    from aiokafka import errors
+    from aiokafka.producer import sender as aiokafka_sender
+
+    told: list[tuple[str, str, float]] = []
+    compat.watch_retries(lambda request, error, backoff: told.append((request, error, backoff)))
+    sender = SimpleNamespace(_retry_backoff=0.1, _txn_manager=object(), client=None)
+    # An offset-only transaction's first request, refused while the last one's markers are written.
+    offsets = aiokafka_sender.AddOffsetsToTxnHandler(sender, "group")
+    concurrent = SimpleNamespace(error_code=errors.ConcurrentTransactions.errno)
+    assert offsets.handle_response(concurrent) == 0.1
+    # A transactional Produce the broker could not verify yet: retried after retry_backoff_ms too.
+    produce = aiokafka_sender.SendProduceReqHandler(sender, {})
+    assert produce._can_retry(errors.NotEnoughReplicasError(), None)
+    assert not produce._can_retry(errors.InvalidProducerEpoch(), None)  # not retried: not told
+    assert told[-2:] == [
+        ("AddOffsetsToTxn", "ConcurrentTransactions", 0.1),
+        ("Produce", "NotEnoughReplicasError", 0.1),
+    ]
+    assert compat.count_transaction_retries() is compat.count_transaction_retries()

@@ -289,3 +289,6 @@ async def test_timed_batches_record_each_transaction_phase_of_their_slowest_part
     assert line["txns"] == 2
     assert 50 <= line["txn_end_ms"] <= line["deliver_ms"]  # partition 1's, not partition 0's (~0 ms)
     assert line["txn_send_ms"] >= 0 and line["txn_offsets_ms"] >= 0
+    # the whole transaction: partition 1's took the 50 ms, partition 0's next to nothing
+    assert 50 <= line["txn_slowest_ms"] <= line["deliver_ms"]
+    assert line["txn_fastest_ms"] < 40

@@ -2,7 +2,8 @@
 
 A latency tail or a worker that stays behind is explained by where each batch's time goes: waiting for
 the fetch, applying the records, delivering the prompts (broker-acknowledged), writing the states,
-committing; and by what happened between batches (group assignment, collector pauses). Histograms of
+committing; and by what happened between batches (group assignment, collector pauses, a producer
+request retried after a wait). Histograms of
 those phases would average the one slow second away, so this writes one line per batch with wall-clock
 stamps that line up with a producer's and a consumer's own clocks (bench/latency.py reads them). Each
 phase also gets the loop thread's CPU time (`<phase>_cpu_ms`): on a shared machine a phase's wall time
@@ -84,6 +85,18 @@ class BatchTimings:
     def on_fetch(self, seconds: float, parts: dict[str, int], data: bool) -> None:
         """A fetch request: its round trip, partitions per topic, and whether it brought records."""
         self.event("fetch", ms=round(1000 * seconds, 3), parts=parts, data=data)
+
+    def on_retry(self, request: str, error: str, backoff: float) -> None:
+        """A producer request answered with an error it retries after a wait (kafka.compat.watch_retries):
+        one such wait can be the whole of a slow batch. Counted in the batch under way too (`retries`,
+        `retry_wait_ms`): the request may be of its transactions or of the producer's background sends."""
+        backoff_ms = round(1000 * backoff, 3)
+        self.event("retry", request=request, error=error, backoff_ms=backoff_ms)
+        timer = self._current
+        if timer is not None:
+            fields = timer.fields
+            fields["retries"] = fields.get("retries", 0) + 1
+            fields["retry_wait_ms"] = fields.get("retry_wait_ms", 0.0) + backoff_ms
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

@@ -398,37 +398,93 @@ def set_transaction_retry_backoff(seconds: float) -> float:
     return previous
 
 
-_txn_retries: dict[str, list[float]] | None = None
+_retry_watchers: list[Callable[[str, str, float], None]] = []
 
 
-def count_transaction_retries() -> dict[str, list[float]]:
-    """For benchmarks: from now on, per transactional request type of aiokafka's producers in this
-    process, the backoff (s) of every answer that made it retry (CONCURRENT_TRANSACTIONS, coordinator
-    loading or moved). The returned dict fills as requests are answered."""
-    global _txn_retries
-    if _txn_retries is not None:
-        return _txn_retries
+def watch_retries(on_retry: Callable[[str, str, float], None]) -> None:
+    """Calls on_retry(request, error, backoff s) in this process whenever an answer to one of aiokafka's
+    producer requests makes it wait and ask again: the transactional requests (AddPartitionsToTxn,
+    AddOffsetsToTxn, TxnOffsetCommit, EndTxn, InitProducerId; CONCURRENT_TRANSACTIONS, coordinator
+    loading or moved) and Produce (a retriable error per partition, e.g. NOT_ENOUGH_REPLICAS, which a
+    3.x broker also answers when it cannot yet verify that a transactional Produce's partition is in
+    the transaction). Each such wait is the producer's retry_backoff_ms (100 ms by default) except
+    AddPartitionsToTxn's first CONCURRENT_TRANSACTIONS of a transaction (set_transaction_retry_backoff):
+    one of them is as long as a slow batch. Produce is told once per partition's batch retried. For
+    benchmarks and batch timings; aiokafka's handlers are wrapped once, whatever the number of
+    watchers."""
+    if not _retry_watchers:
+        _wrap_retry_handlers()
+    _retry_watchers.append(on_retry)
+
+
+def _error_names(resp: Any) -> str:
+    """The error names in a response (a top-level error_code, or per topic and partition)."""
+    from aiokafka import errors
+
+    codes: set[int] = set()
+    code = getattr(resp, "error_code", None)
+    if code:
+        codes.add(code)
+    for _, partitions in getattr(resp, "errors", None) or ():
+        for partition in partitions:
+            if partition[1]:
+                codes.add(partition[1])
+    return ",".join(sorted(errors.for_code(c).__name__ for c in codes)) or "none"
+
+
+def _wrap_retry_handlers() -> None:
     from aiokafka.producer import sender
 
-    retries: dict[str, list[float]] = {}
-    _txn_retries = retries
-    handlers = (
+    def tell(request: str, error: str, backoff: float) -> None:
+        for watcher in _retry_watchers:
+            watcher(request, error, backoff)
+
+    for handler in (
         sender.AddPartitionsToTxnHandler,
         sender.AddOffsetsToTxnHandler,
         sender.TxnOffsetCommitHandler,
         sender.EndTxnHandler,
-    )
-    for handler in handlers:
+        sender.InitPIDHandler,
+    ):
         handle = handler.handle_response
         name = handler.__name__.removesuffix("Handler")
 
         def _handle_response(self: Any, resp: Any, handle: Any = handle, name: str = name) -> Any:
             backoff = handle(self, resp)
             if backoff is not None:
-                retries.setdefault(name, []).append(float(backoff))
+                tell(name, _error_names(resp), float(backoff))
             return backoff
 
         handler.handle_response = _handle_response
+
+    can_retry = sender.SendProduceReqHandler._can_retry
+
+    def _can_retry(self: Any, error: Any, batch: Any) -> bool:
+        retry: bool = can_retry(self, error, batch)
+        if retry:  # the batch goes back to the queue after the handler's default backoff
+            tell("Produce", type(error).__name__, float(self._default_backoff))
+        return retry
+
+    sender.SendProduceReqHandler._can_retry = _can_retry
+
+
+_txn_retries: dict[str, list[float]] | None = None
+
+
+def count_transaction_retries() -> dict[str, list[float]]:
+    """For benchmarks: from now on, per request type of aiokafka's producers in this process, the
+    backoff (s) of every answer that made it retry (watch_retries). The returned dict fills as requests
+    are answered."""
+    global _txn_retries
+    if _txn_retries is not None:
+        return _txn_retries
+    retries: dict[str, list[float]] = {}
+    _txn_retries = retries
+
+    def count(request: str, error: str, backoff: float) -> None:
+        retries.setdefault(request, []).append(backoff)
+
+    watch_retries(count)
     return retries
 
 
@@ -513,4 +569,5 @@ __all__ = [
     "check",
     "count_transaction_retries",
     "set_transaction_retry_backoff",
+    "watch_retries",
 ]

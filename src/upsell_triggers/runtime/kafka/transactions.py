@@ -157,22 +157,29 @@ class PartitionTransactions:
             on_ending()
         await producer.commit_transaction()
         if lap is not None:
-            lap("txn_end")
+            lap("txn_end", last=True)
 
 
 class _Laps:
-    """One transaction's phases, each kept as the slowest of the batch's partitions."""
+    """One transaction's phases, each kept as the slowest of the batch's partitions; and the whole
+    transaction's time as the slowest and the fastest partition's (`txn_slowest`, `txn_fastest`): the
+    batch waits for its slowest partition, and the gap is what that costs it."""
 
-    __slots__ = ("_last", "phases")
+    __slots__ = ("_first", "_last", "phases")
 
     def __init__(self, phases: dict[str, float]) -> None:
         self.phases = phases
-        self._last = time.perf_counter()
+        self._first = self._last = time.perf_counter()
 
-    def __call__(self, phase: str) -> None:
+    def __call__(self, phase: str, last: bool = False) -> None:
         now = time.perf_counter()
-        self.phases[phase] = max(self.phases.get(phase, 0.0), now - self._last)
+        phases = self.phases
+        phases[phase] = max(phases.get(phase, 0.0), now - self._last)
         self._last = now
+        if last:
+            took = now - self._first
+            phases["txn_slowest"] = max(phases.get("txn_slowest", 0.0), took)
+            phases["txn_fastest"] = min(phases.get("txn_fastest", took), took)
 
 
 async def _send_changelog(

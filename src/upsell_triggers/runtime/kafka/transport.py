@@ -51,4 +51,5 @@ def install(app: Any, hot: HotPath) -> None:
     serve_raw_records(hot.topics)
     if hot.timings is not None:
         compat.time_fetches(hot.timings.on_fetch)
+        compat.watch_retries(hot.timings.on_retry)
     app.transport = BatchTransport(app.conf.broker_consumer, app, hot)
