@@ -8,9 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from msgspec import Struct
+from typing import Any
 
 from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
 from upsell_triggers.engine.events import MAX_ID_LEN, InvalidEvent, decode_event
@@ -20,20 +18,13 @@ from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
 
+# Re-exported: the runtime and the tests import them from here.
+from upsell_triggers.recordsource import EVENTS as EVENTS
+from upsell_triggers.recordsource import FEEDBACK as FEEDBACK
+from upsell_triggers.recordsource import HotTopic as HotTopic
+from upsell_triggers.recordsource import RecordSource as RecordSource
+
 REDELIVERED = Outcome("redelivered")
-
-# The hot topics, as an account's state counts the offsets it applied from each.
-HotTopic = Literal[0, 1]
-EVENTS: HotTopic = 0
-FEEDBACK: HotTopic = 1
-
-
-class RecordSource(Struct, frozen=True, gc=False):
-    """Where a Kafka record came from: which hot topic, and its offset there (handle()). A msgspec
-    struct: built in C. The worker's batch path reads the records themselves (handle_records)."""
-
-    topic: HotTopic
-    offset: int
 
 
 def _last_seen(item: tuple[str, AccountState]) -> int:
@@ -41,13 +32,16 @@ def _last_seen(item: tuple[str, AccountState]) -> int:
     return state.last_seen
 
 
+# The longest-held accounts that eviction at the bound picks the stalest of (MemoryStore). Module
+# constants, not class attributes: mypyc keeps no class attribute of this dict subclass.
+EVICTION_SAMPLE = 32
+
+
 class _States(dict[str, AccountState]):
     """Account id -> state; a missing account gets a new state, evicting one at the bound. A subclass
     so that a hit is one C-level lookup (no Python frame per event); only a miss runs Python."""
 
     __slots__ = ("evicted", "max_accounts", "on_evict")
-
-    EVICTION_SAMPLE = 32
 
     def __init__(self, max_accounts: int, on_evict: Callable[[str, int], None] | None = None) -> None:
         super().__init__()
@@ -62,12 +56,17 @@ class _States(dict[str, AccountState]):
         return st
 
     def _evict_one(self) -> None:
-        sample = itertools.islice(self.items(), self.EVICTION_SAMPLE)
+        sample = itertools.islice(self.items(), EVICTION_SAMPLE)
         victim, _ = min(sample, key=_last_seen)
         del self[victim]
         self.evicted += 1
         if self.on_evict is not None:
             self.on_evict("bound", 1)
+
+
+# Accounts checked per expire_step: a bounded pause, whatever the store holds. A module constant, not a
+# class attribute: mypyc resolves no class attribute in a default argument.
+EXPIRE_STEP = 10_000
 
 
 class MemoryStore:
@@ -79,8 +78,6 @@ class MemoryStore:
     `on_evict(cause, n)` hears of every account dropped, at the bound ("bound") or idle ("ttl"). The
     marker of a deleted account (engine/erasure.py) is dropped hold_ms after its deletion, as idle.
     """
-
-    EXPIRE_STEP = 10_000  # accounts checked per expire_step: a bounded pause, whatever the store holds
 
     def __init__(
         self,

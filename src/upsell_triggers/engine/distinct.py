@@ -130,7 +130,7 @@ def _find(entries: bytes, h: int) -> int:
     return i
 
 
-def count(blob: bytes | None, window: int) -> float:
+def count(blob: bytes | None, window: int) -> int:
     """The distinct values seen within the newest `window` buckets: exact while the level is 0, an
     estimate (kept entries times 2**level) after."""
     if blob is None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 
-from msgspec import Struct
-
 from upsell_triggers.engine import distinct, growth, leads, recentprompts, score, windows
 from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
@@ -69,6 +67,7 @@ from upsell_triggers.engine.state import (
     AccountState,
     Attribution,
     BillingPeriod,
+    Num,
     RuleState,
     event_hash,
     period_of,
@@ -79,6 +78,7 @@ from upsell_triggers.engine.state import (
 )
 from upsell_triggers.engine.timeutil import HOUR, PeriodBounds, billing_period
 from upsell_triggers.engine.traits import check_traits, gate_failure
+from upsell_triggers.engine.trigger import Trigger
 
 # Callers outside the engine take the outcome words and types from here.
 __all__ = [
@@ -109,18 +109,6 @@ def _rule_state(state: AccountState, key: str) -> RuleState:
     return rst
 
 
-class _Trigger(Struct, gc=False):
-    """A rule whose conditions hold on this event, on its way through _decide. A msgspec struct: built
-    in C, as a dataclass's __init__ is not."""
-
-    rule: Rule
-    feature: str | None
-    key: str
-    value: float
-    limit: float | None
-    period: int | None
-
-
 def _period_start(state: AccountState, c: Cond) -> int | None:
     """Start of the billing period a period-counter condition is in (re-arms rules on rollover)."""
     p = period_of(state.periods, c.metric)
@@ -128,7 +116,7 @@ def _period_start(state: AccountState, c: Cond) -> int | None:
 
 
 def _suppressed(
-    state: AccountState, t: _Trigger, outcome: Suppression, reason: str, account: str, ts: int
+    state: AccountState, t: Trigger, outcome: Suppression, reason: str, account: str, ts: int
 ) -> Decision:
     """A rule that reached its threshold and may not prompt: disarmed (until its level falls back to
     re-arm, or its billing period ends) and its decision."""
@@ -381,9 +369,7 @@ class Engine:
     # ---- state updates -----------------------------------------------------------------------------
 
     @staticmethod
-    def _rolling(
-        state: AccountState, series: str, ts: int, delta: float, bucket_ms: int, keep_ms: int
-    ) -> bool:
+    def _rolling(state: AccountState, series: str, ts: int, delta: Num, bucket_ms: int, keep_ms: int) -> bool:
         rolling = state.rolling
         if rolling is None:
             rolling = state.rolling = {}
@@ -529,8 +515,8 @@ class Engine:
         plan = rs.plan_by_id.get(state.plan or rs.policy.default_plan) or rs.plans[0]  # _plan(), inlined
         ts = ev.ts
         rstates = state.rules or UNUSED
-        triggered: list[_Trigger] | None = None
-        levels: Sequence[tuple[str | None, float, float | None, float | None]]
+        triggered: list[Trigger] | None = None
+        levels: Sequence[tuple[str | None, Num, float | None, float | None]]  # a count stays an int
         for grp in groups:
             primary = grp.primary
             pf = primary.feature
@@ -578,7 +564,7 @@ class Engine:
                     ):
                         if triggered is None:
                             triggered = []
-                        triggered.append(_Trigger(rule, feat, key, value, limit, period))
+                        triggered.append(Trigger(rule, feat, key, value, limit, period))
                     elif rst is not None and rst.capped:
                         rst.capped = False
         if triggered is None:
@@ -586,11 +572,11 @@ class Engine:
         return self._decide(ev, state, rs, plan, triggered)
 
     def _decide(
-        self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, triggered: list[_Trigger]
+        self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, triggered: list[Trigger]
     ) -> list[Decision]:
         ts, account = ev.ts, ev.account_id
         out: list[Decision] = []
-        live: list[tuple[_Trigger, Plan]] = []
+        live: list[tuple[Trigger, Plan]] = []
         scoring = rs.scoring
         if scoring is not None:  # the readiness score: rules starting an episode add their points first
             rstates = state.rules or UNUSED
@@ -727,7 +713,7 @@ class Engine:
         return out
 
     def _emit_prompt(
-        self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, t: _Trigger, target: Plan
+        self, ev: Event, state: AccountState, rs: RuleSet, plan: Plan, t: Trigger, target: Plan
     ) -> Decision:
         """Builds the prompt of a rule that fires and records it: the rule disarmed, the prompt counted
         by the frequency cap, attributed, and kept for feedback."""
@@ -783,7 +769,7 @@ class Engine:
         state: AccountState,
         rs: RuleSet,
         plan: Plan,
-        t: _Trigger,
+        t: Trigger,
         target: Plan,
         prompts_recent: int,
     ) -> list[Decision]:

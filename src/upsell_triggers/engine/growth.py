@@ -23,7 +23,15 @@ import struct
 
 from upsell_triggers.engine import windows
 from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, Cond
-from upsell_triggers.engine.state import UNUSED, AccountState, blob_of, gauge_readings, record_gauge, set_blob
+from upsell_triggers.engine.state import (
+    UNUSED,
+    AccountState,
+    Num,
+    blob_of,
+    gauge_readings,
+    record_gauge,
+    set_blob,
+)
 from upsell_triggers.engine.windows import range_sum, window_sum
 
 _POINT = struct.Struct("<Id")  # bucket start in minutes since 1970 (any bucket size reads it), value
@@ -31,7 +39,7 @@ _MIN = 60_000
 POINT_LEN = _POINT.size
 MAX_POINTS = 34  # 30 buckets of the kept span, the one in force before it, and a margin
 
-Measure = tuple[float, float | None, float | None]
+Measure = tuple[Num, float | None, float | None]  # as levels.Measure
 
 
 def history_bucket(longest_over_ms: int, hour_ms: int) -> int:

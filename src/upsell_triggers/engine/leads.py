@@ -20,7 +20,7 @@ from upsell_triggers.engine.outcomes import EMITTED, Decision
 from upsell_triggers.engine.rulemodel import Plan, Rule, TraitCond
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.score import Score
-from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.state import AccountState, Num
 from upsell_triggers.engine.timeutil import format_duration, to_iso
 
 LEAD_SCHEMA_VERSION = 1
@@ -34,7 +34,7 @@ def lead_id(account_id: str, rule_id: str, feature: str | None, episode: str) ->
     return "ld_" + h.hexdigest()
 
 
-def _num(x: float) -> int | float:
+def _num(x: Num) -> int | float:  # Num, not float: compiled, a float argument would turn ints into floats
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else round(x, 6)
 
 

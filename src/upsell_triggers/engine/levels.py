@@ -20,6 +20,7 @@ from upsell_triggers.engine.state import (
     UNUSED,
     AccountState,
     BillingPeriod,
+    Num,
     blob_of,
     gauge_readings,
     gauge_value,
@@ -34,7 +35,7 @@ NEVER = -INF  # a skip bound no reading is below
 # division rounds (~1e-16 each way); readings within it take the engine's exact path.
 _SKIP_MARGIN = 1 - 1e-9
 
-Measure = tuple[float, float | None, float | None]  # (reading, limit, level)
+Measure = tuple[Num, float | None, float | None]  # (reading, limit, level)
 
 
 def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: int) -> Measure:
@@ -46,7 +47,7 @@ def measure(state: AccountState, plan: Plan, c: Cond, feature: str | None, ts: i
     overrides = state.limits
     limit = overrides[metric] if overrides is not None and metric in overrides else plan.limits.get(metric)
     kind = c.kind
-    value: float
+    value: Num  # an int (a count, an empty period) stays an int: compiled, a float would convert it
     if kind == GAUGE:
         value = gauge_value(state.gauges, metric)
     elif kind == PERIOD:
@@ -93,7 +94,7 @@ def reference_measure(state: AccountState, plan: Plan, c: Cond, feature: str | N
     """measure()'s definition, written to be read rather than to be fast."""
     overrides = state.limits or {}
     limit = overrides[c.metric] if c.metric in overrides else plan.limits.get(c.metric)
-    reading: float
+    reading: Num
     kind = c.source_kind if c.kind == FORECAST else c.kind
     if kind not in (GAUGE, PERIOD, ROLLING, DISTINCT):
         return growth.measure(state, c, limit)  # its own reference: tests/unit/test_growth.py

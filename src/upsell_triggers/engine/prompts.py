@@ -12,6 +12,7 @@ from upsell_triggers.engine.forecast import Projection
 from upsell_triggers.engine.keys import composite_key
 from upsell_triggers.engine.rulemodel import Variant
 from upsell_triggers.engine.ruleset import PAYWALL_METRIC, Plan, Rule, RuleSet
+from upsell_triggers.engine.state import Num
 from upsell_triggers.engine.timeutil import DAY, format_duration, iso_date, to_iso
 
 SCHEMA_VERSION = 1
@@ -53,7 +54,7 @@ def choose_variant(account_id: str, rule: Rule) -> Variant:
     return best
 
 
-def _num(x: float) -> int | float:
+def _num(x: Num) -> int | float:  # Num, not float: compiled, a float argument would turn ints into floats
     """Integers as integers (JSON consumers see 4, not 4.0) while exactly representable; else rounded."""
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else round(x, 6)
 
@@ -171,7 +172,7 @@ def build_prompt(
     account_id: str,
     user_id: str | None,
     feature: str | None,
-    value: float,
+    value: Num,
     limit: float | None,
     plan: Plan,
     target: Plan,
