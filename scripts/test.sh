@@ -11,7 +11,10 @@ VENV=${VENV:-.venv}
 t0=$SECONDS
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,rocksdb]'
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,rocksdb,native]'
+# The hot path compiled with mypyc (docs/architecture.md#compiled-modules), rebuilt when a compiled
+# module's source changed; the suite then runs against it. A failed build says so in one line: pure Python.
+"$VENV/bin/python" scripts/build_native.py
 # promtool checks and unit-tests the Prometheus alert rules (Debian's prometheus package ships it).
 if ! command -v promtool >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -58,4 +61,6 @@ echo "== rules check + rule unit tests"
 echo "== pytest"
 echo "== suite so far: $((SECONDS - t0))s"
 "$VENV/bin/python" -m pytest -q "$@"  # unit, integration, reliability (select with -m)
+echo "== pytest, pure Python: the tests that replace a compiled method (skipped above when compiled)"
+UPSELL_NATIVE=0 "$VENV/bin/python" -m pytest -q -m interpreted tests/unit
 echo "== suite took $((SECONDS - t0))s" >&2

@@ -82,6 +82,7 @@ def test_handle_records_does_what_handle_does_record_by_record(topic: HotTopic) 
     )
 
 
+@pytest.mark.interpreted  # replaces an Engine method: compiled code calls it directly (conftest.py)
 def test_a_record_that_raises_is_rejected_as_an_internal_error_and_the_run_goes_on() -> None:
     proc = Processor(load_ruleset(ROOT / "rules"), Metrics())
     records = _kafka_records()[:50]

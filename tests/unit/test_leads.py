@@ -298,6 +298,7 @@ def test_lead_model_agrees_with_the_engine() -> None:
     assert set(lead or {}) == set(LeadEvent.model_fields)
 
 
+@pytest.mark.interpreted  # replaces an Engine method: compiled code calls it directly (conftest.py)
 def test_a_rule_set_without_lead_rules_never_calls_the_lead_path() -> None:
     rs = compile_sources(
         [("catalog.yaml", CATALOG), ("rules.yaml", RULES.split("      - id: seats-80-lead")[0])]

@@ -4,10 +4,10 @@ state bytes and exactness across a state round trip."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from upsell_triggers import rulestest
 from upsell_triggers.engine import score
-from upsell_triggers.engine.rulemodel import RulesError
+from upsell_triggers.engine.rulemodel import Rule, RulesError
 from upsell_triggers.engine.ruleset import RuleSet, compile_sources, load_ruleset
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
@@ -151,8 +151,12 @@ def test_a_late_event_adds_its_points_as_of_the_parts_time() -> None:
 # ---- properties: a brute-force recomputation from the event list --------------------------------
 
 
-def _rule(rid: str) -> Any:
-    return SimpleNamespace(id=rid, min_score=None, when_traits=())
+_SHIPPED_RULE = load_ruleset(Path(__file__).resolve().parents[2] / "rules").rules[0]
+
+
+def _rule(rid: str) -> Rule:
+    """A rule named rid with no score threshold and no trait condition: all add_edges reads of it."""
+    return dataclasses.replace(_SHIPPED_RULE, id=rid, min_score=None, when_traits=())
 
 
 SOURCES = {

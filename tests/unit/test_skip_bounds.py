@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,6 +137,7 @@ def test_bounds_per_plan_and_metric():
     assert "unknown-to-the-rules" not in rs.skip_below  # such an account is evaluated in full
 
 
+@pytest.mark.interpreted  # replaces an Engine method: compiled code calls it directly (conftest.py)
 def test_a_reading_below_every_threshold_is_not_evaluated_and_the_threshold_still_fires():
     """The margin keeps the boundary exact: 4 of 5 seats is 0.8 and fires seats-80."""
     a = Account()
