@@ -173,7 +173,17 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "platform": platform.platform(),
         "kafka": KAFKA_VERSION,
+        # The checkout's hot path as the worker it starts imports it: compiled or pure Python
+        # (docs/architecture.md#compiled-modules); the service's rates differ by it.
+        "code": code_mode(),
     }
+
+
+def code_mode() -> str:
+    """'native' (mypyc-compiled modules) or 'pure', as a process of this checkout imports them."""
+    from upsell_triggers import native
+
+    return native.mode()
 
 
 def median(xs: list[float]) -> float:

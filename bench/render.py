@@ -92,7 +92,11 @@ def replay_rows(r: dict[str, Any], sitting: str = "") -> list[tuple[str, str, st
         v = r["median_events_per_s"]
         return [(f"Engine alone: `replay`, {r['events']:,} events of the simulator's favourable shape (epoch-ms timestamps, most readings far below every threshold), one core",
                  f"{v:,.0f} events/s", "", "", cmd)]  # fmt: skip
-    m, runs, size = r["median"], r["runs"], f"{r['events']:,} events / {r['accounts']:,} accounts"
+    m, runs, size = (
+        r["median"],
+        r["runs"],
+        f"{r['events']:,} events / {r['accounts']:,} accounts{code_label(r)}",
+    )
     rows = []
     for w, what in (
         ("typical", "most accounts far from their limits"),
@@ -102,9 +106,9 @@ def replay_rows(r: dict[str, Any], sitting: str = "") -> list[tuple[str, str, st
         rows.append((f"Engine alone: `replay`, {w} mix ({what}), {size}, one core: wall clock (per run); CPU time; ÷ parse-and-count baseline of the same run, in CPU time",
                      f"{m[w]:,.0f} events/s ({per_run}); {m['cpu:' + w]:,.0f} events/s; {m['over_baseline:' + w]:.1%} of {m['cpu:baseline:' + w]:,.0f}", "", "", cmd))  # fmt: skip
     t = r["targets"]
-    rows.append((f"`replay`: near-limits ÷ typical (same runs, CPU time){sitting}", f"{m['near_over_typical']:.1%} ({pct(runs, 'near_over_typical')})",
+    rows.append((f"`replay`: near-limits ÷ typical (same runs, CPU time){code_label(r)}{sitting}", f"{m['near_over_typical']:.1%} ({pct(runs, 'near_over_typical')})",
                  f"≥ {t['near_over_typical']:.0%}", verdict(m["near_over_typical"] >= t["near_over_typical"]), ""))  # fmt: skip
-    rows.append((f"`replay`: the typical events with every `ts` RFC 3339 ÷ the same with epoch ms (same runs, CPU time){sitting}",
+    rows.append((f"`replay`: the typical events with every `ts` RFC 3339 ÷ the same with epoch ms (same runs, CPU time){code_label(r)}{sitting}",
                  f"{m['rfc3339_over_epoch_ms']:.1%} ({pct(runs, 'rfc3339_over_epoch_ms')}; {m['cpu:typical-rfc3339']:,.0f} vs {m['cpu:typical-epoch-ms']:,.0f} events/s)",
                  f"≥ {t['rfc3339_over_epoch_ms']:.0%}", verdict(m["rfc3339_over_epoch_ms"] >= t["rfc3339_over_epoch_ms"]), ""))  # fmt: skip
     return rows
@@ -115,9 +119,21 @@ def prompt_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
              f"{r['best_us_per_prompt']:.1f} µs", "", "", r["command"])]  # fmt: skip
 
 
-def service_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """The service and its ceiling, per workload, with the ratio of the same run."""
-    m, cmd, size = r["median"], r["command"], f"{r['events']:,} events / {r['accounts']:,} accounts"
+def code_label(r: dict[str, Any]) -> str:
+    """How the measured code ran, where the results file says: the hot path compiled or pure Python."""
+    machine = r.get("machine")
+    code = r.get("code") or (machine.get("code") if isinstance(machine, dict) else None)
+    return {"native": ", hot path compiled (mypyc)", "pure": ", pure Python"}.get(code or "", "")
+
+
+def service_rows(r: dict[str, Any], sitting: str = "") -> list[tuple[str, str, str, str, str]]:
+    """The service and its ceiling, per workload, with the ratio of the same run. `sitting` names a
+    sitting other than the last (throughput-*.json): its ratio rows only."""
+    m, cmd, size = (
+        r["median"],
+        r["command"],
+        f"{r['events']:,} events / {r['accounts']:,} accounts{code_label(r)}",
+    )
     if "service_1w_near_limits" not in m:  # a results file from before the two workloads
         return [
             (f"Service, 1 worker, {size} of the simulator's favourable shape, durable state", f"{m['service_1w']:,.0f} events/s", "", "", cmd),
@@ -131,10 +147,10 @@ def service_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows += [
             (f"Service, 1 worker, {w} mix, {size}, durable state; raw aiokafka pipeline (ceiling) on the same topic and run",
              f"{m['service_1w' + sfx]:,.0f} events/s; ceiling {m['raw' + sfx]:,.0f} events/s", "", "", cmd),
-            (f"Service ÷ raw ceiling, {w} mix (same run)", f"{m['vs_raw' + sfx]:.1%} ({pct(r['runs'], 'vs_raw' + sfx)})",
+            (f"Service ÷ raw ceiling, {w} mix (same run){code_label(r)}{sitting}", f"{m['vs_raw' + sfx]:.1%} ({pct(r['runs'], 'vs_raw' + sfx)})",
              f"≥ {target:.0%}" if target else "", verdict(m["vs_raw" + sfx] >= target) if target else "", ""),
         ]  # fmt: skip
-    return rows
+    return rows if not sitting else rows[1::2]
 
 
 def latency_rows(r: dict[str, Any], name: str) -> list[tuple[str, str, str, str, str]]:
@@ -355,6 +371,9 @@ def main() -> int:
         machine = r["machine"]
         m = r["median"]
         rows += service_rows(r)
+        for path in sorted(RESULTS.glob("throughput-*.json")):  # other sittings: ratios only
+            if (o := load(path.stem)) and "service_1w_near_limits" in o["median"]:
+                rows += service_rows(o, f", `{path.name}`")
         if "faust_defaults" in m:  # older results files lack the defaults variant
             rows += [
                 (f"Plain Faust agent, table write per event, output per 100, `faust worker` defaults: the reference pipeline (first {r['faust_events']:,} events)",

@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 from workloads import WORKLOADS, encode, generate, write
 
-from upsell_triggers import gctune
+from upsell_triggers import gctune, native
 from upsell_triggers.engine.ruleset import RuleSet, load_ruleset
 from upsell_triggers.replay import replay
 
@@ -141,6 +141,7 @@ def main() -> int:
         "baseline": "orjson.loads per line + per-account counter (raw_pipeline's per-event work)",
         "ratios": "from CPU-time rates (keys cpu:*); plain keys are wall-clock rates",
         "python": sys.version.split()[0],
+        "code": native.mode(),  # compiled (mypyc) or pure Python: docs/architecture.md#compiled-modules
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "command": "python bench/replay_bench.py " + " ".join(sys.argv[1:]),
