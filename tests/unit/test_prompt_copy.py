@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from upsell_triggers.engine.prompts import (
     SCHEMA_VERSION,
-    _num,
     _percent,
     build_prompt,
     human,
+    json_number,
     prompt_id,
 )
 from upsell_triggers.engine.rulecompiler import PLACEHOLDERS
@@ -87,8 +87,8 @@ def reference_prompt(
         "signal": rule.signal,
         "metric": metric,
         "feature": feature,
-        "value": _num(value),
-        "limit": _num(limit) if limit is not None else None,
+        "value": json_number(value),
+        "limit": json_number(limit) if limit is not None else None,
         "ratio": round(ratio, 4) if ratio is not None else None,
         "plan": plan.id,
         "target_plan": target.id,

@@ -17,10 +17,11 @@ from upsell_triggers.engine import score
 from upsell_triggers.engine.leadstate import LEAD_CAP_HISTORY, LeadState
 from upsell_triggers.engine.levels import measure
 from upsell_triggers.engine.outcomes import EMITTED, Decision
+from upsell_triggers.engine.prompts import json_number
 from upsell_triggers.engine.rulemodel import Plan, Rule, TraitCond
 from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.score import Score
-from upsell_triggers.engine.state import AccountState, Num
+from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import format_duration, to_iso
 
 LEAD_SCHEMA_VERSION = 1
@@ -32,10 +33,6 @@ def lead_id(account_id: str, rule_id: str, feature: str | None, episode: str) ->
         f"lead\x1f{account_id}\x1f{rule_id}\x1f{feature or ''}\x1f{episode}".encode(), digest_size=12
     )
     return "ld_" + h.hexdigest()
-
-
-def _num(x: Num) -> int | float:  # Num, not float: compiled, a float argument would turn ints into floats
-    return int(x) if float(x).is_integer() and abs(x) < 2**53 else round(x, 6)
 
 
 def evidence(
@@ -50,8 +47,8 @@ def evidence(
             {
                 "metric": c.metric,
                 "feature": feature if c.feature is not None else None,
-                "value": _num(value),
-                "limit": _num(limit) if limit is not None else None,
+                "value": json_number(value),
+                "limit": json_number(limit) if limit is not None else None,
                 "ratio": round(value / limit, 4) if limit else None,
                 "threshold": c.threshold,
                 "window": format_duration(c.window_ms) if c.window_ms else None,

@@ -54,8 +54,10 @@ def choose_variant(account_id: str, rule: Rule) -> Variant:
     return best
 
 
-def _num(x: Num) -> int | float:  # Num, not float: compiled, a float argument would turn ints into floats
-    """Integers as integers (JSON consumers see 4, not 4.0) while exactly representable; else rounded."""
+# Num, not float: compiled, a float argument would turn ints into floats.
+def json_number(x: Num) -> int | float:
+    """Integers as integers (JSON consumers see 4, not 4.0) while exactly representable; else rounded.
+    Prompts and leads both write their readings so."""
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else round(x, 6)
 
 
@@ -77,8 +79,8 @@ def human(x: float | None, unit: str) -> str:
                 return f"{v:.0f} {suffix}" if v.is_integer() or v >= 100 else f"{v:.1f} {suffix}"
         return f"{x:.0f} B"
     if -1000 < x < 1000 and x == int(x):
-        return str(int(x))  # _num(x) without digits to group: the format's spec costs three times this
-    return f"{_num(x):,}"
+        return str(int(x))  # json_number(x) without digits to group: the format's spec costs three times this
+    return f"{json_number(x):,}"
 
 
 _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
@@ -239,8 +241,8 @@ def build_prompt(
         "signal": rule.signal,
         "metric": metric,
         "feature": feature,
-        "value": _num(value),
-        "limit": _num(limit) if limit is not None else None,
+        "value": json_number(value),
+        "limit": json_number(limit) if limit is not None else None,
         "ratio": round(ratio, 4) if ratio is not None else None,
         "plan": plan.id,
         "target_plan": target.id,
