@@ -1,7 +1,7 @@
 """py-spy profile of the service's hot path while it consumes a pre-produced topic.
 
     python bench/profile_service.py [--events 400000] [--accounts 40000] [--seconds 8] [--top 25]
-                                    [--workload sim|typical|near-limits]
+                                    [--workload sim|typical|near-limits] [--native]
 
 `--workload`: the simulator's plain mix (`sim`, the default), or one of bench/workloads.py's benchmark
 mixes, which bench/throughput.py measures (`near-limits` emits about ten times the prompts of
@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--workload", choices=("sim", *WORKLOADS), default="sim")
     ap.add_argument("--idle", action="store_true", help="sample idle threads too, per thread")
+    ap.add_argument("--native", action="store_true", help="unwind compiled (C) frames too; slows the process")
     a = ap.parse_args()
     bs = bootstrap()
     delete_created_topics_at_exit(bs)
@@ -101,7 +102,9 @@ def main() -> int:
                     "raw",
                     "-o",
                     str(out),
-                    "--nonblocking",
+                    # --native shows the compiled modules' C functions; py-spy must pause the process
+                    # to unwind them, so it cannot be combined with --nonblocking
+                    *(["--native"] if a.native else ["--nonblocking"]),
                     "--threads",
                     *(["--idle"] if a.idle else []),
                 ],
