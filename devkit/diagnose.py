@@ -21,14 +21,15 @@ from typing import Any
 import orjson
 
 from devkit.exactness import differing_fields, read_all, replay_expected, view
-from upsell_triggers.engine.state import AccountState, event_hash, period_items
+from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state
+from upsell_triggers.engine.stateops import event_hash, period_items
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ring(st: AccountState) -> list[bytes]:
-    """The account's dedup ring as its 8-byte event-id hashes, oldest first (see state.seen)."""
+    """The account's dedup ring as its 8-byte event-id hashes, oldest first (see stateops.seen)."""
     return [bytes(st.dedup[i : i + 8]) for i in range(0, len(st.dedup), 8)]
 
 

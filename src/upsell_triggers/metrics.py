@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from upsell_triggers.engine.engine import EMITTED, Decision, Outcome
 from upsell_triggers.engine.events import EVENT_TYPES
 
-_TYPE_KEYS = {t: (t,) for t in EVENT_TYPES}
+_TYPE_KEYS: Final = {t: (t,) for t in EVENT_TYPES}
 
 
 class Tally:

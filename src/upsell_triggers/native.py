@@ -52,6 +52,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "upsell_triggers.engine.ruleset",
     "upsell_triggers.engine.score",
     "upsell_triggers.engine.statecodec",
+    "upsell_triggers.engine.stateops",
     "upsell_triggers.engine.timeutil",
     "upsell_triggers.engine.traits",
     "upsell_triggers.engine.windows",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from upsell_triggers.engine.engine import APPLIED, Decision, Engine, Outcome
 from upsell_triggers.engine.events import MAX_ID_LEN, InvalidEvent, decode_event
@@ -24,7 +24,7 @@ from upsell_triggers.recordsource import FEEDBACK as FEEDBACK
 from upsell_triggers.recordsource import HotTopic as HotTopic
 from upsell_triggers.recordsource import RecordSource as RecordSource
 
-REDELIVERED = Outcome("redelivered")
+REDELIVERED: Final = Outcome("redelivered")
 
 
 def _last_seen(item: tuple[str, AccountState]) -> int:
@@ -34,7 +34,7 @@ def _last_seen(item: tuple[str, AccountState]) -> int:
 
 # The longest-held accounts that eviction at the bound picks the stalest of (MemoryStore). Module
 # constants, not class attributes: mypyc keeps no class attribute of this dict subclass.
-EVICTION_SAMPLE = 32
+EVICTION_SAMPLE: Final = 32
 
 
 class _States(dict[str, AccountState]):
@@ -66,7 +66,7 @@ class _States(dict[str, AccountState]):
 
 # Accounts checked per expire_step: a bounded pause, whatever the store holds. A module constant, not a
 # class attribute: mypyc resolves no class attribute in a default argument.
-EXPIRE_STEP = 10_000
+EXPIRE_STEP: Final = 10_000
 
 
 class MemoryStore:
@@ -149,7 +149,11 @@ class Result:
     decisions: Sequence[Decision] = ()
 
 
-_APPLIED = Result(APPLIED)
+_APPLIED: Final = Result(APPLIED)
+# Compiled, a global name is a dict lookup per use and a Final one a C variable: the decoder every record
+# goes through, from an interpreted module, is bound here once.
+_decode_event: Final = decode_event
+_INVALID: Final = InvalidEvent
 
 
 class Processor:
@@ -190,8 +194,8 @@ class Processor:
         is skipped like any other. A rejected record without a usable key (none, not UTF-8, empty or
         longer than an id may be) has no account to remember it: it is dead-lettered again when it is
         redelivered (RELIABILITY.md, the delivery guarantee of each output topic)."""
-        ev = decode_event(raw, key)
-        if isinstance(ev, InvalidEvent):
+        ev = _decode_event(raw, key)
+        if isinstance(ev, _INVALID):
             if (
                 source is not None
                 and key is not None
@@ -236,8 +240,8 @@ class Processor:
             if raw is None:
                 raw = b""
             try:
-                ev = decode_event(raw, r.key)
-                if isinstance(ev, InvalidEvent):
+                ev = _decode_event(raw, r.key)
+                if isinstance(ev, _INVALID):
                     key = r.key
                     if key is not None and self._rejected_before(key, topic, r.offset):
                         continue

@@ -12,8 +12,9 @@ import pytest
 
 from devkit.exactness import read_all
 from devkit.kafka_io import collect, event, produce
-from upsell_triggers.engine.state import STATE_VERSION, event_hash
+from upsell_triggers.engine.state import STATE_VERSION
 from upsell_triggers.engine.statecodec import decode_state
+from upsell_triggers.engine.stateops import event_hash
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 

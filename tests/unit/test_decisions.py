@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from upsell_triggers.engine.prompts import in_holdout
-from upsell_triggers.engine.state import period_items
 from upsell_triggers.engine.statecodec import decode_state, encode_state
+from upsell_triggers.engine.stateops import period_items
 
 from .helpers import DAY, HOUR, Account, outcomes, with_policy
 

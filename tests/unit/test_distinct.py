@@ -17,8 +17,9 @@ from upsell_triggers.engine import distinct
 from upsell_triggers.engine.events import InvalidEvent, decode_event, validate_event
 from upsell_triggers.engine.rulemodel import RulesError
 from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
-from upsell_triggers.engine.state import STATE_VERSION, Attribution, RuleState, blob_names, blob_of
+from upsell_triggers.engine.state import STATE_VERSION, Attribution, RuleState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
+from upsell_triggers.engine.stateops import blob_names, blob_of
 
 from .helpers import DAY, HOUR, T0, Account, fixture_rules, outcomes
 

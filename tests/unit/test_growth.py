@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from upsell_triggers.engine import growth, windows
 from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, ROLLING_GROWTH, Cond, RulesError
 from upsell_triggers.engine.ruleset import compile_sources, load_ruleset
-from upsell_triggers.engine.state import AccountState, blob_names, blob_of, record_gauge
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.stateops import blob_names, blob_of, record_gauge
 
 from .helpers import DAY, HOUR, T0, Account, outcomes
 

@@ -11,18 +11,10 @@ import orjson
 
 from upsell_triggers.engine import recentprompts, windows
 from upsell_triggers.engine.recentprompts import RecentPrompt
-from upsell_triggers.engine.state import (
-    STATE_VERSION,
-    AccountState,
-    Attribution,
-    BillingPeriod,
-    RuleState,
-    event_hash,
-    seen,
-    seen_id,
-)
+from upsell_triggers.engine.state import STATE_VERSION, AccountState, Attribution, BillingPeriod, RuleState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.statelegacy import to_bytes_v3, to_bytes_v4
+from upsell_triggers.engine.stateops import event_hash, seen, seen_id
 
 
 def full_state() -> AccountState:

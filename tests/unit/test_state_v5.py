@@ -19,9 +19,10 @@ import msgspec
 import pytest
 
 from upsell_triggers.engine import windows
-from upsell_triggers.engine.state import STATE_VERSION, blob_of
+from upsell_triggers.engine.state import STATE_VERSION
 from upsell_triggers.engine.statecodec import STATE_WRITERS, decode_state, encode_state
 from upsell_triggers.engine.statelegacy import to_v5
+from upsell_triggers.engine.stateops import blob_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "state"
 

@@ -30,17 +30,20 @@ from __future__ import annotations
 import struct
 import zlib
 from hashlib import blake2b
+from typing import Final
 
 from upsell_triggers.engine.events import PaywallHit, Usage
 from upsell_triggers.engine.rulemodel import MetricSpec
-from upsell_triggers.engine.state import AccountState, blob_of, set_blob
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.stateops import blob_of, set_blob
 
-EXACT_BOUND = 64  # distinct values per account and metric counted exactly
-_HEAD = struct.Struct("<BBIII")  # level, field tag, bucket minutes, newest bucket, last sweep's bucket
-_ENTRY = struct.Struct("<IH")  # hash, last-seen bucket mod 2**16
-HEAD_LEN, ENTRY_LEN = _HEAD.size, _ENTRY.size
-MAX_BYTES = HEAD_LEN + EXACT_BOUND * ENTRY_LEN
-_MASK = 0xFFFF
+EXACT_BOUND: Final = 64  # distinct values per account and metric counted exactly
+_HEAD: Final = struct.Struct("<BBIII")  # level, field tag, bucket minutes, newest bucket, last sweep's bucket
+_ENTRY: Final = struct.Struct("<IH")  # hash, last-seen bucket mod 2**16
+HEAD_LEN: Final = _HEAD.size
+ENTRY_LEN: Final = _ENTRY.size
+MAX_BYTES: Final = HEAD_LEN + EXACT_BOUND * ENTRY_LEN
+_MASK: Final = 0xFFFF
 
 
 def value_hash(value: str) -> int:
@@ -146,7 +149,7 @@ def level(blob: bytes) -> int:
     return int(lvl)
 
 
-USER_ID = "user_id"  # the field every event has; any other field is one of the event's `attributes`
+USER_ID: Final = "user_id"  # the field every event has; any other field is one of the event's `attributes`
 
 
 # A distinct metric, the windows rules read of it (in buckets), its field's tag (field_tag()).

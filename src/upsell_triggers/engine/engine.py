@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Final
 
-from upsell_triggers.engine import distinct, growth, leads, recentprompts, score, windows
+from upsell_triggers.engine import distinct, growth, leads, outcomes, recentprompts, score, windows
 from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
     AccountDeleted,
@@ -32,15 +33,10 @@ from upsell_triggers.engine.forecast import (
 from upsell_triggers.engine.keys import feature_key, has_feature, split_feature_key
 from upsell_triggers.engine.levels import holds, measure
 from upsell_triggers.engine.outcomes import (
-    APPLIED,
-    DUPLICATE,
     EMITTED,
-    ERASED,
     FEEDBACK_ACTIONS,
     HOLDOUT,
     INELIGIBLE,
-    LATE,
-    STALE,
     SUPPRESSIONS,
     TREATMENT,
     Decision,
@@ -69,13 +65,8 @@ from upsell_triggers.engine.state import (
     BillingPeriod,
     Num,
     RuleState,
-    event_hash,
-    period_of,
-    record_gauge,
-    seen,
-    seen_id,
-    set_period,
 )
+from upsell_triggers.engine.stateops import event_hash, period_of, record_gauge, seen, seen_id, set_period
 from upsell_triggers.engine.timeutil import HOUR, PeriodBounds, billing_period
 from upsell_triggers.engine.traits import check_traits, gate_failure
 from upsell_triggers.engine.trigger import Trigger
@@ -94,9 +85,23 @@ __all__ = [
     "Outcome",
 ]
 
-INF = float("inf")
-PERIOD_CACHE = 4096
-_NONE: list[Decision] = []  # never mutated: returned when nothing triggered
+# Compiled, this module reads a global name from its dict on every use (a hash lookup), and a Final one
+# from a C variable or inlined: what the per-event paths read from interpreted modules is bound here,
+# Final (the outcomes, and the event types that `type(ev) is` dispatches on).
+APPLIED: Final = outcomes.APPLIED
+DUPLICATE: Final = outcomes.DUPLICATE
+ERASED: Final = outcomes.ERASED
+LATE: Final = outcomes.LATE
+STALE: Final = outcomes.STALE
+_USAGE: Final = Usage
+_PAYWALL_HIT: Final = PaywallHit
+_PLAN_CHANGED: Final = PlanChanged
+_ACCOUNT_DELETED: Final = AccountDeleted
+_ACCOUNT_UPDATED: Final = AccountUpdated
+
+INF: Final = float("inf")
+PERIOD_CACHE: Final = 4096
+_NONE: Final[list[Decision]] = []  # never mutated: returned when nothing triggered
 
 
 def _rule_state(state: AccountState, key: str) -> RuleState:
@@ -167,7 +172,7 @@ class Engine:
         deletion's time are dropped before any check (erasure.py). `fed`: the event's distinct values
         are counted already (_with_distinct)."""
         rs = self.rules
-        if rs.distinct and not fed and (type(ev) is Usage or type(ev) is PaywallHit):
+        if rs.distinct and not fed and (type(ev) is _USAGE or type(ev) is _PAYWALL_HIT):
             return self._with_distinct(ev, state, now_ms)
         ts = ev.ts
         if now_ms is not None and ts > now_ms + self.max_future_ms:
@@ -176,30 +181,30 @@ class Engine:
             if ts <= state.erased_at:
                 return ERASED
             reopen(state)
-        if type(ev) is AccountDeleted:
+        if type(ev) is _ACCOUNT_DELETED:
             erase(state, ts)
             return APPLIED
-        if type(ev) is Usage:
+        if type(ev) is _USAGE:
             spec = rs.metrics.get(ev.metric)
             # _check_usage's questions, inlined for the common answer (it words the error otherwise).
             amount = None if spec is None or spec.derived else ev.value if spec.kind == GAUGE else ev.delta
             if amount is None:
                 return Outcome("invalid", invalid=self._check_usage(ev, spec))
-        elif type(ev) is PlanChanged:
+        elif type(ev) is _PLAN_CHANGED:
             bad = self._check_plan(ev, rs)
             if bad is not None:
                 return Outcome("invalid", invalid=bad)
-        elif type(ev) is AccountUpdated:
+        elif type(ev) is _ACCOUNT_UPDATED:
             return self._account_updated(ev, state, rs)
         if seen_id(state, ev.event_id):
             return DUPLICATE
         if ts > state.last_seen:
             state.last_seen = ts
-        if type(ev) is PaywallHit:
+        if type(ev) is _PAYWALL_HIT:
             return self._paywall_hit(ev, state, rs)
-        if type(ev) is PlanChanged:
+        if type(ev) is _PLAN_CHANGED:
             return self._plan_changed(ev, state, rs)
-        if type(ev) is not Usage:
+        if type(ev) is not _USAGE:
             assert isinstance(ev, Feedback)
             return self._feedback(ev, state, rs)
         # A usage event: nine in ten events, so applied here rather than in a method of its own (that

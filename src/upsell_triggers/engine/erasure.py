@@ -14,9 +14,11 @@ deletion (engine/retention.py), so only the account's id is kept, and only for t
 
 from __future__ import annotations
 
+from typing import Final
+
 from upsell_triggers.engine.state import AccountState
 
-_DEFAULTS = tuple(
+_DEFAULTS: Final = tuple(
     (name, getattr(AccountState(), name))
     for name in AccountState.__struct_fields__
     if name not in ("events_offset", "feedback_offset")

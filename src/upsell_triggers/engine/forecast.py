@@ -31,15 +31,17 @@ import math
 import sys
 from array import array
 from dataclasses import dataclass
+from typing import Final
 
 from upsell_triggers.engine.rulemodel import FORECAST, GAUGE, PERIOD, Cond, Rule
-from upsell_triggers.engine.state import AccountState, blob_of, period_of, set_blob
+from upsell_triggers.engine.state import AccountState
+from upsell_triggers.engine.stateops import blob_of, period_of, set_blob
 from upsell_triggers.engine.timeutil import DAY
 
-RATE_DAYS = 7  # period counters: full days the trailing rate averages
-GAUGE_DAYS = 14  # gauges: daily samples the trend is fitted to
-DEFAULT_MIN_HISTORY_DAYS = {GAUGE: 7, PERIOD: 3}  # full days of history before a forecast may fire
-MIN_HISTORY_BOUNDS = {GAUGE: (2, GAUGE_DAYS - 1), PERIOD: (2, RATE_DAYS)}  # what the history can hold
+RATE_DAYS: Final = 7  # period counters: full days the trailing rate averages
+GAUGE_DAYS: Final = 14  # gauges: daily samples the trend is fitted to
+DEFAULT_MIN_HISTORY_DAYS: Final = {GAUGE: 7, PERIOD: 3}  # full days of history before a forecast may fire
+MIN_HISTORY_BOUNDS: Final = {GAUGE: (2, GAUGE_DAYS - 1), PERIOD: (2, RATE_DAYS)}  # what the history can hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +62,14 @@ class Projection:
 
 # A history is one flat array, its header first. A gauge's: [first day, sample, sample, ...], day
 # numbers since the epoch, one sample per UTC day.
-GAUGE_FIRST_DAY = 0  # the day of the first sample
-GAUGE_SAMPLES = 1  # where the samples start
+GAUGE_FIRST_DAY: Final = 0  # the day of the first sample
+GAUGE_SAMPLES: Final = 1  # where the samples start
 # A period counter's: [period start, first day, increment, increment, ...], days from the period start.
-COUNTER_PERIOD_START = 0  # the billing period's start (ms): another period's history is replaced
-COUNTER_FIRST_DAY = 1  # the day of the first increment
-COUNTER_INCREMENTS = 2  # where the daily increments start
+COUNTER_PERIOD_START: Final = 0  # the billing period's start (ms): another period's history is replaced
+COUNTER_FIRST_DAY: Final = 1  # the day of the first increment
+COUNTER_INCREMENTS: Final = 2  # where the daily increments start
 
-_SWAP = sys.byteorder != "little"  # the bytes are little-endian on every machine
+_SWAP: Final = sys.byteorder != "little"  # the bytes are little-endian on every machine
 
 
 def history(state: AccountState, metric: str) -> array[float] | None:
@@ -92,7 +94,7 @@ def store(state: AccountState, metric: str, h: array[float]) -> None:
 # A gauge's history starts with a day number (days since 1970: far below this), a period counter's with
 # its period's start in epoch ms (far above it), so each kind tells a history the other wrote: one kept
 # from before a reload changed the metric's kind, read as none and replaced at the next reading.
-_FIRST_DAY_BELOW = 10**8
+_FIRST_DAY_BELOW: Final = 10**8
 
 
 def gauge_history(state: AccountState, metric: str) -> array[float] | None:

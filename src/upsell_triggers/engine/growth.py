@@ -20,24 +20,18 @@ is simply its sum (0 for a new account).
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from upsell_triggers.engine import windows
 from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, Cond
-from upsell_triggers.engine.state import (
-    UNUSED,
-    AccountState,
-    Num,
-    blob_of,
-    gauge_readings,
-    record_gauge,
-    set_blob,
-)
+from upsell_triggers.engine.state import UNUSED, AccountState, Num
+from upsell_triggers.engine.stateops import blob_of, gauge_readings, record_gauge, set_blob
 from upsell_triggers.engine.windows import range_sum, window_sum
 
-_POINT = struct.Struct("<Id")  # bucket start in minutes since 1970 (any bucket size reads it), value
-_MIN = 60_000
-POINT_LEN = _POINT.size
-MAX_POINTS = 34  # 30 buckets of the kept span, the one in force before it, and a margin
+_POINT: Final = struct.Struct("<Id")  # bucket start in minutes since 1970 (any bucket size reads it), value
+_MIN: Final = 60_000
+POINT_LEN: Final = _POINT.size
+MAX_POINTS: Final = 34  # 30 buckets of the kept span, the one in force before it, and a margin
 
 Measure = tuple[Num, float | None, float | None]  # as levels.Measure
 

@@ -8,7 +8,9 @@ changing it would change every stored key and id.
 
 from __future__ import annotations
 
-SEP = "\x1f"
+from typing import Final
+
+SEP: Final = "\x1f"
 
 
 def composite_key(*parts: str) -> str:

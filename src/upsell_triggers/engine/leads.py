@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from upsell_triggers.engine import score
 from upsell_triggers.engine.leadstate import LEAD_CAP_HISTORY, LeadState
@@ -24,7 +24,7 @@ from upsell_triggers.engine.score import Score
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import format_duration, to_iso
 
-LEAD_SCHEMA_VERSION = 1
+LEAD_SCHEMA_VERSION: Final = 1
 
 
 def lead_id(account_id: str, rule_id: str, feature: str | None, episode: str) -> str:

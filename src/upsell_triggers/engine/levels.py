@@ -11,29 +11,21 @@ most events without evaluating any rule.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from upsell_triggers.engine import distinct, growth, windows
 from upsell_triggers.engine.forecast import forecast_level
 from upsell_triggers.engine.keys import feature_key
 from upsell_triggers.engine.rulemodel import DISTINCT, FORECAST, GAUGE, PERIOD, ROLLING, Cond, Plan
-from upsell_triggers.engine.state import (
-    UNUSED,
-    AccountState,
-    BillingPeriod,
-    Num,
-    blob_of,
-    gauge_readings,
-    gauge_value,
-    period_items,
-    period_of,
-)
+from upsell_triggers.engine.state import UNUSED, AccountState, BillingPeriod, Num
+from upsell_triggers.engine.stateops import blob_of, gauge_readings, gauge_value, period_items, period_of
 from upsell_triggers.engine.windows import window_sum
 
-INF = float("inf")
-NEVER = -INF  # a skip bound no reading is below
+INF: Final = float("inf")
+NEVER: Final = -INF  # a skip bound no reading is below
 # A reading below a ratio threshold times the limit, by this margin, is below the threshold however the
 # division rounds (~1e-16 each way); readings within it take the engine's exact path.
-_SKIP_MARGIN = 1 - 1e-9
+_SKIP_MARGIN: Final = 1 - 1e-9
 
 Measure = tuple[Num, float | None, float | None]  # (reading, limit, level)
 

@@ -6,7 +6,7 @@ import hashlib
 import math
 import string
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from upsell_triggers.engine.forecast import Projection
 from upsell_triggers.engine.keys import composite_key
@@ -15,7 +15,7 @@ from upsell_triggers.engine.ruleset import PAYWALL_METRIC, Plan, Rule, RuleSet
 from upsell_triggers.engine.state import Num
 from upsell_triggers.engine.timeutil import DAY, format_duration, iso_date, to_iso
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 def prompt_id(account_id: str, rule_id: str, feature: str | None, episode: str) -> str:
@@ -83,7 +83,7 @@ def human(x: float | None, unit: str) -> str:
     return f"{json_number(x):,}"
 
 
-_BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+_BINARY: Final = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
 def _percent_style(template: str) -> str:
@@ -105,10 +105,10 @@ def _created_expires(ts: int, expiry_ms: int) -> tuple[str, str]:
 
 
 # The placeholders most copy uses; a copy that uses any other is checked for each of the others.
-_COMMON = frozenset({"value", "limit", "percent", "target_plan", "target_plan_name"})
+_COMMON: Final = frozenset({"value", "limit", "percent", "target_plan", "target_plan_name"})
 # The placeholders build_prompt fills for every prompt whose copy uses them; the others (a forecast's,
 # when it projects nothing) render empty.
-_ALWAYS = _COMMON | {
+_ALWAYS: Final = _COMMON | {
     "account_id",
     "metric",
     "feature",
@@ -139,8 +139,8 @@ class _RuleCopy:
     blanks: tuple[str, ...]  # needs a placeholder outside _ALWAYS: each set to "" first
 
 
-_COPIES: dict[str, _RuleCopy] = {}
-_MAX_COPIES = 4096  # rule ids seen across reloads; a bound, not an expected size
+_COPIES: Final[dict[str, _RuleCopy]] = {}
+_MAX_COPIES: Final = 4096  # rule ids seen across reloads; a bound, not an expected size
 
 
 def _rule_copy(rule: Rule, variant: Variant | None = None) -> _RuleCopy:

@@ -12,13 +12,15 @@ erasure hold past the deletion: it is kept only to drop the account's events sti
 
 from __future__ import annotations
 
+from typing import Final
+
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.timeutil import DAY
 
-DEFAULT_RETENTION_DAYS = 400.0
-DEFAULT_RETENTION_MS = int(DEFAULT_RETENTION_DAYS * DAY)
-DEFAULT_ERASURE_HOLD_DAYS = 7.0
-DEFAULT_ERASURE_HOLD_MS = int(DEFAULT_ERASURE_HOLD_DAYS * DAY)
+DEFAULT_RETENTION_DAYS: Final = 400.0
+DEFAULT_RETENTION_MS: Final = int(DEFAULT_RETENTION_DAYS * DAY)
+DEFAULT_ERASURE_HOLD_DAYS: Final = 7.0
+DEFAULT_ERASURE_HOLD_MS: Final = int(DEFAULT_ERASURE_HOLD_DAYS * DAY)
 
 
 def expired(last_seen_ms: int, watermark_ms: int, retention_ms: int) -> bool:

@@ -8,25 +8,29 @@ indexed for the hot path by ruleindex.py. Nothing here parses or validates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from upsell_triggers.engine.timeutil import DAY, HOUR
 
 # Metric kinds: how a metric's events update the state, and what a condition on it reads.
-GAUGE, PERIOD, ROLLING = "gauge", "period_counter", "rolling_counter"
-FORECAST = "forecast"  # Cond.kind of a forecast condition: a projected level (forecast.py)
-DISTINCT = "distinct"  # distinct values of an event field over a rolling window (distinct.py)
+GAUGE: Final = "gauge"
+PERIOD: Final = "period_counter"
+ROLLING: Final = "rolling_counter"
+FORECAST: Final = "forecast"  # Cond.kind of a forecast condition: a projected level (forecast.py)
+DISTINCT: Final = "distinct"  # distinct values of an event field over a rolling window (distinct.py)
 # Kinds of a growth condition (growth.py), which compares a metric now with its value a while ago.
-GAUGE_GROWTH, ROLLING_GROWTH = "gauge_growth", "rolling_growth"
-PAYWALL_METRIC = "paywall_hits"
-BUILTIN_METRICS: dict[str, tuple[str, str]] = {
+GAUGE_GROWTH: Final = "gauge_growth"
+ROLLING_GROWTH: Final = "rolling_growth"
+PAYWALL_METRIC: Final = "paywall_hits"
+BUILTIN_METRICS: Final[dict[str, tuple[str, str]]] = {
     "seats": (GAUGE, "count"),
     "storage_bytes": (GAUGE, "bytes"),
     "api_calls": (PERIOD, "count"),
     PAYWALL_METRIC: (ROLLING, "count"),
 }
-DEFAULT_ROLLING_WINDOW = 30 * DAY
-DEFAULT_BUCKET = HOUR
-MAX_BUCKETS = 24 * 31  # per series: window / bucket must stay under this
+DEFAULT_ROLLING_WINDOW: Final = 30 * DAY
+DEFAULT_BUCKET: Final = HOUR
+MAX_BUCKETS: Final = 24 * 31  # per series: window / bucket must stay under this
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,10 @@ class Cond:
         object.__setattr__(self, "threshold", threshold)
 
 
-STRING, NUMBER, BOOL, TIME = "string", "number", "bool", "time"  # trait types
+STRING: Final = "string"  # trait types
+NUMBER: Final = "number"
+BOOL: Final = "bool"
+TIME: Final = "time"
 TraitValue = str | bool | float | int  # as AccountState.traits holds it (a time trait: epoch ms)
 
 

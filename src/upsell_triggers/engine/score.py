@@ -19,15 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from upsell_triggers.engine.rulemodel import Rule, TraitCond
 from upsell_triggers.engine.state import AccountState
 
-MAX_SOURCES = 32  # rules and signals a scoring section may give points to
+MAX_SOURCES: Final = 32  # rules and signals a scoring section may give points to
 # A part that last scored this many half-lives ago is worth under 1/65536 of its points: it is dropped.
-EXPIRY_HALF_LIVES = 16
-DEFAULT_BANDS: tuple[tuple[str, float], ...] = (
+EXPIRY_HALF_LIVES: Final = 16
+DEFAULT_BANDS: Final[tuple[tuple[str, float], ...]] = (
     ("on_fire", 85.0),
     ("hot", 60.0),
     ("warm", 30.0),

@@ -9,18 +9,20 @@ move accounts back to its workers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 import msgspec
 
 from upsell_triggers.engine import statelegacy
-from upsell_triggers.engine.state import STATE_VERSION, AccountState, shared_strings
+from upsell_triggers.engine.state import STATE_VERSION, AccountState
+from upsell_triggers.engine.stateops import shared_strings
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(AccountState).decode
-_HEAD_LEN = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
-_FIELDS = len(AccountState.__struct_fields__)
+_HEAD_LEN: Final = 3  # array16: 0xdc and a 2-byte count (the tag and the fields)
+_FIELDS: Final = len(AccountState.__struct_fields__)
 # The array header of a state whose last n fields are left out (the tag is one more item).
-_HEAD_WITHOUT = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 2, 3, 4, 5, 6, 8)}
+_HEAD_WITHOUT: Final = {n: b"\xdc" + (_FIELDS + 1 - n).to_bytes(2, "big") for n in (1, 2, 3, 4, 5, 6, 8)}
 assert _encode(AccountState())[:_HEAD_LEN] == b"\xdc" + (_FIELDS + 1).to_bytes(2, "big"), (
     "AccountState's array header is not array16"
 )
@@ -87,7 +89,7 @@ def decode_state(data: bytes) -> AccountState:
 
 
 # UPSELL_STATE_WRITE_VERSION -> encoder.
-STATE_WRITERS: dict[int, Callable[[AccountState], bytes]] = {
+STATE_WRITERS: Final[dict[int, Callable[[AccountState], bytes]]] = {
     **statelegacy.WRITERS,
     statelegacy.V5: _encode_v5,
     STATE_VERSION: encode_state,

@@ -34,11 +34,9 @@ from upsell_triggers.engine.state import (
     Num,
     Periods,
     RuleState,
-    gauge_readings,
     pack_hash,
-    period_items,
-    shared_strings,
 )
+from upsell_triggers.engine.stateops import gauge_readings, period_items, shared_strings
 
 V4 = 4
 V5 = 5

@@ -6,16 +6,16 @@ import calendar
 import functools
 import re
 from datetime import UTC, date, datetime, timedelta
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-MS = 1
-SECOND = 1000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
+MS: Final = 1
+SECOND: Final = 1000
+MINUTE: Final = 60 * SECOND
+HOUR: Final = 60 * MINUTE
+DAY: Final = 24 * HOUR
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": MS, "s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS: Final = {"ms": MS, "s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
 
 
 def parse_duration(text: str | int | float) -> int:
@@ -67,11 +67,11 @@ def _minute_head(minute: int) -> str:
 
 
 # Minute -> to_iso()'s text up to the seconds: prompts of one stretch of event time share a few.
-_MINUTES: dict[int, str] = {}
-_MAX_MINUTES = 4096  # a bound, not an expected size
+_MINUTES: Final[dict[int, str]] = {}
+_MAX_MINUTES: Final = 4096  # a bound, not an expected size
 
-_D2 = tuple(f"{i:02d}" for i in range(60))  # hours, minutes, seconds
-_D3 = tuple(f"{i:03d}" for i in range(1000))  # milliseconds
+_D2: Final = tuple(f"{i:02d}" for i in range(60))  # hours, minutes, seconds
+_D3: Final = tuple(f"{i:03d}" for i in range(1000))  # milliseconds
 
 
 @functools.lru_cache(maxsize=4096)
@@ -80,7 +80,7 @@ def iso_date(days_since_epoch: int) -> str:
     return (_EPOCH + timedelta(days=days_since_epoch)).isoformat()
 
 
-_EPOCH = date(1970, 1, 1)
+_EPOCH: Final = date(1970, 1, 1)
 
 
 def datetime_to_ms(dt: datetime) -> int:
@@ -91,8 +91,8 @@ def datetime_to_ms(dt: datetime) -> int:
     return (dt - _EPOCH_UTC) // _ONE_MS
 
 
-_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+_EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
 
 
 def _add_months(anchor: datetime, months: int) -> datetime:

@@ -27,20 +27,21 @@ import struct
 import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from typing import Literal
+from typing import Final, Literal
 
 Num = int | float
 Series = bytes | dict[int, Num]
 
-INTS, FLOATS = ord("i"), ord("d")  # a packed series' format byte
-_HEAD = 1  # the format byte
-_S = 1000  # bucket starts are kept in seconds
-_KEY = struct.Struct("<I")
-_SUM = {INTS: struct.Struct("<i"), FLOATS: struct.Struct("<d")}
-_STRIDE = {INTS: 8, FLOATS: 12}  # bytes per bucket: its start and its sum
-_TYPE = {int: INTS, float: FLOATS}
-_VIEW: dict[int, Literal["i", "d"]] = {INTS: "i", FLOATS: "d"}
-_LITTLE = sys.byteorder == "little"  # memoryviews read the packed numbers as they are
+INTS: Final = ord("i")  # a packed series' format byte
+FLOATS: Final = ord("d")
+_HEAD: Final = 1  # the format byte
+_S: Final = 1000  # bucket starts are kept in seconds
+_KEY: Final = struct.Struct("<I")
+_SUM: Final = {INTS: struct.Struct("<i"), FLOATS: struct.Struct("<d")}
+_STRIDE: Final = {INTS: 8, FLOATS: 12}  # bytes per bucket: its start and its sum
+_TYPE: Final = {int: INTS, float: FLOATS}
+_VIEW: Final[dict[int, Literal["i", "d"]]] = {INTS: "i", FLOATS: "d"}
+_LITTLE: Final = sys.byteorder == "little"  # memoryviews read the packed numbers as they are
 
 
 def _parts(s: bytes) -> tuple[int, Sequence[int], Sequence[Num]]:
