@@ -40,6 +40,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "upsell_triggers.engine.distinct",
     "upsell_triggers.engine.engine",
     "upsell_triggers.engine.erasure",
+    "upsell_triggers.engine.eventtime",
     "upsell_triggers.engine.forecast",
     "upsell_triggers.engine.growth",
     "upsell_triggers.engine.keys",

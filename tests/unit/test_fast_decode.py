@@ -27,10 +27,10 @@ from upsell_triggers.engine.events import (
     _fast,
     _from_model,
     _parse_ts,
-    _ts_ms,
     decode_event,
     validate_event,
 )
+from upsell_triggers.engine.eventtime import ts_ms as _ts_ms
 from upsell_triggers.engine.timeutil import datetime_to_ms
 
 ids = st.one_of(

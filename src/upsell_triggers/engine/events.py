@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 import orjson
-import whenever
 from msgspec import Meta, Struct
 from pydantic import (
     BaseModel,
@@ -28,11 +27,20 @@ from pydantic import (
     model_validator,
 )
 
+from upsell_triggers.engine.eventtime import (
+    MAX_TS_MS as MAX_TS_MS,
+)
+from upsell_triggers.engine.eventtime import (
+    MIN_TS_MS as MIN_TS_MS,
+)
+from upsell_triggers.engine.eventtime import (
+    read_ts,
+    read_usage,
+    rfc3339_ms,
+    ts_ms,
+)
 from upsell_triggers.engine.timeutil import datetime_to_ms
 
-# Event time outside these bounds is a producer bug (seconds instead of ms, year 0, ...).
-MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-MAX_TS_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z
 MAX_EVENT_BYTES = 64 * 1024
 MAX_ID_LEN = 256
 MAX_TRAITS = 32  # traits per account_updated event, and per account (the catalog's bound)
@@ -51,7 +59,7 @@ def _parse_ts(v: Any) -> int:
     if isinstance(v, int):
         ms = v
     elif isinstance(v, str):
-        read = _rfc3339_ms(v)
+        read = rfc3339_ms(v)
         if read is None:
             try:
                 dt = datetime.fromisoformat(v)
@@ -64,59 +72,6 @@ def _parse_ts(v: Any) -> int:
     if not MIN_TS_MS <= ms < MAX_TS_MS:
         raise ValueError(f"ts {ms} is outside 2000-01-01..2200-01-01 (epoch milliseconds expected)")
     return ms
-
-
-# A string is read by whenever's parser (Rust): epoch ms in one parse and one conversion, with no
-# Python-level slicing or caching, a fraction of what `datetime.fromisoformat` and datetime arithmetic
-# cost. It reads every RFC 3339 string, the lowercase 'z' and the leap second (":60", read as second 59
-# plus its fraction, as epoch time has no leap seconds) included, and truncates digits past the
-# millisecond. A bracketed zone name after the offset ("...Z[Europe/Paris]", RFC 9557), which it would
-# accept and ignore, is not RFC 3339: such strings, and the other ISO 8601 spellings it rejects (week
-# dates, ten or more fractional digits, ...), are read by `fromisoformat`, as they always were. Both
-# ways of decoding read strings with the same functions (`_ts_ms` is `_parse_ts` without its wording),
-# so they agree by construction; tests/unit/test_fast_decode.py checks it, and that every string
-# `fromisoformat` accepts reads as it reads it.
-_instant = whenever.Instant.parse_iso
-
-
-def _rfc3339_ms(text: str) -> int | None:
-    """whenever's reading of an RFC 3339 string as epoch ms, or None (not range-checked)."""
-    if text[-1:] == "]":
-        return None
-    try:
-        ms: int = _instant(text).timestamp(unit="millisecond")
-    except ValueError:
-        return None
-    return ms
-
-
-def _ts_ms(text: str) -> int:
-    """A string read exactly as `_parse_ts` reads it, for the fast paths: epoch ms, or a bare ValueError
-    (the long way then words the error). `_rfc3339_ms` inlined: this runs for every string `ts`."""
-    try:
-        if text[-1] != "]":
-            ms: int = _instant(text).timestamp(unit="millisecond")
-            if MIN_TS_MS <= ms < MAX_TS_MS:
-                return ms
-    except (ValueError, IndexError):
-        pass
-    return _parse_ts_ms(text)
-
-
-def _parse_ts_ms(text: str) -> int:
-    """`_ts_ms` for the strings whenever does not read, or that lie outside the accepted range."""
-    ms = _rfc3339_ms(text)
-    if ms is None:
-        ms = datetime_to_ms(datetime.fromisoformat(text))
-    if MIN_TS_MS <= ms < MAX_TS_MS:
-        return ms
-    raise ValueError("ts outside the accepted range")
-
-
-def time_ms(text: str) -> int:
-    """An RFC 3339 string as epoch ms, read exactly as an event's `ts` is (a `time` trait's value);
-    ValueError if it is not one or lies outside the accepted range."""
-    return _ts_ms(text)
 
 
 EpochMs = Annotated[
@@ -257,7 +212,7 @@ EventModel = (
 # gc=False: events hold strings and numbers only, so the collector need not track them.
 #
 # A string `ts` (RFC 3339, the contract's own example) is decoded by msgspec as a string and read by
-# `__post_init__` with `_ts_ms`, the long way's own reading (whenever's parser; see above). msgspec's
+# `__post_init__` with `eventtime.ts_ms`, the long way's own reading (whenever's parser). msgspec's
 # datetime type is not used: it rounds digits past the microsecond where the long way truncates them (so
 # .0009995 would read a millisecond later), which no check after decoding can tell apart, and turning
 # its datetime into epoch ms costs more than whenever's whole reading. After construction `ts` is always
@@ -282,18 +237,9 @@ class _Common(Struct, tag_field="type", gc=False):
     account_id: _Id
     ts: _Ts
 
-    def __post_init__(self) -> None:
-        ts: int | str = self.ts
-        if type(ts) is str:  # _ts_ms inlined (a call costs a tenth of the reading)
-            try:
-                if ts[-1] != "]":
-                    ms: int = _instant(ts).timestamp(unit="millisecond")
-                    if MIN_TS_MS <= ms < MAX_TS_MS:
-                        self.ts = ms
-                        return
-            except (ValueError, IndexError):
-                pass
-            self.ts = _parse_ts_ms(ts)
+    # Compiled (eventtime.py): msgspec calls __post_init__ as a plain function of the struct, so mypy's
+    # rule that it be an instance method does not apply.
+    __post_init__ = read_ts  # type: ignore[misc]
 
 
 class Usage(_Common, tag="usage", gc=False):
@@ -304,20 +250,7 @@ class Usage(_Common, tag="usage", gc=False):
     attributes: _Attributes | None = None
     type: ClassVar[str] = "usage"
 
-    def __post_init__(self) -> None:
-        if (self.value is None) == (self.delta is None):
-            raise ValueError("exactly one of value/delta")  # the models word it for the DLQ
-        ts: int | str = self.ts
-        if type(ts) is str:  # _ts_ms inlined, as in _Common
-            try:
-                if ts[-1] != "]":
-                    ms: int = _instant(ts).timestamp(unit="millisecond")
-                    if MIN_TS_MS <= ms < MAX_TS_MS:
-                        self.ts = ms
-                        return
-            except (ValueError, IndexError):
-                pass
-            self.ts = _parse_ts_ms(ts)
+    __post_init__ = read_usage  # type: ignore[misc]  # compiled, as _Common's
 
 
 class PaywallHit(_Common, tag="paywall_hit", gc=False):
@@ -337,10 +270,10 @@ class PlanChanged(_Common, tag="plan_changed", gc=False):
     def __post_init__(self) -> None:
         ts: int | str = self.ts
         if type(ts) is str:
-            self.ts = _ts_ms(ts)
+            self.ts = ts_ms(ts)
         start: int | str | None = self.period_start
         if type(start) is str:
-            self.period_start = _ts_ms(start)
+            self.period_start = ts_ms(start)
 
 
 _TraitValue = Annotated[str, Meta(max_length=MAX_TRAIT_TEXT)] | bool | float | None
@@ -431,7 +364,7 @@ def _fast(obj: dict[str, Any]) -> Event | None:
     eid, acct, ts, uid = get("event_id"), get("account_id"), get("ts"), get("user_id")
     if type(ts) is str:
         try:
-            ts = _ts_ms(ts)
+            ts = ts_ms(ts)
         except ValueError:
             return None
     if not (
@@ -465,7 +398,7 @@ def _fast(obj: dict[str, Any]) -> Event | None:
         plan, start = get("plan"), get("period_start")
         if type(start) is str:
             try:
-                start = _ts_ms(start)
+                start = ts_ms(start)
             except ValueError:
                 return None
         if (

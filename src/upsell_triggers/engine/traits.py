@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from upsell_triggers.engine.events import MAX_TS_MS, MIN_TS_MS, AccountUpdated, InvalidEvent, time_ms
+from upsell_triggers.engine.events import AccountUpdated, InvalidEvent
+from upsell_triggers.engine.eventtime import MAX_TS_MS, MIN_TS_MS, ts_ms
 from upsell_triggers.engine.levels import holds
 from upsell_triggers.engine.outcomes import INELIGIBLE, Suppression
 from upsell_triggers.engine.rulemodel import (
@@ -71,7 +72,7 @@ def check_traits(
 def _time_ms(v: object) -> int | None:
     if type(v) is str:
         try:
-            return time_ms(v)
+            return ts_ms(v)
         except ValueError:
             return None
     if type(v) is float and v.is_integer() and MIN_TS_MS <= v < MAX_TS_MS:
