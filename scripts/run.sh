@@ -24,8 +24,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ ! -x "$VENV/bin/ups
   say "installed in $((SECONDS - t0))s: $("$VENV/bin/upsell-triggers" --version)"
 fi
 # The hot path compiled with mypyc (docs/architecture.md#compiled-modules): built the first time and
-# again after an edit of a compiled module's source (about a minute; nothing when up to date). Without a C
-# compiler it says so in one line and the service runs as pure Python, with the same results.
+# again after an edit of a source it is compiled from (about a minute; nothing when up to date). Without a
+# C compiler it says so in one line, without retrying, and the service runs as pure Python, with the same
+# results.
 "$VENV/bin/python" scripts/build_native.py
 say "starting the embedded service with a simulated workload (Ctrl-C stops it and prints a summary)"
 say "prompts in a browser: http://127.0.0.1:${UPSELL_GATEWAY_PORT:-8090}/demo"
