@@ -32,7 +32,10 @@ from collections.abc import Iterator, Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 PACKAGE = Path(__file__).resolve().parent
 SRC = PACKAGE.parent
@@ -279,6 +282,12 @@ def describe() -> str:
     return (
         "compiled (mypyc)" if mode() == "native" else f"pure Python ({WHY or 'compiled modules set aside'})"
     )
+
+
+def log_mode(log: logging.Logger) -> None:
+    """The service's start-up line saying which code runs: an operator reading a slow worker's log sees
+    at once whether it fell back to pure Python, and why."""
+    log.info("per-event code: %s", describe(), extra={"fields": {"code": mode()}})
 
 
 def mode() -> str:

@@ -255,6 +255,9 @@ def test_end_of_input_prints_a_summary_and_pretty_lines(tmp_path: Path):
     assert any(
         ln.startswith("end of input: 41 events") and "1 rejected, 7 accounts" in ln for ln in err.splitlines()
     ), err
+    # The start-up line says which code runs: compiled, or pure Python and why (native.describe()).
+    code = [ln.split("per-event code: ", 1)[1] for ln in err.splitlines() if "per-event code: " in ln]
+    assert len(code) == 1 and (code[0] == "compiled (mypyc)" or code[0].startswith("pure Python (")), err
     dead = [orjson.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
     assert [d["reason"] for d in dead] == ["not_json"]
     assert not errors("dead-letters", dead[0]), errors("dead-letters", dead[0])

@@ -17,6 +17,7 @@ from typing import IO, Any, Protocol, cast
 
 import orjson
 
+from upsell_triggers import native
 from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.engine.rulemodel import GAUGE_GROWTH, ROLLING_GROWTH
 from upsell_triggers.engine.ruleset import RuleSet, load_ruleset
@@ -141,6 +142,7 @@ async def run_embedded(
             }
         },
     )
+    native.log_mode(log)
     watcher = asyncio.create_task(
         watch_rules(
             settings.rules_dir, lambda: proc.rules, proc.swap_rules, metrics, settings.reload_debounce_ms

@@ -27,6 +27,7 @@ import faust
 from aiohttp import web
 from faust.types import TP
 
+from upsell_triggers import native
 from upsell_triggers.engine.ruleset import load_ruleset
 from upsell_triggers.engine.statecodec import STATE_WRITERS
 from upsell_triggers.engine.timeutil import DAY
@@ -295,5 +296,6 @@ def run_worker(s: Settings) -> int:
     faust_worker.loop.run_until_complete(_call_async(worker.ready))
     serve_in_thread(worker.http, s.http_host, s.http_port)
     log.info("http up", extra={"fields": {"port": s.http_port}})
+    native.log_mode(log)
     faust_worker.execute_from_commandline()
     return 0
