@@ -1,5 +1,7 @@
 """The compiled-modules guard (upsell_triggers/native.py) and the build's fallback
-(scripts/build_native.py), on a copy of the source tree, so the checkout's own build is never touched.
+(scripts/build_native.py), on a copy of the source tree, so the checkout's own build is never touched;
+then the checkout's own build against pure Python, byte for byte, and the rule that keeps mypyc from
+dropping a class statement's keywords.
 
 A compiled module is stood in for by a file that is not a loadable extension: importing it fails, so an
 import that succeeds proves the guard set it aside, and one that fails proves it did not. A stand-in
@@ -9,6 +11,7 @@ without a compiler's minute.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shlex
@@ -20,9 +23,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from upsell_triggers import native
+from upsell_triggers.simulate import Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 SUFFIX = native.EXT_SUFFIX
@@ -340,3 +345,125 @@ def test_an_unwritable_tree_fails_in_one_line(tree: Path) -> None:
     line = _one_line(r)
     assert line.startswith("== native build: failed (") and line.endswith("; running pure Python")
     assert _compiled(tree) == []
+
+
+# scripts/test.sh's parts about the build, run as written with the virtualenv's python stood in for.
+STUB_PYTHON = """#!/bin/sh
+printf '%s|' "UPSELL_NATIVE=${UPSELL_NATIVE-}" "$@" >> "$CALLS"; echo >> "$CALLS"
+case "$*" in *build_native*) exit "${BUILD_RC:-0}";; *interpreted*) exit "${INTERPRETED_RC:-0}";; esac
+"""
+
+
+def _test_sh(tmp_path: Path, first: str, last: str | None, *args: str, **env: str) -> tuple[int, list[str]]:
+    """Runs the lines of scripts/test.sh from the one starting with `first` up to the one starting
+    with `last` (to the end: None); returns the exit status and the stub's calls."""
+    lines = (ROOT / "scripts" / "test.sh").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(first))
+    end = next((i for i, ln in enumerate(lines) if last and i > start and ln.startswith(last)), len(lines))
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text(STUB_PYTHON)
+    (venv / "python").chmod(0o755)
+    calls = tmp_path / "calls"
+    script = "set -euo pipefail\nt0=0\n" + "\n".join(lines[start:end]) + "\n"
+    base = {k: v for k, v in os.environ.items() if k not in ("UPSELL_NATIVE", "CI")}
+    r = subprocess.run(
+        ["bash", "-c", script, "test.sh", *args],
+        env=base | {"VENV": str(tmp_path / "venv"), "CALLS": str(calls)} | env,
+        capture_output=True,
+        text=True,
+    )
+    return r.returncode, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_test_sh_reruns_the_same_selection_as_pure_python(tmp_path: Path) -> None:
+    rc, calls = _test_sh(tmp_path, 'echo "== pytest"', None, "-k", "a b", "tests/unit/test_x.py")
+    assert rc == 0
+    assert calls == [
+        "UPSELL_NATIVE=|-m|pytest|-q|-k|a b|tests/unit/test_x.py|",
+        "UPSELL_NATIVE=0|-m|pytest|-q|-k|a b|tests/unit/test_x.py|-m|interpreted|",
+    ]
+
+
+def test_test_sh_reruns_tests_unit_by_default_and_no_interpreted_test_is_no_failure(tmp_path: Path) -> None:
+    rc, calls = _test_sh(tmp_path, 'echo "== pytest"', None, INTERPRETED_RC="5")
+    assert rc == 0 and calls[1] == "UPSELL_NATIVE=0|-m|pytest|-q|tests/unit|-m|interpreted|"
+    rc, _ = _test_sh(tmp_path / "failing", 'echo "== pytest"', None, INTERPRETED_RC="1")
+    assert rc == 1
+
+
+def test_test_sh_under_ci_fails_when_the_build_does(tmp_path: Path) -> None:
+    part = ("# The hot path compiled with mypyc", "# promtool")
+    rc, calls = _test_sh(tmp_path / "ci", *part, CI="true", BUILD_RC="1")
+    assert rc == 1 and calls == ["UPSELL_NATIVE=|scripts/build_native.py|--require|"]
+    rc, calls = _test_sh(tmp_path / "local", *part, BUILD_RC="0")
+    assert rc == 0 and calls == ["UPSELL_NATIVE=|scripts/build_native.py|"]
+
+
+# The checkout's own build against pure Python.
+
+
+def _replay(events: Path, leads: Path, native_env: str) -> tuple[bytes, bytes, bytes]:
+    code = "import sys, upsell_triggers; from upsell_triggers.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "replay",
+            str(events),
+            "--rules",
+            "rules",
+            "--explain",
+            "--leads",
+            str(leads),
+        ],
+        capture_output=True,
+        env=os.environ | {"UPSELL_NATIVE": native_env},
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, r.stderr, leads.read_bytes()
+
+
+def test_compiled_and_pure_replay_write_the_same_bytes(tmp_path: Path) -> None:
+    files = native.compiled_files()
+    why = native.why_stale(files) if files else "no compiled build"
+    if why:
+        msg = f"compiled build not usable here ({why}): {native.REBUILD}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI the compiled build is required: {msg}")
+        pytest.skip(msg)
+    probe = "import upsell_triggers; print(upsell_triggers.MODE)"
+    for env, mode in (("1", "native"), ("0", "pure")):
+        r = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"UPSELL_NATIVE": env},
+        )
+        assert r.stdout.strip() == mode, r.stderr
+    events = tmp_path / "events.jsonl"
+    with events.open("wb") as f:
+        for near_limits, seed in ((True, 3), (False, 5)):
+            sim = Simulator(accounts=40, seed=seed, near_limits=near_limits, high_touch_every=7)
+            for ev in sim.events(limit=6000):
+                f.write(orjson.dumps(ev) + b"\n")
+    compiled = _replay(events, tmp_path / "leads-native.jsonl", "1")
+    pure = _replay(events, tmp_path / "leads-pure.jsonl", "0")
+    assert compiled[0].count(b"\n") > 50 and compiled[1].count(b"\n") > 500  # prompts; decisions
+    assert compiled[2]  # leads
+    assert compiled == pure
+
+
+def test_no_compiled_class_uses_class_statement_keywords() -> None:
+    """mypyc compiles `class S(msgspec.Struct, array_like=True)` without its keywords, silently: such a
+    class belongs in a pure module (native.py says which)."""
+    found = []
+    for m in native.NATIVE_MODULES:
+        path = native.source_of(m)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and node.keywords:
+                kws = ", ".join(f"{k.arg}=" if k.arg else "**" for k in node.keywords)
+                found.append(f"{native.rel(path)}:{node.lineno} class {node.name}({kws})")
+    assert found == []
