@@ -1,15 +1,18 @@
 """Instructions per event of the engine under callgrind: a deterministic figure, where CPU time on a
 shared machine moves by tens of percent between runs.
 
-    python bench/instructions.py [--events 50000] [--accounts 5000] [--src DIR] [FILE ...]
+    python bench/instructions.py [--events 50000] [--accounts 5000] [--src DIR] [--name NAME]
+                                 [--ts-formats] [FILE ...]
 
-Writes the near-limits and typical workloads (bench/workloads.py) to a temporary directory, or takes
-event files, then runs one Python under valgrind's callgrind that sends every event of each file
+Writes the near-limits and typical workloads (bench/workloads.py) to a temporary directory (with
+`--ts-formats`, the typical events twice: every `ts` as epoch ms, then as RFC 3339), or takes event
+files, then runs one Python under valgrind's callgrind that sends every event of each file
 through `Processor.handle` (the engine, its store and its metrics: what `replay` and the worker call per
 record). Only that is counted: each file's loop runs inside one `functools.reduce` call, the one
 function callgrind collects (`--toggle-collect`) and dumps a part after (`--dump-after`), so start-up,
 imports and reading the file count nothing. Prints instructions per event per file, and writes them
-to bench/results/instructions.json.
+to bench/results/instructions.json (or NAME.json with `--name`, so that a measurement of other files
+or other code does not replace the reference one).
 
 `--src`: the source tree to measure (default this checkout's); for an A/B against older code,
 `git worktree add --detach /tmp/old main` and `--src /tmp/old/src`, on the same files. PYTHONHASHSEED
@@ -47,12 +50,19 @@ def child(files: list[str]) -> None:
         reduce(lambda _, line: handle(line), lines, None)
 
 
-def measure(src: Path, files: list[Path]) -> dict[str, int]:
-    """Instructions per event of each file, counted in `src`'s code."""
+def measure(src: Path, files: list[Path]) -> tuple[dict[str, int], str]:
+    """Instructions per event of each file, counted in `src`'s code, and the code's mode."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
-        # Compile the sources first, so that no run counts writing .pyc files.
-        subprocess.run([sys.executable, "-c", "import upsell_triggers.processor"], env=env, check=True)
+        # Compile the sources first, so that no run counts writing .pyc files; and say whether the code
+        # runs compiled (mypyc) or as pure Python.
+        code = subprocess.run(
+            [sys.executable, "-c", "import upsell_triggers as u, upsell_triggers.processor; print(u.MODE)"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         subprocess.run(
             [
                 "valgrind",
@@ -77,7 +87,7 @@ def measure(src: Path, files: list[Path]) -> dict[str, int]:
             total = next(int(line.split()[1]) for line in text.splitlines() if line.startswith("totals:"))
             events = sum(1 for line in f.read_bytes().splitlines() if line.strip())
             out[f.name] = round(total / events)
-        return out
+        return out, code
 
 
 def main() -> int:
@@ -86,6 +96,12 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--accounts", type=int, default=5_000)
     ap.add_argument("--src", type=Path, default=ROOT / "src")
+    ap.add_argument("--name", default="instructions", help="results file name (bench/results/NAME.json)")
+    ap.add_argument(
+        "--ts-formats",
+        action="store_true",
+        help="the same typical events with every ts as epoch ms and as RFC 3339 (what decoding each costs)",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -96,11 +112,17 @@ def main() -> int:
         if not files:
             from workloads import encode, generate, write
 
-            for w in ("near-limits", "typical"):
+            if a.ts_formats:  # the typical events, every ts as epoch ms, then every ts as RFC 3339
+                docs = generate("typical", a.events, a.accounts)
+                for fmt in ("epoch-ms", "rfc3339"):
+                    path = Path(tmp) / f"typical-{fmt}.jsonl"
+                    write(path, encode(docs, fmt))
+                    files.append(path)
+            for w in () if a.ts_formats else ("near-limits", "typical"):
                 path = Path(tmp) / f"{w}.jsonl"
                 write(path, encode(generate(w, a.events, a.accounts)))
                 files.append(path)
-        per_event = measure(a.src.resolve(), files)
+        per_event, code = measure(a.src.resolve(), files)
     for name, n in per_event.items():
         print(f"{name}: {n:,} instructions per event")
     result = {
@@ -111,10 +133,11 @@ def main() -> int:
         "src": "src" if a.src.resolve() == (ROOT / "src").resolve() else str(a.src),
         "python": sys.version.split()[0],
         "machine": platform.machine(),
+        "code": code,  # compiled (native) or pure Python: docs/architecture.md#compiled-modules
         "command": " ".join(["python bench/instructions.py", *sys.argv[1:]]),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "instructions.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{a.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
