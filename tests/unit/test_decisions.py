@@ -261,3 +261,20 @@ def test_state_keeps_only_what_the_account_used_and_catalog_names_once():
     assert ka == "seats" and ka is kb
     a.seats(HOUR, 5)  # fires: the rule state and the cap history are created
     assert a.state.rules is not None and a.state.sent is not None and a.state.recent_prompts is not None
+
+
+def test_a_prompt_time_is_one_object_in_the_state():
+    """The rule state, the frequency cap and the attribution keep the same prompt time: one int object
+    for the three (32 bytes each), compiled or not (compiled code would box a C integer anew for each
+    field it stores it in)."""
+    a = Account()
+    assert outcomes(a.seats(0, 4)) == [("seats-80", "emitted")]
+    st = a.state
+    assert st.sent is not None and st.attribution is not None and st.rules is not None
+    fired = [r.last_fired for r in st.rules.values() if r.last_fired is not None]
+    assert fired and fired[0] is st.sent[-1] is st.attribution.ts
+    h = Account(with_policy("policy: {holdout: {fraction: 1.0, salt: s}}\n"))
+    assert outcomes(h.seats(0, 4)) == [("seats-80", "holdout")]
+    assert h.state.attribution is not None and h.state.rules is not None
+    held = [r.last_fired for r in h.state.rules.values() if r.last_fired is not None]
+    assert held and held[0] is h.state.attribution.ts

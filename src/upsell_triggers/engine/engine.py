@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from upsell_triggers.engine import distinct, growth, leads, outcomes, recentprompts, score, windows
 from upsell_triggers.engine.erasure import erase, reopen
@@ -666,10 +666,13 @@ class Engine:
                     kept.append((t, target))
         pol = rs.policy
         if pol.holdout_fraction > 0 and in_holdout(account, pol.holdout_salt, pol.holdout_fraction):
+            when: Any = ts  # one object for every field that keeps the time (see _emit_prompt)
             for t, _ in kept:
                 out.append(_suppressed(state, t, "holdout", "account is in the holdout group", account, ts))
-                _rule_state(state, t.key).last_fired = ts
-                state.attribution = Attribution("holdout:" + t.rule.id, t.rule.id, t.rule.group, HOLDOUT, ts)
+                _rule_state(state, t.key).last_fired = when
+                state.attribution = Attribution(
+                    "holdout:" + t.rule.id, t.rule.id, t.rule.group, HOLDOUT, when
+                )
             return out
         if len(kept) > 1:
             kept.sort(key=lambda x: (-x[0].rule.priority, -x[0].rule.threshold, x[0].rule.id))
@@ -742,12 +745,16 @@ class Engine:
             variant=variant,
             projection=pj,
         )
+        # The rule state, the frequency cap and the attribution keep the prompt's time: one object for
+        # the three (32 bytes each), as interpreted code shares it. Compiled, `ts` is a C integer, boxed
+        # anew wherever it is stored; `when` is boxed once.
+        when: Any = ts
         rst = _rule_state(state, t.key)
-        rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, ts, t.period
+        rst.armed, rst.capped, rst.last_fired, rst.fired_period = False, False, when, t.period
         sent = state.sent
-        state.sent = (*sent[1 - CAP_HISTORY :], ts) if sent else (ts,)
+        state.sent = (*sent[1 - CAP_HISTORY :], when) if sent else (when,)
         pid = prompt["prompt_id"]
-        state.attribution = Attribution(pid, rule.id, rule.group, TREATMENT, ts)
+        state.attribution = Attribution(pid, rule.id, rule.group, TREATMENT, when)
         # The id's 12 bytes as recentprompts packs them: build_prompt's ids are "pr_" and 24 hex digits.
         state.recent_prompts = recentprompts.add_packed(
             state.recent_prompts, bytes.fromhex(pid[3:]), rule.id, rule.group
