@@ -220,7 +220,10 @@ BUILDS = {  # writes what a build would write, in place (the build runs in src/)
     "ok": "for f in os.environ['EXPECTED'].split(os.pathsep): Path(f).write_bytes(b'x')",
     "error": "raise RuntimeError('mypyc: error: something\\nwent wrong')",
     "compiler": "sys.exit('error: command gcc failed with exit code 1')",
+    # Python's own SIGINT handler first: a shell that starts the suite in the background (nohup ... &)
+    # has it ignored, and the interrupt would then never come.
     "ctrl-c": "Path(os.environ['EXPECTED'].split(os.pathsep)[0]).write_bytes(b'x'); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
     "os.kill(os.getpid(), signal.SIGINT); time.sleep(5)",
 }
 
