@@ -63,6 +63,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "upsell_triggers.engine.leads",
     "upsell_triggers.engine.levels",
     "upsell_triggers.engine.prompts",
+    "upsell_triggers.engine.recentops",
     "upsell_triggers.engine.retention",
     "upsell_triggers.engine.ruleindex",
     "upsell_triggers.engine.rulemodel",

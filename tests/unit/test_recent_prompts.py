@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upsell_triggers.engine import recentprompts
+from upsell_triggers.engine import recentops
 from upsell_triggers.engine.recentprompts import RECENT_PROMPTS, RecentPrompt, RecentPrompts
 
 hex_ids = st.binary(min_size=12, max_size=12).map(lambda b: "pr_" + b.hex())
@@ -35,22 +35,22 @@ def test_packed_prompts_find_what_the_tuple_found(
     rp: RecentPrompts | None = None
     ref: list[RecentPrompt] = []
     for pid, (rule, group) in sent:
-        rp = recentprompts.add(rp, pid, rule, group)
+        rp = recentops.add(rp, pid, rule, group)
         ref = [*ref, RecentPrompt(pid, rule, group)][-RECENT_PROMPTS:]
     assert rp is not None
     assert rp.prompts() == tuple(ref)  # every id as it was written
-    assert recentprompts.pack(ref) == rp
+    assert recentops.pack(ref) == rp
     for pid in [p.prompt_id for p in ref] + asked + [pid for pid, _ in sent]:
         hit, want = rp.find(pid), reference_find(ref, pid)
         assert (hit.rule_id, hit.rule_group) == (want.rule_id, want.rule_group) if want else hit is None
     back = msgspec.msgpack.decode(msgspec.msgpack.encode(rp), type=RecentPrompts)
-    assert recentprompts.shared(back) == rp
+    assert recentops.shared(back) == rp
 
 
 def test_eight_prompts_take_a_fraction_of_their_strings() -> None:
     rp = None
     for i in range(RECENT_PROMPTS):
-        rp = recentprompts.add(rp, "pr_" + f"{0xABC0 + i:024x}", "seats-80", "seats")
+        rp = recentops.add(rp, "pr_" + f"{0xABC0 + i:024x}", "seats-80", "seats")
     assert rp is not None and len(rp.ids) == 12 * RECENT_PROMPTS
     assert rp.entries[0] is rp.entries[-1]  # one shared entry per rule
     own = sys.getsizeof(rp) + sys.getsizeof(rp.ids) + sys.getsizeof(rp.entries)
@@ -65,7 +65,7 @@ def test_add_packed_is_add_of_the_engines_ids(sent: list[tuple[bytes, tuple[str,
     by_id: RecentPrompts | None = None
     by_raw: RecentPrompts | None = None
     for raw, (rule, group) in sent:
-        by_id = recentprompts.add(by_id, "pr_" + raw.hex(), rule, group)
-        by_raw = recentprompts.add_packed(by_raw, raw, rule, group)
+        by_id = recentops.add(by_id, "pr_" + raw.hex(), rule, group)
+        by_raw = recentops.add_packed(by_raw, raw, rule, group)
         assert by_raw == by_id
         assert by_raw.entries[-1] is by_id.entries[-1]  # the shared entry

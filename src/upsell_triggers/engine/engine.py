@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from upsell_triggers.engine import distinct, growth, leads, outcomes, recentprompts, score, windows
+from upsell_triggers.engine import distinct, growth, leads, outcomes, recentops, score, windows
 from upsell_triggers.engine.erasure import erase, reopen
 from upsell_triggers.engine.events import (
     AccountDeleted,
@@ -487,7 +487,7 @@ class Engine:
     def _feedback(self, ev: Feedback, state: AccountState, rs: RuleSet) -> Outcome:
         rule_id, rule_group = "unknown", "unknown"
         rp = state.recent_prompts
-        hit = rp.find(ev.prompt_id) if rp is not None else None
+        hit = recentops.find(rp, ev.prompt_id) if rp is not None else None
         if hit is not None:
             rule_id, rule_group = hit.rule_id, hit.rule_group
         action = FEEDBACK_ACTIONS[ev.type]
@@ -755,8 +755,8 @@ class Engine:
         state.sent = (*sent[1 - CAP_HISTORY :], when) if sent else (when,)
         pid = prompt["prompt_id"]
         state.attribution = Attribution(pid, rule.id, rule.group, TREATMENT, when)
-        # The id's 12 bytes as recentprompts packs them: build_prompt's ids are "pr_" and 24 hex digits.
-        state.recent_prompts = recentprompts.add_packed(
+        # The id's 12 bytes as recentops packs them: build_prompt's ids are "pr_" and 24 hex digits.
+        state.recent_prompts = recentops.add_packed(
             state.recent_prompts, bytes.fromhex(pid[3:]), rule.id, rule.group
         )
         return Decision(

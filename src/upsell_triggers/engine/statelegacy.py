@@ -22,7 +22,7 @@ import msgspec
 import orjson
 from msgspec import Struct, field
 
-from upsell_triggers.engine import recentprompts, windows
+from upsell_triggers.engine import recentops, windows
 from upsell_triggers.engine.leadstate import LeadState
 from upsell_triggers.engine.recentprompts import RecentPrompt
 from upsell_triggers.engine.state import (
@@ -81,7 +81,7 @@ def _from_v5(o: StateV5) -> AccountState:
     st.periods = [x for m, p in o.periods.items() for x in (m, p)] if o.periods else None
     if o.rolling:
         st.rolling = {k: windows.pack(b) for k, b in o.rolling.items()}
-    st.recent_prompts = recentprompts.pack(o.recent_prompts or ())
+    st.recent_prompts = recentops.pack(o.recent_prompts or ())
     pace = o.pace
     if isinstance(pace, dict):
         st.pace = [x for m, h in pace.items() for x in (m, _doubles(h))]
@@ -167,7 +167,7 @@ def _from_v4(o: StateV4) -> AccountState:
             o.rules,
             tuple(o.sent) if o.sent else None,
             Attribution(*o.attribution) if o.attribution else None,
-            recentprompts.pack([RecentPrompt(*r) for r in o.recent_prompts]) if o.recent_prompts else None,
+            recentops.pack([RecentPrompt(*r) for r in o.recent_prompts]) if o.recent_prompts else None,
             bytes(o.dedup),
             o.last_seen,
             o.offsets[0],

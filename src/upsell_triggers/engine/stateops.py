@@ -10,7 +10,7 @@ import zlib
 from sys import intern
 from typing import Any, Final
 
-from upsell_triggers.engine.recentprompts import shared as shared_recent
+from upsell_triggers.engine.recentops import shared as shared_recent
 from upsell_triggers.engine.state import (
     DEDUP_HORIZON,
     AccountState,
