@@ -86,13 +86,29 @@ def human(x: float | None, unit: str) -> str:
 _BINARY: Final = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
-def _percent_style(template: str) -> str:
-    """A copy template (only `{name}` placeholders and `{{`/`}}`, as rulecompiler admits) as the same
-    text in %-style: `t % values` renders what `t.format_map(values)` does, and parses a third faster."""
-    return "".join(
-        literal.replace("%", "%%") + (f"%({name})s" if name is not None else "")
-        for literal, name, _, _ in string.Formatter().parse(template)
-    )
+def _parts(template: str) -> tuple[str, ...]:
+    """A copy template (only `{name}` placeholders and `{{`/`}}`, as rulecompiler admits) split for
+    _render: its literal text and placeholder names in turn, literal first and last (names at the odd
+    indexes); a template without placeholders is one literal, already rendered."""
+    parts = [""]
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts[-1] += literal
+        if name is not None:
+            parts += (name, "")
+    return tuple(parts)
+
+
+def _render(parts: tuple[str, ...], values: dict[str, str]) -> str:
+    """What `template.format_map(values)` renders, from _parts(template). Joining the parts took a
+    third of what `%`-formatting a %-style template did (it parses the template on every prompt)."""
+    n = len(parts)
+    if n == 1:
+        return parts[0]
+    out = [parts[0]]
+    for i in range(1, n, 2):
+        out.append(values[parts[i]])
+        out.append(parts[i + 1])
+    return "".join(out)
 
 
 def _created_expires(ts: int, expiry_ms: int) -> tuple[str, str]:
@@ -125,16 +141,15 @@ _ALWAYS: Final = _COMMON | {
 class _RuleCopy:
     """A rule's four copy templates, with the placeholders they use: a prompt renders only those (most
     copy uses three or four of the fourteen, and each costs a number formatted for people). A template
-    without placeholders is kept rendered (its '{{' already a brace); the others are kept in %-style
-    (_percent_style)."""
+    without placeholders is kept rendered (its '{{' already a brace); each is kept split into its
+    literal text and placeholder names (_parts)."""
 
     rule: Rule
     needs: frozenset[str]
-    title: str
-    body: str
-    cta_label: str
-    cta_url: str
-    static: tuple[bool, bool, bool, bool]
+    title: tuple[str, ...]
+    body: tuple[str, ...]
+    cta_label: tuple[str, ...]
+    cta_url: tuple[str, ...]
     rare: bool  # needs a placeholder outside _COMMON
     blanks: tuple[str, ...]  # needs a placeholder outside _ALWAYS: each set to "" first
 
@@ -153,14 +168,10 @@ def _rule_copy(rule: Rule, variant: Variant | None = None) -> _RuleCopy:
     src: Rule | Variant = rule if variant is None else variant
     templates = (src.title, src.body, src.cta_label, src.cta_url)
     names = [{n for _, n, _, _ in string.Formatter().parse(t) if n is not None} for t in templates]
-    in_title, in_body, in_label, in_url = names
-    static = (not in_title, not in_body, not in_label, not in_url)
-    title, body, label, url = (
-        t.format_map({}) if st else _percent_style(t) for t, st in zip(templates, static, strict=True)
-    )
+    title, body, label, url = map(_parts, templates)
     needs = frozenset().union(*names)
     blanks = tuple(sorted(needs - _ALWAYS))
-    c = _RuleCopy(rule, needs, title, body, label, url, static, not needs <= _COMMON, blanks)
+    c = _RuleCopy(rule, needs, title, body, label, url, not needs <= _COMMON, blanks)
     if len(_COPIES) >= _MAX_COPIES:
         _COPIES.clear()
     _COPIES[key] = c
@@ -189,8 +200,8 @@ def build_prompt(
     ratio = value / limit if limit else None
     copy = _rule_copy(rule, variant)
     needs = copy.needs
-    # A plain dict: `%` looks each placeholder up in it through the C lookup, where a dict subclass
-    # whose __missing__ rendered an unfilled one empty cost a Python-level method call each.
+    # A plain dict: every placeholder the copy uses is set (blanks included), so no lookup needs a
+    # default.
     values: dict[str, str] = {}
     if needs:
         unit = rs.metrics[metric].unit
@@ -230,7 +241,6 @@ def build_prompt(
                     values["days_left"] = str(projection.whole_days_left)
                 if "projected" in needs:
                     values["projected"] = human(round(projection.projected), unit)
-    st_title, st_body, st_label, st_url = copy.static
     created_at, expires_at = _created_expires(ts, rs.policy.expiry_ms)
     prompt: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -248,12 +258,9 @@ def build_prompt(
         "target_plan": target.id,
         "placement": rule.placement,
         "priority": rule.priority,
-        "title": copy.title if st_title else copy.title % values,
-        "body": copy.body if st_body else copy.body % values,
-        "cta": {
-            "label": copy.cta_label if st_label else copy.cta_label % values,
-            "url": copy.cta_url if st_url else copy.cta_url % values,
-        },
+        "title": _render(copy.title, values),
+        "body": _render(copy.body, values),
+        "cta": {"label": _render(copy.cta_label, values), "url": _render(copy.cta_url, values)},
         "trigger_event_id": trigger_event_id,
         "created_at": created_at,
         "expires_at": expires_at,
