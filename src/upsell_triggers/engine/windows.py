@@ -180,10 +180,32 @@ def _add_dict(s: dict[int, Num], b: int, delta: Num, keep_ms: int) -> Series | N
     return s
 
 
+def _u32(s: bytes, i: int) -> int:
+    """The little-endian uint32 at s[i:i + 4]: compiled, four byte reads cost a tenth of a
+    Struct.unpack_from call."""
+    return s[i] | (s[i + 1] << 8) | (s[i + 2] << 16) | (s[i + 3] << 24)
+
+
 def window_sum(s: Series, window_ms: int) -> Num:
     """Sum of the buckets within window_ms of the newest bucket (windows are aligned to buckets)."""
     if isinstance(s, bytes):
         fmt = s[0]
+        if fmt == INTS:
+            # Read in place, newest bucket first, until one falls out of the window: a paywall
+            # feature's window (its events' counts) is summed on every paywall hit. Ints: the order of
+            # the additions does not change the sum.
+            n = (len(s) - _HEAD) >> 3
+            mid = _HEAD + 4 * n
+            at = mid - 4
+            cutoff = _u32(s, at) + (-window_ms // _S)
+            int_total = 0
+            end = len(s) - 4
+            while at >= _HEAD and _u32(s, at) > cutoff:
+                v = _u32(s, end)
+                int_total += v - (1 << 32) if v & 0x80000000 else v
+                at -= 4
+                end -= 4
+            return int_total
         mid = len(s) - (_STRIDE[fmt] - 4) * ((len(s) - _HEAD) // _STRIDE[fmt])  # where the sums start
         # start * 1000 > newest * 1000 - window  <=>  start > newest - ceil(window / 1000)
         cutoff = _KEY.unpack_from(s, mid - 4)[0] + (-window_ms // _S)
