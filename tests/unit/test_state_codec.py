@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from upsell_triggers.engine import recentprompts, windows
+from upsell_triggers.engine import recentops, windows
 from upsell_triggers.engine.recentprompts import RecentPrompt
 from upsell_triggers.engine.state import STATE_VERSION, AccountState, Attribution, BillingPeriod, RuleState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
@@ -32,7 +32,7 @@ def full_state() -> AccountState:
     }
     st.sent = (1_800_000_000_123,)
     st.attribution = Attribution("pr_x", "seats-80", "seats", "treatment", 1_800_000_000_123)
-    st.recent_prompts = recentprompts.pack(
+    st.recent_prompts = recentops.pack(
         (RecentPrompt("pr_x", "seats-80", "seats"), RecentPrompt("pr_" + "0a" * 12, "seats-80", "seats"))
     )
     for i in range(20):
