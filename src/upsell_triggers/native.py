@@ -77,6 +77,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "upsell_triggers.metrics",
     "upsell_triggers.processor",
     "upsell_triggers.runtime.batch_apply",
+    "upsell_triggers.runtime.kafka.partitioner",
 )
 
 MODE = ""  # what check() decided: 'native', 'pure' or 'stale'
