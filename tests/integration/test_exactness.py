@@ -11,9 +11,12 @@ import re
 import time
 from collections.abc import Set
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from devkit.exactness import Report, check_exact, read_all, replay_expected, wait_committed
 from devkit.kafka_io import event, produce, sim_records, with_erasures
@@ -46,6 +49,23 @@ async def check(  # type: ignore[no-untyped-def]
     return rep
 
 
+async def assert_keyed_as_aiokafka_would(bs: str, topic: str, records: list[Any]) -> None:
+    """Every record is on the partition aiokafka's DefaultPartitioner chooses for its key: the worker's
+    own partitioner (runtime/kafka/partitioner.py) leaves the topics laid out as Kafka's default."""
+    producer = AIOKafkaProducer(bootstrap_servers=bs)
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
+    default = DefaultPartitioner()
+    assert records and len({r.partition for r in records}) > 1
+    misplaced = [
+        (r.key, r.partition) for r in records if r.partition != default(r.key, partitions, partitions)
+    ]
+    assert misplaced == []
+
+
 async def test_sigkill_mid_stream_equals_replay(worker_factory, kafka_bootstrap):
     """With account deletions among the events (an event in flight after each, then the account's later
     events) and high-touch accounts (leads): deleted accounts' changelog states are the replay's, markers
@@ -69,6 +89,8 @@ async def test_sigkill_mid_stream_equals_replay(worker_factory, kafka_bootstrap)
     assert not {orjson.loads(r.value)["trigger_event_id"] for r in prompts} & in_flight
     leads = await read_all(kafka_bootstrap, w.topics["leads"])
     assert not {orjson.loads(r.value)["trigger_event_id"] for r in leads} & in_flight
+    await assert_keyed_as_aiokafka_would(kafka_bootstrap, w.topics["prompts"], prompts)
+    await assert_keyed_as_aiokafka_would(kafka_bootstrap, w.topics["leads"], leads)
     print(f"sigkill x2: {rep}, {len(in_flight)} deletions with an event in flight")
 
 
@@ -311,3 +333,5 @@ async def test_exactly_once_batch_bound_leaves_records_to_read_again_without_los
     assert rep.accounts > 0 and rep.distinct_prompts > 0
     assert not rep.state_mismatches, (len(rep.state_mismatches), rep.first_diff)
     assert (rep.missing_prompts, rep.unexpected_prompts, rep.duplicates_delivered) == (0, 0, 0)
+    prompts = await read_all(kafka_bootstrap, w.topics["prompts"], read_committed=True)
+    await assert_keyed_as_aiokafka_would(kafka_bootstrap, w.topics["prompts"], prompts)  # transactional
