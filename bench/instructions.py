@@ -32,6 +32,8 @@ import tempfile
 from functools import reduce
 from pathlib import Path
 
+from callgrind import collect, total
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -63,30 +65,11 @@ def measure(src: Path, files: list[Path]) -> tuple[dict[str, int], str]:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--collect-atstart=no",
-                "--toggle-collect=functools_reduce",
-                "--dump-after=functools_reduce",
-                f"--callgrind-out-file={tmp}/cg.out",
-                sys.executable,
-                __file__,
-                "--child",
-                *map(str, files),
-            ],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        collect(__file__, ["--child", *map(str, files)], Path(tmp) / "cg.out", env)
         out = {}
         for i, f in enumerate(files, 1):
-            text = Path(f"{tmp}/cg.out.{i}").read_text()
-            total = next(int(line.split()[1]) for line in text.splitlines() if line.startswith("totals:"))
             events = sum(1 for line in f.read_bytes().splitlines() if line.strip())
-            out[f.name] = round(total / events)
+            out[f.name] = round(total(Path(tmp) / "cg.out", i) / events)
         return out, code
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import subprocess
 import sys
 import tempfile
 import timeit
@@ -31,6 +30,7 @@ from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from callgrind import collect, total
 
 from upsell_triggers import native
 from upsell_triggers.runtime.kafka import partitioner as imported
@@ -112,33 +112,14 @@ def child(n: int) -> None:
 
 def callgrind(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--collect-atstart=no",
-                "--toggle-collect=functools_reduce",
-                "--dump-after=functools_reduce",
-                f"--callgrind-out-file={tmp}/cg.out",
-                sys.executable,
-                __file__,
-                "--child",
-                "--keys",
-                str(n),
-            ],
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        collect(__file__, ["--child", "--keys", str(n)], Path(tmp) / "cg.out", env)
         i = 0
         for label in key_sets(n):
             print(f"{label}, instructions per key:")
             for name in variants():
                 i += 1
-                text = Path(f"{tmp}/cg.out.{i}").read_text()
-                total = next(int(x.split()[1]) for x in text.splitlines() if x.startswith("totals:"))
-                print(f"  {name:40s} {total / n:9.0f}")
+                print(f"  {name:40s} {total(Path(tmp) / 'cg.out', i) / n:9.0f}")
 
 
 def main() -> int:
