@@ -96,6 +96,19 @@ def test_a_keyed_record_goes_where_aiokafkas_default_partitioner_sends_it(
 
 
 @IMPLEMENTATIONS
+def test_a_key_of_another_type_is_refused_not_hashed_as_something_else(impl: ModuleType) -> None:
+    """bytes(7) is seven zero bytes and a memoryview of ints has more bytes than items: neither may pass
+    for a key (aiokafka's partitioner refuses an int)."""
+    with pytest.raises(TypeError):
+        impl.partition(7, [0, 1, 2], [0, 1, 2])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        DEFAULT(7, [0, 1, 2], [0, 1, 2])
+    words = memoryview(b"\1\0\0\0\2\0\0\0").cast("I")
+    parts = list(range(12))
+    assert impl.partition(words, parts, parts) == DEFAULT(bytes(words), parts, parts)
+
+
+@IMPLEMENTATIONS
 @settings(max_examples=300, deadline=None)
 @given(partitions=partition_lists(), seed=st.integers(0, 2**32))
 def test_without_a_key_the_same_random_draw_as_aiokafkas(

@@ -82,5 +82,10 @@ def partition(
         if available:
             return random.choice(available)
         return random.choice(all_partitions)
-    data = key if isinstance(key, bytes) else bytes(key)  # compiled, murmur2 takes bytes only
+    if isinstance(key, bytes):
+        data = key
+    elif isinstance(key, (bytearray, memoryview)):  # its bytes, as aiokafka's murmur2 reads them
+        data = bytes(memoryview(key).cast("B"))
+    else:  # bytes(7) would be seven zero bytes: refuse what DefaultPartitioner refuses
+        raise TypeError(f"a record key must be bytes, not {type(key).__name__}")
     return all_partitions[(murmur2(data) & 0x7FFFFFFF) % len(all_partitions)]
