@@ -11,12 +11,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
-def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Application:
+def make_app(
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    stalled: Callable[[], str | None] = lambda: None,
+) -> web.Application:
+    """`stalled`: why the worker is stuck (runtime/stall.py), or None; /healthz answers 503 with it, so
+    that the liveness probe restarts a worker that stays up but reads nothing."""
+
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
+        reason = stalled()
+        if reason is not None:
+            return web.json_response({"status": "stalled", "reason": reason}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
