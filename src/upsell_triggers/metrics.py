@@ -162,6 +162,14 @@ class Metrics:
             ["topic", "partition"],
             registry=kafka,
         )
+        self.stalled_partitions = Gauge(
+            "upsell_stalled_partitions",
+            "Partitions the stall watchdog finds stuck: records waiting and none consumed (input topics), "
+            "or none read by a recovery (changelog), for UPSELL_STALL_S while the broker answers "
+            "(Kafka runtime)",
+            ["topic"],
+            registry=kafka,
+        )
         self.rules_loaded = Gauge("upsell_rules_loaded", "Rules in the running rule set", registry=r)
         self.reloads = Counter("upsell_rule_reloads_total", "Rule reloads, by result", ["result"], registry=r)
         self.accounts = Gauge("upsell_accounts_in_memory", "Account states held by this process", registry=r)

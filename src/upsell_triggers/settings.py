@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         description="consumer-group session timeout: how long a crashed worker's partitions wait before "
         "another worker takes them (Faust's default is 60 s)",
     )
+    stall_s: float = Field(
+        default=120,
+        ge=0,
+        description="the stall watchdog: /healthz answers 503 (and the liveness probe restarts the worker) "
+        "when an assigned input partition had records waiting and none was consumed for this long, or a "
+        "recovery read no changelog record for this long, while the broker answered; 0 = off",
+    )
     batch_timings_file: str | None = Field(
         default=None,
         description="append one JSON line per batch (fetch wait, apply, delivery, state write, commit) "

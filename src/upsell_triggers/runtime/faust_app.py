@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,9 @@ from upsell_triggers.runtime.kafka.transport import HotPath, install
 from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, pin_mmap_threshold
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.runtime.sink import BatchSink, SinkTopics
+from upsell_triggers.runtime.stall import StallDetector
 from upsell_triggers.runtime.table_state import TableState
+from upsell_triggers.runtime.watchdog import REQUEST_TIMEOUT_S, Probes, Watchdog, tick_interval
 from upsell_triggers.settings import Settings
 
 log = logging.getLogger("upsell_triggers.worker")
@@ -247,7 +250,17 @@ def create_app(s: Settings) -> Worker:
     app.on_partitions_revoked.connect(watch.on_revoked)
 
     ready = Readiness(app, metrics)
-    app.timer(interval=1.0)(ready.probe)
+    interval = tick_interval(s.stall_s)
+    # Ticks may come late by a readiness probe and a tick's requests: a short window gets that margin.
+    detector = StallDetector(
+        s.stall_s, time.monotonic, max(s.stall_s / 2, 4 * interval + 2 * REQUEST_TIMEOUT_S)
+    )
+    watchdog = (
+        Watchdog(app, frozenset(hot_topics), detector, metrics, lambda: ready.broker_ok, ready)
+        if detector.enabled
+        else None
+    )
+    app.add_dependency(Probes(ready.probe, watchdog, interval))
     if release is not None and s.memory_release_interval_s > 0:
         app.timer(interval=1.0)(MemoryRelease(release, policy).tick)
     if s.state_idle_s > 0:
@@ -265,7 +278,7 @@ def create_app(s: Settings) -> Worker:
         # Served from process start (run_worker), in its own thread (http.serve_in_thread), not as a
         # Faust task: tasks start only after recovery, and /readyz must be reachable (and 503) while
         # the table recovers.
-        http=make_app(metrics.registry, ready),
+        http=make_app(metrics.registry, ready, detector.reason),
         ready=ready,
         reload=lambda: try_reload(s.rules_dir, proc.rules, proc.swap_rules, metrics),
     )
