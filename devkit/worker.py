@@ -74,10 +74,11 @@ class Worker:
         self.env.update(extra_env or {})
         self.log = tmp / f"{name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.module = "upsell_triggers"  # what `python -m` runs: a test may wrap the service
 
     def start(self) -> Worker:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "upsell_triggers", "run"],
+            [sys.executable, "-m", self.module, "run"],
             env=self.env,
             stdout=open(self.log, "ab"),  # noqa: SIM115 (the child owns it)
             stderr=subprocess.STDOUT,

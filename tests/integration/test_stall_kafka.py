@@ -1,0 +1,66 @@
+"""The stall watchdog against the real broker: a worker whose events partitions are paused in its
+consumer (tests/integration/paused_worker.py) while records wait on them answers /healthz with 503 and
+the partitions once UPSELL_STALL_S passed, counts them on `upsell_stalled_partitions`, logs the stall,
+and answers 200 again once it consumes. A caught-up worker idle for longer than the window stays 200."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+
+from devkit.kafka_io import event, produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+STALL_S = 3
+
+
+async def until(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.2)
+    return bool(pred())
+
+
+async def test_paused_partitions_with_records_waiting_fail_healthz_until_consumed(
+    worker_factory, kafka_bootstrap, tmp_path
+):
+    flag = tmp_path / "pause"
+    w = worker_factory(extra_env={"UPSELL_STALL_S": str(STALL_S), "UPSELL_TEST_PAUSE_FILE": str(flag)})
+    w.module = "tests.integration.paused_worker"
+    w.start().wait_ready()
+    now = int(time.time() * 1000)
+    first = [event(f"acct-{i}", f"a-{i}", now, type="usage", metric="seats", value=1) for i in range(40)]
+    await produce(kafka_bootstrap, w.topics["events"], first)
+    assert await until(lambda: w.metric("upsell_events_consumed_total") >= 40, 30), w.log.read_text()[-3000:]
+
+    await asyncio.sleep(STALL_S + 2)  # caught up and idle for longer than the window: not a stall
+    assert w.get("/healthz") == (200, '{"status": "ok"}')
+
+    flag.touch()
+    await asyncio.sleep(1.0)  # the hook pauses within 0.2 s
+    second = [event(f"acct-{i}", f"b-{i}", now, type="usage", metric="seats", value=2) for i in range(40)]
+    await produce(kafka_bootstrap, w.topics["events"], second)
+    t0 = time.monotonic()
+    assert await until(lambda: w.get("/healthz")[0] == 503, 20), w.log.read_text()[-3000:]
+    took = time.monotonic() - t0
+    assert took >= STALL_S - 0.5, took  # not before the window passed
+    body = w.get("/healthz")[1]
+    reason = orjson.loads(body)
+    assert reason["status"] == "stalled" and f"{w.topics['events']}[" in reason["reason"], body
+    assert w.get("/readyz")[0] == 200  # the broker answers: only liveness says it
+    assert w.metric("upsell_stalled_partitions") >= 1
+    assert w.metric("upsell_events_consumed_total") == 40
+
+    flag.unlink()
+    assert await until(lambda: w.get("/healthz")[0] == 200, 20), w.log.read_text()[-3000:]
+    assert await until(lambda: w.metric("upsell_events_consumed_total") >= 80, 20)
+    assert w.metric("upsell_stalled_partitions") == 0
+    log = w.log.read_text()
+    assert "stall: no record consumed from " + w.topics["events"] in log
+    assert "stall over: " + w.topics["events"] in log
