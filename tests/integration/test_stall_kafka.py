@@ -64,3 +64,36 @@ async def test_paused_partitions_with_records_waiting_fail_healthz_until_consume
     log = w.log.read_text()
     assert "stall: no record consumed from " + w.topics["events"] in log
     assert "stall over: " + w.topics["events"] in log
+
+
+async def test_a_recovery_that_reads_nothing_fails_healthz_until_it_reads(
+    worker_factory, kafka_bootstrap, tmp_path
+):
+    hold = tmp_path / "hold"
+    env = {"UPSELL_STALL_S": str(STALL_S), "UPSELL_TEST_HOLD_RECOVERY_FILE": str(hold)}
+    w = worker_factory(extra_env=env)
+    w.module = "tests.integration.paused_worker"
+    w.start().wait_ready()
+    now = int(time.time() * 1000)
+    events = [event(f"acct-{i}", f"a-{i}", now, type="usage", metric="seats", value=1) for i in range(40)]
+    await produce(kafka_bootstrap, w.topics["events"], events)
+    assert await until(lambda: w.metric("upsell_events_consumed_total") >= 40, 30), w.log.read_text()[-3000:]
+    assert await until(lambda: w.metric("upsell_state_unwritten_accounts") == 0, 30)
+    w.stop()
+
+    hold.touch()
+    again = worker_factory(name=w.name, extra_env=env)
+    again.module = "tests.integration.paused_worker"
+    again.start()
+    assert await until(lambda: again.get("/healthz")[0] == 503, 40), again.log.read_text()[-3000:]
+    body = orjson.loads(again.get("/healthz")[1])
+    assert body["status"] == "stalled" and "-changelog[" in body["reason"], body
+    assert again.get("/readyz")[0] == 503
+    assert again.metric("upsell_stalled_partitions") >= 1
+
+    hold.unlink()
+    assert await until(lambda: again.get("/readyz")[0] == 200, 40), again.log.read_text()[-3000:]
+    assert await until(lambda: again.get("/healthz")[0] == 200, 5)  # at the watchdog's next tick
+    assert again.metric("upsell_stalled_partitions") == 0
+    assert again.metric("upsell_state_restored_records_total") >= 40
+    assert "stall over: " in again.log.read_text()
