@@ -50,7 +50,7 @@ class StallDetector:
         self.max_gap_s = stall_s / 2 if max_gap_s is None else max_gap_s
         self.stalled: tuple[Stalled, ...] = ()
         self._since: dict[str, tuple[Hashable, float]] = {}  # name -> (marker, when it last moved)
-        self._phase: str | None = None
+        self._phase: Hashable = None
         self._last_tick: float | None = None
 
     @property
@@ -61,12 +61,13 @@ class StallDetector:
         self,
         *,
         broker_ok: bool,
-        phase: str,
+        phase: Hashable,
         watched: Mapping[tuple[str, str], Progress],
     ) -> tuple[Stalled, ...]:
-        """One tick. `phase` names what the worker does ("working", "recovering", "rebalancing"): a new
-        phase restarts every clock. `watched` maps (name, topic) to its progress; what is not in it is
-        forgotten (revoked, or not judged in this phase). Returns what is stalled now."""
+        """One tick. `phase` says what the worker does, e.g. ("working", generation): a new phase (a
+        rebalance, a recovery, its end) restarts every clock. `watched` maps (name, topic) to its
+        progress; what is not in it is forgotten (revoked, or not judged in this phase). Returns what
+        is stalled now."""
         now = self.clock()
         if not self.enabled:
             return ()
