@@ -27,12 +27,19 @@ async def until(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return bool(pred())
 
 
+def wrapped(worker_factory, env: dict[str, str], name: str | None = None):  # type: ignore[no-untyped-def]
+    """A worker run through the test wrapper (paused_worker.py), with the window STALL_S."""
+    kwargs = {"name": name} if name is not None else {}
+    w = worker_factory(extra_env={"UPSELL_STALL_S": str(STALL_S), **env}, **kwargs)
+    w.module = "tests.integration.paused_worker"
+    return w
+
+
 async def test_paused_partitions_with_records_waiting_fail_healthz_until_consumed(
     worker_factory, kafka_bootstrap, tmp_path
 ):
     flag = tmp_path / "pause"
-    w = worker_factory(extra_env={"UPSELL_STALL_S": str(STALL_S), "UPSELL_TEST_PAUSE_FILE": str(flag)})
-    w.module = "tests.integration.paused_worker"
+    w = wrapped(worker_factory, {"UPSELL_TEST_PAUSE_FILE": str(flag)})
     w.start().wait_ready()
     now = int(time.time() * 1000)
     first = [event(f"acct-{i}", f"a-{i}", now, type="usage", metric="seats", value=1) for i in range(40)]
@@ -70,9 +77,8 @@ async def test_a_recovery_that_reads_nothing_fails_healthz_until_it_reads(
     worker_factory, kafka_bootstrap, tmp_path
 ):
     hold = tmp_path / "hold"
-    env = {"UPSELL_STALL_S": str(STALL_S), "UPSELL_TEST_HOLD_RECOVERY_FILE": str(hold)}
-    w = worker_factory(extra_env=env)
-    w.module = "tests.integration.paused_worker"
+    env = {"UPSELL_TEST_HOLD_RECOVERY_FILE": str(hold)}
+    w = wrapped(worker_factory, env)
     w.start().wait_ready()
     now = int(time.time() * 1000)
     events = [event(f"acct-{i}", f"a-{i}", now, type="usage", metric="seats", value=1) for i in range(40)]
@@ -82,8 +88,7 @@ async def test_a_recovery_that_reads_nothing_fails_healthz_until_it_reads(
     w.stop()
 
     hold.touch()
-    again = worker_factory(name=w.name, extra_env=env)
-    again.module = "tests.integration.paused_worker"
+    again = wrapped(worker_factory, env, name=w.name)
     again.start()
     assert await until(lambda: again.get("/healthz")[0] == 503, 40), again.log.read_text()[-3000:]
     body = orjson.loads(again.get("/healthz")[1])
