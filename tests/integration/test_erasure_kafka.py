@@ -22,19 +22,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from devkit.exactness import read_all, wait_committed
 from devkit.kafka_io import collect, event, produce
+from tests.polling import until
 from upsell_triggers.engine.statecodec import decode_state
 from upsell_triggers.engine.timeutil import DAY, HOUR
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
-
-
-async def until(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.3)
-    return False
 
 
 async def compact_quickly(bs: str, topic: str) -> None:
@@ -70,7 +62,7 @@ async def test_erased_and_expired_accounts_leave_the_compacted_changelog(worker_
         + [event("idle", "i1", now - 401 * DAY, type="usage", metric="seats", value=2)]
         + [event(a, f"{a}-0", now, type="usage", metric="seats", value=1) for a in live],
     )
-    assert await until(lambda: w.metric("upsell_events_consumed_total") >= 2 + len(live), 30)
+    assert await until(lambda: w.metric("upsell_events_consumed_total") >= 2 + len(live), 30, every=0.3)
 
     # The erasure request, as an operator sends it, then an event of the account from before it.
     erase = ["-m", "upsell_triggers", "erase", "gone", "--at", str(now + HOUR)]
@@ -81,7 +73,7 @@ async def test_erased_and_expired_accounts_leave_the_compacted_changelog(worker_
     await produce(
         kafka_bootstrap, events, [event("gone", "g2", now + 1, type="usage", metric="seats", value=5)]
     )
-    assert await until(lambda: w.metric("upsell_erased_account_events_total") == 1, 30)
+    assert await until(lambda: w.metric("upsell_erased_account_events_total") == 1, 30, every=0.3)
     await wait_committed(kafka_bootstrap, w.env["UPSELL_APP_ID"], events, timeout=60)
     first = await read_all(kafka_bootstrap, changelog)
     marker = {r.key: r.value for r in first}[b"gone"]
@@ -99,7 +91,7 @@ async def test_erased_and_expired_accounts_leave_the_compacted_changelog(worker_
         if w.metric("upsell_accounts_expired_total") >= 2:
             break
         await asyncio.sleep(0.3)
-    assert await until(lambda: w.metric("upsell_accounts_expired_total") == 2, 15)
+    assert await until(lambda: w.metric("upsell_accounts_expired_total") == 2, 15, every=0.3)
     await wait_committed(kafka_bootstrap, w.env["UPSELL_APP_ID"], events, timeout=60)
 
     # The log cleaner compacts the rolled segments: keep writing (a segment rolls on the next write)
@@ -141,4 +133,4 @@ async def test_erased_and_expired_accounts_leave_the_compacted_changelog(worker_
         orjson.loads(r.value)["trigger_event_id"]: orjson.loads(r.value)["rule_id"] for r in prompts
     }
     assert by_trigger == {"g1": "seats-80", "g3": "seats-80"}  # nothing from g2, in flight
-    assert await until(lambda: w2.metric("upsell_accounts_in_memory") == len(live) + 1, 30)
+    assert await until(lambda: w2.metric("upsell_accounts_in_memory") == len(live) + 1, 30, every=0.3)

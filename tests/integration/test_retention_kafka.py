@@ -13,17 +13,10 @@ import pytest
 
 from devkit.exactness import read_all, wait_committed
 from devkit.kafka_io import collect, event, produce
+from tests.polling import until
 from upsell_triggers.engine.timeutil import DAY
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
-
-
-async def until(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])

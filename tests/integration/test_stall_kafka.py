@@ -12,19 +12,11 @@ import orjson
 import pytest
 
 from devkit.kafka_io import event, produce
+from tests.polling import until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 STALL_S = 3
-
-
-async def until(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.2)
-    return bool(pred())
 
 
 def wrapped(worker_factory, env: dict[str, str], name: str | None = None):  # type: ignore[no-untyped-def]

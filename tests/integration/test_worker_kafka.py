@@ -12,20 +12,12 @@ import pytest
 
 from devkit.exactness import read_all
 from devkit.kafka_io import collect, event, produce
+from tests.polling import until
 from upsell_triggers.engine.state import STATE_VERSION
 from upsell_triggers.engine.statecodec import decode_state
 from upsell_triggers.engine.stateops import event_hash
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
-
-
-async def until(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    """Polls a condition on another process (its /metrics) until true or timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        await asyncio.sleep(0.2)
 
 
 CONTRACT_FIELDS = {
