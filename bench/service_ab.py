@@ -3,11 +3,13 @@
     python bench/service_ab.py --name NAME --a-src DIR --b-src DIR [--rules DIR | --a-rules DIR --b-rules DIR]
                                [--a-label TEXT] [--b-label TEXT] [--pairs 4] [--events 300000]
                                [--accounts 30000] [--workloads typical near-limits]
+                               [--a-set KEY=VALUE ...] [--b-set KEY=VALUE ...]
 
 For a question like "does this change cost the service anything?": each side is a source tree (its
 `src` directory, e.g. a `git worktree add --detach` of the code to compare) put first on the worker's
 PYTHONPATH, and a rules directory. The interpreter and its dependencies are this one's for both sides,
-so only the code under test differs; each side's `upsell_triggers.__file__`, printed by the same
+so only the code under test differs (or, with `--a-set`/`--b-set`, a worker setting of the same tree:
+`--b-set UPSELL_STATE_CACHE_ACCOUNTS=20000`); each side's `upsell_triggers.__file__`, printed by the same
 interpreter with the same environment as its worker, is checked and recorded.
 
 Each workload's topic (bench/workloads.py, 4 partitions) is produced once; every run then consumes it
@@ -109,6 +111,8 @@ def main() -> int:
     ap.add_argument("--b-rules", type=Path, help="side B's rules directory (default --rules)")
     ap.add_argument("--a-label", default="A")
     ap.add_argument("--b-label", default="B")
+    ap.add_argument("--a-set", action="append", default=[], metavar="KEY=VALUE", help="a setting of side A")
+    ap.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE", help="a setting of side B")
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--accounts", type=int, default=30_000)
@@ -117,17 +121,18 @@ def main() -> int:
     a = ap.parse_args()
 
     sides: dict[str, dict[str, Any]] = {}
-    for s, src, rules, label in (
-        ("A", a.a_src, a.a_rules or a.rules, a.a_label),
-        ("B", a.b_src, a.b_rules or a.rules, a.b_label),
+    for s, src, rules, label, settings in (
+        ("A", a.a_src, a.a_rules or a.rules, a.a_label, a.a_set),
+        ("B", a.b_src, a.b_rules or a.rules, a.b_label, a.b_set),
     ):
         src, rules = src.resolve(), rules.resolve()
-        env = side_env(src, rules)
+        env = side_env(src, rules) | dict(kv.split("=", 1) for kv in settings)
         imported = imported_from(env)
         if not Path(imported).resolve().is_relative_to(src):
             sys.exit(f"side {s}: upsell_triggers imports from {imported}, not from {src}")
         sides[s] = {"label": label, "src": str(src), "rules": str(rules), "imported": imported, "env": env}
-        print(f"side {s} ({label}): upsell_triggers from {imported}; rules {rules}", flush=True)
+        sides[s]["settings"] = settings
+        print(f"side {s} ({label}): upsell_triggers from {imported}; rules {rules}; {settings=}", flush=True)
 
     bs = bootstrap()
     delete_created_topics_at_exit(bs)
