@@ -291,6 +291,19 @@ def service_ab_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def pack_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """bench/pack_bench.py: what holding an account as bytes costs, the packer against zlib's."""
+    rows = []
+    for rules in ("examples", "shipped"):
+        m = r[rules]
+        for packer, what in (("zstd", "Zstandard, trained dictionary (the worker's)"), ("zlib", "zlib, preset dictionary")):  # fmt: skip
+            p = m[packer]
+            rows.append((f"Evicted state held as bytes, {rules} rules, small accounts ({m['state_bytes_mean']:.0f} B): {what}: bytes; pack; read back (decode after it {m['decode_us']:.2f} µs) [best of {r['repeats']}]",
+                         f"{p['packed_bytes_mean']:.0f} B; {p['pack_us']:.2f} µs; {p['unpack_us']:.2f} µs", "", "",
+                         f"python bench/pack_bench.py --accounts {r['accounts']}" if not rows else ""))  # fmt: skip
+    return rows
+
+
 def transactions_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     s = r["summary_p50_ms"]
 
@@ -435,7 +448,10 @@ def main() -> int:
     if r := load("state-variants"):  # other rule sets, shapes and settings (bench/state_bench.py)
         counts = r.get("runs_per_config", {})
         for key, m in sorted(r["median"].items()):
-            store, n, variant, *settings = key.split("/")
+            store, n, *parts = key.split("/")
+            if "=" in parts[0]:  # the shipped rules' seats shape with settings
+                parts.insert(0, "shipped-seats")
+            variant, *settings = parts
             rules, shape = variant.split("-", 1)
             runs = counts.get(key, 1)
             sets = "".join(f" --set {kv}" for kv in settings)
@@ -447,6 +463,8 @@ def main() -> int:
             rows.append((f"Memory per active account, {int(n):,} accounts, {store} store, {named} (RSS at rest after the load; peak during it; at rest after a restart) [{runs} run{'s' if runs != 1 else ''}]",
                          f"{m['bytes_per_account']:,.0f} B; peak {m['peak_bytes_per_account']:,.0f} B; {m['bytes_per_account_after_recovery']:,.0f} B",
                          "≤ 1 KiB", verdict(m["bytes_per_account"] <= 1024), cmd))  # fmt: skip
+    if r := load("pack"):
+        rows += pack_rows(r)
     if r := load("scaling"):
         m = r["median"]
         for k in sorted(k for k in m if k.startswith("total_")):

@@ -289,7 +289,7 @@ async def test_write_behind_is_bounded_and_written_once_caught_up(worker_factory
 
 
 async def test_states_evicted_when_idle_and_read_back_packed_equal_replay(worker_factory, kafka_bootstrap):
-    """UPSELL_STATE_IDLE_S at 0.2 s: between the chunks, every account goes back to bytes (deflated,
+    """UPSELL_STATE_IDLE_S at 0.2 s: between the chunks, every account goes back to bytes (compressed,
     packed_states) and is decoded again at its next event, many times over; the changelog, prompts and
     leads must still be the replay's."""
     records = list(sim_records(8_000, 600, seed=21, high_touch_every=5))

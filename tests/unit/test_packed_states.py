@@ -1,10 +1,12 @@
-"""packed_states: evicted states deflated with a dictionary of the process's first states, read back
-as the very bytes that were packed; plain bytes (Faust's recovery) read as they are."""
+"""packed_states: evicted states compressed with a dictionary trained on the process's first states,
+read back as the very bytes that were packed; plain bytes (Faust's recovery) read as they are."""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+
+import pytest
 
 from upsell_triggers.engine.engine import Engine
 from upsell_triggers.engine.events import decode_event
@@ -45,26 +47,42 @@ def _json(v: object) -> bytes:
     return b'"%s"' % str(v).encode() if isinstance(v, str) else str(v).encode()
 
 
-def test_states_are_kept_plain_until_the_dictionary_is_complete_then_packed_smaller() -> None:
+@pytest.mark.parametrize("samples", [12, 2])  # the trainer takes 12 and refuses 2 (a raw dictionary)
+def test_states_are_kept_plain_until_the_dictionary_is_complete_then_packed_smaller(samples: int) -> None:
     blobs = _states()
-    p = Packer(samples=4)
-    assert [p.pack(b) for b in blobs[:4]] == list(blobs[:4]) and p.zdict is not None
-    packed = [p.pack(b) for b in blobs[4:]]
-    assert all(x.startswith(MARK) and len(x) < len(b) for x, b in zip(packed, blobs[4:], strict=True))
-    assert [p.unpack(x) for x in packed] == list(blobs[4:])
-    assert decode_state(p.unpack(packed[0])) == decode_state(blobs[4])
+    p = Packer(samples=samples)
+    assert [p.pack(b) for b in blobs[:samples]] == list(blobs[:samples]) and p.zdict is not None
+    packed = [p.pack(b) for b in blobs[samples:]]
+    assert all(x.startswith(MARK) and len(x) < len(b) for x, b in zip(packed, blobs[samples:], strict=True))
+    assert sum(map(len, packed)) < sum(map(len, blobs[samples:])) / 2
+    assert [p.unpack(x) for x in packed] == list(blobs[samples:])
+    assert decode_state(p.unpack(packed[0])) == decode_state(blobs[samples])
+
+
+def test_the_dictionary_is_fixed_once_taken() -> None:
+    """A state packed early reads back after many more were packed: the dictionary never changes."""
+    blobs = _states()
+    p = Packer(samples=12)
+    for b in blobs[:12]:
+        p.pack(b)
+    first = p.pack(blobs[12])
+    later = [p.pack(b) for b in blobs * 5]
+    assert p.unpack(first) == blobs[12]
+    assert [p.unpack(x) for x in later] == list(blobs * 5)
 
 
 def test_plain_bytes_of_every_version_read_as_they_are() -> None:
-    p = Packer(samples=1)
-    p.pack(_states()[0])
+    p = Packer(samples=2)
+    for b in _states()[:2]:
+        p.pack(b)
     v3 = to_bytes_v3(AccountState(plan="team"))
     for raw in (v3, _states()[1]):
         assert p.unpack(raw) is raw
 
 
-def test_a_state_deflating_does_not_shrink_stays_plain() -> None:
-    p = Packer(samples=1)
+def test_a_state_compressing_does_not_shrink_stays_plain() -> None:
+    p = Packer(samples=2)
     p.pack(b"\x91\xa1x")
+    p.pack(b"\x91\xa1y")
     tiny = encode_state(AccountState())
     assert p.pack(tiny) == tiny and p.unpack(tiny) == tiny

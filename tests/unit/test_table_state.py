@@ -12,6 +12,7 @@ import pytest
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.engine.statelegacy import to_bytes_v3
+from upsell_triggers.runtime.packed_states import SAMPLES
 from upsell_triggers.runtime.table_state import TableState
 
 
@@ -295,17 +296,17 @@ def test_the_memory_store_holds_evicted_states_packed_and_reads_them_back() -> N
     t, clock = memory_table(), _Clock()
     states = TableState(t, idle_s=1, clock=clock)
     written: dict[bytes, bytes] = {}
-    for i in range(20):
+    for i in range(SAMPLES + 20):
         touch(states, f"acct-{i:03d}", 0, "team")
         states.get(f"acct-{i:03d}").last_seen = 1_790_000_000_000 + i
     for recs in states.flush().values():
         written.update(recs)
     clock.now += 2
-    assert states.evict_idle() == 20
+    assert states.evict_idle() == SAMPLES + 20
     held = t.data.data
     packed = [k for k, v in held.items() if isinstance(v, bytes) and v != written[k]]
-    assert len(packed) >= 10 and all(len(held[k]) < len(written[k]) for k in packed)
-    for i in range(20):  # each reads back as the state written
+    assert len(packed) == 20 and all(len(held[k]) < len(written[k]) for k in packed)
+    for i in range(SAMPLES + 20):  # each reads back as the state written
         states.partition = 0
         assert states.get(f"acct-{i:03d}").last_seen == 1_790_000_000_000 + i
     assert states.flush()[0] == list(written.items())

@@ -10,7 +10,7 @@ state: dirty ones until written (`max_unwritten` bounds them), written ones whil
 `max_cached` are decoded, the longest decoded evicted first. With RocksDB the decoded states are a
 cache in front of the database. The memory store holds them itself, in place of their bytes: its
 dict's value is a state's bytes (as Faust's recovery writes them) or, once the account is active, the
-decoded state, turned back into bytes when evicted (deflated: packed_states). A decoded
+decoded state, turned back into bytes when evicted (compressed: packed_states). A decoded
 state's bytes are only needed by the changelog, and a second dict of decoded states cost ~52 bytes per
 account, its bytes ~175 more (bench/ANALYSIS.md).
 
@@ -88,7 +88,7 @@ class TableState:
         self._marks: deque[tuple[float, int]] = deque()
         self._popped = 0  # entries taken from the front of `decoded`
         self._stamp = float("-inf")
-        # The memory store's evicted states, deflated (packed_states); read back by _load and the sweep.
+        # The memory store's evicted states, compressed (packed_states); read back by _load and the sweep.
         self.packer = Packer()
         self.partition = 0  # the partition of the records being handled: set by the batch loop
         self._bound = False
@@ -172,10 +172,11 @@ class TableState:
         decoded.extend(keep)
 
     def _evict(self, key: bytes) -> bool:
-        """A clean decoded state out of memory: the memory store gets its bytes back, deflated, RocksDB
+        """A clean decoded state out of memory: the memory store gets its bytes back, compressed, RocksDB
         has them already. False if the key is not held decoded (stale: since replaced by recovery's
-        bytes, or dropped). Deflating costs ~10-20 us a state, 10-20 times the encoding: at the bound
-        (more accounts active than max_cached) it is paid on the batch path."""
+        bytes, or dropped). Encoding and compressing cost ~2 us a state with the example rules
+        (bench/pack_bench.py): at the bound (more accounts active than max_cached) it is paid on the
+        batch path."""
         st = self.cache.get(key)
         if st.__class__ is not AccountState:
             return False
@@ -187,7 +188,7 @@ class TableState:
 
     def evict_idle(self, budget: int = 500) -> int:
         """Evicts the decoded states not written for `idle_s`, looking at `budget` states at most (an
-        eviction encodes and deflates a state, ~10-20 us: the budget bounds the event loop's pause);
+        eviction encodes and compresses a state, ~2 us: the budget bounds the event loop's pause);
         returns how many it evicted. Called on a timer, and by trim() after each batch so that eviction
         keeps up with a backlog, when the timer fires seldom. Notes a mark every MARK_S: the stamp of
         the writes that follow, and how far `decoded` reached."""
