@@ -51,6 +51,7 @@ from devkit.exactness import wait_committed
 from devkit.kafka_io import event
 from devkit.worker import Worker
 from upsell_triggers.engine.timeutil import DAY, HOUR
+from upsell_triggers.settings import Settings
 
 
 def events(accounts: int) -> Iterator[tuple[bytes, bytes]]:
@@ -89,12 +90,12 @@ _DECODED = "upsell_state_decoded_accounts"
 
 def rss_at_rest(w: Worker, timeout: float = 600) -> int:
     """RSS once the worker is at rest after the load: the accounts held decoded no longer falling
-    (each is turned back into bytes once idle for UPSELL_STATE_IDLE_S, within twice that; none are
-    with it at 0) for the idle time, then freed memory given back to the OS, at most once per
+    (each is turned back into bytes once idle for UPSELL_STATE_IDLE_S, 30 s by default, within twice
+    that; none are with it at 0) for the idle time, then freed memory given back to the OS, at most once per
     UPSELL_MEMORY_RELEASE_INTERVAL_S (10 s) after a change."""
     assert w.proc is not None
     deadline = time.monotonic() + timeout
-    idle_s = float(w.env.get("UPSELL_STATE_IDLE_S", 0))
+    idle_s = float(w.env.get("UPSELL_STATE_IDLE_S", Settings.model_fields["state_idle_s"].default))
     last, since = w.metric(_DECODED), time.monotonic()
     while last > 0 and time.monotonic() < deadline and time.monotonic() - since < 2 * idle_s + 5:
         time.sleep(1)

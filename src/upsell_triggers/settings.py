@@ -71,16 +71,16 @@ class Settings(BaseSettings):
     state_cache_accounts: int = Field(
         default=100_000,
         ge=0,
-        description="decoded account states kept in memory per worker (~0.6 KiB each), unwritten ones "
+        description="decoded account states kept in memory per worker (~0.6-2.5 KiB each), unwritten ones "
         "included; beyond it the longest-decoded written ones are evicted (decoded again when next used)",
     )
     state_idle_s: float = Field(
-        default=0,
+        default=30,
         ge=0,
         description="a decoded account state not changed for this long (seconds) is held as bytes (its "
-        "changelog record, deflated) until its next event, which decodes it again: memory follows the "
-        "accounts active in the last 2 x this; 0 (the default: the evictions' work lengthens the latency "
-        "tail) = only state_cache_accounts evicts",
+        "changelog record, compressed) until its next event, which decodes it again: memory follows the "
+        "accounts active in the last 2 x this; 0 = only state_cache_accounts evicts (every account of "
+        "the worker's partitions stays decoded up to it)",
     )
     state_unwritten_accounts: int = Field(
         default=100_000,
