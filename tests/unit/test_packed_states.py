@@ -52,6 +52,7 @@ def test_states_are_kept_plain_until_the_dictionary_is_complete_then_packed_smal
     blobs = _states()
     p = Packer(samples=samples)
     assert [p.pack(b) for b in blobs[:samples]] == list(blobs[:samples]) and p.zdict is not None
+    assert (p.zdict.dict_id() == 0) == (samples == 2)  # a raw-content dictionary has no id
     packed = [p.pack(b) for b in blobs[samples:]]
     assert all(x.startswith(MARK) and len(x) < len(b) for x, b in zip(packed, blobs[samples:], strict=True))
     assert sum(map(len, packed)) < sum(map(len, blobs[samples:])) / 2
