@@ -184,6 +184,12 @@ class Metrics:
             "next event (UPSELL_STATE_IDLE_S, UPSELL_STATE_CACHE_ACCOUNTS) (Kafka runtime)",
             registry=kafka,
         )
+        self.decoded_accounts_bound = Gauge(
+            "upsell_state_decoded_accounts_bound",
+            "The account states a worker holds decoded at most once written: UPSELL_STATE_CACHE_ACCOUNTS, "
+            "or with auto the bound the running rules call for (Kafka runtime)",
+            registry=kafka,
+        )
         self.expired = Counter(
             "upsell_accounts_expired_total",
             "Account states removed, with a changelog tombstone, because their newest event is older than "

@@ -6,9 +6,9 @@ servers, `run` uses the embedded runtime (no Kafka).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,11 +68,12 @@ class Settings(BaseSettings):
     embedded_account_ttl_days: float = Field(
         default=90, gt=0, description="embedded run: an account idle this long in event time is dropped"
     )
-    state_cache_accounts: int = Field(
-        default=100_000,
-        ge=0,
+    state_cache_accounts: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        default="auto",
         description="decoded account states kept in memory per worker (~0.6-2.5 KiB each), unwritten ones "
-        "included; beyond it the longest-decoded written ones are evicted (decoded again when next used)",
+        "included; beyond it the longest-decoded written ones are evicted (held compressed, decoded "
+        "again when next used). auto: 100000, or 20000 when the rules keep per-account histories "
+        "(forecast, distinct-count or growth conditions), whose states take twice the memory",
     )
     state_idle_s: float = Field(
         default=30,
@@ -161,6 +162,16 @@ class Settings(BaseSettings):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+
+    @field_validator("state_cache_accounts", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value: object) -> object:
+        """One message for both ways of getting it wrong (the union would report two)."""
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ValueError("give a number of accounts (0 or more), or auto")
 
     @model_validator(mode="after")
     def _exactly_once_store(self) -> Settings:

@@ -90,6 +90,7 @@ RELOAD_METRICS = (
     'upsell_rule_reloads_total{result="success"}',
     'upsell_rule_reloads_total{result="rejected"}',
 )
+BOUND = "upsell_state_decoded_accounts_bound"  # UPSELL_STATE_CACHE_ACCOUNTS=auto follows the rules
 
 
 async def test_worker_reloads_added_and_removed_kinds(worker_factory, kafka_bootstrap, tmp_path):
@@ -100,12 +101,16 @@ async def test_worker_reloads_added_and_removed_kinds(worker_factory, kafka_boot
     app, topic = w.env["UPSELL_APP_ID"], w.topics["events"]
     await produce(kafka_bootstrap, topic, parts[0])
     await wait_committed(kafka_bootstrap, app, topic, timeout=60)
+    bounds = [w.metric(BOUND)]
     add_kinds(run, tmp_path)
     await until(lambda: reloads_done(w.metrics(*RELOAD_METRICS), 1), 30, "the reload that adds the kinds")
+    bounds.append(w.metric(BOUND))
     await produce(kafka_bootstrap, topic, parts[1])
     await wait_committed(kafka_bootstrap, app, topic, timeout=90)
     (run / "all-kinds.yaml").unlink()
     await until(lambda: reloads_done(w.metrics(*RELOAD_METRICS), 2), 30, "the reload that removes them")
+    bounds.append(w.metric(BOUND))
+    assert bounds == [100_000, 20_000, 100_000]  # states keeping histories: fewer held decoded
     await produce(kafka_bootstrap, topic, parts[2])
     events = [v for part in parts for _, v in part]
     reloads = [(len(parts[0]), added), (len(parts[0]) + len(parts[1]), shipped)]

@@ -29,7 +29,7 @@ from aiohttp import web
 from faust.types import TP
 
 from upsell_triggers import native
-from upsell_triggers.engine.ruleset import load_ruleset
+from upsell_triggers.engine.ruleset import RuleSet, load_ruleset
 from upsell_triggers.engine.statecodec import STATE_WRITERS
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.metrics import Metrics
@@ -48,7 +48,7 @@ from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, p
 from upsell_triggers.runtime.reload import try_reload, watch_rules
 from upsell_triggers.runtime.sink import BatchSink, SinkTopics
 from upsell_triggers.runtime.stall import StallDetector
-from upsell_triggers.runtime.table_state import TableState
+from upsell_triggers.runtime.table_state import TableState, decoded_bound
 from upsell_triggers.runtime.watchdog import REQUEST_TIMEOUT_S, Probes, Watchdog, tick_interval
 from upsell_triggers.settings import Settings
 
@@ -204,7 +204,7 @@ def create_app(s: Settings) -> Worker:
     )
     states = TableState(
         table,
-        s.state_cache_accounts,
+        decoded_bound(s.state_cache_accounts, rules),
         STATE_WRITERS[s.state_write_version],
         s.state_unwritten_accounts,
         retention_ms=int(s.state_retention_days * DAY),
@@ -216,6 +216,7 @@ def create_app(s: Settings) -> Worker:
     metrics.unwritten_accounts.set_function(lambda: len(states.dirty))
     metrics.accounts.set_function(lambda: len(states.cache))
     metrics.decoded_accounts.set_function(lambda: len(states.decoded))
+    metrics.decoded_accounts_bound.set_function(lambda: states.max_cached)
     proc = Processor(rules, metrics, get_state=states.get)
     proc.engine.max_future_ms = s.max_future_skew_s * 1000
     timings = open_timings(s.batch_timings_file)
@@ -265,10 +266,15 @@ def create_app(s: Settings) -> Worker:
         app.timer(interval=1.0)(MemoryRelease(release, policy).tick)
     if s.state_idle_s > 0:
         app.timer(interval=IDLE_EVICTION_INTERVAL_S)(IdleEviction(states, policy).tick)
+
+    def swap_rules(new: RuleSet) -> None:
+        proc.swap_rules(new)
+        states.max_cached = decoded_bound(s.state_cache_accounts, new)
+
     if s.watch_rules:
 
         async def watch_rule_files() -> None:
-            await watch_rules(s.rules_dir, lambda: proc.rules, proc.swap_rules, metrics, s.reload_debounce_ms)
+            await watch_rules(s.rules_dir, lambda: proc.rules, swap_rules, metrics, s.reload_debounce_ms)
 
         app.task(watch_rule_files)
     return Worker(
@@ -280,7 +286,7 @@ def create_app(s: Settings) -> Worker:
         # the table recovers.
         http=make_app(metrics.registry, ready, detector.reason),
         ready=ready,
-        reload=lambda: try_reload(s.rules_dir, proc.rules, proc.swap_rules, metrics),
+        reload=lambda: try_reload(s.rules_dir, proc.rules, swap_rules, metrics),
     )
 
 

@@ -38,10 +38,28 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from upsell_triggers.engine.retention import DEFAULT_ERASURE_HOLD_MS, state_expired
+from upsell_triggers.engine.ruleset import RuleSet
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.statecodec import decode_state, encode_state
 from upsell_triggers.runtime.kafka import compat
 from upsell_triggers.runtime.packed_states import Packer
+
+# UPSELL_STATE_CACHE_ACCOUNTS=auto: the decoded states a worker keeps. With the shipped rules a decoded
+# state and its entry take ~1 KiB, so 100k accounts fit the contract's 1 KiB per account all decoded.
+# States that keep histories (RuleSet.keeps_histories) take twice that and more: 20k decoded, the others
+# compressed (~0.1 KiB), holds 100k such accounts to ~0.9 KiB each, for a decode on each event of an
+# account beyond the 20k most recently decoded (docs/operations.md#sizing gives both prices).
+DECODED_ACCOUNTS = 100_000
+DECODED_ACCOUNTS_WITH_HISTORIES = 20_000
+
+
+def decoded_bound(setting: int | str, rules: RuleSet) -> int:
+    """The decoded states to keep under `rules`: the setting, or when it is "auto", the bound the rule
+    set's state size calls for. Applied again when rules are reloaded (a reload adding a forecast lowers
+    it; the next batch's trim() evicts down to it)."""
+    if isinstance(setting, int):
+        return setting
+    return DECODED_ACCOUNTS_WITH_HISTORIES if rules.keeps_histories else DECODED_ACCOUNTS
 
 
 class TableState:
