@@ -35,8 +35,9 @@ READING = """## Reading the figures
   linger) is shown for comparison, without a target.
 - **Memory per account** is the worker's resident memory divided by the accounts it holds, at rest after
   the load, at its peak during the load (size limits by the peak), and after a restart. Up to
-  `UPSELL_STATE_CACHE_ACCOUNTS` (100k) accounts are held decoded, so the per-account figure is highest
-  around 100k accounts and falls beyond.
+  `UPSELL_STATE_CACHE_ACCOUNTS` accounts are held decoded (`auto`: 100k, or 20k under rules that keep
+  per-account histories), so the per-account figure is highest around that many accounts and falls
+  beyond.
 - **State per account by rule set** (`bench/expansion_bench.py`) holds the replayed states decoded and
   measures the process's growth, holding included (about 100 B of account id and dict slot); the
   results file breaks it down by state field. Rolling paywall series, rule states and recent prompts

@@ -1,6 +1,7 @@
 """Service throughput A/B: the Kafka worker from two source trees, alternating, over the same topics.
 
-    python bench/service_ab.py --name NAME --a-src DIR --b-src DIR [--rules DIR | --a-rules DIR --b-rules DIR]
+    python bench/service_ab.py --name NAME --a-src DIR --b-src DIR
+                               [--rules DIR|examples | --a-rules DIR --b-rules DIR]
                                [--a-label TEXT] [--b-label TEXT] [--pairs 4] [--events 300000]
                                [--accounts 30000] [--workloads typical near-limits]
                                [--a-set KEY=VALUE ...] [--b-set KEY=VALUE ...]
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from expansion_bench import examples_rule_files
 from kafkabench import (
     ROOT,
     bootstrap,
@@ -106,7 +108,13 @@ def main() -> int:
     ap.add_argument("--name", required=True, help="results file: bench/results/NAME.json")
     ap.add_argument("--a-src", type=Path, default=ROOT / "src", help="side A's src directory")
     ap.add_argument("--b-src", type=Path, default=ROOT / "src", help="side B's src directory")
-    ap.add_argument("--rules", type=Path, default=ROOT / "rules", help="rules directory of both sides")
+    ap.add_argument(
+        "--rules",
+        type=Path,
+        default=ROOT / "rules",
+        help="rules directory of both sides; `examples`: the example expansion and pace rules (as "
+        "bench/state_bench.py --rules examples composes them)",
+    )
     ap.add_argument("--a-rules", type=Path, help="side A's rules directory (default --rules)")
     ap.add_argument("--b-rules", type=Path, help="side B's rules directory (default --rules)")
     ap.add_argument("--a-label", default="A")
@@ -119,6 +127,10 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     a = ap.parse_args()
+    if str(a.rules) == "examples":
+        a.rules = Path(tempfile.mkdtemp(prefix="examples-rules-"))
+        for p in examples_rule_files():
+            (a.rules / p.name).write_text(p.read_text())
 
     sides: dict[str, dict[str, Any]] = {}
     for s, src, rules, label, settings in (
