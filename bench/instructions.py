@@ -2,15 +2,18 @@
 shared machine moves by tens of percent between runs.
 
     python bench/instructions.py [--events 50000] [--accounts 5000] [--src DIR] [--name NAME]
-                                 [--ts-formats] [FILE ...]
+                                 [--ts-formats] [--records N] [FILE ...]
 
 Writes the near-limits and typical workloads (bench/workloads.py) to a temporary directory (with
 `--ts-formats`, the typical events twice: every `ts` as epoch ms, then as RFC 3339), or takes event
 files, then runs one Python under valgrind's callgrind that sends every event of each file
-through `Processor.handle` (the engine, its store and its metrics: what `replay` and the worker call per
-record). Only that is counted: each file's loop runs inside one `functools.reduce` call, the one
-function callgrind collects (`--toggle-collect`) and dumps a part after (`--dump-after`), so start-up,
-imports and reading the file count nothing. Prints instructions per event per file, and writes them
+through `Processor.handle` (the engine, its store and its metrics: what `replay` calls per record).
+With `--records N`, through `Processor.handle_records` instead, N records a call, as the Kafka
+worker's batch path hands them (each line a record with its account id as the key, offsets in
+order): what an event costs the worker, which builds no Result per record. Only that is counted:
+each file's loop runs inside one `functools.reduce` call, the one function callgrind collects
+(`--toggle-collect`) and dumps a part after (`--dump-after`), so start-up, imports and reading the
+file count nothing. Prints instructions per event per file, and writes them
 to bench/results/instructions.json (or NAME.json with `--name`, so that a measurement of other files
 or other code does not replace the reference one).
 
@@ -31,6 +34,7 @@ import sys
 import tempfile
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 from callgrind import collect, total
 
@@ -38,8 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def child(files: list[str]) -> None:
-    """Under callgrind: each file's events through one Processor, inside one reduce call each."""
+def child(files: list[str], per_call: int) -> None:
+    """Under callgrind: each file's events through one Processor, inside one reduce call each: one
+    handle() per line, or with `per_call` one handle_records() per that many records."""
     from upsell_triggers import gctune
     from upsell_triggers.engine.ruleset import load_ruleset
     from upsell_triggers.processor import MemoryStore, Processor
@@ -47,12 +52,44 @@ def child(files: list[str]) -> None:
     rules = load_ruleset(ROOT / "rules")
     gctune.tune()
     for f in files:
-        lines = Path(f).read_bytes().splitlines()
-        handle = Processor(rules, store=MemoryStore(max_accounts=10_000_000)).handle
-        reduce(lambda _, line: handle(line), lines, None)
+        lines = [line for line in Path(f).read_bytes().splitlines() if line.strip()]
+        proc = Processor(rules, store=MemoryStore(max_accounts=10_000_000))
+        if per_call:
+            through_records(proc, lines, per_call)
+        else:
+            handle = proc.handle
+            reduce(lambda _, line: handle(line), lines, None)
 
 
-def measure(src: Path, files: list[Path]) -> tuple[dict[str, int], str]:
+def through_records(proc: Any, lines: list[bytes], per_call: int) -> None:
+    """The lines as Kafka records of the events topic (built before the counted call), per_call of them
+    to each handle_records() call, its outputs taken and cleared as the worker's batch loop does."""
+    import time
+    from types import SimpleNamespace
+
+    import orjson
+
+    from upsell_triggers.processor import EVENTS
+
+    now = int(time.time() * 1000)  # the records' timestamp: the clock handle() reads
+    records = [
+        SimpleNamespace(key=orjson.loads(v)["account_id"].encode(), value=v, offset=i, timestamp=now)
+        for i, v in enumerate(lines)
+    ]
+    runs = [records[i : i + per_call] for i in range(0, len(records), per_call)]
+    decided: list[Any] = []
+    rejected: list[Any] = []
+    handle_records = proc.handle_records
+
+    def batch(_: None, run: list[SimpleNamespace]) -> None:
+        handle_records(run, EVENTS, decided, rejected)
+        decided.clear()
+        rejected.clear()
+
+    reduce(batch, runs, None)
+
+
+def measure(src: Path, files: list[Path], per_call: int = 0) -> tuple[dict[str, int], str]:
     """Instructions per event of each file, counted in `src`'s code, and the code's mode."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
@@ -65,7 +102,8 @@ def measure(src: Path, files: list[Path]) -> tuple[dict[str, int], str]:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        collect(__file__, ["--child", *map(str, files)], Path(tmp) / "cg.out", env)
+        args = ["--child", "--records", str(per_call), *map(str, files)]
+        collect(__file__, args, Path(tmp) / "cg.out", env)
         out = {}
         for i, f in enumerate(files, 1):
             events = sum(1 for line in f.read_bytes().splitlines() if line.strip())
@@ -85,10 +123,17 @@ def main() -> int:
         action="store_true",
         help="the same typical events with every ts as epoch ms and as RFC 3339 (what decoding each costs)",
     )
+    ap.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        metavar="N",
+        help="through handle_records, N records a call (the worker's batch path); 0: handle() per event",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        child([str(f) for f in a.files])
+        child([str(f) for f in a.files], a.records)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         files = list(a.files)
@@ -105,11 +150,14 @@ def main() -> int:
                 path = Path(tmp) / f"{w}.jsonl"
                 write(path, encode(generate(w, a.events, a.accounts)))
                 files.append(path)
-        per_event, code = measure(a.src.resolve(), files)
+        per_event, code = measure(a.src.resolve(), files, a.records)
     for name, n in per_event.items():
         print(f"{name}: {n:,} instructions per event")
     result = {
-        "benchmark": "Processor.handle per event under callgrind (instructions)",
+        "benchmark": "Processor.handle per event under callgrind (instructions)"
+        if not a.records
+        else f"Processor.handle_records per event, {a.records} records a call, under callgrind "
+        "(instructions)",
         "instructions_per_event": per_event,
         "events": a.events if not a.files else None,
         "accounts": a.accounts if not a.files else None,
