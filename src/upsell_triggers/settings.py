@@ -8,8 +8,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    NonNegativeInt,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_COUNT: TypeAdapter[int] = TypeAdapter(NonNegativeInt)
 
 
 class Settings(BaseSettings):
@@ -73,7 +84,7 @@ class Settings(BaseSettings):
         description="decoded account states kept in memory per worker (~0.6-2.5 KiB each), unwritten ones "
         "included; beyond it the longest-decoded written ones are evicted (held compressed, decoded "
         "again when next used). auto: 100000, or 20000 when the rules keep per-account histories "
-        "(forecast, distinct-count or growth conditions), whose states take twice the memory",
+        "(forecast, distinct-count or gauge growth conditions), whose states take twice the memory",
     )
     state_idle_s: float = Field(
         default=30,
@@ -166,12 +177,14 @@ class Settings(BaseSettings):
     @field_validator("state_cache_accounts", mode="before")
     @classmethod
     def _count_or_auto(cls, value: object) -> object:
-        """One message for both ways of getting it wrong (the union would report two)."""
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-            return value
-        raise ValueError("give a number of accounts (0 or more), or auto")
+        """The word auto in any case, or what pydantic reads as an int of 0 or more (as it did before auto:
+        "20_000", "+5"): one message for anything else, where the union would report two."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            return _COUNT.validate_python(value)
+        except ValidationError:
+            raise ValueError("give a number of accounts (0 or more), or auto") from None
 
     @model_validator(mode="after")
     def _exactly_once_store(self) -> Settings:

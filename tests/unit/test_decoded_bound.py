@@ -1,6 +1,7 @@
 """UPSELL_STATE_CACHE_ACCOUNTS=auto: the Kafka worker keeps 100k account states decoded, 20k while the
-rules keep per-account histories (a forecast, a distinct count or a growth condition: states twice the
-memory), and follows a reload either way; a number given is used as is."""
+rules keep per-account histories (a forecast, a distinct count or a gauge's growth: states twice the
+memory); a reload that adds such a condition lowers it, and one that removes it does not raise it again
+(the states keep those histories until they expire). A number given is used as is."""
 
 from __future__ import annotations
 
@@ -29,6 +30,54 @@ def with_groups(*group_ids: str) -> RuleSet:
     return compile_sources([*SHIPPED, ("extra.yaml", yaml.safe_dump(doc))])
 
 
+PROMPT = {"title": "t", "cta": {"label": "l", "url": "/u"}}
+
+
+def test_a_rolling_counters_growth_keeps_no_history() -> None:
+    """It compares the counter's own buckets, which every rolling counter keeps."""
+    doc = {
+        "version": 1,
+        "metrics": {"api_requests": {"kind": "rolling_counter", "window": "14d", "bucket": "1d"}},
+        "groups": [
+            {
+                "id": "g",
+                "defaults": {
+                    "cooldown": "7d",
+                    "placement": "toast",
+                    "target_plan": "next",
+                    "audience": ["free"],
+                },
+                "rules": [
+                    {
+                        "id": "api-growth",
+                        "when": {"metric": "api_requests", "growth": 3, "window": "7d", "over": "7d"},
+                        "rearm": 2,
+                        "prompt": PROMPT,
+                    }
+                ],
+            }
+        ],
+    }
+    rules = compile_sources([*SHIPPED, ("extra.yaml", yaml.safe_dump(doc))])
+    assert decoded_bound("auto", rules) == 100_000
+
+
+def test_a_distinct_count_only_the_eligibility_gate_reads_counts() -> None:
+    policy = yaml.safe_load((RULES / "policy.yaml").read_text())
+    policy["policy"]["eligibility"] = [{"metric": "active_users", "at_least": 2, "window": "7d"}]
+    catalog = {
+        "version": 1,
+        "metrics": {"active_users": {"kind": "distinct", "window": "30d", "bucket": "1d"}},
+    }
+    sources = [(n, yaml.safe_dump(policy) if n.endswith("policy.yaml") else t) for n, t in SHIPPED]
+    rules = compile_sources([*sources, ("extra.yaml", yaml.safe_dump(catalog))])
+    assert decoded_bound("auto", rules) == 20_000
+    # Declared but read by nothing: nothing kept.
+    assert (
+        decoded_bound("auto", compile_sources([*SHIPPED, ("extra.yaml", yaml.safe_dump(catalog))])) == 100_000
+    )
+
+
 @pytest.mark.parametrize(
     ("groups", "expected"),
     [
@@ -47,7 +96,15 @@ def test_auto_follows_what_the_rules_keep(groups: tuple[str, ...], expected: int
 def test_a_number_is_used_as_is() -> None:
     histories = with_groups("all-kinds-pace")
     assert decoded_bound(100_000, histories) == 100_000
+    assert decoded_bound(100_000, histories, current=100_000) == 100_000
     assert decoded_bound(0, with_groups()) == 0
+
+
+def test_on_a_reload_auto_only_lowers_it() -> None:
+    histories, none = with_groups("all-kinds-pace"), with_groups()
+    assert decoded_bound("auto", histories, current=100_000) == 20_000
+    assert decoded_bound("auto", none, current=20_000) == 20_000
+    assert decoded_bound("auto", none, current=100_000) == 100_000
 
 
 def worker(rules_dir: Path, app_id: str, cache: str = "auto") -> Worker:
@@ -79,7 +136,8 @@ def test_the_worker_applies_it_at_start_and_on_each_reload(tmp_path: Path) -> No
     assert bound(w) == 20_000
     (tmp_path / "all-kinds.yaml").unlink()
     assert w.reload()
-    assert bound(w) == 100_000
+    assert bound(w) == 20_000  # the states keep what those rules stored
+    assert bound(worker(tmp_path, "bound-restarted")) == 100_000  # a new worker reads the rules only
 
 
 def test_a_set_bound_stays_through_reloads(tmp_path: Path) -> None:
@@ -90,7 +148,10 @@ def test_a_set_bound_stays_through_reloads(tmp_path: Path) -> None:
     assert bound(w) == 5_000
 
 
-@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("20000", 20_000), ("0", 0)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("auto", "auto"), (" AUTO ", "auto"), ("20000", 20_000), ("20_000", 20_000), ("0", 0)],
+)
 def test_the_setting_reads_auto_or_a_count(
     monkeypatch: pytest.MonkeyPatch, value: str, expected: object
 ) -> None:
@@ -98,7 +159,7 @@ def test_the_setting_reads_auto_or_a_count(
     assert validated_settings(Settings).state_cache_accounts == expected
 
 
-@pytest.mark.parametrize("value", ["-1", "lots"])
+@pytest.mark.parametrize("value", ["-1", "lots", "1.5", "true"])
 def test_anything_else_is_one_line_at_start_up(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("UPSELL_STATE_CACHE_ACCOUNTS", value)
     with pytest.raises(StartupError) as info:

@@ -129,9 +129,9 @@ class RuleSet:
     distinct: tuple[tuple[MetricSpec, tuple[int, ...], int], ...] = field(init=False)  # distinct.DistinctRead
     distinct_names: frozenset[str] = field(init=False)
     # Whether an account's state keeps a history for some rule: a forecast's daily samples, a distinct
-    # count's values or a growth condition's past readings. Such a state takes twice the memory decoded
-    # (bench/expansion_bench.py, small shape: 1.8 KiB against 0.9 with the shipped rules), so the Kafka
-    # worker keeps fewer of them decoded by default (table_state.decoded_bound).
+    # count's values or a gauge's past readings for a growth condition. Such a state takes twice the
+    # memory decoded (bench/expansion_bench.py, small shape: 1.8 KiB against 0.9 with the shipped
+    # rules), so the Kafka worker keeps fewer of them decoded by default (table_state.decoded_bound).
     keeps_histories: bool = field(init=False)
     # next_plan's answers by (tier, metric, feature): a prompt asks it, and the answer is the rule set's.
     next_plans: dict[tuple[int, str, str | None], Plan | None] = field(init=False, compare=False, repr=False)

@@ -269,7 +269,7 @@ def create_app(s: Settings) -> Worker:
 
     def swap_rules(new: RuleSet) -> None:
         proc.swap_rules(new)
-        states.max_cached = decoded_bound(s.state_cache_accounts, new)
+        states.max_cached = decoded_bound(s.state_cache_accounts, new, states.max_cached)
 
     if s.watch_rules:
 

@@ -53,13 +53,16 @@ DECODED_ACCOUNTS = 100_000
 DECODED_ACCOUNTS_WITH_HISTORIES = 20_000
 
 
-def decoded_bound(setting: int | str, rules: RuleSet) -> int:
+def decoded_bound(setting: int | str, rules: RuleSet, current: int | None = None) -> int:
     """The decoded states to keep under `rules`: the setting, or when it is "auto", the bound the rule
-    set's state size calls for. Applied again when rules are reloaded (a reload adding a forecast lowers
-    it; the next batch's trim() evicts down to it)."""
+    set's state size calls for. On a reload (`current`: the bound in force) auto only ever lowers it: a
+    reload that adds a forecast lowers it, and the next batch's trim() evicts down to it; one that removes
+    the last such condition keeps it, since the accounts' states keep the histories those rules stored
+    until they expire (docs/rules.md), and raising the bound would let them take twice the memory."""
     if isinstance(setting, int):
         return setting
-    return DECODED_ACCOUNTS_WITH_HISTORIES if rules.keeps_histories else DECODED_ACCOUNTS
+    bound = DECODED_ACCOUNTS_WITH_HISTORIES if rules.keeps_histories else DECODED_ACCOUNTS
+    return bound if current is None else min(bound, current)
 
 
 class TableState:
