@@ -25,6 +25,7 @@ from upsell_triggers.engine.engine import EMITTED, Decision, Outcome
 from upsell_triggers.engine.events import EVENT_TYPES
 
 _TYPE_KEYS: Final = {t: (t,) for t in EVENT_TYPES}
+RELOAD_RESULTS: Final = ("success", "rejected", "unchanged")  # runtime/reload.py's outcomes
 
 
 class Tally:
@@ -172,6 +173,10 @@ class Metrics:
         )
         self.rules_loaded = Gauge("upsell_rules_loaded", "Rules in the running rule set", registry=r)
         self.reloads = Counter("upsell_rule_reloads_total", "Rule reloads, by result", ["result"], registry=r)
+        # Every result from 0 at start: a series that first appears at 1 has no increase() to Prometheus,
+        # so the first rejected reload after a restart would not fire UpsellRuleReloadRejected.
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
         self.accounts = Gauge("upsell_accounts_in_memory", "Account states held by this process", registry=r)
         self.unwritten_accounts = Gauge(
             "upsell_state_unwritten_accounts",

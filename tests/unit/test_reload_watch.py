@@ -52,3 +52,11 @@ async def test_unchanged_files_at_start_count_nothing(tmp_path: Path) -> None:
     shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("tests"))
     metrics, sets = await watch_for(rules, None, 2.5)
     assert [reloads(metrics, r) for r in ("success", "rejected", "unchanged")] == [0, 0, 0] and len(sets) == 1
+
+
+def test_every_reload_result_is_exported_from_zero_at_start() -> None:
+    """UpsellRuleReloadRejected is an increase(): a series that first appeared at 1 (the first rejection
+    after a restart) would have none, and the alert would not fire."""
+    metrics = Metrics()
+    for result in ("success", "rejected", "unchanged"):
+        assert metrics.registry.get_sample_value("upsell_rule_reloads_total", {"result": result}) == 0.0
