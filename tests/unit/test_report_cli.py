@@ -114,6 +114,25 @@ def test_report_reports_bad_lines_and_goes_on(run: Path, tmp_path: Path) -> None
     assert missing.returncode == 2 and b"--prompts FILE" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("servers", "code", "line"),
+    [
+        ("127.0.0.1:1", 1, "cannot connect to Kafka at 127.0.0.1:1: check KAFKA_BOOTSTRAP_SERVERS"),
+        ("", 2, "report --kafka: set KAFKA_BOOTSTRAP_SERVERS to the service's brokers"),
+    ],
+    ids=["unreachable", "unset"],
+)
+def test_report_kafka_without_a_broker_is_one_line(servers: str, code: int, line: str) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "UPSELL_KAFKA_CONNECT_TIMEOUT_S": "3"}
+    p = subprocess.run(
+        [sys.executable, "-m", "upsell_triggers", "report", "--kafka"], capture_output=True, env=env
+    )
+    err = p.stderr.decode()
+    assert p.returncode == code, err
+    assert line in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def chromium() -> str:
     for name in ("chromium", "chromium-browser"):
         path = shutil.which(name)

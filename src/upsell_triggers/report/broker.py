@@ -19,8 +19,6 @@ from typing import IO, Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from upsell_triggers.settings import Settings
-
 
 @dataclass(frozen=True, slots=True)
 class Topics:
@@ -74,10 +72,16 @@ async def read_topic(bootstrap: str, topic: str, client: dict[str, Any]) -> list
 
 
 def read_topics(err: IO[str] = sys.stderr) -> Topics:
-    s = Settings()
-    if not s.kafka_bootstrap_servers:
-        raise SystemExit("report --kafka: set KAFKA_BOOTSTRAP_SERVERS to the service's brokers")
+    from upsell_triggers import startup
+    from upsell_triggers.gateway.kafka import client_options
     from upsell_triggers.runtime.kafka.auth import aiokafka_auth
+
+    s = startup.load_settings({})
+    if not s.kafka_bootstrap_servers:
+        raise startup.StartupError(
+            "report --kafka: set KAFKA_BOOTSTRAP_SERVERS to the service's brokers", startup.USAGE
+        )
+    startup.broker_answers(s, client_options(s))  # unreachable: one line, in time, as for `run`
 
     client = {"security_protocol": s.security_protocol, **aiokafka_auth(s)}
 
