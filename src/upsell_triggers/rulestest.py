@@ -196,6 +196,37 @@ def _score_failures(rules: RuleSet, state: AccountState, ts: int, expected: dict
     return [f"score: {m}" for m in _matches(actual, expected)]
 
 
+def _time_problems(tf: TestFile) -> list[tuple[tuple[str | int, ...], str]]:
+    """The start times and `at` offsets the schema cannot check (a datetime, a duration of 0 or more),
+    as (location, message): a typo there is an error at its line, not an exception while running."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, case in enumerate(tf.tests):
+        try:
+            datetime.fromisoformat(case.start)
+        except ValueError:
+            problems.append(
+                (("tests", i, "start"), f"{case.start!r} is not a time: use e.g. 2026-11-22T10:00:00Z")
+            )
+        offsets = [(("events", j), e) for j, e in enumerate(case.events)]
+        offsets += [(("expect_prompts", j), e) for j, e in enumerate(case.expect_prompts or ())]
+        offsets += [(("expect_leads", j), e) for j, e in enumerate(case.expect_leads or ())]
+        for (field, j), item in offsets:
+            if "at" not in item:
+                continue
+            try:
+                parse_duration(item["at"])
+            except (ValueError, TypeError):
+                what = "an empty value" if item["at"] is None else f"{item['at']!r}"
+                problems.append(
+                    (
+                        ("tests", i, field, j, "at"),
+                        f"{what} is not an offset from start: a number and a unit (ms, s, m, h, d, w), "
+                        "e.g. 2h or 3d",
+                    )
+                )
+    return problems
+
+
 def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:
     failed = passed = 0
     cache: dict[str, RuleSet] = {}
@@ -217,6 +248,11 @@ def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:
             continue
         except OSError as err:
             out.write(f"{f}: error: {err}\n")
+            failed += 1
+            continue
+        if problems := _time_problems(tf):
+            for loc, msg in problems:
+                out.write(f"{f}:{line_for(lines, loc)}: error: {'.'.join(map(str, loc))}: {msg}\n")
             failed += 1
             continue
         rdir = rules_dir or str((path.parent / (tf.rules or "..")).resolve())

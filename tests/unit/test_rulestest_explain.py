@@ -71,3 +71,27 @@ def test_misspelled_test_file_fields_get_a_suggestion(tmp_path: Path, capsys):
         f"{t}:6: error: tests.0.expect_prompt: unknown field 'expect_prompt'; did you mean 'expect_prompts'?"
         in out
     )
+
+
+def test_times_that_do_not_parse_are_errors_at_their_lines(tmp_path: Path, capsys):
+    """A typo in `start` or an `at` offset is reported with its file, line and field, before anything
+    runs, not raised from the middle of a test."""
+    out = _run(
+        tmp_path,
+        "  - name: typos\n"
+        "    start: yesterday\n"
+        "    events:\n"
+        "      - {type: usage, metric: seats, value: 4, at: 1 hour}\n"
+        "      - {type: usage, metric: seats, value: 4, at: -1h}\n"
+        "      - {type: usage, metric: seats, value: 4, at: }\n"
+        "    expect_prompts:\n"
+        "      - {rule_id: seats-80, at: soon}\n",
+        capsys,
+    )
+    t = tmp_path / "t.yaml"
+    assert f"{t}:4: error: tests.0.start: 'yesterday' is not a time" in out
+    assert f"{t}:6: error: tests.0.events.0.at: '1 hour' is not an offset from start" in out
+    assert f"{t}:7: error: tests.0.events.1.at: '-1h' is not an offset from start" in out
+    assert f"{t}:8: error: tests.0.events.2.at: an empty value is not an offset from start" in out
+    assert f"{t}:10: error: tests.0.expect_prompts.0.at: 'soon' is not an offset from start" in out
+    assert out.endswith("0 passed, 1 failed\n"), out
