@@ -35,7 +35,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     s = startup.load_settings(
         {"rules_dir": ("--rules", a.rules), "http_port": ("--port", a.port), "http_host": ("--host", a.host)}
     )
-    startup.load_rules(s.rules_dir)
+    startup.load_rules(s.rules_dir, startup.RUN_RULES)
     startup.port_free(s.http_host, s.http_port)
     gctune.tune()
     if s.kafka_bootstrap_servers and not a.embedded:
@@ -89,7 +89,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
     from upsell_triggers import startup
     from upsell_triggers.engine.ruleset import RulesError, load_ruleset
 
-    d = startup.rules_dir(a.dir)
+    d = startup.rules_dir(a.dir, "name it: upsell-triggers rules check DIR")
     try:
         rs = load_ruleset(d)
     except RulesError as err:

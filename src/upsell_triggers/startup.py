@@ -71,24 +71,27 @@ def validated_settings(model: type[_S], flags: dict[str, tuple[str, Any]] | None
         ) from None
 
 
-def rules_dir(path: str) -> Path:
-    """The rules directory, or an error naming the absolute path that is missing."""
+RUN_RULES = "pass --rules DIR or set UPSELL_RULES_DIR"  # `run`: the only command that reads the setting
+
+
+def rules_dir(path: str, how: str = "pass --rules DIR") -> Path:
+    """The rules directory, or an error naming the absolute path that is missing and `how` the command
+    takes another."""
     p = Path(path)
     if p.is_dir():
         return p
     where = p.resolve()
     what = "is not a directory" if p.exists() else "does not exist"
     raise StartupError(
-        f"rules directory {where} {what}: pass --rules DIR or set UPSELL_RULES_DIR "
-        f"(the repository's rules/ is a working example)"
+        f"rules directory {where} {what}: {how} (the repository's rules/ is a working example)"
     )
 
 
-def load_rules(path: str) -> RuleSet:
+def load_rules(path: str, how: str = "pass --rules DIR") -> RuleSet:
     """Loads the rule set; rule-file errors are reported all at once (file:line, rule id)."""
     from upsell_triggers.engine.ruleset import RulesError, load_ruleset
 
-    d = rules_dir(path)
+    d = rules_dir(path, how)
     try:
         return load_ruleset(d)
     except RulesError as err:

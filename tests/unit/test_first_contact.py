@@ -55,11 +55,14 @@ def one_line_error(p: subprocess.CompletedProcess[str], code: int, *words: str) 
 
 def test_missing_rules_directory_names_the_path(tmp_path: Path):
     p = cli("run", "--embedded", cwd=tmp_path)
-    one_line_error(p, 2, str(tmp_path / "rules"), "does not exist", "--rules")
+    one_line_error(p, 2, str(tmp_path / "rules"), "does not exist", "--rules DIR or set UPSELL_RULES_DIR")
+    # Each command says how it takes another directory: only `run` reads UPSELL_RULES_DIR.
     p = cli("replay", "-", "--rules", "nowhere", cwd=tmp_path)
-    one_line_error(p, 2, str(tmp_path / "nowhere"))
+    err = one_line_error(p, 2, str(tmp_path / "nowhere"), "pass --rules DIR")
+    assert "UPSELL_RULES_DIR" not in err, err
     p = cli("rules", "check", "nowhere", cwd=tmp_path)
-    one_line_error(p, 2, str(tmp_path / "nowhere"))
+    err = one_line_error(p, 2, str(tmp_path / "nowhere"), "upsell-triggers rules check DIR")
+    assert "--rules" not in err, err
 
 
 def test_rules_that_do_not_load_are_listed_without_a_traceback(tmp_path: Path):
