@@ -61,7 +61,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from upsell_triggers.gateway.settings import GatewaySettings
 
     g = startup.validated_settings(GatewaySettings)
-    startup.port_free(g.host, g.port)
+    startup.port_free(g.host, g.port, flags=False, env="UPSELL_GATEWAY_")  # --port is the service's
     return asyncio.run(
         run_embedded_with_demo(g, run_embedded, s, a.input, a.output, a.dlq, a.accounts, a.rate, a.limit, fmt)
     )
@@ -79,7 +79,7 @@ def _cmd_gateway(a: argparse.Namespace) -> int:
     if s.kafka_bootstrap_servers:  # without, run_gateway says what to set
         from upsell_triggers.gateway.kafka import client_options
 
-        startup.port_free(g.host, g.port)
+        startup.port_free(g.host, g.port, env="UPSELL_GATEWAY_")
         startup.broker_answers(s, client_options(s))
     setup_logging(s.log_level, s.log_format)
     return asyncio.run(run_gateway(s, g))

@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """DEBUG as well as debug, as logging's own level names are written."""
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("state_cache_accounts", mode="before")
     @classmethod
     def _count_or_auto(cls, value: object) -> object:
@@ -193,7 +199,7 @@ class Settings(BaseSettings):
         store, which is recovered from the (read_committed) changelog at every start."""
         if self.processing_guarantee == "exactly_once" and not self.store.startswith("memory"):
             raise ValueError(
-                "exactly_once needs the memory store (UPSELL_STORE=memory://): a RocksDB store can keep "
-                "the state of an aborted transaction after a crash"
+                "UPSELL_PROCESSING_GUARANTEE=exactly_once needs the memory store (UPSELL_STORE=memory://): "
+                "a RocksDB store can keep the state of an aborted transaction after a crash"
             )
         return self

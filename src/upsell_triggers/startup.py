@@ -58,8 +58,12 @@ def validated_settings(model: type[_S], flags: dict[str, tuple[str, Any]] | None
         return model(**overrides)
     except ValidationError as err:
         e = err.errors(include_url=False)[0]
-        field = str(e["loc"][0]) if e["loc"] else "?"
         msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a check across settings (model_validator): its message names them
+            raise StartupError(
+                f"settings: {msg}; fix it in the environment or in .env (settings: docs/configuration.md)"
+            ) from None
+        field = str(e["loc"][0])
         shown = repr(e["input"]) if not isinstance(e["input"], dict) else ""
         if field in overrides:
             raise StartupError(f"{flags[field][0]} {shown}: {msg}") from None
@@ -126,17 +130,20 @@ def writable_file(path: str | None, what: str) -> None:
         raise StartupError(f"cannot write {what} {path}: permission denied")
 
 
-def port_free(host: str, port: int) -> None:
+def port_free(host: str, port: int, flags: bool = True, env: str = "UPSELL_HTTP_") -> None:
     """The HTTP port can be bound (the servers bind with SO_REUSEADDR, as this check does, so a port
     in TIME_WAIT is not reported). A race with another process remains possible; this catches the
-    common case (a second instance, another service on 8080) before anything starts."""
+    common case (a second instance, another service on 8080) before anything starts. The message
+    names how to choose another: the command's --host/--port (`flags`) and the settings' `env` prefix
+    (UPSELL_GATEWAY_ for the gateway, which `run --demo` starts without flags of its own)."""
     if port == 0:
         return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
         raise StartupError(
-            f"HTTP host {host!r} does not resolve ({err.strerror}): pass --host or set UPSELL_HTTP_HOST"
+            f"HTTP host {host!r} does not resolve ({err.strerror}): {'pass --host or ' if flags else ''}"
+            f"set {env}HOST"
         ) from None
     family, kind, proto, _, addr = infos[0]
     with socket.socket(family, kind, proto) as sock:
@@ -146,13 +153,13 @@ def port_free(host: str, port: int) -> None:
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 raise StartupError(
-                    f"port {port} on {host} is already in use (another upsell-triggers?): pass --port N "
-                    "or set UPSELL_HTTP_PORT",
+                    f"port {port} on {host} is already in use (another upsell-triggers?): "
+                    f"{'pass --port N or ' if flags else ''}set {env}PORT",
                     ENVIRONMENT,
                 ) from None
             raise StartupError(
-                f"cannot listen on {host}:{port} ({err.strerror}): pass --host/--port or set "
-                "UPSELL_HTTP_HOST/UPSELL_HTTP_PORT",
+                f"cannot listen on {host}:{port} ({err.strerror}): "
+                f"{'pass --host/--port or ' if flags else ''}set {env}HOST/{env}PORT",
                 ENVIRONMENT,
             ) from None
 

@@ -114,7 +114,16 @@ def test_port_in_use():
         s.listen()
         port = s.getsockname()[1]
         p = cli("run", "--embedded", "--rules", str(RULES), "--port", str(port))
-    one_line_error(p, 1, f"port {port}", "in use", "--port")
+        one_line_error(p, 1, f"port {port}", "in use", "pass --port N or set UPSELL_HTTP_PORT")
+        # The gateway's port: the gateway's own flag and setting; `run --demo`'s, its setting only
+        # (its --port is the service's).
+        gateway = {"UPSELL_GATEWAY_SECRET": "s" * 40, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+        p = cli("gateway", "--port", str(port), env=gateway)
+        one_line_error(p, 1, f"port {port}", "in use", "pass --port N or set UPSELL_GATEWAY_PORT")
+        demo = ("run", "--embedded", "--demo", "--rules", str(RULES), "--port", "0")
+        p = cli(*demo, env={"UPSELL_GATEWAY_PORT": str(port)})
+        err = one_line_error(p, 1, f"port {port}", "in use", "set UPSELL_GATEWAY_PORT")
+        assert "--port" not in err, err
 
 
 def test_broker_that_refuses():
@@ -310,3 +319,12 @@ def test_embedded_run_piped_into_a_reader_that_leaves_ends_quietly():
     err = run.stderr.read().decode()
     assert code == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize(("value", "level"), [("DEBUG", "debug"), (" Warning ", "warning")])
+def test_the_log_level_reads_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str, level: str) -> None:
+    from upsell_triggers.settings import Settings
+    from upsell_triggers.startup import validated_settings
+
+    monkeypatch.setenv("UPSELL_LOG_LEVEL", value)
+    assert validated_settings(Settings).log_level == level

@@ -258,8 +258,11 @@ async def test_each_assignment_starts_and_fences_a_new_producer_per_partition() 
 def test_exactly_once_with_rocksdb_is_a_one_line_start_up_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UPSELL_PROCESSING_GUARANTEE", "exactly_once")
     monkeypatch.setenv("UPSELL_STORE", "rocksdb://")
-    with pytest.raises(StartupError, match="exactly_once needs the memory store"):
+    with pytest.raises(StartupError) as info:
         validated_settings(Settings)
+    assert info.value.message.startswith(
+        "settings: UPSELL_PROCESSING_GUARANTEE=exactly_once needs the memory store (UPSELL_STORE=memory://)"
+    ), info.value.message  # both settings named (not "setting UPSELL_?=": the check is across them)
     monkeypatch.setenv("UPSELL_STORE", "memory://")
     assert validated_settings(Settings).processing_guarantee == "exactly_once"
     monkeypatch.delenv("UPSELL_PROCESSING_GUARANTEE")
