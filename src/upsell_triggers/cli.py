@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules = _sub(
         sub,
         "rules",
-        "check, test and describe rule files",
+        "check and test rule files, print their JSON Schema",
         "  upsell-triggers rules check rules\n  upsell-triggers rules test rules/tests",
     )
     rsub = rules.add_subparsers(
