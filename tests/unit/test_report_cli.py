@@ -15,6 +15,8 @@ import pytest
 
 from devkit.funnel_sim import Rates, funnel_events
 from upsell_triggers.engine.ruleset import load_ruleset
+from upsell_triggers.engine.timeutil import to_iso
+from upsell_triggers.report.outcomes import parse_time
 
 from ..schemacheck import errors
 from .helpers import RULES
@@ -78,6 +80,12 @@ def test_report_shows_the_lift_it_was_given(run: Path, tmp_path: Path) -> None:
     assert t["verdict"].startswith("prompts raise upgrades")
     assert h["shown"] == "" and h["upgraded_rate"] != ""
     assert "seats-100\n  group      variant" in text and "verdict: prompts raise upgrades" in text
+    # Unbounded, the header gives the range the report covers: the first and last exposure counted.
+    times = [x["created_at"] for x in prompts] + [x["ts"] for x in held]
+    first, last = min(times, key=parse_time), max(times, key=parse_time)
+    assert text.startswith(f"report: exposures {to_iso(parse_time(first))} .. {to_iso(parse_time(last))};"), (
+        text
+    )
     # Without --holdout the report finds the same holdout by running the rules again.
     again = cli(
         "report",

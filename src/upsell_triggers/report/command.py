@@ -119,7 +119,11 @@ def run_report(a: argparse.Namespace, rules: RuleSet) -> int:
             names=(a.prompts, a.events, a.holdout or ""),
         )
     reports = analyse(out.cells(), a.min_lift)
-    span = f"{to_iso(since) if since else 'start'} .. {to_iso(until) if until else 'end'}"
+    first, last = out.exposure_span() or (None, None)
+    start = to_iso(since) if since else (to_iso(first) if first is not None else "start")
+    # --until is exclusive; the last exposure counted is a time that was counted
+    end = to_iso(until) if until else (to_iso(last) if last is not None else "end")
+    span = f"{start} .. {end}"
     header = (
         f"report: exposures {span}; attribution window {rules.policy.attribution_ms // 86_400_000}d; "
         f"holdout: {holdout_src}"

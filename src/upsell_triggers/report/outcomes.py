@@ -102,6 +102,12 @@ class Outcomes:
         self._feedback: list[tuple[str, str]] = []  # (prompt_id, action)
         self.skipped: dict[str, int] = defaultdict(int)  # what was not counted, and why
 
+    def exposure_span(self) -> tuple[int, int] | None:
+        """The first and last exposure counted (prompt or holdout decision), None without any: what
+        the report covers when no --since/--until bounds it."""
+        times = [e[0] for timeline in self._timeline.values() for e in timeline if e[1] == 1]
+        return (min(times), max(times)) if times else None
+
     def _in_range(self, ts: int) -> bool:
         return (self.since is None or ts >= self.since) and (self.until is None or ts < self.until)
 
