@@ -9,6 +9,7 @@ decode and N evaluations per event, not N replays.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import time
@@ -171,17 +172,21 @@ def _rule_files(directory: str | Path) -> list[Path]:
 def swept_ruleset(directory: str | Path, sweep: Sweep, value: float) -> RuleSet:
     """The rules of `directory` with one rule's field set to `value`, compiled (and so checked) as
     `rules check` would: a value the rule cannot take (a rearm above the threshold, a ratio on a count
-    rule) is a RulesError naming it."""
+    rule) is a RulesError naming the --sweep value and the rule's line in its file (the file is compiled
+    as re-written with the value, whose lines are not the file's)."""
     sources: list[tuple[str, str]] = []
-    found = False
+    found: tuple[Path, int | None] | None = None
+    ids: list[str] = []
+    at = f"--sweep {sweep.rule}.{sweep.field}={value:g}"
     for path in _rule_files(directory):
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text)
         for g in (data or {}).get("groups") or []:
             for r in g.get("rules") or []:
+                ids.append(str(r.get("id")))
                 if r.get("id") != sweep.rule:
                     continue
-                found = True
+                found = (path, _id_line(text, sweep.rule))
                 if sweep.field == "rearm":
                     r["rearm"] = value
                 else:
@@ -190,20 +195,44 @@ def swept_ruleset(directory: str | Path, sweep: Sweep, value: float) -> RuleSet:
                     other = "at_least" if sweep.field == "ratio" else "ratio"
                     if other in cond:
                         raise RulesError(
-                            [_problem(path, f"rule {sweep.rule} uses {other}, not {sweep.field}")]
+                            [
+                                _problem(
+                                    path, f"{at}: rule {sweep.rule} uses {other}, not {sweep.field}", found[1]
+                                )
+                            ]
                         )
                     cond[sweep.field] = value
                 text = yaml.safe_dump(data, sort_keys=False)
         sources.append((str(path), text))
-    if not found:
-        raise RulesError([_problem(Path(directory), f"--sweep: no rule with id {sweep.rule!r}")])
-    return compile_sources(sources)
+    if found is None:
+        close = difflib.get_close_matches(sweep.rule, ids, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; rules: {', '.join(ids)}"
+        raise RulesError([_problem(Path(directory), f"--sweep: no rule with id {sweep.rule!r}{hint}")])
+    try:
+        return compile_sources(sources)
+    except RulesError as err:
+        path, line = found
+        raise RulesError(
+            [
+                _problem(path, f"{at}: {p.message}", line, p.rule)
+                for p in err.problems
+                if p.severity == "error"
+            ]
+        ) from None
 
 
-def _problem(path: Path, msg: str) -> Any:
+def _id_line(text: str, rule_id: str) -> int | None:
+    """The line of `id: <rule_id>` in a rule file's text."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip().removeprefix("- ").replace(" ", "") in (f"id:{rule_id}", f'id:"{rule_id}"'):
+            return n
+    return None
+
+
+def _problem(path: Path, msg: str, line: int | None = None, rule: str | None = None) -> Any:
     from upsell_triggers.engine.ruleset import Problem
 
-    return Problem(str(path), None, msg)
+    return Problem(str(path), line, msg, rule=rule)
 
 
 # ---- output ----------------------------------------------------------------------------------------
@@ -344,9 +373,9 @@ def run_backtest(
     except ValueError as err:
         print(f"replay: {err}", file=sys.stderr)
         return 2
-    except RulesError as err:
+    except RulesError as err:  # the rules loaded: what fails is the --sweep value (a usage error)
         print(err, file=sys.stderr)
-        return 1
+        return 2
     src, total, handle = _open(a.events)
     try:
         p = run_pass(rulesets, src, sys.stderr, total, int(retention_days * DAY), int(hold_days * DAY))

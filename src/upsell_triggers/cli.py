@@ -165,6 +165,8 @@ def _cmd_replay(a: argparse.Namespace) -> int:
             close = difflib.get_close_matches(rid, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise StartupError(f"--rule {rid!r}: no such rule in {a.rules}; {hint}rules: {', '.join(known)}")
+    if (a.csv or a.html) and not (a.compare or a.sweep):
+        raise StartupError("--csv and --html write the table of --compare or --sweep: give one of them")
     if a.compare or a.sweep:
         from upsell_triggers.backtest import run_backtest
 

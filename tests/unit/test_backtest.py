@@ -67,12 +67,23 @@ def test_parse_sweep() -> None:
 
 
 def test_sweep_values_are_checked_like_rule_files() -> None:
-    with pytest.raises(RulesError, match=r"re-arm level 0\.7 is above the threshold 0\.65"):
+    """The error names the --sweep value and the rule's own line (the file is compiled re-written)."""
+    text = (Path(RULES) / "usage-limits.yaml").read_text().splitlines()
+    line = next(n for n, t in enumerate(text, 1) if t.strip() == "- id: seats-80")
+    with pytest.raises(RulesError) as info:
         swept_ruleset(RULES, parse_sweep("seats-80.ratio=0.65:0.65:0.05"), 0.65)
-    with pytest.raises(RulesError, match="uses ratio, not at_least"):
+    assert str(info.value.problems[0]).startswith(
+        f"{Path(RULES) / 'usage-limits.yaml'}:{line}: error: rule seats-80: --sweep seats-80.ratio=0.65: rearm: "
+        "re-arm level 0.7 is above the threshold 0.65"
+    ), str(info.value)
+    with pytest.raises(
+        RulesError, match=r"--sweep seats-80\.at_least=3: rule seats-80 uses ratio, not at_least"
+    ):
         swept_ruleset(RULES, parse_sweep("seats-80.at_least=3:3:1"), 3)
     with pytest.raises(RulesError, match="no rule with id 'nope'"):
         swept_ruleset(RULES, parse_sweep("nope.ratio=0.7:0.7:0.1"), 0.7)
+    with pytest.raises(RulesError, match="no rule with id 'seats-8'; did you mean 'seats-80'"):
+        swept_ruleset(RULES, parse_sweep("seats-8.ratio=0.7:0.7:0.1"), 0.7)
 
 
 def test_compare_command_lists_accounts_that_change(events: bytes, tmp_path: Path) -> None:
@@ -168,4 +179,7 @@ def test_sweep_command(events: bytes, tmp_path: Path) -> None:
         ],
         capture_output=True,
     )
-    assert bad.returncode == 1 and b"re-arm level 0.7 is above the threshold 0.6" in bad.stderr
+    assert (
+        bad.returncode == 2
+        and b"--sweep seats-80.ratio=0.6: rearm: re-arm level 0.7 is above the threshold 0.6" in bad.stderr
+    )

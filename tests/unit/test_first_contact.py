@@ -328,3 +328,14 @@ def test_the_log_level_reads_in_any_case(monkeypatch: pytest.MonkeyPatch, value:
 
     monkeypatch.setenv("UPSELL_LOG_LEVEL", value)
     assert validated_settings(Settings).log_level == level
+
+
+def test_options_that_would_do_nothing_or_read_no_time_are_usage_errors(tmp_path: Path) -> None:
+    events = str(Path(__file__).resolve().parents[2] / "docs" / "examples" / "events.jsonl")
+    p = cli("replay", events, "--rules", str(RULES), "--csv", str(tmp_path / "t.csv"))
+    one_line_error(p, 2, "--csv and --html write the table of --compare or --sweep")
+    assert not (tmp_path / "t.csv").exists()
+    empty = tmp_path / "prompts.jsonl"
+    empty.write_text("")
+    p = cli("report", events, "--prompts", str(empty), "--rules", str(RULES), "--since", "yesterday")
+    one_line_error(p, 2, "--since 'yesterday'", "RFC 3339")

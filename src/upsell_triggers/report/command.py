@@ -32,8 +32,10 @@ def _time(value: str | None, flag: str) -> int | None:
     try:
         return parse_time(value)
     except ValueError as err:
-        raise SystemExit(
-            f"report: {flag} {value!r}: {err} (use RFC 3339, e.g. 2026-11-22T00:00:00Z)"
+        from upsell_triggers.startup import USAGE, StartupError
+
+        raise StartupError(
+            f"report: {flag} {value!r}: {err} (use RFC 3339, e.g. 2026-11-22T00:00:00Z)", USAGE
         ) from None
 
 
