@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from upsell_triggers.engine import score
 from upsell_triggers.engine.engine import Decision, Engine
 from upsell_triggers.engine.events import InvalidEvent, validate_event
+from upsell_triggers.engine.rulefile import RulesFile
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, load_ruleset
 from upsell_triggers.engine.state import AccountState
 from upsell_triggers.engine.suggest import unknown_field
@@ -65,6 +66,8 @@ class TestFile(BaseModel):
 
 
 _TEST_SCHEMA = TestFile.model_json_schema()
+# The sections of a rule file: a file with them and no `tests` was given by mistake.
+RULE_FILE_SECTIONS = frozenset(RulesFile.model_fields)
 
 
 def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
@@ -234,6 +237,13 @@ def run_test_files(files: list[str], rules_dir: str | None, out: Any) -> int:
         path = Path(f)
         try:
             data, lines = load_yaml(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and "tests" not in data and RULE_FILE_SECTIONS & data.keys():
+                out.write(
+                    f"{f}:1: error: a rule file, not a rule test file (it has no tests:); rule tests are "
+                    f"files of their own, e.g. {path.parent / 'tests'}\n"
+                )
+                failed += 1
+                continue
             tf = TestFile.model_validate(data)
         except YamlError as err:
             out.write(f"{f}:{err.line}: error: {err.message}\n")

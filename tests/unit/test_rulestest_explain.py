@@ -95,3 +95,12 @@ def test_times_that_do_not_parse_are_errors_at_their_lines(tmp_path: Path, capsy
     assert f"{t}:8: error: tests.0.events.2.at: an empty value is not an offset from start" in out
     assert f"{t}:10: error: tests.0.expect_prompts.0.at: 'soon' is not an offset from start" in out
     assert out.endswith("0 passed, 1 failed\n"), out
+
+
+def test_a_rule_file_given_as_a_test_file_says_so(capsys):
+    assert main(["rules", "test", str(SHIPPED_RULES / "usage-limits.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(
+        f"{SHIPPED_RULES / 'usage-limits.yaml'}:1: error: a rule file, not a rule test file"
+    ), out
+    assert "unknown field" not in out
