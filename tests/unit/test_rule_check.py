@@ -202,3 +202,27 @@ def test_target_plan_next_on_a_metric_its_audience_has_unlimited_is_a_warning():
     assert "unreachable: target_plan: next" in warnings[0] and "(business)" in warnings[0], warnings
     # the same rule where the audience's limit is raised by a higher plan has nothing to warn about
     assert not compile_sources([*shipped_sources(), ("pm.yaml", text)]).warnings
+
+
+@pytest.mark.parametrize(
+    ("indent", "line", "problem"),
+    [("      ", 15, "expected <block end>"), ("    ", 16, "mapping values are not allowed here")],
+    ids=["dedented", "indented-under-the-list"],
+)
+def test_an_indentation_mistake_names_the_rule_and_where_to_look(
+    tmp_path: Path, capsys, indent: str, line: int, problem: str
+) -> None:
+    """A rule's `rearm` indented wrong: the parser's words, the rule the line is in, and a hint (the
+    parser notices some mistakes on the line after: the hint says to look above too)."""
+    shipped = Path(__file__).resolve().parents[2] / "rules"
+    for f in shipped.glob("*.yaml"):
+        (tmp_path / f.name).write_text(f.read_text())
+    path = tmp_path / "usage-limits.yaml"
+    text = path.read_text().splitlines()
+    assert text[14] == "        rearm: 0.7" and text[12].strip() == "- id: seats-80"
+    text[14] = indent + "rearm: 0.7"
+    path.write_text("\n".join(text) + "\n")
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    out = capsys.readouterr().err
+    assert out.startswith(f"{path}:{line}: error: rule seats-80: YAML syntax: {problem}"), out
+    assert "check the indentation of this line and the line above it" in out.splitlines()[0]

@@ -31,7 +31,8 @@ def load_yaml(text: str) -> tuple[Any, dict[Path, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        raise YamlError(f"YAML syntax: {err.problem or err}", mark.line + 1 if mark else None) from None
+        line = mark.line + 1 if mark else None
+        raise YamlError(_syntax_message(text, str(err.problem or err), line), line) from None
     except yaml.YAMLError as err:
         raise YamlError(f"YAML: {err}", None) from None
     except RecursionError:  # found by tests/reliability: '- - - - ...' 50k deep crashed the parser
@@ -44,6 +45,26 @@ def load_yaml(text: str) -> tuple[Any, dict[Path, int]]:
     except RecursionError:
         raise YamlError("nesting is too deep", 1) from None
     return data, lines
+
+
+# What the parser says when a line is indented wrong (it notices on that line or the next).
+_INDENTATION = ("block end", "mapping values are not allowed", "expected key", "block mapping start")
+
+
+def _syntax_message(text: str, problem: str, line: int | None) -> str:
+    """The parser's words, with the rule the line is in (the nearest `- id:` above it) and, for what
+    is usually an indentation mistake, where to look: a growth PM reads this, not a YAML grammar."""
+    about = ""
+    if line is not None:
+        for above in reversed(text.splitlines()[:line]):
+            stripped = above.strip()
+            if stripped.startswith("- id:"):
+                about = f"rule {stripped.removeprefix('- id:').strip()}: "
+                break
+    hint = ""
+    if any(k in problem for k in _INDENTATION):
+        hint = "; check the indentation of this line and the line above it (spaces, not tabs)"
+    return f"{about}YAML syntax: {problem}{hint}"
 
 
 _SCALAR = yaml.SafeLoader(stream="")
