@@ -226,3 +226,19 @@ def test_an_indentation_mistake_names_the_rule_and_where_to_look(
     out = capsys.readouterr().err
     assert out.startswith(f"{path}:{line}: error: rule seats-80: YAML syntax: {problem}"), out
     assert "check the indentation of this line and the line above it" in out.splitlines()[0]
+
+
+def test_a_mistake_in_a_groups_defaults_is_reported_at_its_line(tmp_path: Path, capsys) -> None:
+    """Each rule inheriting it is named, at the defaults' line, where the mistake can be fixed."""
+    shipped = Path(__file__).resolve().parents[2] / "rules"
+    for f in shipped.glob("*.yaml"):
+        (tmp_path / f.name).write_text(f.read_text())
+    path = tmp_path / "usage-limits.yaml"
+    text = path.read_text().splitlines()
+    line = next(n for n, t in enumerate(text, 1) if t == "      audience: [free, team, business]")
+    text[line - 1] = "      audience: [free, teams, business]"
+    path.write_text("\n".join(text) + "\n")
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    errors = [e for e in capsys.readouterr().err.splitlines() if ": error: " in e]
+    assert errors and all(e.startswith(f"{path}:{line}: error: rule ") for e in errors), errors
+    assert all("audience: unknown plan 'teams'" in e for e in errors), errors

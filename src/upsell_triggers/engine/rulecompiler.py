@@ -141,15 +141,26 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class At:
-    """Where a rule is: its file, the file's line map, its YAML path, and its id (problems name it)."""
+    """Where a rule is: its file, the file's line map, its YAML path, and its id (problems name it);
+    `defaults`, the path of its group's defaults, where what it inherits is written."""
 
     file: str
     lines: Lines
     path: tuple[Any, ...]
     rule: str
+    defaults: tuple[Any, ...] | None = None
 
     def line(self, *sub: Any) -> int | None:
-        """The line of the definition, or of a part of it (`at.line("prompt")`)."""
+        """The line of the definition, or of a part of it (`at.line("prompt")`): for a part the rule
+        inherits without setting it, the line in the group's defaults, where a mistake in it is."""
+        if (
+            sub
+            and self.defaults is not None
+            and sub[0] in _INHERITED
+            and (*self.path, sub[0]) not in self.lines
+            and (*self.defaults, sub[0]) in self.lines
+        ):
+            return line_for(self.lines, (*self.defaults, *sub))
         return line_for(self.lines, (*self.path, *sub))
 
     def err(self, ctx: Context, line: int | None, msg: str) -> None:
@@ -367,7 +378,7 @@ def _compile(ctx: Context, parsed: list[tuple[str, RulesFile, Lines]], version: 
     disabled: set[str] = set()
     for gfile, gi, g, lines in groups:
         for ri, r in enumerate(g.rules):
-            at = At(gfile, lines, ("groups", gi, "rules", ri), r.id)
+            at = At(gfile, lines, ("groups", gi, "rules", ri), r.id, ("groups", gi, "defaults"))
             line = at.line()
             if r.id in seen:
                 at.err(ctx, line, f"duplicate rule id (first in {seen[r.id]})")
