@@ -76,6 +76,10 @@ def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
         a = actual.get(k)
         if isinstance(v, dict) and isinstance(a, dict):
             out += [f"{k}.{m}" for m in _matches(a, v)]
+        elif k not in actual:
+            close = difflib.get_close_matches(k, list(actual), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(sorted(actual))}"
+            out.append(f"{k}: no such field; {hint}")
         elif a != v:
             out.append(f"{k}: expected {v!r}, got {a!r}")
     return out

@@ -104,3 +104,17 @@ def test_a_rule_file_given_as_a_test_file_says_so(capsys):
         f"{SHIPPED_RULES / 'usage-limits.yaml'}:1: error: a rule file, not a rule test file"
     ), out
     assert "unknown field" not in out
+
+
+def test_a_misspelled_expected_prompt_field_gets_a_suggestion(tmp_path: Path, capsys):
+    out = _run(
+        tmp_path,
+        "  - name: x\n"
+        "    events:\n"
+        "      - {type: plan_changed, plan: free}\n"
+        "      - {at: 1h, type: usage, metric: seats, value: 4}\n"
+        "    expect_prompts:\n"
+        "      - {rule_id: seats-80, valu: 4}\n",
+        capsys,
+    )
+    assert "prompt 0 (seats-80): valu: no such field; did you mean 'value'?" in out, out
