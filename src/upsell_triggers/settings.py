@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     )
     state_cache_accounts: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         default="auto",
-        description="decoded account states kept in memory per worker (~0.6-2.5 KiB each), unwritten ones "
+        description="decoded account states kept in memory per worker (~0.6-4 KiB each), unwritten ones "
         "included; beyond it the longest-decoded written ones are evicted (held compressed, decoded "
         "again when next used). auto: 100000, or 20000 when the rules keep per-account histories "
         "(forecast, distinct-count or gauge growth conditions), whose states take twice the memory",
