@@ -344,3 +344,11 @@ def test_options_that_would_do_nothing_or_read_no_time_are_usage_errors(tmp_path
 def test_a_store_that_does_not_exist_is_one_line() -> None:
     p = cli("replay", "-", "--rules", str(RULES), env={"UPSELL_STORE": "redis://cache:6379"})
     one_line_error(p, 2, "UPSELL_STORE='redis://cache:6379'", "(memory|rocksdb)://")
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"), [("2", "did you mean 0.02"), ("0", "between 0 and 1"), ("x", "not a number")]
+)
+def test_a_min_lift_that_is_not_a_fraction_is_a_usage_error(value: str, hint: str) -> None:
+    p = cli("report", "--kafka", "--rules", str(RULES), "--min-lift", value)
+    assert p.returncode == 2 and "argument --min-lift: " in p.stderr and hint in p.stderr, p.stderr

@@ -55,10 +55,23 @@ def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="... up to, not including, this time")
     p.add_argument(
         "--min-lift",
-        type=float,
+        type=_lift,
         default=0.01,
         help="the smallest lift worth finding, as a fraction (default 0.01: one percentage point); the "
         "verdict sizes the groups for it when the data shows no larger lift",
     )
     p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+
+
+def _lift(text: str) -> float:
+    """A difference of two rates, so between 0 and 1: `1` would ask for 100 percentage points (a
+    percentage written as a number, as `ratio: 90` in a rule file)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        hint = f"; did you mean {value / 100:g} ({value:g} percentage points)?" if 1 <= value < 100 else ""
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1 (0.02 = 2 points){hint}")
+    return value
