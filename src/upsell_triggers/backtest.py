@@ -32,6 +32,7 @@ from upsell_triggers.engine.retention import (
 )
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, compile_sources, load_ruleset
 from upsell_triggers.engine.timeutil import DAY
+from upsell_triggers.engine.yamlload import line_for, load_yaml
 from upsell_triggers.processor import MemoryStore
 from upsell_triggers.replay import SWEEP_EVERY
 from upsell_triggers.report.csvout import write_csv
@@ -180,13 +181,13 @@ def swept_ruleset(directory: str | Path, sweep: Sweep, value: float) -> RuleSet:
     at = f"--sweep {sweep.rule}.{sweep.field}={value:g}"
     for path in _rule_files(directory):
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-        for g in (data or {}).get("groups") or []:
-            for r in g.get("rules") or []:
+        data, lines = load_yaml(text)
+        for gi, g in enumerate((data or {}).get("groups") or []):
+            for ri, r in enumerate(g.get("rules") or []):
                 ids.append(str(r.get("id")))
                 if r.get("id") != sweep.rule:
                     continue
-                found = (path, _id_line(text, sweep.rule))
+                found = (path, line_for(lines, ("groups", gi, "rules", ri)))
                 if sweep.field == "rearm":
                     r["rearm"] = value
                 else:
@@ -219,14 +220,6 @@ def swept_ruleset(directory: str | Path, sweep: Sweep, value: float) -> RuleSet:
                 if p.severity == "error"
             ]
         ) from None
-
-
-def _id_line(text: str, rule_id: str) -> int | None:
-    """The line of `id: <rule_id>` in a rule file's text."""
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip().removeprefix("- ").replace(" ", "") in (f"id:{rule_id}", f'id:"{rule_id}"'):
-            return n
-    return None
 
 
 def _problem(path: Path, msg: str, line: int | None = None, rule: str | None = None) -> Any:
@@ -373,9 +366,11 @@ def run_backtest(
     except ValueError as err:
         print(f"replay: {err}", file=sys.stderr)
         return 2
-    except RulesError as err:  # the rules loaded: what fails is the --sweep value (a usage error)
+    except RulesError as err:
         print(err, file=sys.stderr)
-        return 2
+        # --compare: the other directory's rule files have errors (exit 1, as `rules check`); --sweep:
+        # the rules loaded, so what fails is the swept value (a usage error)
+        return 1 if a.compare else 2
     src, total, handle = _open(a.events)
     try:
         p = run_pass(rulesets, src, sys.stderr, total, int(retention_days * DAY), int(hold_days * DAY))

@@ -89,7 +89,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
     from upsell_triggers import startup
     from upsell_triggers.engine.ruleset import RulesError, load_ruleset
 
-    d = startup.rules_dir(a.dir, "name it: upsell-triggers rules check DIR")
+    d = startup.rules_dir(a.dir, "give another: upsell-triggers rules check DIR")
     try:
         rs = load_ruleset(d)
     except RulesError as err:

@@ -3,7 +3,7 @@
 rules: ..                      # rule directory, relative to this file (default: its parent's parent)
 tests:
   - name: seats-80 fires at 4 of 5 seats
-    start: 2026-11-22T10:00:00Z   # optional
+    start: "2026-11-22T10:00:00Z" # optional (quoted: YAML would read a bare time as a timestamp)
     account: acme                 # optional
     variants: {seats-80: short}   # optional: pin a rule's copy variant (default: the account's own)
     events:                       # `at` is an offset from start; event_id defaults to e<index>
@@ -76,7 +76,7 @@ def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
         a = actual.get(k)
         if isinstance(v, dict) and isinstance(a, dict):
             out += [f"{k}.{m}" for m in _matches(a, v)]
-        elif k not in actual:
+        elif k not in actual and v is not None:  # `variant: null` checks that there is none
             close = difflib.get_close_matches(k, list(actual), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(sorted(actual))}"
             out.append(f"{k}: no such field; {hint}")
@@ -209,10 +209,14 @@ def _time_problems(tf: TestFile) -> list[tuple[tuple[str | int, ...], str]]:
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for i, case in enumerate(tf.tests):
         try:
-            datetime.fromisoformat(case.start)
-        except ValueError:
+            datetime_to_ms(datetime.fromisoformat(case.start))  # as run_case reads it: with its offset
+        except (ValueError, TypeError, OverflowError):
             problems.append(
-                (("tests", i, "start"), f"{case.start!r} is not a time: use e.g. 2026-11-22T10:00:00Z")
+                (
+                    ("tests", i, "start"),
+                    f'{case.start!r} is not a time with its UTC offset: use e.g. "2026-11-22T10:00:00Z" '
+                    "(quoted)",
+                )
             )
         offsets = [(("events", j), e) for j, e in enumerate(case.events)]
         offsets += [(("expect_prompts", j), e) for j, e in enumerate(case.expect_prompts or ())]
@@ -222,7 +226,7 @@ def _time_problems(tf: TestFile) -> list[tuple[tuple[str | int, ...], str]]:
                 continue
             try:
                 parse_duration(item["at"])
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 what = "an empty value" if item["at"] is None else f"{item['at']!r}"
                 problems.append(
                     (

@@ -47,11 +47,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     rules_dir: str = "rules"
-    store: str = Field(
-        default="memory://",
-        pattern=r"^(memory|rocksdb)://",
-        description="memory:// (tests) or rocksdb:// (production)",
-    )
+    store: str = Field(default="memory://", description="memory:// (tests) or rocksdb:// (production)")
     data_dir: str = "/tmp/upsell-triggers"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -177,6 +173,13 @@ class Settings(BaseSettings):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if not value.startswith(("memory://", "rocksdb://")):
+            raise ValueError("use memory:// or rocksdb:// (docs/operations.md)")
+        return value
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

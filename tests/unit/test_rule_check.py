@@ -242,3 +242,17 @@ def test_a_mistake_in_a_groups_defaults_is_reported_at_its_line(tmp_path: Path, 
     errors = [e for e in capsys.readouterr().err.splitlines() if ": error: " in e]
     assert errors and all(e.startswith(f"{path}:{line}: error: rule ") for e in errors), errors
     assert all("audience: unknown plan 'teams'" in e for e in errors), errors
+
+
+def test_a_syntax_error_in_a_plan_names_the_plan_not_a_rule(tmp_path: Path, capsys) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "rules"
+    for f in shipped.glob("*.yaml"):
+        (tmp_path / f.name).write_text(f.read_text())
+    path = tmp_path / "plans.yaml"
+    text = path.read_text().splitlines()
+    line = next(n for n, t in enumerate(text, 1) if t.startswith("    limits:"))
+    text[line - 1] = "  " + text[line - 1]
+    path.write_text("\n".join(text) + "\n")
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"{path}:{line}: error: plan free: YAML syntax: "), first

@@ -118,3 +118,28 @@ def test_a_misspelled_expected_prompt_field_gets_a_suggestion(tmp_path: Path, ca
         capsys,
     )
     assert "prompt 0 (seats-80): valu: no such field; did you mean 'value'?" in out, out
+
+
+def test_null_expects_a_field_to_be_absent(tmp_path: Path, capsys):
+    """A prompt of a rule without copy variants has no `variant`: `variant: null` says so and passes."""
+    t = tmp_path / "t.yaml"
+    t.write_text(
+        f"rules: {RULES}\ntests:\n  - name: x\n    events:\n      - {{type: plan_changed, plan: free}}\n"
+        "      - {at: 1h, type: usage, metric: seats, value: 4}\n"
+        "    expect_prompts:\n      - {rule_id: seats-80, variant: null}\n"
+    )
+    assert main(["rules", "test", str(t)]) == 0, capsys.readouterr().out
+
+
+def test_a_start_without_its_offset_or_an_infinite_offset_is_an_error(tmp_path: Path, capsys):
+    out = _run(
+        tmp_path,
+        "  - name: x\n"
+        '    start: "2026-11-22T10:00:00"\n'
+        "    events:\n"
+        "      - {at: .inf, type: usage, metric: seats, value: 4}\n",
+        capsys,
+    )
+    t = tmp_path / "t.yaml"
+    assert f"{t}:4: error: tests.0.start: '2026-11-22T10:00:00' is not a time with its UTC offset" in out
+    assert f"{t}:6: error: tests.0.events.0.at: inf is not an offset from start" in out

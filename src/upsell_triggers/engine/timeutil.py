@@ -25,6 +25,8 @@ def parse_duration(text: str | int | float) -> int:
     if isinstance(text, int | float):
         if text < 0:
             raise ValueError("a duration cannot be negative")
+        if text != text or text == float("inf"):  # NaN or .inf: no number of milliseconds
+            raise ValueError(f"a duration must be finite, not {text}")
         return int(text * SECOND)
     m = _DURATION.match(text)
     if not m:

@@ -56,15 +56,34 @@ def _syntax_message(text: str, problem: str, line: int | None) -> str:
     is usually an indentation mistake, where to look: a growth PM reads this, not a YAML grammar."""
     about = ""
     if line is not None:
-        for above in reversed(text.splitlines()[:line]):
-            stripped = above.strip()
+        above = text.splitlines()[:line]
+        for n in range(len(above) - 1, -1, -1):
+            stripped = above[n].strip()
             if stripped.startswith("- id:"):
-                about = f"rule {stripped.removeprefix('- id:').strip()}: "
+                about = _item_named(above, n, stripped.removeprefix("- id:"))
                 break
     hint = ""
     if any(k in problem for k in _INDENTATION):
         hint = "; check the indentation of this line and the line above it (spaces, not tabs)"
     return f"{about}YAML syntax: {problem}{hint}"
+
+
+# The lists whose items are named by an `id` (the key above them), as a message names such an item.
+_ID_LISTS = {"rules:": "rule", "groups:": "group", "plans:": "plan"}
+
+
+def _item_named(lines: list[str], n: int, raw_id: str) -> str:
+    """ "rule seats-80: " for the `- id:` item at line index n, by the list it is in (the first line
+    above indented less than its dash), or nothing when that is not a list of rules, groups or plans."""
+    indent = len(lines[n]) - len(lines[n].lstrip())
+    for above in reversed(lines[:n]):
+        stripped = above.strip()
+        if not stripped or stripped.startswith("#") or len(above) - len(above.lstrip()) >= indent:
+            continue
+        kind = _ID_LISTS.get(stripped.split("#", 1)[0].strip())
+        item = raw_id.split("#", 1)[0].strip().strip("'\"")
+        return f"{kind} {item}: " if kind and item else ""
+    return ""
 
 
 _SCALAR = yaml.SafeLoader(stream="")
