@@ -310,3 +310,28 @@ def test_the_memory_store_holds_evicted_states_packed_and_reads_them_back() -> N
         states.partition = 0
         assert states.get(f"acct-{i:03d}").last_seen == 1_790_000_000_000 + i
     assert states.flush()[0] == list(written.items())
+
+
+@TABLES
+def test_a_lowered_bound_is_reached_over_batches_not_in_one_pause(make: Any) -> None:
+    """A reload lowering the bound (100k to 20k) would evict everything over it at the next batch: each
+    trim evicts the states decoded since the last one and at most `trim_budget` more."""
+    states = TableState(make(), max_cached=100)
+    states.trim_budget = 10
+    for i in range(60):
+        touch(states, f"a{i}", 0, "team")
+    states.flush()
+    assert len(states.decoded) == 60  # under the bound
+    states.max_cached = 20  # a reload lowered it
+    states.trim()
+    assert len(states.decoded) == 50  # nothing decoded since: the budget only
+    for i in range(60, 65):  # a batch decoding 5 accounts
+        touch(states, f"a{i}", 0, "team")
+    states.flush()  # trims: the 5 new ones' worth and the budget
+    assert len(states.decoded) == 40
+    states.trim()
+    states.trim()
+    assert len(states.decoded) == 20
+    states.trim()
+    assert len(states.decoded) == 20  # at the bound
+    assert list(states.decoded) == [f"a{i}".encode() for i in range(45, 65)]  # the longest decoded went

@@ -56,9 +56,10 @@ DECODED_ACCOUNTS_WITH_HISTORIES = 20_000
 def decoded_bound(setting: int | str, rules: RuleSet, current: int | None = None) -> int:
     """The decoded states to keep under `rules`: the setting, or when it is "auto", the bound the rule
     set's state size calls for. On a reload (`current`: the bound in force) auto only ever lowers it: a
-    reload that adds a forecast lowers it, and the next batch's trim() evicts down to it; one that removes
-    the last such condition keeps it, since the accounts' states keep the histories those rules stored
-    until they expire (docs/rules.md), and raising the bound would let them take twice the memory."""
+    reload that adds a forecast lowers it, and trim() evicts down to it over the next batches; one
+    that removes the last such condition keeps it, since the accounts' states keep the histories those
+    rules stored until they expire (docs/rules.md), and raising the bound would let them take twice
+    the memory."""
     if isinstance(setting, int):
         return setting
     bound = DECODED_ACCOUNTS_WITH_HISTORIES if rules.keeps_histories else DECODED_ACCOUNTS
@@ -108,6 +109,10 @@ class TableState:
         self.touched: dict[bytes, float] = {}
         self._marks: deque[tuple[float, int]] = deque()
         self._popped = 0  # entries taken from the front of `decoded`
+        # trim(): how far `decoded` reached at the last trim (counted as _popped + len(decoded)), and how
+        # many states it evicts beyond the ones decoded since, at most (see trim).
+        self._trimmed_at = 0
+        self.trim_budget = TRIM_BUDGET
         self._stamp = float("-inf")
         # The memory store's evicted states, compressed (packed_states); read back by _load and the sweep.
         self.packer = Packer()
@@ -170,11 +175,16 @@ class TableState:
 
     def trim(self) -> None:
         """Evicts the longest-decoded clean states beyond max_cached: the memory store gets their bytes
-        back, RocksDB has them already."""
+        back, RocksDB has them already. At most as many as were decoded since the last trim plus
+        `trim_budget`: at the bound that is every state over it, and a bound lowered by a reload (100k
+        to 20k) is reached over a few batches rather than in one pause of ~0.2 s (an eviction encodes
+        and compresses a state, ~2-3 us)."""
         if self.idle_s:
             self.evict_idle(BATCH_IDLE_BUDGET)
         decoded, dirty = self.decoded, self.dirty
-        n = len(decoded) - self.max_cached
+        reached = self._popped + len(decoded)
+        n = min(len(decoded) - self.max_cached, reached - self._trimmed_at + self.trim_budget)
+        self._trimmed_at = reached
         if n <= 0:
             return
         keep = []
@@ -191,6 +201,7 @@ class TableState:
             touched.pop(key, None)
         self._popped += popped
         decoded.extend(keep)
+        self._trimmed_at = self._popped + len(decoded)  # the dirty keys put back are not new decodes
 
     def _evict(self, key: bytes) -> bool:
         """A clean decoded state out of memory: the memory store gets its bytes back, compressed, RocksDB
@@ -372,6 +383,8 @@ class TableState:
 # each batch at most (the timer's calls look at more: faust_app).
 MARK_S = 0.25
 BATCH_IDLE_BUDGET = 200
+# States trim() evicts per batch beyond those decoded since the last one (~15 ms at most).
+TRIM_BUDGET = 5_000
 
 # Stored accounts checked for retention: one per state write plus one per SWEEP_RATIO states written.
 # A check costs about what writing a state does (it decodes an evicted state), so this keeps the sweep
