@@ -204,6 +204,12 @@ def test_target_plan_next_on_a_metric_its_audience_has_unlimited_is_a_warning():
     assert not compile_sources([*shipped_sources(), ("pm.yaml", text)]).warnings
 
 
+def copy_shipped_rules(d: Path) -> None:
+    """The shipped rule files in d, for a test to break one of them."""
+    for f in (Path(__file__).resolve().parents[2] / "rules").glob("*.yaml"):
+        (d / f.name).write_text(f.read_text())
+
+
 @pytest.mark.parametrize(
     ("indent", "line", "problem"),
     [("      ", 15, "expected <block end>"), ("    ", 16, "mapping values are not allowed here")],
@@ -214,9 +220,7 @@ def test_an_indentation_mistake_names_the_rule_and_where_to_look(
 ) -> None:
     """A rule's `rearm` indented wrong: the parser's words, the rule the line is in, and a hint (the
     parser notices some mistakes on the line after: the hint says to look above too)."""
-    shipped = Path(__file__).resolve().parents[2] / "rules"
-    for f in shipped.glob("*.yaml"):
-        (tmp_path / f.name).write_text(f.read_text())
+    copy_shipped_rules(tmp_path)
     path = tmp_path / "usage-limits.yaml"
     text = path.read_text().splitlines()
     assert text[14] == "        rearm: 0.7" and text[12].strip() == "- id: seats-80"
@@ -230,9 +234,7 @@ def test_an_indentation_mistake_names_the_rule_and_where_to_look(
 
 def test_a_mistake_in_a_groups_defaults_is_reported_at_its_line(tmp_path: Path, capsys) -> None:
     """Each rule inheriting it is named, at the defaults' line, where the mistake can be fixed."""
-    shipped = Path(__file__).resolve().parents[2] / "rules"
-    for f in shipped.glob("*.yaml"):
-        (tmp_path / f.name).write_text(f.read_text())
+    copy_shipped_rules(tmp_path)
     path = tmp_path / "usage-limits.yaml"
     text = path.read_text().splitlines()
     line = next(n for n, t in enumerate(text, 1) if t == "      audience: [free, team, business]")
@@ -245,9 +247,7 @@ def test_a_mistake_in_a_groups_defaults_is_reported_at_its_line(tmp_path: Path, 
 
 
 def test_a_syntax_error_in_a_plan_names_the_plan_not_a_rule(tmp_path: Path, capsys) -> None:
-    shipped = Path(__file__).resolve().parents[2] / "rules"
-    for f in shipped.glob("*.yaml"):
-        (tmp_path / f.name).write_text(f.read_text())
+    copy_shipped_rules(tmp_path)
     path = tmp_path / "plans.yaml"
     text = path.read_text().splitlines()
     line = next(n for n, t in enumerate(text, 1) if t.startswith("    limits:"))
