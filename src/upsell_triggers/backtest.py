@@ -9,7 +9,6 @@ decode and N evaluations per event, not N replays.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ from upsell_triggers.engine.retention import (
     DEFAULT_RETENTION_MS,
 )
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, compile_sources, load_ruleset
+from upsell_triggers.engine.suggest import did_you_mean
 from upsell_triggers.engine.timeutil import DAY
 from upsell_triggers.engine.yamlload import line_for, load_yaml
 from upsell_triggers.processor import MemoryStore
@@ -206,8 +206,7 @@ def swept_ruleset(directory: str | Path, sweep: Sweep, value: float) -> RuleSet:
                 text = yaml.safe_dump(data, sort_keys=False)
         sources.append((str(path), text))
     if found is None:
-        close = difflib.get_close_matches(sweep.rule, ids, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; rules: {', '.join(ids)}"
+        hint = did_you_mean(sweep.rule, ids) or f"; rules: {', '.join(ids)}"
         raise RulesError([_problem(Path(directory), f"--sweep: no rule with id {sweep.rule!r}{hint}")])
     try:
         return compile_sources(sources)

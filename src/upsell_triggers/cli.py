@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -154,6 +153,7 @@ def _cmd_rules_schema(a: argparse.Namespace) -> int:
 
 def _cmd_replay(a: argparse.Namespace) -> int:
     from upsell_triggers import startup
+    from upsell_triggers.engine.suggest import close_match
     from upsell_triggers.replay import run_replay
 
     startup.readable_file(a.events, "events file")
@@ -162,8 +162,8 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     known = [r.id for r in rs.rules]
     for rid in a.rule:
         if rid not in known:
-            close = difflib.get_close_matches(rid, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = close_match(rid, known)
+            hint = f"did you mean {close!r}? " if close else ""
             raise StartupError(f"--rule {rid!r}: no such rule in {a.rules}; {hint}rules: {', '.join(known)}")
     if (a.csv or a.html) and not (a.compare or a.sweep):
         raise StartupError("--csv and --html write the table of --compare or --sweep: give one of them")

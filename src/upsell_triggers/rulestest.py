@@ -20,7 +20,6 @@ tests:
 
 from __future__ import annotations
 
-import difflib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from upsell_triggers.engine.events import InvalidEvent, validate_event
 from upsell_triggers.engine.rulefile import RulesFile
 from upsell_triggers.engine.ruleset import RulesError, RuleSet, load_ruleset
 from upsell_triggers.engine.state import AccountState
-from upsell_triggers.engine.suggest import unknown_field
+from upsell_triggers.engine.suggest import close_match, unknown_field
 from upsell_triggers.engine.timeutil import datetime_to_ms, parse_duration, to_iso
 from upsell_triggers.engine.yamlload import YamlError, line_for, load_yaml
 
@@ -77,8 +76,8 @@ def _matches(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
         if isinstance(v, dict) and isinstance(a, dict):
             out += [f"{k}.{m}" for m in _matches(a, v)]
         elif k not in actual and v is not None:  # `variant: null` checks that there is none
-            close = difflib.get_close_matches(k, list(actual), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(sorted(actual))}"
+            close = close_match(k, actual)
+            hint = f"did you mean {close!r}?" if close else f"fields: {', '.join(sorted(actual))}"
             out.append(f"{k}: no such field; {hint}")
         elif a != v:
             out.append(f"{k}: expected {v!r}, got {a!r}")
@@ -100,10 +99,8 @@ def _explain(rules: RuleSet, rule_ids: list[str], decisions: list[tuple[int, Dec
     for rid in rule_ids:
         rule = known.get(rid)
         if rule is None:
-            close = difflib.get_close_matches(rid, list(known), n=1)
-            out.append(
-                f"rule {rid} is not in the rule set" + (f"; did you mean {close[0]}?" if close else "")
-            )
+            close = close_match(rid, known)
+            out.append(f"rule {rid} is not in the rule set" + (f"; did you mean {close}?" if close else ""))
             continue
         mine = [(i, d) for i, d in decisions if d.rule_id == rid]
         if not mine:

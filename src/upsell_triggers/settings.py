@@ -6,7 +6,7 @@ servers, `run` uses the embedded runtime (no Kafka).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     embedded_account_ttl_days: float = Field(
         default=90, gt=0, description="embedded run: an account idle this long in event time is dropped"
     )
-    state_cache_accounts: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+    state_cache_accounts: int | Literal["auto"] = Field(  # at least 0: _count_or_auto checks it
         default="auto",
         description="decoded account states kept in memory per worker (~0.6-4 KiB each), unwritten ones "
         "included; beyond it the longest-decoded written ones are evicted (held compressed, decoded "
