@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         le=1000,
-        description="exactly_once: how long a partition's transactional producer waits before asking again "
+        description="exactly_once: how long the worker's transactional producer waits before asking again "
         "to start a transaction the broker refused because it still writes the previous one's commit "
         "markers (aiokafka's own wait is 20 ms)",
     )

@@ -1,24 +1,31 @@
-"""Fencing on the real broker: once another worker was assigned a partition (its transactional producer
-got its epoch), the previous owner (a zombie after a long pause) can neither commit a transaction it
-had open nor start a new one, and a read_committed consumer and the group's offsets see only the new
-owner's transactions."""
+"""Fencing by consumer-group generation on the real broker (KIP-447: TxnOffsetCommit version 3 and
+OffsetFetch with require_stable, runtime/kafka/kip447.py), with real group members:
+
+- a worker that lost its partition (a zombie after a long pause) has its next transaction's offsets
+  refused, the transaction aborted, and none of its records reach a read_committed reader; the new
+  owner's transactions do;
+- a transaction whose offsets the group accepted just before it moved on holds the new owner at its
+  assignment until it ends, and what it committed is what the new owner starts from."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from devkit.exactness import read_all
-from upsell_triggers.runtime.kafka.transactions import PartitionTransactions, PartitionWrites
+from tests.polling import until
+from upsell_triggers.runtime.kafka import compat
+from upsell_triggers.runtime.kafka.transactions import BatchTransactions, PartitionWrites
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 
 async def make_topics(bs: str, names: list[str]) -> None:
@@ -35,36 +42,71 @@ def writes(tag: str, offset: int, events: str) -> dict[int, PartitionWrites]:
     return {0: PartitionWrites([(b"acct", prompt)], [], [(b"acct", tag.encode())], {TP(events, 0): offset})}
 
 
-async def test_a_fenced_zombie_cannot_commit_and_its_open_transaction_is_aborted(
-    kafka_bootstrap: str,
-) -> None:
+class Member:
+    """A consumer in the group and the worker's transactions fenced by its membership."""
+
+    def __init__(self, bs: str, app: str, topics: tuple[str, str, str], events: str) -> None:
+        self.consumer = AIOKafkaConsumer(events, bootstrap_servers=bs, group_id=app, enable_auto_commit=False)
+        self.membership: Callable[[], tuple[int, str, str | None]] = lambda: compat.aiokafka_membership(
+            self.consumer
+        )
+
+        def new_producer(tid: str) -> Any:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=bs, transactional_id=tid, transaction_timeout_ms=10_000
+            )
+            compat.commit_offsets_with_group_metadata(producer, lambda: self.membership())
+            return producer
+
+        self.txns = BatchTransactions(new_producer, app, app, lambda: topics)
+        self.events = events
+
+    async def join(self) -> dict[TP, int | None]:
+        await self.consumer.start()
+        assert await until(self.consumer.assignment, 60, every=0.1), "never assigned"
+        return await self.txns.assign({TP(self.events, 0)})
+
+    async def stop(self) -> None:
+        await self.txns.stop()
+        await self.consumer.stop()
+
+
+async def committed_offset(bs: str, group: str, events: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return int(offsets[TopicPartition(events, 0)].offset)
+
+
+async def setup(bs: str) -> tuple[str, tuple[str, str, str], str]:
     app = f"fence{uuid.uuid4().hex[:8]}"
     topics = (f"{app}-prompts", f"{app}-dlq", f"{app}-changelog")
     events = f"{app}-events"
-    await make_topics(kafka_bootstrap, [*topics, events])
+    await make_topics(bs, [*topics, events])
+    return app, topics, events
 
-    def worker() -> PartitionTransactions:
-        def new_producer(tid: str) -> Any:
-            return AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=tid)
 
-        return PartitionTransactions(new_producer, app, app, lambda: topics)
-
-    zombie, successor = worker(), worker()
+async def test_a_zombie_is_refused_by_generation_and_its_transaction_aborted(kafka_bootstrap: str) -> None:
+    app, topics, events = await setup(kafka_bootstrap)
+    zombie = Member(kafka_bootstrap, app, topics, events)
+    successor = Member(kafka_bootstrap, app, topics, events)
     try:
-        await zombie.assign({0})
-        await zombie.commit(writes("zombie-1", 10, events))  # committed while it owned partition 0
-        # The zombie pauses in the middle of its next batch: records sent, transaction open.
-        producer = zombie.producers[0]
-        await producer.begin_transaction()
-        await (await producer.send(topics[0], orjson.dumps({"prompt_id": "zombie-open"}), key=b"acct"))
-        await successor.assign({0})  # the group gave partition 0 to another worker
-        with pytest.raises(KafkaError):
-            await producer.commit_transaction()
-        # A fresh transaction of the zombie is refused as well (aiokafka's state machine asserts that a
-        # fenced producer cannot begin one; the broker would reject its records with the old epoch).
-        with pytest.raises((KafkaError, AssertionError)):
-            await zombie.commit(writes("zombie-2", 20, events))
-        await successor.commit(writes("successor-1", 15, events))
+        assert await zombie.join() == {TP(events, 0): None}
+        await zombie.txns.commit(writes("zombie-1", 10, events))  # committed while it owned partition 0
+        # The zombie is paused past its session: the group removes it and gives partition 0 to another
+        # member. (Leaving stands in for the removal; the zombie still holds its old membership.)
+        kept = zombie.membership()
+        zombie.membership = lambda: kept
+        await zombie.consumer.stop()
+        assert await successor.join() == {TP(events, 0): 10}
+        assert successor.membership()[0] > kept[0]
+        # It resumes and finishes its batch: the offsets are refused, the transaction aborted.
+        with pytest.raises(compat.GroupMovedOn, match=r"UNKNOWN_MEMBER_ID|ILLEGAL_GENERATION"):
+            await zombie.txns.commit(writes("zombie-2", 20, events))
+        await successor.txns.commit(writes("successor-1", 15, events))
 
         prompts = [
             orjson.loads(r.value)["prompt_id"]
@@ -73,13 +115,61 @@ async def test_a_fenced_zombie_cannot_commit_and_its_open_transaction_is_aborted
         assert prompts == ["zombie-1", "successor-1"]
         changelog = [r.value for r in await read_all(kafka_bootstrap, topics[2], read_committed=True)]
         assert changelog == [b"zombie-1", b"successor-1"]
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(app)
-        finally:
-            await admin.close()
-        assert offsets[TopicPartition(events, 0)].offset == 15
+        assert await committed_offset(kafka_bootstrap, app, events) == 15
+        # The refused transaction was aborted at once, not left to its timeout: a new transaction of
+        # the same transactional id got its epoch (the aborted records sit before the successor's).
+        uncommitted = [r.value for r in await read_all(kafka_bootstrap, topics[2])]
+        assert uncommitted == [b"zombie-1", b"zombie-2", b"successor-1"]
     finally:
-        await zombie.stop()
+        await zombie.txns.stop()
         await successor.stop()
+
+
+async def test_a_transaction_with_accepted_offsets_holds_the_next_owner_until_it_ends(
+    kafka_bootstrap: str,
+) -> None:
+    app, topics, events = await setup(kafka_bootstrap)
+    previous = Member(kafka_bootstrap, app, topics, events)
+    successor = Member(kafka_bootstrap, app, topics, events)
+    try:
+        await previous.join()
+        producer = previous.txns.producer
+        await producer.begin_transaction()
+        await (await producer.send(topics[0], orjson.dumps({"prompt_id": "last"}), key=b"acct"))
+        await producer.send_offsets_to_transaction({TopicPartition(events, 0): 12}, app)  # accepted
+        await previous.consumer.stop()  # the group moves on before EndTxn
+        joining = asyncio.ensure_future(successor.join())
+        await asyncio.sleep(2.0)
+        assert not joining.done(), "the new owner must wait while the offsets are pending"
+        await producer.commit_transaction()
+        assert await asyncio.wait_for(joining, 30) == {TP(events, 0): 12}
+        prompts = [
+            orjson.loads(r.value)["prompt_id"]
+            for r in await read_all(kafka_bootstrap, topics[0], read_committed=True)
+        ]
+        assert prompts == ["last"]
+    finally:
+        await previous.txns.stop()
+        await successor.stop()
+
+
+async def test_a_worker_without_membership_commits_nothing(kafka_bootstrap: str) -> None:
+    """Once aiokafka learns that the group removed it, it resets its generation to -1, which the broker
+    accepts without a check while the group is empty: the worker refuses to send such offsets."""
+    app, topics, events = await setup(kafka_bootstrap)
+    worker = Member(kafka_bootstrap, app, topics, events)
+    try:
+        await worker.join()
+        await worker.txns.commit(writes("first", 5, events))
+        await worker.consumer.stop()  # the group is empty now
+        worker.membership = lambda: (-1, "", None)
+        with pytest.raises(compat.GroupMovedOn, match="not a member"):
+            await worker.txns.commit(writes("second", 9, events))
+        prompts = [
+            orjson.loads(r.value)["prompt_id"]
+            for r in await read_all(kafka_bootstrap, topics[0], read_committed=True)
+        ]
+        assert prompts == ["first"]
+        assert await committed_offset(kafka_bootstrap, app, events) == 5
+    finally:
+        await worker.txns.stop()

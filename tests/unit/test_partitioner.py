@@ -135,7 +135,7 @@ async def test_the_workers_producers_partition_with_it(
 ) -> None:
     """Faust's producer hands it to the aiokafka producer it starts (the one prompts, leads and dead
     letters are sent through, and whose partitioner compat.keyed_partitions calls for batched runs), and
-    each partition's transactional producer of exactly_once gets it too."""
+    the worker's transactional producer of exactly_once gets it too."""
     monkeypatch.setenv("UPSELL_PROCESSING_GUARANTEE", guarantee)
     # exactly_once sets aiokafka's transaction retry wait, a module constant: restored afterwards.
     monkeypatch.setattr(sender, "BACKOFF_OVERRIDE", sender.BACKOFF_OVERRIDE)
@@ -147,7 +147,7 @@ async def test_the_workers_producers_partition_with_it(
     faust_producer = app.producer
     assert faust_producer.partitioner is partition
     aiokafka_producer = faust_producer._new_producer()  # what Faust's producer starts with
-    transactional = compat.transactional_producer(app, f"{s.app_id}-eos-0")
+    transactional = compat.transactional_producer(app, f"{s.app_id}-eos-0", 10.0, lambda: (1, "m", None))
     try:
         assert aiokafka_producer._partitioner is partition
         assert transactional._partitioner is partition

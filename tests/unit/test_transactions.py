@@ -1,7 +1,8 @@
-"""exactly_once in the sink: a batch becomes one transaction per partition holding that partition's
-prompts, dead letters, changelog records and next input offsets; every record is acknowledged before
-the offsets join the transaction and it commits; a failed transaction raises. Fencing on the real
-broker is tests/integration/test_transactions_kafka.py."""
+"""exactly_once in the sink: a batch becomes one transaction of the worker's producer holding every
+partition's prompts, dead letters, changelog records (to the partition's changelog partition) and next
+input offsets; every record is acknowledged before the offsets join the transaction and it commits; a
+failed transaction raises after its abort. Fencing by group generation on the real broker is
+tests/integration/test_transactions_kafka.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.metrics import Metrics
 from upsell_triggers.runtime.batch_apply import Outputs
 from upsell_triggers.runtime.batch_timings import BatchTimings
-from upsell_triggers.runtime.kafka.transactions import PartitionTransactions, transactional_id
+from upsell_triggers.runtime.kafka.transactions import BatchTransactions, transactional_id
 from upsell_triggers.runtime.sink import BatchSink, SinkTopics
 from upsell_triggers.settings import Settings
 from upsell_triggers.startup import StartupError, validated_settings
@@ -34,7 +35,7 @@ class FakeBatch:
 
 
 class FakeTxnProducer:
-    """aiokafka's transactional producer as PartitionTransactions uses it; logs per transactional id."""
+    """aiokafka's transactional producer as BatchTransactions uses it; logs what it is asked."""
 
     def __init__(self, tid: str, log: list[str], fail_commit: bool = False) -> None:
         self.tid, self.log, self.fail_commit = tid, log, fail_commit
@@ -122,22 +123,45 @@ def recs(*offsets: int, bad: int | None = None) -> list[Any]:
     return [SimpleNamespace(offset=o, value=b"bad" if o == bad else b"ok") for o in offsets]
 
 
-async def started(log: list[str], partitions: set[int], fail_commit: bool = False) -> PartitionTransactions:
-    txns = PartitionTransactions(
-        lambda tid: FakeTxnProducer(tid, log, fail_commit), "app", "app", lambda: ("prompts", "dlq", "cl")
+class Started:
+    """The producers made, and the stable-offset requests asked, by a BatchTransactions."""
+
+    def __init__(self, log: list[str], fail_commit: bool = False) -> None:
+        self.log, self.fail_commit = log, fail_commit
+        self.producers: list[FakeTxnProducer] = []
+        self.asked: list[dict[str, list[int]]] = []
+
+    def new(self, tid: str) -> FakeTxnProducer:
+        producer = FakeTxnProducer("txn", self.log, self.fail_commit and not self.producers)
+        producer.real_tid = tid  # type: ignore[attr-defined]
+        self.producers.append(producer)
+        return producer
+
+    async def stable(
+        self, producer: Any, group: str, partitions: dict[str, list[int]], wait_s: float
+    ) -> dict[tuple[str, int], int | None]:
+        assert producer is self.producers[0] and group == "app"
+        self.asked.append({t: sorted(ps) for t, ps in sorted(partitions.items())})
+        self.log.append("stable offsets")
+        return {(t, p): (100 + p if t == "events" else None) for t, ps in partitions.items() for p in ps}
+
+
+OWNED = {TP("events", 0), TP("events", 1), TP("feedback", 0), TP("feedback", 1)}
+
+
+async def started(
+    log: list[str], owned: set[TP] = OWNED, fail_commit: bool = False
+) -> tuple[BatchTransactions, Started]:
+    made = Started(log, fail_commit)
+    txns = BatchTransactions(
+        made.new, "app", "app", lambda: ("prompts", "dlq", "cl"), stable_offsets=made.stable
     )
-    await txns.assign(partitions)
-    return txns
+    await txns.assign(owned)
+    return txns, made
 
 
-async def test_each_partition_commits_its_own_outputs_states_and_offsets_in_one_transaction() -> None:
-    log: list[str] = []
-    txns = await started(log, {0, 1})
-    changelog: dict[int, list[tuple[bytes, bytes | None]]] = {
-        0: [(b"a", b"s")],
-        1: [(b"b", b"s"), (b"c", None)],
-    }
-    sink = BatchSink(
+def sink_of(txns: BatchTransactions, changelog: dict[int, list[tuple[bytes, bytes | None]]]) -> BatchSink:
+    return BatchSink(
         apply,
         lambda: None,
         SinkTopics("prompts", "dlq", lambda: "cl"),
@@ -145,114 +169,87 @@ async def test_each_partition_commits_its_own_outputs_states_and_offsets_in_one_
         Metrics(),
         transactions=txns,
     )
+
+
+async def test_a_batch_is_one_transaction_with_every_partitions_outputs_states_and_offsets() -> None:
+    log: list[str] = []
+    txns, _ = await started(log)
+    log.clear()
+    sink = sink_of(txns, {0: [(b"a", b"s")], 1: [(b"b", b"s"), (b"c", None)]})
     batch = {TP("events", 0): recs(5, 6, bad=6), TP("feedback", 1): recs(9), TP("events", 1): recs(3)}
     await sink.deliver_atomically(batch)
-    by_tid = {
-        t: [line.removeprefix(f"{t} ") for line in log if line.startswith(f"{t} ")]
-        for t in ("app-eos-0", "app-eos-1")
-    }
-    assert by_tid["app-eos-0"] == [
-        "start",
-        "epoch",
-        "begin",
-        "acknowledged prompts p0-5",
-        "acknowledged dlq bad",
-        "acknowledged cl[0] a",
-        "offsets events[0]=7 group=app",
-        "commit",
-    ]
-    assert by_tid["app-eos-1"] == [
-        "start",
-        "epoch",
-        "begin",
-        "acknowledged prompts p1-9",
-        "acknowledged prompts p1-3",
-        "acknowledged cl[1] b,c",
-        "offsets events[1]=4,feedback[1]=10 group=app",
-        "commit",
+    assert log == [
+        "txn begin",
+        "txn acknowledged prompts p0-5",
+        "txn acknowledged dlq bad",
+        "txn acknowledged cl[0] a",
+        "txn acknowledged prompts p1-9",
+        "txn acknowledged prompts p1-3",
+        "txn acknowledged cl[1] b,c",
+        "txn offsets events[0]=7,events[1]=4,feedback[1]=10 group=app",
+        "txn commit",
     ]
 
 
-async def test_each_transaction_calls_on_ending_as_it_sends_endtxn() -> None:
+async def test_the_transaction_calls_on_ending_once_as_it_sends_endtxn() -> None:
     """The next batch's early take (runtime/fresh_take.py) starts during the last round trip."""
     log: list[str] = []
-    txns = await started(log, {0, 1})
-    sink = BatchSink(
-        apply,
-        lambda: None,
-        SinkTopics("prompts", "dlq", lambda: "cl"),
-        FakeStates({}),
-        Metrics(),
-        transactions=txns,
-    )
+    txns, _ = await started(log)
+    sink = sink_of(txns, {})
     await sink.deliver_atomically(
         {TP("events", 0): recs(1), TP("events", 1): recs(2)}, lambda: log.append("ending")
     )
-    assert log.count("ending") == 2
-    for tid in ("app-eos-0", "app-eos-1"):
-        assert log.index(f"{tid} offsets events[{tid[-1]}]={int(tid[-1]) + 2} group=app") < log.index(
-            f"{tid} commit"
-        )
-    first_commit = min(log.index("app-eos-0 commit"), log.index("app-eos-1 commit"))
-    assert log.index("ending") < first_commit
+    assert log.count("ending") == 1
+    assert (
+        log.index("txn offsets events[0]=2,events[1]=3 group=app")
+        < log.index("ending")
+        < log.index("txn commit")
+    )
 
 
 async def test_a_partition_with_only_expired_accounts_commits_their_tombstones() -> None:
     log: list[str] = []
-    txns = await started(log, {0, 1})
-    sink = BatchSink(
-        apply,
-        lambda: None,
-        SinkTopics("prompts", "dlq", lambda: "cl"),
-        FakeStates({1: [(b"gone", None)]}),
-        Metrics(),
-        transactions=txns,
-    )
-    await sink.deliver_atomically({TP("events", 0): recs(1)})
-    assert "app-eos-1 acknowledged cl[1] gone" in log and "app-eos-1 commit" in log
+    txns, _ = await started(log)
+    await sink_of(txns, {1: [(b"gone", None)]}).deliver_atomically({TP("events", 0): recs(1)})
+    assert log.index("txn acknowledged cl[1] gone") < log.index("txn commit")
 
 
-async def test_a_failed_commit_raises_out_of_the_batch() -> None:
+async def test_a_failed_commit_aborts_the_transaction_and_raises_out_of_the_batch() -> None:
+    """aiokafka sends no EndTxn once a transaction failed: a producer with the same transactional id
+    gets its epoch, which aborts the open transaction on the broker, and stops."""
     log: list[str] = []
-    txns = await started(log, {0}, fail_commit=True)
-    sink = BatchSink(
-        apply,
-        lambda: None,
-        SinkTopics("prompts", "dlq", lambda: "cl"),
-        FakeStates({}),
-        Metrics(),
-        transactions=txns,
-    )
+    txns, made = await started(log, fail_commit=True)
+    log.clear()
     with pytest.raises(RuntimeError, match="ProducerFenced"):
-        await sink.deliver_atomically({TP("events", 0): recs(1)})
+        await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(1)})
+    assert log[-4:] == ["txn stop", "txn start", "txn epoch", "txn stop"]
+    first, aborter = made.producers
+    assert aborter.real_tid == first.real_tid == txns.transactional_id  # type: ignore[attr-defined]
+    assert txns.producer is None
+    with pytest.raises(RuntimeError, match="no transactional producer"):
+        await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(2)})
 
 
 async def test_a_batch_of_a_partition_not_owned_here_is_refused() -> None:
-    txns = await started([], {0})
-    sink = BatchSink(
-        apply,
-        lambda: None,
-        SinkTopics("prompts", "dlq", lambda: "cl"),
-        FakeStates({}),
-        Metrics(),
-        transactions=txns,
-    )
-    with pytest.raises(RuntimeError, match="partition 3 has no transactional producer"):
-        await sink.deliver_atomically({TP("events", 3): recs(1)})
-
-
-async def test_each_assignment_starts_and_fences_a_new_producer_per_partition() -> None:
     log: list[str] = []
-    txns = await started(log, {0, 1})
-    assert sorted(log) == ["app-eos-0 epoch", "app-eos-0 start", "app-eos-1 epoch", "app-eos-1 start"]
-    assert log.index("app-eos-0 start") < log.index("app-eos-0 epoch")
-    first = dict(txns.producers)
-    log.clear()
-    await txns.assign({1, 2})  # partition 1 kept: another worker may have owned it meanwhile
-    assert log[:2] == ["app-eos-0 stop", "app-eos-1 stop"]
-    assert sorted(log[2:]) == ["app-eos-1 epoch", "app-eos-1 start", "app-eos-2 epoch", "app-eos-2 start"]
-    assert sorted(txns.producers) == [1, 2] and txns.producers[1] is not first[1]
-    assert transactional_id("app", 2) == "app-eos-2"
+    txns, _ = await started(log, {TP("events", 0)})
+    with pytest.raises(RuntimeError, match=r"events\[3\] is not assigned here"):
+        await sink_of(txns, {}).deliver_atomically({TP("events", 3): recs(1)})
+    assert "txn begin" not in log
+
+
+async def test_each_assignment_waits_for_stable_offsets_with_one_producer_for_the_process() -> None:
+    log: list[str] = []
+    txns, made = await started(log)
+    assert log == ["txn start", "txn epoch", "stable offsets"]
+    assert made.asked == [{"events": [0, 1], "feedback": [0, 1]}]
+    stable = await txns.assign({TP("events", 2), TP("events", 1)})
+    assert stable == {TP("events", 1): 101, TP("events", 2): 102}
+    assert log[3:] == ["stable offsets"] and len(made.producers) == 1  # the same producer kept
+    assert made.asked[-1] == {"events": [1, 2]}
+    assert await txns.assign(set()) == {} and len(made.asked) == 2  # nothing owned: nothing asked
+    tid = txns.transactional_id
+    assert tid.startswith("app-eos-") and tid != transactional_id("app")  # new at each start
 
 
 def test_exactly_once_with_rocksdb_is_a_one_line_start_up_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,10 +266,10 @@ def test_exactly_once_with_rocksdb_is_a_one_line_start_up_error(monkeypatch: pyt
     assert validated_settings(Settings).processing_guarantee == "at_least_once"
 
 
-async def test_timed_batches_record_each_transaction_phase_of_their_slowest_partition(tmp_path: Any) -> None:
+async def test_timed_batches_record_the_transactions_phases(tmp_path: Any) -> None:
     log: list[str] = []
-    txns = await started(log, {0, 1})
-    txns.producers[1].commit_s = 0.05  # partition 1's EndTxn is the slow one
+    txns, made = await started(log)
+    made.producers[0].commit_s = 0.05  # a slow EndTxn
     timings = BatchTimings(str(tmp_path / "t.jsonl"))
     sink = BatchSink(
         apply,
@@ -289,9 +286,7 @@ async def test_timed_batches_record_each_transaction_phase_of_their_slowest_part
     timings.end()
     timings.close()
     (line,) = (orjson.loads(x) for x in (tmp_path / "t.jsonl").read_bytes().splitlines() if b"records" in x)
-    assert line["txns"] == 2
-    assert 50 <= line["txn_end_ms"] <= line["deliver_ms"]  # partition 1's, not partition 0's (~0 ms)
+    assert line["txns"] == 1 and line["txn_partitions"] == 2
+    assert 50 <= line["txn_end_ms"] <= line["deliver_ms"]
     assert line["txn_send_ms"] >= 0 and line["txn_offsets_ms"] >= 0
-    # the whole transaction: partition 1's took the 50 ms, partition 0's next to nothing
-    assert 50 <= line["txn_slowest_ms"] <= line["deliver_ms"]
-    assert line["txn_fastest_ms"] < 40
+    assert 50 <= line["txn_slowest_ms"] == line["txn_fastest_ms"] <= line["deliver_ms"]

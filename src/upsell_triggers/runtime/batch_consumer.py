@@ -134,25 +134,26 @@ class BatchConsumer(ConsumerAdapter):
         transactions = self.sink.transactions
         self.sought.clear()
         if transactions is not None:
-            # Before Faust's recovery reads the changelog: getting each new partition's producer epoch
-            # aborts the previous owner's open transaction and fences it (kafka.transactions).
+            # Before the committed offsets and Faust's recovery's changelog are read: until no
+            # transaction of a previous owner holds pending offsets of them (kafka.transactions).
             hot = cast("BatchTransport", self.transport).hot_topics
-            await transactions.assign({tp.partition for tp in assigned if tp.topic in hot})
+            stable = await transactions.assign({tp for tp in assigned if tp.topic in hot})
+            self.committed_floor.raise_to(stable)
             await self._start_at_committed({tp for tp in assigned if tp.topic in hot})
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def _start_at_committed(self, hot: set[TP]) -> None:
-        """exactly_once, once the fence completed the previous owners' transactions: the committed
-        offsets read now are the floor of each hot partition (committed_floor), and the partitions are
-        sought there before Faust's recovery resumes them (aiokafka's own positions were read before the
-        fence). Faust's recovery seeks them again later; records below the floor are dropped whatever
-        the position."""
+        """exactly_once, once no transaction holds pending offsets of the hot partitions (their stable
+        committed offsets are the floor already, committed_floor): the partitions are sought to their
+        committed offsets before Faust's recovery resumes them (aiokafka's own positions were read
+        before the wait). Faust's recovery seeks them again later; records below the floor are dropped
+        whatever the position."""
         if not hot:
             return  # (aiokafka's seek_to_committed refuses an empty assignment)
         try:
             committed = await self.seek_to_committed()
         except Exception as exc:  # e.g. a new rebalance began: Faust's assignment must still run
-            log.warning("exactly_once: reading the committed offsets after the fence failed: %r", exc)
+            log.warning("exactly_once: seeking to the committed offsets failed: %r", exc)
             return
         offsets = {tp: committed.get(tp) for tp in hot}
         self.committed_floor.raise_to(offsets)
@@ -410,9 +411,10 @@ class BatchConsumer(ConsumerAdapter):
 
     async def _handle_atomically(self, sink: BatchSink, hot: dict[TP, Sequence[Any]]) -> None:
         """exactly_once: the batch is applied and committed (outputs, states, offsets) in one
-        transaction per partition. A batch whose partition was revoked meanwhile commits too: this
-        worker's producer is fenced only once the next owner was assigned, which waits for the batch in
-        flight (wait_empty); a fenced producer's commit fails and stops this worker."""
+        transaction. A batch under way when a revoke began commits too, in the generation that owned
+        its partitions: the revoke waits for it (wait_empty) before the member rejoins. A transaction
+        whose offsets the group refuses (this worker was removed from the group or missed a
+        generation) fails, is aborted, and stops this worker."""
         try:
             await sink.deliver_atomically(hot, self._take_early(hot))
         except Exception as exc:

@@ -7,14 +7,15 @@ be written twice. The consumer's position alone does not keep such records out, 
 move it back after an assignment:
 
 - aiokafka reads the committed offsets of newly assigned partitions in a task it starts before the
-  rebalance listener runs, so before the fence (kafka.transactions) completed the previous owner's
-  last transaction: the position can be that transaction's start;
+  rebalance listener runs, so before the wait for stable offsets (kafka.transactions) saw the
+  previous owner's last transaction end: the position can be that transaction's start;
 - Faust's recovery resumes the partitions and only then seeks them to the committed offsets it reads
   (one request per partition): a batch applied and committed meanwhile is sought back to its start;
-- an offset commit returns before the broker wrote the transaction's markers, and an offset fetch
-  (without KIP-447, which aiokafka 0.14 lacks) returns the previous offset until then.
+- an offset commit returns before the broker wrote the transaction's markers, and aiokafka's offset
+  fetch (version 3, without KIP-447's require_stable) returns the previous offset until then.
 
-The floor of a partition is the committed offset read after the fence, raised by each transaction
+The floor of a partition is its stable committed offset read at assignment (kafka.kip447), raised by
+each transaction
 this worker commits (the last offset + 1); it only rises, and a fetch's records below it are dropped
 before they are applied.
 """
@@ -34,7 +35,7 @@ class CommittedFloor:
         self._next: dict[TP, int] = {}
 
     def raise_to(self, offsets: Mapping[TP, int | None]) -> None:
-        """Committed offsets (the next offset to read; None: nothing committed) read after the fence, or
+        """Committed offsets (the next offset to read; None: nothing committed) read at assignment, or
         committed by this worker. A lower one than the floor known is an older one and changes nothing."""
         floor = self._next
         for tp, offset in offsets.items():

@@ -42,7 +42,7 @@ from upsell_triggers.runtime.kafka.auth import faust_credentials
 from upsell_triggers.runtime.kafka.broker_probe import broker_answers
 from upsell_triggers.runtime.kafka.partitioner import partition
 from upsell_triggers.runtime.kafka.topics import ensure_topics
-from upsell_triggers.runtime.kafka.transactions import PartitionTransactions
+from upsell_triggers.runtime.kafka.transactions import TRANSACTION_TIMEOUT_S, BatchTransactions
 from upsell_triggers.runtime.kafka.transport import HotPath, install
 from upsell_triggers.runtime.memory_release import ReleasePolicy, malloc_trim, pin_mmap_threshold
 from upsell_triggers.runtime.reload import try_reload, watch_rules
@@ -228,8 +228,11 @@ def create_app(s: Settings) -> Worker:
     transactions = None
     if s.processing_guarantee == "exactly_once":
         compat.set_transaction_retry_backoff(s.transaction_retry_backoff_ms / 1000)
-        transactions = PartitionTransactions(
-            lambda tid: compat.transactional_producer(app, tid),
+        timeout_s = min(TRANSACTION_TIMEOUT_S, s.session_timeout_s)
+        transactions = BatchTransactions(
+            lambda tid: compat.transactional_producer(
+                app, tid, timeout_s, lambda: compat.group_membership(app.consumer)
+            ),
             app_id=s.app_id,
             group_id=s.app_id,  # Faust's consumer group is the app id
             topics=lambda: (s.topic_prompts, s.topic_dlq, changelog_topic()),

@@ -1,18 +1,19 @@
-"""exactly_once: the next batch's records are taken while the last batch's transactions end, so that
-the fetch they make room for brings the records that arrived during those transactions.
+"""exactly_once: the next batch's records are taken while the last batch's transaction ends, so that
+the fetch this makes room for brings the records that arrived during that transaction.
 
 aiokafka sends a broker no fetch while records of any of its partitions wait in its buffer (the
-fetcher's `_get_actions_per_node`); taking them makes it fetch again at once. A batch loop that takes
-records only when its batch is done therefore gets, at each take, what was fetched right after the
-previous take: with every batch waiting for its transactions (~13 ms of a ~17 ms batch at 10k
-events/s), a batch held the records that arrived during the batch before the previous one. A record
-waited a batch and a half on average before it was taken, then a batch until its transaction
-committed: about two and a half batches, where the loop's own work is one.
+fetcher's `_get_actions_per_node`); taking them makes it fetch again at once. A batch loop that
+takes records only when its batch is done therefore gets, at each take, what was fetched right after
+the previous take: with every batch waiting for its transaction (~13 ms of a ~17 ms batch at 10k
+events/s, when each partition had its own), a batch held the records that arrived during the batch
+before the previous one. A record waited a batch and a half on average before it was taken, then a
+batch until its transaction committed: about two and a half batches, where the loop's own work is
+one.
 
-So once a batch's first transaction sends EndTxn (the last round trip), the loop takes what is
-buffered without waiting (`on_ending`); the fetch this starts comes back about when the transactions
-end, with the records that arrived meanwhile, and the next batch is both takes (`merge`): a record
-waits about half a batch before it is taken. The next take waits at most `FRESH_WAIT_S` for that fetch
+So once a batch's transaction sends EndTxn (the last round trip), the loop takes what is buffered
+without waiting (`on_ending`); the fetch this starts comes back about when the transaction ends,
+with the records that arrived meanwhile, and the next batch is both takes (`merge`): a record waits
+about half a batch before it is taken. The next take waits at most `FRESH_WAIT_S` for that fetch
 when it already holds records. Only while caught up (`caught_up`): while behind, the buffer holds a
 full fetch already and the next batch would only be split off again by the batch bound.
 """

@@ -20,9 +20,9 @@ re-emits the outputs on reprocessing (same ids, same content) instead of losing 
 loses prompts under SIGKILL (RELIABILITY.md #5).
 
 With exactly_once (`transactions` set), `deliver_atomically` replaces all three: a batch is applied,
-and its outputs, its changed states and its input offsets are one transaction per partition
-(kafka.transactions); nothing is held or acked, and the consumer's own commits move no offset of the
-hot topics.
+and its outputs, its changed states and its input offsets, of every partition it touched, are one
+transaction (kafka.transactions); nothing is held or acked, and the consumer's own commits move no
+offset of the hot topics.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from upsell_triggers.runtime.batch_apply import Outputs
 from upsell_triggers.runtime.batch_timings import BatchTimings
 from upsell_triggers.runtime.kafka.changelog_writer import send_changelog
 from upsell_triggers.runtime.kafka.keyed_batches import send_keyed
-from upsell_triggers.runtime.kafka.transactions import PartitionTransactions, PartitionWrites
+from upsell_triggers.runtime.kafka.transactions import BatchTransactions, PartitionWrites
 
 Ack = Callable[[int, TP, int, int], None]  # (consumer generation, partition, first offset, last offset)
 
@@ -74,10 +74,10 @@ class BatchSink:
         states: StateBuffer,
         metrics: Metrics,
         timings: BatchTimings | None = None,
-        transactions: PartitionTransactions | None = None,
+        transactions: BatchTransactions | None = None,
     ) -> None:
         self.apply = apply
-        self.transactions = transactions  # exactly_once: per-partition transactional producers
+        self.transactions = transactions  # exactly_once: the worker's transactional producer
         self.timings = timings  # per-batch phase timings (batch_timings), None when off
         self.producer = producer  # aiokafka's producer (send, create_batch, send_batch), once started
         self.topics = topics
@@ -137,10 +137,11 @@ class BatchSink:
     async def deliver_atomically(
         self, batch: Mapping[TP, Sequence[Any]], on_ending: Callable[[], None] | None = None
     ) -> None:
-        """Applies a batch and commits, per partition, its prompts, dead letters, changed states and the
-        next offsets of its records in one transaction. Raising means a transaction may not have
-        committed while memory holds its effects: the caller stops the worker. `on_ending`: called as
-        each transaction sends EndTxn (PartitionTransactions.commit)."""
+        """Applies a batch and commits its prompts, dead letters, changed states and the next offsets of
+        its records in one transaction, grouped by partition (each partition's changelog records go to
+        its changelog partition). Raising means the transaction did not commit while memory holds its
+        effects: the caller stops the worker. `on_ending`: called as the transaction sends EndTxn
+        (BatchTransactions.commit)."""
         transactions = self.transactions
         assert transactions is not None
         t0 = time.perf_counter()
@@ -165,7 +166,7 @@ class BatchSink:
             w.prompts += out.prompts[prompts_from:prompts_end]
             w.dead_letters += out.dead_letters[dead_from:dead_end]
             prompts_from, dead_from = prompts_end, dead_end
-            if lead_ends:  # leads go in their partition's transaction, as prompts do
+            if lead_ends:  # leads go with their partition's writes, as prompts do
                 w.leads += out.leads[leads_from : lead_ends[i]]
                 leads_from = lead_ends[i]
         for tp, recs in batch.items():
@@ -178,7 +179,11 @@ class BatchSink:
         else:
             phases: dict[str, float] = {}
             await transactions.commit(writes, phases, on_ending)
-            timings.note(txns=len(writes), **{k + "_ms": round(1000 * v, 3) for k, v in phases.items()})
+            timings.note(
+                txns=1,
+                txn_partitions=len(writes),
+                **{k + "_ms": round(1000 * v, 3) for k, v in phases.items()},
+            )
         self._delivered(out, t0, "deliver")
 
     def _delivered(self, out: Outputs, t0: float, phase: str) -> None:

@@ -103,6 +103,31 @@ EXACTLY_ONCE_MEMBERS: tuple[Member, ...] = (
     Member("aiokafka.producer.transaction_manager", "TransactionManager", "wait_for_pid", ("self",)),
     # The retry after CONCURRENT_TRANSACTIONS, a module constant (set_transaction_retry_backoff).
     Member("aiokafka.producer.sender", "AddPartitionsToTxnHandler", "BACKOFF_OVERRIDE"),
+    # TxnOffsetCommit with the group's generation (commit_offsets_with_group_metadata, group_metadata).
+    Member("aiokafka.producer.producer", "AIOKafkaProducer", "_sender"),
+    Member("aiokafka.producer.sender", "Sender", "_do_txn_offset_commit", ("self", "offsets", "group_id")),
+    Member(
+        "aiokafka.producer.sender",
+        "Sender",
+        "_find_coordinator",
+        ("self", "coordinator_type", "coordinator_key"),
+    ),
+    Member(
+        "aiokafka.producer.sender",
+        "TxnOffsetCommitHandler",
+        "__init__",
+        ("self", "sender", "offsets", "group_id"),
+    ),
+    Member("aiokafka.producer.sender", "TxnOffsetCommitHandler", "_offsets"),
+    Member("aiokafka.producer.sender", "TxnOffsetCommitHandler", "_group_id"),
+    Member(
+        "aiokafka.producer.transaction_manager", "TransactionManager", "error_transaction", ("self", "exc")
+    ),
+    Member("faust.transport.consumer", "ThreadDelegateConsumer", "_thread"),
+    Member("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_coordinator"),
+    Member("aiokafka.consumer.group_coordinator", "GroupCoordinator", "generation"),
+    Member("aiokafka.consumer.group_coordinator", "GroupCoordinator", "member_id"),
+    Member("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_group_instance_id"),
 )
 ROCKSDB_MEMBERS: tuple[Member, ...] = (
     Member(*_ROCKSDB, "_db_for_partition", ("self", "partition")),
@@ -358,9 +383,12 @@ def keyed_partitions(producer: Any, topic: str) -> Callable[[bytes | None], int]
     return partition
 
 
-def transactional_producer(app: Any, transactional_id: str) -> Any:
+def transactional_producer(
+    app: Any, transactional_id: str, transaction_timeout_s: float, membership: GroupMetadata
+) -> Any:
     """A new (not started) aiokafka producer with the settings of Faust's own (brokers, credentials,
-    batch size, linger, partitioner) and a transactional id."""
+    batch size, linger, partitioner), a transactional id and a transaction timeout, that commits
+    offsets with the group membership `membership()` gives (commit_offsets_with_group_metadata)."""
     from aiokafka import AIOKafkaProducer
 
     faust_producer = app.producer
@@ -370,7 +398,13 @@ def transactional_producer(app: Any, transactional_id: str) -> Any:
         **faust_producer._settings_extra(),
     }
     settings.pop("api_version", None)  # deprecated no-op in aiokafka 0.14
-    return AIOKafkaProducer(**settings, transactional_id=transactional_id)
+    producer = AIOKafkaProducer(
+        **settings,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=int(transaction_timeout_s * 1000),
+    )
+    commit_offsets_with_group_metadata(producer, membership)
+    return producer
 
 
 async def wait_for_producer_id(producer: Any) -> None:
@@ -379,6 +413,107 @@ async def wait_for_producer_id(producer: Any) -> None:
     open transaction; aiokafka does it in the background and waits for it only at the first
     begin_transaction."""
     await producer._txn_manager.wait_for_pid()
+
+
+# Answers to TxnOffsetCommit v3 meaning that the worker is no longer the member, or not in the
+# generation, that owns the partitions: the transaction must not commit.
+GROUP_MOVED_ON = {22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID", 82: "FENCED_INSTANCE_ID"}
+
+
+class GroupMovedOn(Exception):
+    """The group coordinator refused a transaction's offsets: the worker lost its partitions."""
+
+
+GroupMetadata = Callable[[], tuple[int, str, "str | None"]]
+
+
+def group_membership(consumer: Any) -> tuple[int, str, str | None]:
+    """Faust's consumer's group membership now (generation, member id, group instance id), read from
+    aiokafka's consumer in Faust's consumer thread (plain attributes, replaced at each join)."""
+    return aiokafka_membership(consumer._thread._ensure_consumer())
+
+
+def aiokafka_membership(consumer: Any) -> tuple[int, str, str | None]:
+    """An aiokafka consumer's group membership now (generation, member id, group instance id)."""
+    coordinator = consumer._coordinator
+    return int(coordinator.generation), str(coordinator.member_id), coordinator._group_instance_id
+
+
+def commit_offsets_with_group_metadata(producer: Any, metadata: GroupMetadata) -> None:
+    """Makes a transactional producer send its transactions' offsets with TxnOffsetCommit version 3,
+    carrying `metadata()` at the time of sending (KIP-447; kafka.kip447). An answer that the group moved
+    on fails the transaction with GroupMovedOn (`send_offsets_to_transaction` raises it), as Kafka's
+    Java producer does with CommitFailedException; aiokafka's version-0 handler would raise it out of the
+    producer's background task instead."""
+    from aiokafka.client import CoordinationType
+    from aiokafka.errors import GroupAuthorizationFailedError
+    from aiokafka.producer import sender as aiokafka_sender
+
+    from upsell_triggers.runtime.kafka.kip447 import TxnOffsetCommitV3, txn_offset_commit_errors
+
+    class GroupTxnOffsetCommitHandler(aiokafka_sender.TxnOffsetCommitHandler):  # type: ignore[misc]
+        def create_request(self) -> Any:
+            txn = self._sender._txn_manager
+            offsets: dict[str, list[tuple[int, int, str]]] = {}
+            for tp, meta in sorted(self._offsets.items()):
+                offsets.setdefault(tp.topic, []).append((tp.partition, meta.offset, meta.metadata))
+            generation, member_id, instance_id = metadata()
+            return TxnOffsetCommitV3(
+                txn.transactional_id,
+                self._group_id,
+                txn.producer_id,
+                txn.producer_epoch,
+                generation,
+                member_id,
+                offsets,
+                instance_id,
+            )
+
+        def handle_response(self, resp: Any) -> Any:
+            errors = txn_offset_commit_errors(resp)
+            for topic, partitions in errors:
+                for partition, code in partitions:
+                    if code in GROUP_MOVED_ON:
+                        exc = GroupMovedOn(
+                            f"the consumer group refused the offsets of {topic}[{partition}] "
+                            f"({GROUP_MOVED_ON[code]}): this worker no longer owns them"
+                        )
+                        txn = self._sender._txn_manager
+                        txn.error_transaction(exc)
+                        txn.wait_for_transaction_end().exception()  # raised by send_offsets_to_transaction
+                        return None
+            return super().handle_response(_V0Errors(errors))
+
+    snd = producer._sender
+
+    async def _do_txn_offset_commit(offsets: Any, group_id: str) -> None:
+        if not offsets:
+            return
+        generation, member_id, _ = metadata()
+        if generation < 0 or not member_id:
+            # aiokafka resets its membership once it learns the group removed it; generation -1 would
+            # skip the broker's check if the group is empty, after a new owner left it again.
+            txn = snd._txn_manager
+            txn.error_transaction(GroupMovedOn("this worker is not a member of the consumer group"))
+            txn.wait_for_transaction_end().exception()  # raised by send_offsets_to_transaction
+            return
+        try:
+            node_id = await snd._find_coordinator(CoordinationType.GROUP, group_id)
+        except GroupAuthorizationFailedError as exc:
+            snd._txn_manager.error_transaction(exc)
+            return
+        await GroupTxnOffsetCommitHandler(snd, offsets, group_id).do(node_id)
+
+    snd._do_txn_offset_commit = _do_txn_offset_commit
+
+
+class _V0Errors:
+    """A version 3 answer in the shape aiokafka's version 0 handler reads."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self, errors: Any) -> None:
+        self.errors = errors
 
 
 def set_transaction_retry_backoff(seconds: float) -> float:

@@ -1,21 +1,27 @@
-"""Exactly-once: one Kafka transaction per partition per batch, through one transactional producer per
-partition this worker owns.
+"""Exactly-once: one Kafka transaction per batch, through one transactional producer per worker.
 
-A batch's prompts, dead letters, changelog records and the next offsets of its input records are
-committed together (`send_offsets_to_transaction` with the consumer group), or not at all: a
-`read_committed` consumer of any output topic, and the group's committed offsets, see all of a
-batch's effects or none.
+A batch's prompts, leads, dead letters, changelog records and the next offsets of its input records,
+of every partition it touched, are committed together (`send_offsets_to_transaction` with the
+consumer group), or not at all: a `read_committed` consumer of any output topic, and the group's
+committed offsets, see all of a batch's effects or none.
 
-Fencing. aiokafka 0.14 sends TxnOffsetCommit version 0, without the consumer group's generation and
-member id (KIP-447), so the broker cannot reject offsets from a worker that lost its partitions.
-Zombies are fenced by transactional id instead, as Kafka Streams' first exactly-once mode did: the
-transactional id names the application and the partition (`{app_id}-eos-{partition}`), every record
-derived from input partition p (events p, feedback p, changelog p; topics are co-partitioned) goes
-through that partition's producer, and a worker that is assigned p starts its producer and obtains
-its producer epoch before Faust's recovery reads changelog p. That bumps the epoch, aborts the open
-transaction of the previous owner, and makes every later send or commit of the previous owner's
-producer fail with ProducerFenced. A worker therefore holds one producer (and its connections) per
-partition it owns.
+Fencing follows KIP-447, as Kafka Streams' exactly-once v2 does, instead of one producer per
+partition: the worker's producer sends its offsets with TxnOffsetCommit version 3, which carries the
+consumer group's generation and member id (kafka.kip447, installed by
+`compat.commit_offsets_with_group_metadata`). A worker that lost its partitions (paused past its
+session, or a rebalance it missed) has its offsets refused, its transaction aborted and stops; none
+of that transaction's records reach a `read_committed` reader. A transaction whose offsets the
+coordinator accepted just before the group moved on can still commit; so a worker that is assigned
+partitions first waits until no transaction holds pending offsets of them (OffsetFetch with
+`require_stable`) and only then reads the committed offsets and lets Faust's recovery read the
+changelog: whatever such a transaction committed is part of what it starts from.
+
+The transactional id is new at each start (`{app_id}-eos-<random>`): two live workers never share
+one, so neither fences the other by id. The transaction of a worker that died mid-batch is aborted
+by the broker once the transaction timeout passes (`TRANSACTION_TIMEOUT_S`, below the group's session
+timeout, so usually before its partitions are assigned again). One producer, one transaction and
+one chain of coordinator round trips per batch, where a producer per partition made one chain per
+partition touched: bench/ANALYSIS.md measures the difference.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,17 +40,36 @@ from faust.types import TP
 from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.runtime.kafka import compat
 from upsell_triggers.runtime.kafka.keyed_batches import send_keyed
+from upsell_triggers.runtime.kafka.kip447 import stable_committed_offsets
 
 log = logging.getLogger("upsell_triggers.transactions")
 
+TRANSACTION_TIMEOUT_S = 10.0  # Kafka Streams' exactly-once default; at most the session timeout
+ABORT_WAIT_S = 5.0  # how long a failed batch's worker tries to abort its transaction before it stops
 
-def transactional_id(app_id: str, partition: int) -> str:
-    return f"{app_id}-eos-{partition}"
+
+def transactional_id(app_id: str) -> str:
+    """This process's transactional id: unique among live workers, several on one host included."""
+    return f"{app_id}-eos-{uuid.uuid4().hex[:16]}"
+
+
+# (started producer, group id, topic -> partitions, how long to wait) -> (topic, partition) -> offset
+StableOffsets = Callable[
+    [Any, str, dict[str, list[int]], float], Awaitable[dict[tuple[str, int], int | None]]
+]
+
+
+async def _stable_offsets(
+    producer: Any, group_id: str, partitions: dict[str, list[int]], wait_s: float
+) -> dict[tuple[str, int], int | None]:
+    """Through the producer's own client, which runs on the worker's loop (Faust's consumer runs on
+    another thread's)."""
+    return await stable_committed_offsets(producer.client, group_id, partitions, wait_s)
 
 
 @dataclass(slots=True)
 class PartitionWrites:
-    """What one partition's transaction carries."""
+    """What one partition contributes to a batch's transaction."""
 
     prompts: list[tuple[bytes, bytes]]
     dead_letters: list[DeadLetter]
@@ -52,8 +78,8 @@ class PartitionWrites:
     leads: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-class PartitionTransactions:
-    """The transactional producers of the partitions this worker owns (by partition number)."""
+class BatchTransactions:
+    """The worker's transactional producer: one transaction per batch, fenced by group generation."""
 
     def __init__(
         self,
@@ -62,45 +88,52 @@ class PartitionTransactions:
         group_id: str,
         topics: Callable[[], tuple[str, str, str]],
         leads_topic: str = "expansion-leads",
+        stable_offsets: StableOffsets | None = None,
+        stable_wait_s: float = 6 * TRANSACTION_TIMEOUT_S,
     ) -> None:
-        self.new_producer = new_producer  # transactional id -> a new, unstarted aiokafka producer
-        self.app_id, self.group_id = app_id, group_id
+        # transactional id -> a new, unstarted aiokafka producer that sends its offsets with the
+        # group's generation (compat.transactional_producer)
+        self.new_producer = new_producer
+        self.transactional_id = transactional_id(app_id)
+        self.group_id = group_id
         self.topics = topics  # (prompts, dead letters, changelog)
         self.leads_topic = leads_topic
-        self.producers: dict[int, Any] = {}
+        self.stable_offsets = stable_offsets or _stable_offsets
+        self.stable_wait_s = stable_wait_s
+        self.producer: Any = None
+        self.owned: frozenset[TP] = frozenset()  # the hot input partitions of the last assignment
 
-    async def assign(self, partitions: Iterable[int]) -> None:
-        """The partitions owned from now on (each assignment): every one gets a new producer, started,
-        with its epoch (fencing any other holder) before this returns; the previous producers stop.
-        Not only the new partitions: a worker that was paused past its session and rejoined keeps
-        partitions that another worker owned meanwhile, and its producers of them are fenced."""
-        for p in sorted(self.producers):
-            await self._stop(p)
-        wanted = sorted(set(partitions))
-        if wanted:
-            await asyncio.gather(*(self._start(p) for p in wanted))
-            log.info("transactional producers ready", extra={"fields": {"partitions": wanted}})
-
-    async def _start(self, partition: int) -> None:
-        producer = self.new_producer(transactional_id(self.app_id, partition))
-        await producer.start()
-        try:
-            await compat.wait_for_producer_id(producer)
-        except BaseException:
-            await producer.stop()
-            raise
-        self.producers[partition] = producer
-
-    async def _stop(self, partition: int) -> None:
-        producer = self.producers.pop(partition)
-        try:
-            await producer.stop()
-        except Exception as exc:  # fenced or cut off: nothing of it is needed any more
-            log.warning("stopping the transactional producer of partition %d: %r", partition, exc)
+    async def assign(self, partitions: Iterable[TP]) -> dict[TP, int | None]:
+        """At each assignment, before the changelog of `partitions` (the hot input partitions now
+        owned) is read: the producer is started once, and this returns, once no transaction of this
+        worker or of a previous owner holds pending offsets of them, their committed offsets (None:
+        nothing committed)."""
+        if self.producer is None:
+            producer = self.new_producer(self.transactional_id)
+            await producer.start()
+            try:
+                await compat.wait_for_producer_id(producer)
+            except BaseException:
+                await producer.stop()
+                raise
+            self.producer = producer
+            log.info("transactional producer ready", extra={"fields": {"id": self.transactional_id}})
+        self.owned = frozenset(partitions)
+        by_topic: dict[str, list[int]] = {}
+        for tp in self.owned:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        if not by_topic:
+            return {}
+        found = await self.stable_offsets(self.producer, self.group_id, by_topic, self.stable_wait_s)
+        return {TP(topic, p): offset for (topic, p), offset in found.items()}
 
     async def stop(self) -> None:
-        for p in list(self.producers):
-            await self._stop(p)
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as exc:  # fenced or cut off: nothing of it is needed any more
+                log.warning("stopping the transactional producer: %r", exc)
 
     async def commit(
         self,
@@ -108,48 +141,55 @@ class PartitionTransactions:
         phases: dict[str, float] | None = None,
         on_ending: Callable[[], None] | None = None,
     ) -> None:
-        """One transaction per partition, all under way at once; returns when every one committed.
-        Raises if one failed (fenced, timed out, cut off): the worker must then stop, since its memory
-        holds the effects of a transaction that may not have committed. `phases` (batch timings), if
-        given, receives the slowest partition's seconds in each phase of its transaction; `on_ending`
-        is called as each partition's transaction sends EndTxn (fresh_take)."""
-        results = await asyncio.gather(
-            *(self._commit_one(p, w, phases, on_ending) for p, w in writes.items()), return_exceptions=True
-        )
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
+        """One transaction with every partition's writes; returns once it committed. Raises if it
+        failed (refused offsets, fenced, timed out, cut off) after asking the broker to abort it: the
+        worker must then stop, since its memory holds the effects of a transaction that did not
+        commit. `phases` (batch timings), if given, receives the seconds of each phase; `on_ending` is
+        called as the transaction sends EndTxn (fresh_take)."""
+        producer = self.producer
+        if producer is None:
+            raise RuntimeError("no transactional producer: no partition was assigned here")
+        for w in writes.values():
+            for tp in w.offsets:
+                if tp not in self.owned:  # the batch loop drops such batches first; never commit one
+                    raise RuntimeError(f"{tp.topic}[{tp.partition}] is not assigned here")
+        try:
+            await self._commit(producer, writes, phases, on_ending)
+        except Exception:
+            await self._abort(producer)
+            raise
 
-    async def _commit_one(
+    async def _commit(
         self,
-        partition: int,
-        w: PartitionWrites,
+        producer: Any,
+        writes: Mapping[int, PartitionWrites],
         phases: dict[str, float] | None,
         on_ending: Callable[[], None] | None,
     ) -> None:
-        producer = self.producers.get(partition)
-        if producer is None:
-            raise RuntimeError(f"partition {partition} has no transactional producer: not assigned here")
         prompts_topic, dlq_topic, changelog_topic = self.topics()
-        # On an error the transaction stays open: the worker stops, and the partition's next producer
-        # (this worker's after a restart, or another's) aborts it when it gets its epoch.
         lap = _Laps(phases) if phases is not None else None
         await producer.begin_transaction()
-        sent = await send_keyed(producer, prompts_topic, w.prompts)
-        sent += await send_keyed(producer, self.leads_topic, w.leads)
-        sent += [
-            await producer.send(dlq_topic, d.raw, key=d.key, headers=d.kafka_headers())
-            for d in w.dead_letters
-        ]
-        sent += await _send_changelog(producer, changelog_topic, partition, w.changelog)
+        sent: list[Any] = []
+        offsets: dict[TopicPartition, int] = {}
+        for partition, w in writes.items():
+            sent += await send_keyed(producer, prompts_topic, w.prompts)
+            sent += await send_keyed(producer, self.leads_topic, w.leads)
+            sent += [
+                await producer.send(dlq_topic, d.raw, key=d.key, headers=d.kafka_headers())
+                for d in w.dead_letters
+            ]
+            sent += await _send_changelog(producer, changelog_topic, partition, w.changelog)
+            for tp, o in w.offsets.items():
+                offsets[TopicPartition(tp.topic, tp.partition)] = o
         # aiokafka's commit does not wait for records still queued: every one must be acknowledged
-        # before the transaction ends, or it would land outside it.
+        # before the transaction ends, or it would land outside it. The offsets go after them: sent
+        # alongside, a 3.x broker answered Produce with NOT_ENOUGH_REPLICAS while it raced
+        # AddOffsetsToTxn, and the producer retried 100 ms later (docs/operations.md).
         if sent:
             await asyncio.gather(*sent)
         if lap is not None:
             lap("txn_send")
-        if w.offsets:
-            offsets = {TopicPartition(tp.topic, tp.partition): o for tp, o in w.offsets.items()}
+        if offsets:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
         if lap is not None:
             lap("txn_offsets")
@@ -159,11 +199,36 @@ class PartitionTransactions:
         if lap is not None:
             lap("txn_end", last=True)
 
+    async def _abort(self, producer: Any) -> None:
+        """After a failed commit: stop the producer and abort its open transaction on the broker, by
+        starting a producer with the same transactional id (InitProducerId aborts it and fences the
+        old one). Without this the transaction would hold back every read_committed reader of the
+        partitions it wrote, the next owner's changelog recovery included, until its timeout.
+        aiokafka's abort_transaction sends no EndTxn once a transaction failed. Best effort, bounded:
+        the transaction times out anyway."""
+        self.producer = None
+        try:
+            await producer.stop()
+        except Exception as exc:
+            log.warning("stopping the failed transactional producer: %r", exc)
+        try:
+            await asyncio.wait_for(self._start_stop(self.new_producer(self.transactional_id)), ABORT_WAIT_S)
+        except Exception as exc:
+            log.warning("aborting the failed transaction: %r", exc)
+
+    @staticmethod
+    async def _start_stop(producer: Any) -> None:
+        await producer.start()
+        try:
+            await compat.wait_for_producer_id(producer)
+            log.info("aborted the failed transaction")
+        finally:
+            await producer.stop()
+
 
 class _Laps:
-    """One transaction's phases, each kept as the slowest of the batch's partitions; and the whole
-    transaction's time as the slowest and the fastest partition's (`txn_slowest`, `txn_fastest`): the
-    batch waits for its slowest partition, and the gap is what that costs it."""
+    """The batch transaction's phases, and its whole time (`txn_slowest`, `txn_fastest`: the names
+    the batch timings have kept since a batch had one transaction per partition)."""
 
     __slots__ = ("_first", "_last", "phases")
 
