@@ -1,21 +1,24 @@
 """Benchmark: what exactly_once costs against at_least_once, in alternating pairs of one sitting.
 
     python bench/guarantee.py [--pairs 3] [--capacity-events 200000] [--rate 10000] [--seconds 10]
+                              [--worker-core 1]
 
 Each pair measures both guarantees, the order alternating from pair to pair (a machine slowing down
 during the sitting must not always favour the same one): the worker's capacity working off a backlog
-of the latency benchmark's mix (events/s, as bench/latency.py's capacity), then event -> prompt latency
-at --rate events/s (p50/p99, read by a read_committed consumer, as bench/latency.py measures it). The
-CPU pressure of the machine (/proc/pressure/cpu, avg10) is noted before each measurement: the machine
-is shared. The summary gives, per guarantee, the medians, and the median of the pairs' ratios
-(exactly_once / at_least_once). Each latency run also keeps the worker's per-batch timings
+of the latency benchmark's mix (events/s, as bench/latency.py's capacity), then event -> prompt
+latency at --rate events/s (p50/p99, read by a read_committed consumer, as bench/latency.py measures
+it). The CPU pressure of the machine (/proc/pressure/cpu, avg10) is noted before each measurement:
+the machine is shared. The summary gives, per guarantee, the medians, and the median of the pairs'
+ratios (exactly_once / at_least_once). Each latency run also keeps the worker's per-batch timings
 (UPSELL_BATCH_TIMINGS_FILE) and reports where a batch's time went: p50/p90 of each phase the
 guarantee laps (at_least_once: `send`, the outputs handed to the producer, `write`, `commit`;
-exactly_once: `deliver`, the partitions' transactions committed, and their slowest partition's
-`txn_send`, `txn_offsets`, `txn_end`: records acknowledged, offsets added, transaction ended), and
-batches per second. The workers take their settings from the environment, so
-UPSELL_TRANSACTION_RETRY_BACKOFF_MS=20 measures exactly_once with aiokafka's own retry wait; the
-results record the value used. Writes bench/results/guarantee.json.
+exactly_once: `deliver`, the batch's transaction committed, and its `txn_send`, `txn_offsets`,
+`txn_end`: records acknowledged, offsets added, transaction ended), and batches per second. With
+--worker-core the latency runs give the worker a CPU of its own (the broker and the benchmark share
+the others), as a worker host separate from the brokers would; capacity runs are never pinned. The
+workers take their settings from the environment, so UPSELL_TRANSACTION_RETRY_BACKOFF_MS=20 measures
+exactly_once with aiokafka's own retry wait; the results record the value used. Writes
+bench/results/guarantee.json.
 
 Targets (issue: exactly-once): throughput cost <= 20%, p99 <= 50 ms at 10k events/s.
 """
@@ -40,7 +43,7 @@ from kafkabench import (
     start_service,
     write_result,
 )
-from latency import capacity, measure_kafka, percentile
+from latency import broker_pid, capacity, measure_kafka, percentile, pin, worker_core
 
 from upsell_triggers.settings import Settings
 
@@ -90,18 +93,26 @@ def phases(path: Path, t0: float, seconds: float) -> dict[str, Any]:
     return out
 
 
-def latency_run(bs: str, tmp: Path, env: dict[str, str], rate: int, seconds: float) -> dict[str, Any]:
+def latency_run(
+    bs: str, tmp: Path, env: dict[str, str], rate: int, seconds: float, core: int | None = None
+) -> dict[str, Any]:
+    """One latency run on fresh topics; with `core`, the worker alone on that CPU and the benchmark and
+    the broker on the others (as bench/latency.py --worker-core)."""
     rid = f"{run_id()}-g"
     topics = {k: f"lat-{k}-{rid}" for k in ("events", "feedback", "prompts", "dlq")}
     asyncio.run(create_topics(bs, topics.values(), 4))
     timings = tmp / f"timings-{rid}.jsonl"
-    w = start_service(bs, tmp, topics, f"lat-{rid}", {**env, "UPSELL_BATCH_TIMINGS_FILE": str(timings)})
-    try:
-        w.wait_ready(120)
-        time.sleep(2)
-        run = asyncio.run(measure_kafka(bs, topics, rate, seconds, 1.0))
-    finally:
-        w.stop()
+    with worker_core(core, broker_pid(bs) if core is not None else None) as worker_cpus:
+        w = start_service(bs, tmp, topics, f"lat-{rid}", {**env, "UPSELL_BATCH_TIMINGS_FILE": str(timings)})
+        try:
+            w.wait_ready(120)
+            time.sleep(2)
+            if core is not None:
+                assert w.proc is not None
+                pin(w.proc.pid, worker_cpus)
+            run = asyncio.run(measure_kafka(bs, topics, rate, seconds, 1.0))
+        finally:
+            w.stop()
     return {**run.summary(), "phases": phases(timings, run.t0 + 1.0, seconds)}
 
 
@@ -111,6 +122,12 @@ def main() -> int:
     ap.add_argument("--capacity-events", type=int, default=200_000)
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument(
+        "--worker-core",
+        type=int,
+        default=None,
+        help="latency runs: the worker alone on this CPU, the benchmark and the broker on the others",
+    )
     ap.add_argument("--name", default="guarantee", help="results file bench/results/<name>.json")
     a = ap.parse_args()
     bs = bootstrap()
@@ -126,7 +143,7 @@ def main() -> int:
                 r: dict[str, Any] = {"cpu_pressure_before_capacity": cpu_pressure()}
                 r["capacity"] = capacity(bs, tmp, a.capacity_events, env)
                 r["cpu_pressure_before_latency"] = cpu_pressure()
-                r.update(latency_run(bs, tmp, env, a.rate, a.seconds))
+                r.update(latency_run(bs, tmp, env, a.rate, a.seconds, a.worker_core))
                 pair[g] = r
                 print(
                     f"pair {i + 1} {g:<13}: capacity {r['capacity']:>8,.0f} events/s; at {a.rate:,}/s "
@@ -175,6 +192,7 @@ def main() -> int:
                 "capacity_events": a.capacity_events,
                 "rate": a.rate,
                 "seconds": a.seconds,
+                "worker_core": a.worker_core,
                 "transaction_retry_backoff_ms": Settings().transaction_retry_backoff_ms,
                 "summary": summary,
                 "pairs": runs,
