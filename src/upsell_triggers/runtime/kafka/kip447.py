@@ -36,6 +36,14 @@ from aiokafka.protocol.types import (
 )
 
 NO_LEADER_EPOCH = -1
+STRING = CompactString("utf-8")
+
+
+def _per_topic(*partition_fields: tuple[str, Any]) -> tuple[str, Any]:
+    """The `topics` field of these requests and answers: per topic its name and its partitions, each
+    with `partition_fields`; every level ends in tagged fields (flexible versions)."""
+    partitions = CompactArray(*partition_fields, ("tags", TaggedFields))
+    return ("topics", CompactArray(("name", STRING), ("partitions", partitions), ("tags", TaggedFields)))
 
 
 class TxnOffsetCommitResponse_v3(Response):  # type: ignore[misc]
@@ -43,17 +51,7 @@ class TxnOffsetCommitResponse_v3(Response):  # type: ignore[misc]
     API_VERSION = 3
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(("partition_index", Int32), ("error_code", Int16), ("tags", TaggedFields)),
-                ),
-                ("tags", TaggedFields),
-            ),
-        ),
+        _per_topic(("partition_index", Int32), ("error_code", Int16)),
         ("tags", TaggedFields),
     )
 
@@ -64,29 +62,18 @@ class TxnOffsetCommitRequest_v3(RequestStruct):  # type: ignore[misc]
     API_VERSION = 3
     RESPONSE_TYPE = TxnOffsetCommitResponse_v3
     SCHEMA = Schema(
-        ("transactional_id", CompactString("utf-8")),
-        ("group_id", CompactString("utf-8")),
+        ("transactional_id", STRING),
+        ("group_id", STRING),
         ("producer_id", Int64),
         ("producer_epoch", Int16),
         ("generation_id", Int32),
-        ("member_id", CompactString("utf-8")),
-        ("group_instance_id", CompactString("utf-8")),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("committed_metadata", CompactString("utf-8")),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
+        ("member_id", STRING),
+        ("group_instance_id", STRING),
+        _per_topic(
+            ("partition_index", Int32),
+            ("committed_offset", Int64),
+            ("committed_leader_epoch", Int32),
+            ("committed_metadata", STRING),
         ),
         ("tags", TaggedFields),
     )
@@ -97,8 +84,9 @@ TxnOffsetCommitV3Struct: TypeAlias = TxnOffsetCommitRequest_v3
 
 class TxnOffsetCommitV3(Request[TxnOffsetCommitV3Struct]):  # type: ignore[misc]
     """TxnOffsetCommit with the group's generation and member id. `offsets`: topic -> [(partition,
-    next offset, metadata)]. A broker without version 3 (before Kafka 2.5) is refused by aiokafka's
-    version negotiation (IncompatibleBrokerVersion), not sent an older version that cannot fence."""
+    next offset, metadata)]. aiokafka's version negotiation refuses to send it to a broker without
+    version 3 (before Kafka 2.5) rather than send an older version that cannot fence; such a broker
+    fails the worker's first assignment already (`stable_committed_offsets`: TooOldBroker)."""
 
     API_KEY = 28
 
@@ -143,23 +131,12 @@ class OffsetFetchResponse_v7(Response):  # type: ignore[misc]
     API_VERSION = 7
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("metadata", CompactString("utf-8")),
-                        ("error_code", Int16),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
+        _per_topic(
+            ("partition_index", Int32),
+            ("committed_offset", Int64),
+            ("committed_leader_epoch", Int32),
+            ("metadata", STRING),
+            ("error_code", Int16),
         ),
         ("error_code", Int16),
         ("tags", TaggedFields),
@@ -172,11 +149,11 @@ class OffsetFetchRequest_v7(RequestStruct):  # type: ignore[misc]
     API_VERSION = 7
     RESPONSE_TYPE = OffsetFetchResponse_v7
     SCHEMA = Schema(
-        ("group_id", CompactString("utf-8")),
+        ("group_id", STRING),
         (
             "topics",
             CompactArray(
-                ("name", CompactString("utf-8")),
+                ("name", STRING),
                 ("partition_indexes", CompactArray(Int32)),
                 ("tags", TaggedFields),
             ),
@@ -217,6 +194,14 @@ def fetched_offsets(resp: Any) -> tuple[int, dict[tuple[str, int], tuple[int, in
     return int(resp.error_code), found
 
 
+class TooOldBroker(Exception):
+    def __str__(self) -> str:
+        return (
+            "UPSELL_PROCESSING_GUARANTEE=exactly_once needs Kafka 2.5 or newer (KIP-447: OffsetFetch "
+            "version 7, TxnOffsetCommit version 3); upgrade the brokers or use at_least_once"
+        )
+
+
 UNSTABLE_OFFSET_COMMIT = 88
 _COORDINATOR_RETRY = {14, 15, 16}  # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, NOT_COORDINATOR
 
@@ -234,15 +219,18 @@ async def stable_committed_offsets(
     it after its transaction timeout) or is loading or moving. `client`: a started aiokafka client (a
     producer's). Raises TimeoutError after `timeout_s`; None: nothing committed."""
     from aiokafka.client import ConnectionGroup, CoordinationType
-    from aiokafka.errors import for_code
+    from aiokafka.errors import IncompatibleBrokerVersion, for_code
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         node_id = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
-        resp = await client.send(
-            node_id, StableOffsetFetch(group_id, partitions), group=ConnectionGroup.COORDINATION
-        )
+        try:
+            resp = await client.send(
+                node_id, StableOffsetFetch(group_id, partitions), group=ConnectionGroup.COORDINATION
+            )
+        except (NotImplementedError, IncompatibleBrokerVersion) as exc:  # no version 7 on the broker
+            raise TooOldBroker() from exc
         code, found = fetched_offsets(resp)
         codes = {code} | {c for _, c in found.values()}
         codes.discard(0)
