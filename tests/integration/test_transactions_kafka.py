@@ -5,7 +5,9 @@ OffsetFetch with require_stable, runtime/kafka/kip447.py), with real group membe
   refused, the transaction aborted, and none of its records reach a read_committed reader; the new
   owner's transactions do;
 - a transaction whose offsets the group accepted just before it moved on holds the new owner at its
-  assignment until it ends, and what it committed is what the new owner starts from."""
+  assignment until it ends, and what it committed is what the new owner starts from; so does one
+  whose changelog records are on the log, its offsets not sent yet;
+- offsets of an older generation, or of no membership, are refused."""
 
 from __future__ import annotations
 
@@ -51,20 +53,28 @@ class Member:
             self.consumer
         )
 
-        def new_producer(tid: str) -> Any:
+        def new_producer(tid: str, membership: compat.GroupMetadata) -> Any:
             producer = AIOKafkaProducer(
                 bootstrap_servers=bs, transactional_id=tid, transaction_timeout_ms=10_000
             )
-            compat.commit_offsets_with_group_metadata(producer, lambda: self.membership())
+            compat.commit_offsets_with_group_metadata(producer, membership)  # the batch's membership
             return producer
 
         self.txns = BatchTransactions(new_producer, app, app, lambda: topics)
         self.events = events
 
     async def join(self) -> dict[TP, int | None]:
+        await self.enter()
+        return await self.txns.assign({TP(self.events, 0)})
+
+    async def enter(self) -> None:
+        """Joins the group, until it is assigned the partition."""
         await self.consumer.start()
         assert await until(self.consumer.assignment, 60, every=0.1), "never assigned"
-        return await self.txns.assign({TP(self.events, 0)})
+
+    async def commit(self, tag: str, offset: int) -> None:
+        """A batch admitted with the membership this member holds now."""
+        await self.txns.commit(writes(tag, offset, self.events), self.membership())
 
     async def stop(self) -> None:
         await self.txns.stop()
@@ -95,7 +105,7 @@ async def test_a_zombie_is_refused_by_generation_and_its_transaction_aborted(kaf
     successor = Member(kafka_bootstrap, app, topics, events)
     try:
         assert await zombie.join() == {TP(events, 0): None}
-        await zombie.txns.commit(writes("zombie-1", 10, events))  # committed while it owned partition 0
+        await zombie.commit("zombie-1", 10)  # committed while it owned partition 0
         # The zombie is paused past its session: the group removes it and gives partition 0 to another
         # member. (Leaving stands in for the removal; the zombie still holds its old membership.)
         kept = zombie.membership()
@@ -104,9 +114,9 @@ async def test_a_zombie_is_refused_by_generation_and_its_transaction_aborted(kaf
         assert await successor.join() == {TP(events, 0): 10}
         assert successor.membership()[0] > kept[0]
         # It resumes and finishes its batch: the offsets are refused, the transaction aborted.
-        with pytest.raises(compat.GroupMovedOn, match=r"UNKNOWN_MEMBER_ID|ILLEGAL_GENERATION"):
-            await zombie.txns.commit(writes("zombie-2", 20, events))
-        await successor.txns.commit(writes("successor-1", 15, events))
+        with pytest.raises(compat.GroupMovedOn, match="UNKNOWN_MEMBER_ID"):
+            await zombie.commit("zombie-2", 20)
+        await successor.commit("successor-1", 15)
 
         prompts = [
             orjson.loads(r.value)["prompt_id"]
@@ -116,8 +126,9 @@ async def test_a_zombie_is_refused_by_generation_and_its_transaction_aborted(kaf
         changelog = [r.value for r in await read_all(kafka_bootstrap, topics[2], read_committed=True)]
         assert changelog == [b"zombie-1", b"successor-1"]
         assert await committed_offset(kafka_bootstrap, app, events) == 15
-        # The refused transaction was aborted at once, not left to its timeout: a new transaction of
-        # the same transactional id got its epoch (the aborted records sit before the successor's).
+        # The refused transaction's records reached the log, and read_committed readers skip them
+        # (read_all reads to the last stable offset: had the transaction stayed open until its
+        # timeout, the reads above would have stopped before the successor's records).
         uncommitted = [r.value for r in await read_all(kafka_bootstrap, topics[2])]
         assert uncommitted == [b"zombie-1", b"zombie-2", b"successor-1"]
     finally:
@@ -133,38 +144,75 @@ async def test_a_transaction_with_accepted_offsets_holds_the_next_owner_until_it
     successor = Member(kafka_bootstrap, app, topics, events)
     try:
         await previous.join()
+        previous.txns.membership = previous.membership()
         producer = previous.txns.producer
         await producer.begin_transaction()
-        await (await producer.send(topics[0], orjson.dumps({"prompt_id": "last"}), key=b"acct"))
+        await (await producer.send(topics[2], b"last", key=b"acct", partition=0))
         await producer.send_offsets_to_transaction({TopicPartition(events, 0): 12}, app)  # accepted
         await previous.consumer.stop()  # the group moves on before EndTxn
-        joining = asyncio.ensure_future(successor.join())
+        await successor.enter()  # in the group and assigned: now the take-over waits
+        taking_over = asyncio.ensure_future(successor.txns.assign({TP(events, 0)}, {TP(topics[2], 0)}))
         await asyncio.sleep(2.0)
-        assert not joining.done(), "the new owner must wait while the offsets are pending"
+        assert not taking_over.done(), "the new owner must wait while the offsets are pending"
         await producer.commit_transaction()
-        assert await asyncio.wait_for(joining, 30) == {TP(events, 0): 12}
-        prompts = [
-            orjson.loads(r.value)["prompt_id"]
-            for r in await read_all(kafka_bootstrap, topics[0], read_committed=True)
-        ]
-        assert prompts == ["last"]
+        assert await asyncio.wait_for(taking_over, 30) == {TP(events, 0): 12}
+        changelog = [r.value for r in await read_all(kafka_bootstrap, topics[2], read_committed=True)]
+        assert changelog == [b"last"]
     finally:
         await previous.txns.stop()
         await successor.stop()
 
 
+async def test_an_open_transaction_on_the_changelog_holds_the_take_over_until_it_ends(
+    kafka_bootstrap: str,
+) -> None:
+    """Its offsets not sent yet, a transaction's changelog records hold the next owner too: recovery
+    reads to the last stable offset, which must have reached the log's end (last_stable)."""
+    app, topics, events = await setup(kafka_bootstrap)
+    previous = Member(kafka_bootstrap, app, topics, events)
+    successor = Member(kafka_bootstrap, app, topics, events)
+    try:
+        await previous.join()
+        producer = previous.txns.producer
+        await producer.begin_transaction()
+        await (await producer.send(topics[2], b"open", key=b"acct", partition=0))
+        await previous.consumer.stop()
+        await successor.enter()
+        taking_over = asyncio.ensure_future(successor.txns.assign({TP(events, 0)}, {TP(topics[2], 0)}))
+        await asyncio.sleep(2.0)
+        assert not taking_over.done(), "the new owner must wait for the open transaction"
+        await producer.abort_transaction()
+        assert await asyncio.wait_for(taking_over, 30) == {TP(events, 0): None}
+    finally:
+        await previous.txns.stop()
+        await successor.stop()
+
+
+async def test_offsets_of_an_older_generation_are_refused(kafka_bootstrap: str) -> None:
+    app, topics, events = await setup(kafka_bootstrap)
+    member = Member(kafka_bootstrap, app, topics, events)
+    try:
+        await member.join()
+        generation, member_id, instance = member.membership()
+        with pytest.raises(compat.GroupMovedOn, match="ILLEGAL_GENERATION"):
+            await member.txns.commit(writes("old", 3, events), (generation - 1, member_id, instance))
+        prompts = await read_all(kafka_bootstrap, topics[0], read_committed=True)
+        assert prompts == []
+    finally:
+        await member.stop()
+
+
 async def test_a_worker_without_membership_commits_nothing(kafka_bootstrap: str) -> None:
-    """Once aiokafka learns that the group removed it, it resets its generation to -1, which the broker
-    accepts without a check while the group is empty: the worker refuses to send such offsets."""
+    """Once aiokafka learns that the group removed it, it resets its generation to -1, and the broker
+    commits transactional offsets of generation -1 without any check: the worker never sends them."""
     app, topics, events = await setup(kafka_bootstrap)
     worker = Member(kafka_bootstrap, app, topics, events)
     try:
         await worker.join()
-        await worker.txns.commit(writes("first", 5, events))
-        await worker.consumer.stop()  # the group is empty now
-        worker.membership = lambda: (-1, "", None)
+        await worker.commit("first", 5)
+        await worker.consumer.stop()
         with pytest.raises(compat.GroupMovedOn, match="not a member"):
-            await worker.txns.commit(writes("second", 9, events))
+            await worker.txns.commit(writes("second", 9, events), (-1, "", None))
         prompts = [
             orjson.loads(r.value)["prompt_id"]
             for r in await read_all(kafka_bootstrap, topics[0], read_committed=True)

@@ -124,18 +124,27 @@ def recs(*offsets: int, bad: int | None = None) -> list[Any]:
 
 
 class Started:
-    """The producers made, and the stable-offset requests asked, by a BatchTransactions."""
+    """The producers made, and the stable-offset and settled-changelog requests asked, by a
+    BatchTransactions."""
 
     def __init__(self, log: list[str], fail_commit: bool = False) -> None:
         self.log, self.fail_commit = log, fail_commit
         self.producers: list[FakeTxnProducer] = []
+        self.membership: list[Any] = []  # each producer's membership function
         self.asked: list[dict[str, list[int]]] = []
+        self.settled: list[list[tuple[str, int]]] = []
 
-    def new(self, tid: str) -> FakeTxnProducer:
+    def new(self, tid: str, membership: Any) -> FakeTxnProducer:
         producer = FakeTxnProducer("txn", self.log, self.fail_commit and not self.producers)
         producer.real_tid = tid  # type: ignore[attr-defined]
         self.producers.append(producer)
+        self.membership.append(membership)
         return producer
+
+    async def settle(self, producer: Any, partitions: list[Any], wait_s: float) -> None:
+        assert producer is self.producers[0]
+        self.settled.append([(tp.topic, tp.partition) for tp in partitions])
+        self.log.append("changelog settled")
 
     async def stable(
         self, producer: Any, group: str, partitions: dict[str, list[int]], wait_s: float
@@ -154,10 +163,18 @@ async def started(
 ) -> tuple[BatchTransactions, Started]:
     made = Started(log, fail_commit)
     txns = BatchTransactions(
-        made.new, "app", "app", lambda: ("prompts", "dlq", "cl"), stable_offsets=made.stable
+        made.new,
+        "app",
+        "app",
+        lambda: ("prompts", "dlq", "cl"),
+        stable_offsets=made.stable,
+        settled=made.settle,
     )
     await txns.assign(owned)
     return txns, made
+
+
+MEMBER = (3, "member-1", None)
 
 
 def sink_of(txns: BatchTransactions, changelog: dict[int, list[tuple[bytes, bytes | None]]]) -> BatchSink:
@@ -177,7 +194,7 @@ async def test_a_batch_is_one_transaction_with_every_partitions_outputs_states_a
     log.clear()
     sink = sink_of(txns, {0: [(b"a", b"s")], 1: [(b"b", b"s"), (b"c", None)]})
     batch = {TP("events", 0): recs(5, 6, bad=6), TP("feedback", 1): recs(9), TP("events", 1): recs(3)}
-    await sink.deliver_atomically(batch)
+    await sink.deliver_atomically(batch, MEMBER)
     assert log == [
         "txn begin",
         "txn acknowledged prompts p0-5",
@@ -197,7 +214,7 @@ async def test_the_transaction_calls_on_ending_once_as_it_sends_endtxn() -> None
     txns, _ = await started(log)
     sink = sink_of(txns, {})
     await sink.deliver_atomically(
-        {TP("events", 0): recs(1), TP("events", 1): recs(2)}, lambda: log.append("ending")
+        {TP("events", 0): recs(1), TP("events", 1): recs(2)}, MEMBER, lambda: log.append("ending")
     )
     assert log.count("ending") == 1
     assert (
@@ -210,7 +227,7 @@ async def test_the_transaction_calls_on_ending_once_as_it_sends_endtxn() -> None
 async def test_a_partition_with_only_expired_accounts_commits_their_tombstones() -> None:
     log: list[str] = []
     txns, _ = await started(log)
-    await sink_of(txns, {1: [(b"gone", None)]}).deliver_atomically({TP("events", 0): recs(1)})
+    await sink_of(txns, {1: [(b"gone", None)]}).deliver_atomically({TP("events", 0): recs(1)}, MEMBER)
     assert log.index("txn acknowledged cl[1] gone") < log.index("txn commit")
 
 
@@ -221,20 +238,20 @@ async def test_a_failed_commit_aborts_the_transaction_and_raises_out_of_the_batc
     txns, made = await started(log, fail_commit=True)
     log.clear()
     with pytest.raises(RuntimeError, match="ProducerFenced"):
-        await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(1)})
+        await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(1)}, MEMBER)
     assert log[-4:] == ["txn stop", "txn start", "txn epoch", "txn stop"]
     first, aborter = made.producers
     assert aborter.real_tid == first.real_tid == txns.transactional_id  # type: ignore[attr-defined]
     assert txns.producer is None
     with pytest.raises(RuntimeError, match="no transactional producer"):
-        await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(2)})
+        await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(2)}, MEMBER)
 
 
 async def test_a_batch_of_a_partition_not_owned_here_is_refused() -> None:
     log: list[str] = []
     txns, _ = await started(log, {TP("events", 0)})
     with pytest.raises(RuntimeError, match=r"events\[3\] is not assigned here"):
-        await sink_of(txns, {}).deliver_atomically({TP("events", 3): recs(1)})
+        await sink_of(txns, {}).deliver_atomically({TP("events", 3): recs(1)}, MEMBER)
     assert "txn begin" not in log
 
 
@@ -243,13 +260,36 @@ async def test_each_assignment_waits_for_stable_offsets_with_one_producer_for_th
     txns, made = await started(log)
     assert log == ["txn start", "txn epoch", "stable offsets"]
     assert made.asked == [{"events": [0, 1], "feedback": [0, 1]}]
-    stable = await txns.assign({TP("events", 2), TP("events", 1)})
+    stable = await txns.assign(
+        {TP("events", 2), TP("events", 1)}, {TP("cl", 2), TP("cl", 1), TP("events", 1)}
+    )
     assert stable == {TP("events", 1): 101, TP("events", 2): 102}
-    assert log[3:] == ["stable offsets"] and len(made.producers) == 1  # the same producer kept
-    assert made.asked[-1] == {"events": [1, 2]}
+    # then the changelog partitions assigned (only those), once their transactions ended
+    assert log[3:] == ["stable offsets", "changelog settled"] and len(made.producers) == 1
+    assert made.asked[-1] == {"events": [1, 2]} and made.settled == [[("cl", 1), ("cl", 2)]]
     assert await txns.assign(set()) == {} and len(made.asked) == 2  # nothing owned: nothing asked
     tid = txns.transactional_id
     assert tid.startswith("app-eos-") and tid != transactional_id("app")  # new at each start
+
+
+async def test_offsets_go_with_the_membership_the_batch_was_admitted_in() -> None:
+    """The producer's membership function answers the batch's membership, read once when the batch
+    was admitted, whatever the consumer holds by the time the offsets are sent."""
+    log: list[str] = []
+    txns, made = await started(log)
+    (membership,) = made.membership
+    seen: list[Any] = []
+    producer = made.producers[0]
+    send_offsets = producer.send_offsets_to_transaction
+
+    async def recording(offsets: Mapping[Any, int], group_id: str) -> None:
+        seen.append(membership())
+        await send_offsets(offsets, group_id)
+
+    producer.send_offsets_to_transaction = recording  # type: ignore[method-assign]
+    await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(1)}, (7, "m-7", None))
+    await sink_of(txns, {}).deliver_atomically({TP("events", 0): recs(2)}, (8, "m-7", None))
+    assert seen == [(7, "m-7", None), (8, "m-7", None)]
 
 
 def test_exactly_once_with_rocksdb_is_a_one_line_start_up_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,7 +321,7 @@ async def test_timed_batches_record_the_transactions_phases(tmp_path: Any) -> No
         transactions=txns,
     )
     timings.start()
-    await sink.deliver_atomically({TP("events", 0): recs(1), TP("events", 1): recs(2)})
+    await sink.deliver_atomically({TP("events", 0): recs(1), TP("events", 1): recs(2)}, MEMBER)
     timings.note(records=2)
     timings.end()
     timings.close()

@@ -137,7 +137,13 @@ class BatchConsumer(ConsumerAdapter):
             # Before the committed offsets and Faust's recovery's changelog are read: until no
             # transaction of a previous owner holds pending offsets of them (kafka.transactions).
             hot = cast("BatchTransport", self.transport).hot_topics
-            stable = await transactions.assign({tp for tp in assigned if tp.topic in hot})
+            try:
+                stable = await transactions.assign({tp for tp in assigned if tp.topic in hot}, assigned)
+            except Exception as exc:
+                # Faust's recovery never starts after this: stop rather than hold the partitions idle.
+                log.error("exactly_once: the assignment could not be taken over: %s", exc)
+                await self.app.crash(exc)
+                return
             self.committed_floor.raise_to(stable)
             await self._start_at_committed({tp for tp in assigned if tp.topic in hot})
         await super().on_partitions_assigned(assigned, generation_id)
@@ -389,7 +395,13 @@ class BatchConsumer(ConsumerAdapter):
                     # revoke holds it): apply nothing after the revoke started, and read it again.
                     await self._rewind(hot)
                     return
-                await run_to_end(self._handle_hot(transport, hot, generation))
+                membership = self.membership() if self.sink.transactions is not None else None
+                if membership is not None and (membership[0] != generation or not membership[1]):
+                    # exactly_once: aiokafka already left the generation of the fetch (a rejoin under
+                    # way, or the group removed this worker): its offsets must not go out in another.
+                    await self._rewind(hot)
+                    return
+                await run_to_end(self._handle_hot(transport, hot, generation, membership))
         if other:
             await transport.restore_for(self).deliver(other, generation)
 
@@ -409,14 +421,16 @@ class BatchConsumer(ConsumerAdapter):
             )
         return kept
 
-    async def _handle_atomically(self, sink: BatchSink, hot: dict[TP, Sequence[Any]]) -> None:
+    async def _handle_atomically(
+        self, sink: BatchSink, hot: dict[TP, Sequence[Any]], membership: tuple[int, str, str | None]
+    ) -> None:
         """exactly_once: the batch is applied and committed (outputs, states, offsets) in one
         transaction. A batch under way when a revoke began commits too, in the generation that owned
         its partitions: the revoke waits for it (wait_empty) before the member rejoins. A transaction
         whose offsets the group refuses (this worker was removed from the group or missed a
         generation) fails, is aborted, and stops this worker."""
         try:
-            await sink.deliver_atomically(hot, self._take_early(hot))
+            await sink.deliver_atomically(hot, membership, self._take_early(hot))
         except Exception as exc:
             log.exception("a transaction failed; crashing the worker to reprocess from committed offsets")
             await self.app.crash(exc)
@@ -459,7 +473,11 @@ class BatchConsumer(ConsumerAdapter):
                 )
 
     async def _handle_hot(
-        self, transport: BatchTransport, hot: dict[TP, Sequence[Any]], generation: int
+        self,
+        transport: BatchTransport,
+        hot: dict[TP, Sequence[Any]],
+        generation: int,
+        membership: tuple[int, str, str | None] | None = None,
     ) -> None:
         for tp in hot:
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
@@ -468,8 +486,8 @@ class BatchConsumer(ConsumerAdapter):
             oldest = min(recs[0].timestamp for recs in hot.values())
             timings.note(records=sum(map(len, hot.values())), oldest_age_ms=int(time.time() * 1000) - oldest)
         sink = transport.sink
-        if sink.transactions is not None:
-            await self._handle_atomically(sink, hot)
+        if membership is not None:  # exactly_once
+            await self._handle_atomically(sink, hot, membership)
             return
         # The earlier batches' outputs arrived: write their states before this batch changes them (a
         # state is written only once every output of the events it reflects is acknowledged).

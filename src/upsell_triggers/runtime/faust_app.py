@@ -230,9 +230,7 @@ def create_app(s: Settings) -> Worker:
         compat.set_transaction_retry_backoff(s.transaction_retry_backoff_ms / 1000)
         timeout_s = min(TRANSACTION_TIMEOUT_S, s.session_timeout_s)
         transactions = BatchTransactions(
-            lambda tid: compat.transactional_producer(
-                app, tid, timeout_s, lambda: compat.group_membership(app.consumer)
-            ),
+            lambda tid, membership: compat.transactional_producer(app, tid, timeout_s, membership),
             app_id=s.app_id,
             group_id=s.app_id,  # Faust's consumer group is the app id
             topics=lambda: (s.topic_prompts, s.topic_dlq, changelog_topic()),

@@ -135,12 +135,16 @@ class BatchSink:
             await asyncio.gather(*self.unacknowledged)
 
     async def deliver_atomically(
-        self, batch: Mapping[TP, Sequence[Any]], on_ending: Callable[[], None] | None = None
+        self,
+        batch: Mapping[TP, Sequence[Any]],
+        membership: tuple[int, str, str | None],
+        on_ending: Callable[[], None] | None = None,
     ) -> None:
         """Applies a batch and commits its prompts, dead letters, changed states and the next offsets of
         its records in one transaction, grouped by partition (each partition's changelog records go to
-        its changelog partition). Raising means the transaction did not commit while memory holds its
-        effects: the caller stops the worker. `on_ending`: called as the transaction sends EndTxn
+        its changelog partition), its offsets sent with `membership`, the group membership the batch
+        was admitted in. Raising means the transaction did not commit while memory holds its effects:
+        the caller stops the worker. `on_ending`: called as the transaction sends EndTxn
         (BatchTransactions.commit)."""
         transactions = self.transactions
         assert transactions is not None
@@ -175,10 +179,10 @@ class BatchSink:
         for p in list(changelog):  # expired accounts of a partition with no record in this batch
             of(p)
         if timings is None:
-            await transactions.commit(writes, on_ending=on_ending)
+            await transactions.commit(writes, membership, on_ending=on_ending)
         else:
             phases: dict[str, float] = {}
-            await transactions.commit(writes, phases, on_ending)
+            await transactions.commit(writes, membership, phases, on_ending)
             timings.note(
                 txns=1,
                 txn_partitions=len(writes),

@@ -231,6 +231,10 @@ class ConsumerAdapter(faust_aiokafka.Consumer):
         """Whether this consumer reads every topic with isolation.level=read_committed."""
         return False
 
+    def membership(self) -> tuple[int, str, str | None]:
+        """The group membership now: (generation, member id, group instance id)."""
+        return group_membership(self)
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         thread = _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
         thread.fetch_max_wait_ms = self.fetch_max_wait_ms
@@ -491,8 +495,8 @@ def commit_offsets_with_group_metadata(producer: Any, metadata: GroupMetadata) -
             return
         generation, member_id, _ = metadata()
         if generation < 0 or not member_id:
-            # aiokafka resets its membership once it learns the group removed it; generation -1 would
-            # skip the broker's check if the group is empty, after a new owner left it again.
+            # aiokafka resets its membership once it learns the group removed it, and the broker
+            # commits transactional offsets of generation -1 without any check.
             txn = snd._txn_manager
             txn.error_transaction(GroupMovedOn("this worker is not a member of the consumer group"))
             txn.wait_for_transaction_end().exception()  # raised by send_offsets_to_transaction

@@ -219,28 +219,38 @@ async def stable_committed_offsets(
     it after its transaction timeout) or is loading or moving. `client`: a started aiokafka client (a
     producer's). Raises TimeoutError after `timeout_s`; None: nothing committed."""
     from aiokafka.client import ConnectionGroup, CoordinationType
-    from aiokafka.errors import IncompatibleBrokerVersion, for_code
+    from aiokafka.errors import IncompatibleBrokerVersion, KafkaError, for_code
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    node_id: int | None = None
     while True:
-        node_id = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
+        waiting_for = "an open transaction holds offsets of them"
         try:
-            resp = await client.send(
-                node_id, StableOffsetFetch(group_id, partitions), group=ConnectionGroup.COORDINATION
-            )
-        except (NotImplementedError, IncompatibleBrokerVersion) as exc:  # no version 7 on the broker
-            raise TooOldBroker() from exc
-        code, found = fetched_offsets(resp)
-        codes = {code} | {c for _, c in found.values()}
-        codes.discard(0)
-        if not codes:
-            return {tp: (offset if offset >= 0 else None) for tp, (offset, _) in found.items()}
-        if not codes <= {UNSTABLE_OFFSET_COMMIT} | _COORDINATOR_RETRY:
-            raise for_code(max(codes))()
+            if node_id is None:
+                node_id = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
+            try:
+                resp = await client.send(
+                    node_id, StableOffsetFetch(group_id, partitions), group=ConnectionGroup.COORDINATION
+                )
+            except (NotImplementedError, IncompatibleBrokerVersion) as exc:  # no version 7 on the broker
+                raise TooOldBroker() from exc
+            code, found = fetched_offsets(resp)
+            codes = {code} | {c for _, c in found.values()}
+            codes.discard(0)
+            if not codes:
+                return {tp: (offset if offset >= 0 else None) for tp, (offset, _) in found.items()}
+            if codes & _COORDINATOR_RETRY:
+                node_id, waiting_for = None, "the group coordinator is loading or moved"
+            elif codes != {UNSTABLE_OFFSET_COMMIT}:
+                raise for_code(min(codes - {UNSTABLE_OFFSET_COMMIT}))()
+        except KafkaError as exc:  # coordinator unknown, connection lost, timed out: ask again
+            if not exc.retriable:
+                raise
+            node_id, waiting_for = None, repr(exc)
         if loop.time() >= deadline:
             raise TimeoutError(
                 f"the committed offsets of group {group_id} stayed unstable for {timeout_s:g} s "
-                "(an open transaction holds offsets of them)"
+                f"({waiting_for})"
             )
         await asyncio.sleep(retry_s)

@@ -16,12 +16,22 @@ partitions first waits until no transaction holds pending offsets of them (Offse
 `require_stable`) and only then reads the committed offsets and lets Faust's recovery read the
 changelog: whatever such a transaction committed is part of what it starts from.
 
+The same take-over also waits until every transaction that wrote to its changelog partitions has
+ended (last_stable): on a cluster the changelog's commit marker can land after the offsets' one.
+
+A batch's offsets carry the membership it was admitted in (batch_consumer reads it once, under the
+batch lock, and drops a batch whose fetch is of another generation), not what the consumer holds
+when they are sent: aiokafka takes a new generation from the JoinGroup answer and resets it to -1
+when the group removed the worker, and the broker commits transactional offsets of generation -1
+without a check.
+
 The transactional id is new at each start (`{app_id}-eos-<random>`): two live workers never share
-one, so neither fences the other by id. The transaction of a worker that died mid-batch is aborted
-by the broker once the transaction timeout passes (`TRANSACTION_TIMEOUT_S`, below the group's session
-timeout, so usually before its partitions are assigned again). One producer, one transaction and
-one chain of coordinator round trips per batch, where a producer per partition made one chain per
-partition touched: bench/ANALYSIS.md measures the difference.
+one, so neither fences the other by id. The transaction of a worker that died mid-batch stays open
+until the broker aborts it, at its first check after the transaction timeout (`TRANSACTION_TIMEOUT_S`,
+at most the session timeout; the broker checks every 10 s by default): 10 to 20 s after it began, about
+when the group reassigns the dead worker's partitions; the new owner waits for it. One producer, one
+transaction and one chain of coordinator round trips per batch, where a producer per partition made
+one chain per partition touched: bench/ANALYSIS.md measures the difference.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from upsell_triggers.deadletter import DeadLetter
 from upsell_triggers.runtime.kafka import compat
 from upsell_triggers.runtime.kafka.keyed_batches import send_keyed
 from upsell_triggers.runtime.kafka.kip447 import stable_committed_offsets
+from upsell_triggers.runtime.kafka.last_stable import wait_settled
 
 log = logging.getLogger("upsell_triggers.transactions")
 
@@ -57,6 +68,8 @@ def transactional_id(app_id: str) -> str:
 StableOffsets = Callable[
     [Any, str, dict[str, list[int]], float], Awaitable[dict[tuple[str, int], int | None]]
 ]
+# (started producer, changelog partitions, how long to wait) -> once their transactions ended
+Settled = Callable[[Any, list[TopicPartition], float], Awaitable[None]]
 
 
 async def _stable_offsets(
@@ -65,6 +78,10 @@ async def _stable_offsets(
     """Through the producer's own client, which runs on the worker's loop (Faust's consumer runs on
     another thread's)."""
     return await stable_committed_offsets(producer.client, group_id, partitions, wait_s)
+
+
+async def _settled(producer: Any, partitions: list[TopicPartition], wait_s: float) -> None:
+    await wait_settled(producer.client, partitions, wait_s)
 
 
 @dataclass(slots=True)
@@ -83,33 +100,45 @@ class BatchTransactions:
 
     def __init__(
         self,
-        new_producer: Callable[[str], Any],
+        new_producer: Callable[[str, compat.GroupMetadata], Any],
         app_id: str,
         group_id: str,
         topics: Callable[[], tuple[str, str, str]],
         leads_topic: str = "expansion-leads",
         stable_offsets: StableOffsets | None = None,
+        settled: Settled | None = None,
         stable_wait_s: float = 6 * TRANSACTION_TIMEOUT_S,
     ) -> None:
-        # transactional id -> a new, unstarted aiokafka producer that sends its offsets with the
-        # group's generation (compat.transactional_producer)
+        # (transactional id, membership) -> a new, unstarted aiokafka producer that sends its
+        # offsets with the group membership `membership()` gives (compat.transactional_producer)
         self.new_producer = new_producer
         self.transactional_id = transactional_id(app_id)
         self.group_id = group_id
         self.topics = topics  # (prompts, dead letters, changelog)
         self.leads_topic = leads_topic
         self.stable_offsets = stable_offsets or _stable_offsets
+        self.settled = settled or _settled
         self.stable_wait_s = stable_wait_s
         self.producer: Any = None
         self.owned: frozenset[TP] = frozenset()  # the hot input partitions of the last assignment
+        # The group membership the batch under way was admitted in (batch_consumer): its offsets are
+        # sent with exactly this, read once, not with what the consumer holds when they are sent.
+        self.membership: tuple[int, str, str | None] = (-1, "", None)
 
-    async def assign(self, partitions: Iterable[TP]) -> dict[TP, int | None]:
-        """At each assignment, before the changelog of `partitions` (the hot input partitions now
-        owned) is read: the producer is started once, and this returns, once no transaction of this
-        worker or of a previous owner holds pending offsets of them, their committed offsets (None:
-        nothing committed)."""
+    def _membership(self) -> tuple[int, str, str | None]:
+        return self.membership
+
+    def _new_producer(self) -> Any:
+        return self.new_producer(self.transactional_id, self._membership)
+
+    async def assign(self, partitions: Iterable[TP], changelog: Iterable[TP] = ()) -> dict[TP, int | None]:
+        """At each assignment, before Faust's recovery reads the changelog: the producer is started
+        once; this waits until no transaction of this worker or of a previous owner holds pending
+        offsets of `partitions` (the hot input partitions now owned), then until every transaction
+        that wrote to the `changelog` partitions assigned has ended (last_stable), and returns the
+        committed offsets of `partitions` (None: nothing committed)."""
         if self.producer is None:
-            producer = self.new_producer(self.transactional_id)
+            producer = self._new_producer()
             await producer.start()
             try:
                 await compat.wait_for_producer_id(producer)
@@ -122,9 +151,15 @@ class BatchTransactions:
         by_topic: dict[str, list[int]] = {}
         for tp in self.owned:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
-        if not by_topic:
-            return {}
-        found = await self.stable_offsets(self.producer, self.group_id, by_topic, self.stable_wait_s)
+        found = {}
+        if by_topic:
+            found = await self.stable_offsets(self.producer, self.group_id, by_topic, self.stable_wait_s)
+        changelog_topic = self.topics()[2]
+        logs = sorted(
+            TopicPartition(tp.topic, tp.partition) for tp in changelog if tp.topic == changelog_topic
+        )
+        if logs:
+            await self.settled(self.producer, logs, self.stable_wait_s)
         return {TP(topic, p): offset for (topic, p), offset in found.items()}
 
     async def stop(self) -> None:
@@ -138,14 +173,16 @@ class BatchTransactions:
     async def commit(
         self,
         writes: Mapping[int, PartitionWrites],
+        membership: tuple[int, str, str | None],
         phases: dict[str, float] | None = None,
         on_ending: Callable[[], None] | None = None,
     ) -> None:
         """One transaction with every partition's writes; returns once it committed. Raises if it
         failed (refused offsets, fenced, timed out, cut off) after asking the broker to abort it: the
         worker must then stop, since its memory holds the effects of a transaction that did not
-        commit. `phases` (batch timings), if given, receives the seconds of each phase; `on_ending` is
-        called as the transaction sends EndTxn (fresh_take)."""
+        commit. `membership`: the group generation, member id and instance id the batch was admitted
+        in, which its offsets carry. `phases` (batch timings), if given, receives the seconds of each
+        phase; `on_ending` is called as the transaction sends EndTxn (fresh_take)."""
         producer = self.producer
         if producer is None:
             raise RuntimeError("no transactional producer: no partition was assigned here")
@@ -153,6 +190,7 @@ class BatchTransactions:
             for tp in w.offsets:
                 if tp not in self.owned:  # the batch loop drops such batches first; never commit one
                     raise RuntimeError(f"{tp.topic}[{tp.partition}] is not assigned here")
+        self.membership = membership
         try:
             await self._commit(producer, writes, phases, on_ending)
         except Exception:
@@ -204,22 +242,23 @@ class BatchTransactions:
         starting a producer with the same transactional id (InitProducerId aborts it and fences the
         old one). Without this the transaction would hold back every read_committed reader of the
         partitions it wrote, the next owner's changelog recovery included, until its timeout.
-        aiokafka's abort_transaction sends no EndTxn once a transaction failed. Best effort, bounded:
-        the transaction times out anyway."""
+        aiokafka's abort_transaction sends no EndTxn once a transaction failed. Best effort and
+        bounded (each step ABORT_WAIT_S; a producer's stop waits for its queued batches, which a
+        transactional producer retries without end): the transaction times out anyway."""
         self.producer = None
         try:
-            await producer.stop()
+            await asyncio.wait_for(producer.stop(), ABORT_WAIT_S)
         except Exception as exc:
             log.warning("stopping the failed transactional producer: %r", exc)
         try:
-            await asyncio.wait_for(self._start_stop(self.new_producer(self.transactional_id)), ABORT_WAIT_S)
+            await asyncio.wait_for(self._start_stop(self._new_producer()), ABORT_WAIT_S)
         except Exception as exc:
             log.warning("aborting the failed transaction: %r", exc)
 
     @staticmethod
     async def _start_stop(producer: Any) -> None:
-        await producer.start()
         try:
+            await producer.start()
             await compat.wait_for_producer_id(producer)
             log.info("aborted the failed transaction")
         finally:
