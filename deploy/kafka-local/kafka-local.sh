@@ -86,6 +86,8 @@ offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
+# A dead worker's open transaction is aborted within 1 s of its timeout, not 10 s (exactly_once's take-over waits for it)
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 log.segment.bytes=268435456

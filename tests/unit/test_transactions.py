@@ -260,8 +260,9 @@ async def test_each_assignment_waits_for_stable_offsets_with_one_producer_for_th
     txns, made = await started(log)
     assert log == ["txn start", "txn epoch", "stable offsets"]
     assert made.asked == [{"events": [0, 1], "feedback": [0, 1]}]
+    # cl[3]: a standby changelog partition (no input partition 3 here), waited for once it is active
     stable = await txns.assign(
-        {TP("events", 2), TP("events", 1)}, {TP("cl", 2), TP("cl", 1), TP("events", 1)}
+        {TP("events", 2), TP("events", 1)}, {TP("cl", 2), TP("cl", 1), TP("cl", 3), TP("events", 1)}
     )
     assert stable == {TP("events", 1): 101, TP("events", 2): 102}
     # then the changelog partitions assigned (only those), once their transactions ended

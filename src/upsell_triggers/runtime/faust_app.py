@@ -235,6 +235,8 @@ def create_app(s: Settings) -> Worker:
             group_id=s.app_id,  # Faust's consumer group is the app id
             topics=lambda: (s.topic_prompts, s.topic_dlq, changelog_topic()),
             leads_topic=s.topic_leads,
+            # within the session timeout: aiokafka sends no heartbeat while the take-over waits
+            stable_wait_s=max(2.0, s.session_timeout_s - 3.0),
         )
     sink = BatchSink(
         BatchApplier(proc, states, hot_topics, metrics),

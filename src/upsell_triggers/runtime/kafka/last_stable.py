@@ -8,9 +8,12 @@ the previous owner's last transaction ended on the group coordinator; but the co
 commit marker of each partition with a request of its own, so on a cluster of several brokers the
 changelog partition's marker can land after the offsets' one, and a recovery that took the LSO then
 would stop short of that transaction's states while the input resumes after its records (Kafka
-Streams reads its changelogs' end offsets uncommitted for this reason, KAFKA-10167). So: take each
-partition's log end now (read_uncommitted) and wait until its LSO reached it. A transaction of a
-worker that died stays open until the broker aborts it after its timeout: the wait includes that.
+Streams reads its changelogs' end offsets uncommitted for this reason, KAFKA-10167). So, once the
+committed offsets are stable: take each partition's high watermark (read_uncommitted) and wait until
+its LSO reached it. A transaction of a worker that died stays open until the broker aborts it after
+its timeout: the wait includes that. aiokafka 0.14 sends ListOffsets up to version 3, without the
+leader epoch of version 4+, so a leader elected during the take-over may answer a high watermark
+briefly below its predecessor's; not covered.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ async def end_offsets(
 async def wait_settled(
     client: Any, tps: Iterable[TopicPartition], timeout_s: float, retry_s: float = 0.05
 ) -> None:
-    """Until the last stable offset of every partition in `tps` reached its log end as of the call.
-    Raises TimeoutError after `timeout_s`."""
+    """Until the last stable offset of every partition in `tps` reached its high watermark as of the
+    call. A leader that moved (NOT_LEADER_OR_FOLLOWER and the like) refreshes the client's metadata
+    before the next try. Raises TimeoutError after `timeout_s`, saying what it waited for."""
     from aiokafka.errors import KafkaError
 
     wanted = list(tps)
@@ -74,11 +78,14 @@ async def wait_settled(
             behind = [tp for tp in wanted if stable[tp] < target[tp]]
             if not behind:
                 return
+            shown = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in behind[:4])
+            waiting_for = f"transactions on {shown} stayed open"
         except KafkaError as exc:
             if not exc.retriable:
                 raise
-            behind = wanted
+            if getattr(exc, "invalid_metadata", False):
+                await client.force_metadata_update()
+            waiting_for = f"the changelog's end offsets could not be read ({exc!r})"
         if loop.time() >= deadline:
-            shown = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in behind[:4])
-            raise TimeoutError(f"transactions on {shown} stayed open for {timeout_s:g} s")
+            raise TimeoutError(f"{waiting_for} for {timeout_s:g} s")
         await asyncio.sleep(retry_s)

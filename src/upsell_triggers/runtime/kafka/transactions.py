@@ -28,8 +28,10 @@ without a check.
 The transactional id is new at each start (`{app_id}-eos-<random>`): two live workers never share
 one, so neither fences the other by id. The transaction of a worker that died mid-batch stays open
 until the broker aborts it, at its first check after the transaction timeout (`TRANSACTION_TIMEOUT_S`,
-at most the session timeout; the broker checks every 10 s by default): 10 to 20 s after it began, about
-when the group reassigns the dead worker's partitions; the new owner waits for it. One producer, one
+at most the session timeout; the broker checks every 10 s by default): 10 to 20 s after it began with
+the defaults, about when the group reassigns the dead worker's partitions (15 s session). The new
+owner waits for it, within a bound below the session timeout (aiokafka sends no heartbeat during the
+assignment callback); past the bound it stops, and the restart waits again. One producer, one
 transaction and one chain of coordinator round trips per batch, where a producer per partition made
 one chain per partition touched: bench/ANALYSIS.md measures the difference.
 """
@@ -107,7 +109,7 @@ class BatchTransactions:
         leads_topic: str = "expansion-leads",
         stable_offsets: StableOffsets | None = None,
         settled: Settled | None = None,
-        stable_wait_s: float = 6 * TRANSACTION_TIMEOUT_S,
+        stable_wait_s: float = TRANSACTION_TIMEOUT_S,
     ) -> None:
         # (transactional id, membership) -> a new, unstarted aiokafka producer that sends its
         # offsets with the group membership `membership()` gives (compat.transactional_producer)
@@ -135,8 +137,10 @@ class BatchTransactions:
         """At each assignment, before Faust's recovery reads the changelog: the producer is started
         once; this waits until no transaction of this worker or of a previous owner holds pending
         offsets of `partitions` (the hot input partitions now owned), then until every transaction
-        that wrote to the `changelog` partitions assigned has ended (last_stable), and returns the
-        committed offsets of `partitions` (None: nothing committed)."""
+        that wrote to the active `changelog` partitions assigned has ended (last_stable), and returns
+        the committed offsets of `partitions` (None: nothing committed). Both waits together take at
+        most `stable_wait_s`, then raise: aiokafka sends no heartbeat while the assignment callback
+        runs, so a wait longer than the session timeout would have the group remove this worker."""
         if self.producer is None:
             producer = self._new_producer()
             await producer.start()
@@ -152,14 +156,19 @@ class BatchTransactions:
         for tp in self.owned:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
         found = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stable_wait_s  # both waits: heartbeats stop while they run
         if by_topic:
             found = await self.stable_offsets(self.producer, self.group_id, by_topic, self.stable_wait_s)
         changelog_topic = self.topics()[2]
+        active = {tp.partition for tp in self.owned}  # standby partitions are waited for once active
         logs = sorted(
-            TopicPartition(tp.topic, tp.partition) for tp in changelog if tp.topic == changelog_topic
+            TopicPartition(tp.topic, tp.partition)
+            for tp in changelog
+            if tp.topic == changelog_topic and tp.partition in active
         )
         if logs:
-            await self.settled(self.producer, logs, self.stable_wait_s)
+            await self.settled(self.producer, logs, max(0.0, deadline - loop.time()))
         return {TP(topic, p): offset for (topic, p), offset in found.items()}
 
     async def stop(self) -> None:
