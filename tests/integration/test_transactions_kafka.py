@@ -61,7 +61,7 @@ class Member:
             return producer
 
         self.txns = BatchTransactions(new_producer, app, app, lambda: topics)
-        self.events = events
+        self.events, self.group = events, app
 
     async def join(self) -> dict[TP, int | None]:
         await self.enter()
@@ -91,6 +91,35 @@ async def committed_offset(bs: str, group: str, events: str) -> int:
     return int(offsets[TopicPartition(events, 0)].offset)
 
 
+async def committed_prompts(bs: str, topic: str) -> list[str]:
+    """The prompt ids a read_committed consumer of `topic` receives, in order."""
+    return [orjson.loads(r.value)["prompt_id"] for r in await read_all(bs, topic, read_committed=True)]
+
+
+async def take_over_held_by_open_transaction(
+    previous: Member, successor: Member, topics: tuple[str, str, str], record: bytes, offset: int | None
+) -> tuple[Any, asyncio.Future[dict[TP, int | None]]]:
+    """`previous` opens a transaction with a changelog record (and, with `offset`, its input offset,
+    which the group accepts), then leaves the group; `successor` joins and starts its take-over, which
+    must still be waiting 2 s later. Returns the open transaction's producer and the take-over."""
+    await previous.join()
+    previous.txns.membership = previous.membership()
+    producer = previous.txns.producer
+    await producer.begin_transaction()
+    await (await producer.send(topics[2], record, key=b"acct", partition=0))
+    if offset is not None:
+        await producer.send_offsets_to_transaction(
+            {TopicPartition(previous.events, 0): offset}, previous.group
+        )
+    await previous.consumer.stop()  # the group moves on before EndTxn
+    await successor.enter()  # in the group and assigned: now the take-over waits
+    events = successor.events
+    taking_over = asyncio.ensure_future(successor.txns.assign({TP(events, 0)}, {TP(topics[2], 0)}))
+    await asyncio.sleep(2.0)
+    assert not taking_over.done(), "the new owner must wait for the open transaction"
+    return producer, taking_over
+
+
 async def setup(bs: str) -> tuple[str, tuple[str, str, str], str]:
     app = f"fence{uuid.uuid4().hex[:8]}"
     topics = (f"{app}-prompts", f"{app}-dlq", f"{app}-changelog")
@@ -118,11 +147,7 @@ async def test_a_zombie_is_refused_by_generation_and_its_transaction_aborted(kaf
             await zombie.commit("zombie-2", 20)
         await successor.commit("successor-1", 15)
 
-        prompts = [
-            orjson.loads(r.value)["prompt_id"]
-            for r in await read_all(kafka_bootstrap, topics[0], read_committed=True)
-        ]
-        assert prompts == ["zombie-1", "successor-1"]
+        assert await committed_prompts(kafka_bootstrap, topics[0]) == ["zombie-1", "successor-1"]
         changelog = [r.value for r in await read_all(kafka_bootstrap, topics[2], read_committed=True)]
         assert changelog == [b"zombie-1", b"successor-1"]
         assert await committed_offset(kafka_bootstrap, app, events) == 15
@@ -143,17 +168,9 @@ async def test_a_transaction_with_accepted_offsets_holds_the_next_owner_until_it
     previous = Member(kafka_bootstrap, app, topics, events)
     successor = Member(kafka_bootstrap, app, topics, events)
     try:
-        await previous.join()
-        previous.txns.membership = previous.membership()
-        producer = previous.txns.producer
-        await producer.begin_transaction()
-        await (await producer.send(topics[2], b"last", key=b"acct", partition=0))
-        await producer.send_offsets_to_transaction({TopicPartition(events, 0): 12}, app)  # accepted
-        await previous.consumer.stop()  # the group moves on before EndTxn
-        await successor.enter()  # in the group and assigned: now the take-over waits
-        taking_over = asyncio.ensure_future(successor.txns.assign({TP(events, 0)}, {TP(topics[2], 0)}))
-        await asyncio.sleep(2.0)
-        assert not taking_over.done(), "the new owner must wait while the offsets are pending"
+        producer, taking_over = await take_over_held_by_open_transaction(
+            previous, successor, topics, b"last", 12
+        )
         await producer.commit_transaction()
         assert await asyncio.wait_for(taking_over, 30) == {TP(events, 0): 12}
         changelog = [r.value for r in await read_all(kafka_bootstrap, topics[2], read_committed=True)]
@@ -172,15 +189,9 @@ async def test_an_open_transaction_on_the_changelog_holds_the_take_over_until_it
     previous = Member(kafka_bootstrap, app, topics, events)
     successor = Member(kafka_bootstrap, app, topics, events)
     try:
-        await previous.join()
-        producer = previous.txns.producer
-        await producer.begin_transaction()
-        await (await producer.send(topics[2], b"open", key=b"acct", partition=0))
-        await previous.consumer.stop()
-        await successor.enter()
-        taking_over = asyncio.ensure_future(successor.txns.assign({TP(events, 0)}, {TP(topics[2], 0)}))
-        await asyncio.sleep(2.0)
-        assert not taking_over.done(), "the new owner must wait for the open transaction"
+        producer, taking_over = await take_over_held_by_open_transaction(
+            previous, successor, topics, b"open", None
+        )
         await producer.abort_transaction()
         assert await asyncio.wait_for(taking_over, 30) == {TP(events, 0): None}
     finally:
@@ -213,11 +224,7 @@ async def test_a_worker_without_membership_commits_nothing(kafka_bootstrap: str)
         await worker.consumer.stop()
         with pytest.raises(compat.GroupMovedOn, match="not a member"):
             await worker.txns.commit(writes("second", 9, events), (-1, "", None))
-        prompts = [
-            orjson.loads(r.value)["prompt_id"]
-            for r in await read_all(kafka_bootstrap, topics[0], read_committed=True)
-        ]
-        assert prompts == ["first"]
+        assert await committed_prompts(kafka_bootstrap, topics[0]) == ["first"]
         assert await committed_offset(kafka_bootstrap, app, events) == 5
     finally:
         await worker.txns.stop()

@@ -103,7 +103,8 @@ EXACTLY_ONCE_MEMBERS: tuple[Member, ...] = (
     Member("aiokafka.producer.transaction_manager", "TransactionManager", "wait_for_pid", ("self",)),
     # The retry after CONCURRENT_TRANSACTIONS, a module constant (set_transaction_retry_backoff).
     Member("aiokafka.producer.sender", "AddPartitionsToTxnHandler", "BACKOFF_OVERRIDE"),
-    # TxnOffsetCommit with the group's generation (commit_offsets_with_group_metadata, group_metadata).
+    # TxnOffsetCommit with the group's generation (commit_offsets_with_group_metadata, and
+    # ConsumerAdapter.membership).
     Member("aiokafka.producer.producer", "AIOKafkaProducer", "_sender"),
     Member("aiokafka.producer.sender", "Sender", "_do_txn_offset_commit", ("self", "offsets", "group_id")),
     Member(
@@ -232,8 +233,9 @@ class ConsumerAdapter(faust_aiokafka.Consumer):
         return False
 
     def membership(self) -> tuple[int, str, str | None]:
-        """The group membership now: (generation, member id, group instance id)."""
-        return group_membership(self)
+        """The group membership now: (generation, member id, group instance id), read from aiokafka's
+        consumer in Faust's consumer thread (plain attributes, replaced at each join)."""
+        return aiokafka_membership(self._thread._ensure_consumer())
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         thread = _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -431,12 +433,6 @@ class GroupMovedOn(Exception):
 GroupMetadata = Callable[[], tuple[int, str, "str | None"]]
 
 
-def group_membership(consumer: Any) -> tuple[int, str, str | None]:
-    """Faust's consumer's group membership now (generation, member id, group instance id), read from
-    aiokafka's consumer in Faust's consumer thread (plain attributes, replaced at each join)."""
-    return aiokafka_membership(consumer._thread._ensure_consumer())
-
-
 def aiokafka_membership(consumer: Any) -> tuple[int, str, str | None]:
     """An aiokafka consumer's group membership now (generation, member id, group instance id)."""
     coordinator = consumer._coordinator
@@ -482,9 +478,7 @@ def commit_offsets_with_group_metadata(producer: Any, metadata: GroupMetadata) -
                             f"the consumer group refused the offsets of {topic}[{partition}] "
                             f"({GROUP_MOVED_ON[code]}): this worker no longer owns them"
                         )
-                        txn = self._sender._txn_manager
-                        txn.error_transaction(exc)
-                        txn.wait_for_transaction_end().exception()  # raised by send_offsets_to_transaction
+                        _fail_transaction(self._sender._txn_manager, exc)
                         return None
             return super().handle_response(_V0Errors(errors))
 
@@ -497,9 +491,9 @@ def commit_offsets_with_group_metadata(producer: Any, metadata: GroupMetadata) -
         if generation < 0 or not member_id:
             # aiokafka resets its membership once it learns the group removed it, and the broker
             # commits transactional offsets of generation -1 without any check.
-            txn = snd._txn_manager
-            txn.error_transaction(GroupMovedOn("this worker is not a member of the consumer group"))
-            txn.wait_for_transaction_end().exception()  # raised by send_offsets_to_transaction
+            _fail_transaction(
+                snd._txn_manager, GroupMovedOn("this worker is not a member of the consumer group")
+            )
             return
         try:
             node_id = await snd._find_coordinator(CoordinationType.GROUP, group_id)
@@ -509,6 +503,13 @@ def commit_offsets_with_group_metadata(producer: Any, metadata: GroupMetadata) -
         await GroupTxnOffsetCommitHandler(snd, offsets, group_id).do(node_id)
 
     snd._do_txn_offset_commit = _do_txn_offset_commit
+
+
+def _fail_transaction(txn: Any, exc: Exception) -> None:
+    """Fails the open transaction with `exc`, which `send_offsets_to_transaction` raises; the same
+    exception set on the transaction's end waiter is marked retrieved (nothing else awaits it)."""
+    txn.error_transaction(exc)
+    txn.wait_for_transaction_end().exception()
 
 
 class _V0Errors:
